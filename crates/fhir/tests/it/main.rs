@@ -1,0 +1,6 @@
+//! Integration tests of `ironchart-fhir`, one binary with a module per area.
+
+mod examples;
+mod extract;
+mod generated;
+mod validate;

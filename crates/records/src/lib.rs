@@ -1,0 +1,24 @@
+//! The one door to health data. Every read, search, history, write, transaction and import goes
+//! through [`Records`]: it authenticates the caller's token, validates and versions resources,
+//! extracts their search index and hands them to the store. Policy (scopes, compartments,
+//! sensitivity labels), audit and encryption at rest hook in here and nowhere else.
+//!
+//! Nothing outside this crate can reach the store: `web` and the command line hold a `Records`,
+//! never a database handle.
+#![forbid(unsafe_code)]
+
+mod actor;
+mod bundle;
+mod error;
+mod resource;
+mod service;
+
+pub use actor::{Actor, ActorKind};
+pub use bundle::{BundleOutcome, GetHandler, parse_etag, percent_decode};
+pub use error::RecordsError;
+pub use resource::{HistoryPage, Resource, ResourcePage, WriteOutcome};
+pub use service::{DatabaseConfig, ImportOutcome, Records};
+
+pub use ironchart_store::{Backend, HistoryScope, SCHEMA_VERSION};
+
+pub type Result<T, E = RecordsError> = std::result::Result<T, E>;

@@ -1,0 +1,67 @@
+//! Resources as the service hands them out: the stored JSON plus its version facts.
+
+use ironchart_store::StoredVersion;
+
+/// One version of a resource. `json` is the full resource (with `meta.versionId` and
+/// `meta.lastUpdated`), or `None` for a deletion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resource {
+    pub resource_type: String,
+    pub id: String,
+    pub version: i64,
+    /// Milliseconds since the Unix epoch (UTC).
+    pub last_updated: i64,
+    pub deleted: bool,
+    /// `POST`, `PUT` or `DELETE`.
+    pub method: String,
+    pub json: Option<Vec<u8>>,
+}
+
+impl Resource {
+    pub(crate) fn from_stored(v: StoredVersion) -> Resource {
+        Resource {
+            resource_type: v.res_type,
+            id: v.res_id,
+            version: v.version,
+            last_updated: v.last_updated,
+            deleted: v.deleted,
+            method: v.method,
+            json: v.body,
+        }
+    }
+
+    /// The resource as a JSON value (`Value::Null` for a deletion or an unreadable body).
+    pub fn value(&self) -> serde_json::Value {
+        self.json
+            .as_deref()
+            .and_then(|b| serde_json::from_slice(b).ok())
+            .unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// The result of a create or update.
+#[derive(Debug, Clone)]
+pub struct WriteOutcome {
+    pub resource: Resource,
+    /// Whether the write created the resource (201) rather than updating it (200).
+    pub created: bool,
+}
+
+/// One page of search results.
+#[derive(Debug, Clone, Default)]
+pub struct ResourcePage {
+    pub matches: Vec<Resource>,
+    pub included: Vec<Resource>,
+    /// Opaque cursors for the next and previous pages.
+    pub next: Option<String>,
+    pub previous: Option<String>,
+    pub total: Option<i64>,
+}
+
+/// One page of history, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryPage {
+    pub entries: Vec<Resource>,
+    pub next: Option<String>,
+    pub total: Option<i64>,
+}

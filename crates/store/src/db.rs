@@ -1,0 +1,397 @@
+//! One `Store` over either database: typed sqlx pools, bound arguments, and a tiny SQL builder
+//! that only ever appends static text and numbered placeholders.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{PgConnection, PgPool, Row, SqliteConnection, SqlitePool};
+
+use crate::Result;
+
+/// Which database a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+pub(crate) enum Pools {
+    /// SQLite: many readers, one writer (writes are serialized by SQLite anyway; one connection
+    /// avoids busy-waiting between our own writers).
+    Sqlite {
+        read: SqlitePool,
+        write: SqlitePool,
+    },
+    Postgres(PgPool),
+}
+
+/// The resource store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) pools: Pools,
+}
+
+impl Store {
+    /// Opens (creating if needed) the SQLite database at `path` and migrates it.
+    pub async fn open_sqlite(path: &Path) -> Result<Store> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: an acknowledged write survives a crash of the machine, not only of the process.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true)
+            .pragma("cache_size", "-65536")
+            .pragma("temp_store", "memory")
+            .statement_cache_capacity(512);
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(60))
+            .connect_with(options.clone())
+            .await?;
+        let store = Store {
+            pools: Pools::Sqlite {
+                read: write.clone(),
+                write: write.clone(),
+            },
+        };
+        store.migrate().await?;
+        let readers = std::thread::available_parallelism().map_or(4, |n| n.get().max(2) * 2);
+        let read = SqlitePoolOptions::new()
+            .max_connections(readers as u32)
+            .acquire_timeout(Duration::from_secs(60))
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(Store {
+            pools: Pools::Sqlite { read, write },
+        })
+    }
+
+    /// Connects to PostgreSQL and migrates. `schema`, when given, is created if needed and used
+    /// as the search path (tests use one schema each).
+    pub async fn open_postgres(url: &str, schema: Option<&str>) -> Result<Store> {
+        let mut options = PgConnectOptions::from_str(url)?;
+        if let Some(schema) = schema {
+            let admin = PgPoolOptions::new()
+                .max_connections(1)
+                .connect_with(options.clone())
+                .await?;
+            // The schema name is an identifier and cannot be bound: accept only a safe charset.
+            if !schema
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            {
+                return Err(sqlx::Error::Configuration("invalid schema name".into()).into());
+            }
+            let create = ["CREATE SCHEMA IF NOT EXISTS ", schema].concat();
+            sqlx::raw_sql(&create).execute(&admin).await?;
+            admin.close().await;
+            options = options.options([("search_path", schema)]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(60))
+            .connect_with(options)
+            .await?;
+        let store = Store {
+            pools: Pools::Postgres(pool),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.pools {
+            Pools::Sqlite { .. } => Backend::Sqlite,
+            Pools::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Closes all connections (checkpointing SQLite's WAL).
+    pub async fn close(&self) {
+        match &self.pools {
+            Pools::Sqlite { read, write } => {
+                read.close().await;
+                write.close().await;
+            }
+            Pools::Postgres(pool) => pool.close().await,
+        }
+    }
+
+    /// Reads a setting (a small key/value table for operational state).
+    pub async fn setting(&self, key: &str) -> Result<Option<String>> {
+        let mut conn = self.reader().await?;
+        let rows = conn
+            .fetch(
+                "SELECT value FROM settings WHERE key = $1",
+                vec![Arg::Text(key.to_string())],
+                |r| r.text(0),
+            )
+            .await?;
+        Ok(rows.into_iter().next())
+    }
+
+    /// Writes a setting.
+    pub async fn set_setting(&self, key: &str, value: &str) -> Result<()> {
+        let mut conn = self.writer().await?;
+        conn.execute(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            vec![Arg::Text(key.to_string()), Arg::Text(value.to_string())],
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn reader(&self) -> Result<PoolConn> {
+        Ok(match &self.pools {
+            Pools::Sqlite { read, .. } => PoolConn::Sqlite(read.acquire().await?),
+            Pools::Postgres(pool) => PoolConn::Postgres(pool.acquire().await?),
+        })
+    }
+
+    pub(crate) async fn writer(&self) -> Result<PoolConn> {
+        Ok(match &self.pools {
+            Pools::Sqlite { write, .. } => PoolConn::Sqlite(write.acquire().await?),
+            Pools::Postgres(pool) => PoolConn::Postgres(pool.acquire().await?),
+        })
+    }
+}
+
+pub(crate) enum PoolConn {
+    Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
+    Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
+}
+
+impl PoolConn {
+    pub(crate) fn conn(&mut self) -> Conn<'_> {
+        match self {
+            PoolConn::Sqlite(c) => Conn::Sqlite(c),
+            PoolConn::Postgres(c) => Conn::Postgres(c),
+        }
+    }
+
+    pub(crate) async fn fetch<T>(
+        &mut self,
+        sql: &str,
+        args: Vec<Arg>,
+        map: impl Fn(&dyn RowGet) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        self.conn().fetch(sql, args, map).await
+    }
+
+    pub(crate) async fn execute(&mut self, sql: &str, args: Vec<Arg>) -> Result<u64> {
+        self.conn().execute(sql, args).await
+    }
+}
+
+/// A borrowed connection (pooled or inside a transaction) on either database.
+pub(crate) enum Conn<'a> {
+    Sqlite(&'a mut SqliteConnection),
+    Postgres(&'a mut PgConnection),
+}
+
+/// A bound value.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Arg {
+    Text(String),
+    OptText(Option<String>),
+    I64(i64),
+    F64(f64),
+    Bool(bool),
+    Bytes(Option<Vec<u8>>),
+}
+
+macro_rules! bind_args {
+    ($query:expr, $args:expr) => {{
+        let mut q = $query;
+        for arg in $args {
+            q = match arg {
+                Arg::Text(v) => q.bind(v),
+                Arg::OptText(v) => q.bind(v),
+                Arg::I64(v) => q.bind(v),
+                Arg::F64(v) => q.bind(v),
+                Arg::Bool(v) => q.bind(v),
+                Arg::Bytes(v) => q.bind(v),
+            };
+        }
+        q
+    }};
+}
+
+impl Conn<'_> {
+    pub(crate) async fn fetch<T>(
+        &mut self,
+        sql: &str,
+        args: Vec<Arg>,
+        map: impl Fn(&dyn RowGet) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        match self {
+            Conn::Sqlite(c) => {
+                let rows = bind_args!(sqlx::query(sql), args)
+                    .fetch_all(&mut **c)
+                    .await?;
+                rows.iter().map(|r| map(r)).collect()
+            }
+            Conn::Postgres(c) => {
+                let rows = bind_args!(sqlx::query(sql), args)
+                    .fetch_all(&mut **c)
+                    .await?;
+                rows.iter().map(|r| map(r)).collect()
+            }
+        }
+    }
+
+    pub(crate) async fn execute(&mut self, sql: &str, args: Vec<Arg>) -> Result<u64> {
+        Ok(match self {
+            Conn::Sqlite(c) => bind_args!(sqlx::query(sql), args)
+                .execute(&mut **c)
+                .await?
+                .rows_affected(),
+            Conn::Postgres(c) => bind_args!(sqlx::query(sql), args)
+                .execute(&mut **c)
+                .await?
+                .rows_affected(),
+        })
+    }
+
+    pub(crate) async fn execute_script(&mut self, sql: &'static str) -> Result<()> {
+        match self {
+            Conn::Sqlite(c) => {
+                sqlx::raw_sql(sql).execute(&mut **c).await?;
+            }
+            Conn::Postgres(c) => {
+                sqlx::raw_sql(sql).execute(&mut **c).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Column access that works on rows of either database.
+pub(crate) trait RowGet {
+    fn i64(&self, idx: usize) -> Result<i64>;
+    fn text(&self, idx: usize) -> Result<String>;
+    fn bool(&self, idx: usize) -> Result<bool>;
+    fn opt_bytes(&self, idx: usize) -> Result<Option<Vec<u8>>>;
+    fn f64(&self, idx: usize) -> Result<f64>;
+}
+
+macro_rules! impl_row_get {
+    ($row:ty) => {
+        impl RowGet for $row {
+            fn i64(&self, idx: usize) -> Result<i64> {
+                Ok(self.try_get::<i64, _>(idx)?)
+            }
+            fn text(&self, idx: usize) -> Result<String> {
+                Ok(self.try_get::<String, _>(idx)?)
+            }
+            fn bool(&self, idx: usize) -> Result<bool> {
+                Ok(self.try_get::<bool, _>(idx)?)
+            }
+            fn opt_bytes(&self, idx: usize) -> Result<Option<Vec<u8>>> {
+                Ok(self.try_get::<Option<Vec<u8>>, _>(idx)?)
+            }
+            fn f64(&self, idx: usize) -> Result<f64> {
+                Ok(self.try_get::<f64, _>(idx)?)
+            }
+        }
+    };
+}
+impl_row_get!(SqliteRow);
+impl_row_get!(PgRow);
+
+/// Builds SQL from static fragments and numbered placeholders; values only ever go to `args`.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Sql {
+    pub(crate) text: String,
+    pub(crate) args: Vec<Arg>,
+}
+
+impl Sql {
+    pub(crate) fn new(start: &'static str) -> Sql {
+        Sql {
+            text: start.to_string(),
+            args: Vec::new(),
+        }
+    }
+
+    /// Appends static SQL text.
+    pub(crate) fn push(&mut self, fragment: &'static str) -> &mut Self {
+        self.text.push_str(fragment);
+        self
+    }
+
+    /// Appends a placeholder bound to `arg`.
+    pub(crate) fn bind(&mut self, arg: Arg) -> &mut Self {
+        self.args.push(arg);
+        self.text.push('$');
+        self.text.push_str(&self.args.len().to_string());
+        self
+    }
+
+    pub(crate) fn bind_text(&mut self, value: &str) -> &mut Self {
+        self.bind(Arg::Text(value.to_string()))
+    }
+
+    pub(crate) fn bind_i64(&mut self, value: i64) -> &mut Self {
+        self.bind(Arg::I64(value))
+    }
+
+    pub(crate) fn bind_f64(&mut self, value: f64) -> &mut Self {
+        self.bind(Arg::F64(value))
+    }
+
+    /// Appends another builder's SQL, renumbering its placeholders after ours.
+    pub(crate) fn append(&mut self, other: Sql) -> &mut Self {
+        let offset = self.args.len();
+        let bytes = other.text.as_bytes();
+        let mut i = 0;
+        let mut last = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'$' {
+                let start = i + 1;
+                let mut end = start;
+                while end < bytes.len() && bytes[end].is_ascii_digit() {
+                    end += 1;
+                }
+                if end > start {
+                    self.text.push_str(&other.text[last..i]);
+                    let n: usize = other.text[start..end].parse().unwrap_or(0);
+                    self.text.push('$');
+                    self.text.push_str(&(n + offset).to_string());
+                    last = end;
+                }
+                i = end.max(i + 1);
+            } else {
+                i += 1;
+            }
+        }
+        self.text.push_str(&other.text[last..]);
+        self.args.extend(other.args);
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn append_renumbers() {
+        let mut a = Sql::new("SELECT 1 WHERE a = ");
+        a.bind_i64(1);
+        let mut b = Sql::new("b = ");
+        b.bind_i64(2).push(" AND c = ").bind_i64(3);
+        a.push(" AND ").append(b);
+        assert_eq!(a.text, "SELECT 1 WHERE a = $1 AND b = $2 AND c = $3");
+        assert_eq!(a.args.len(), 3);
+    }
+}

@@ -1,0 +1,521 @@
+//! Versioned resources: the current row in `resources`, every version in `resource_versions`,
+//! and the search index rows, all written in one transaction.
+
+use ironchart_fhir::extract::{IndexEntry, IndexValue};
+
+use crate::db::{Arg, Conn, Pools, RowGet, Sql, Store};
+use crate::{Result, StoreError};
+
+/// The current version of a resource as the store knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionHead {
+    pub rid: i64,
+    pub version: i64,
+    pub last_updated: i64,
+    pub deleted: bool,
+}
+
+/// One stored version of a resource. `body` is `None` for a deletion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredVersion {
+    pub rid: i64,
+    pub res_type: String,
+    pub res_id: String,
+    pub version: i64,
+    pub last_updated: i64,
+    pub deleted: bool,
+    /// `POST`, `PUT` or `DELETE`: how this version came to be.
+    pub method: String,
+    pub body: Option<Vec<u8>>,
+}
+
+/// A new version to write.
+#[derive(Debug, Clone)]
+pub struct NewVersion<'a> {
+    pub res_type: &'a str,
+    pub res_id: &'a str,
+    /// The version being written; must be `previous.version + 1` (or 1).
+    pub version: i64,
+    /// The head this write replaces: `None` for a create. A concurrent writer that got there
+    /// first makes the write fail with [`StoreError::Conflict`].
+    pub previous: Option<&'a VersionHead>,
+    pub last_updated: i64,
+    pub deleted: bool,
+    pub method: &'static str,
+    pub body: Option<Vec<u8>>,
+    /// The Patient this resource belongs to (its compartment), when any.
+    pub patient: Option<String>,
+    pub index: &'a [IndexEntry],
+}
+
+/// What a history request covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HistoryScope {
+    System,
+    Type(String),
+    Instance(String, String),
+}
+
+const VERSION_COLUMNS: &str = "SELECT r.rid, r.res_type, r.res_id, v.version, v.last_updated, v.deleted, v.method, v.body FROM resources r JOIN resource_versions v ON v.rid = r.rid";
+
+pub(crate) fn version_row(r: &dyn RowGet) -> Result<StoredVersion> {
+    Ok(StoredVersion {
+        rid: r.i64(0)?,
+        res_type: r.text(1)?,
+        res_id: r.text(2)?,
+        version: r.i64(3)?,
+        last_updated: r.i64(4)?,
+        deleted: r.bool(5)?,
+        method: r.text(6)?,
+        body: r.opt_bytes(7)?,
+    })
+}
+
+impl Store {
+    /// The current version of a resource (deleted ones included, with `deleted` set).
+    pub async fn read(&self, res_type: &str, res_id: &str) -> Result<Option<StoredVersion>> {
+        let mut conn = self.reader().await?;
+        let sql = [
+            VERSION_COLUMNS,
+            " AND v.version = r.version WHERE r.res_type = $1 AND r.res_id = $2",
+        ]
+        .concat();
+        let rows = conn
+            .fetch(
+                &sql,
+                vec![Arg::Text(res_type.into()), Arg::Text(res_id.into())],
+                version_row,
+            )
+            .await?;
+        Ok(rows.into_iter().next())
+    }
+
+    /// A specific version of a resource.
+    pub async fn vread(
+        &self,
+        res_type: &str,
+        res_id: &str,
+        version: i64,
+    ) -> Result<Option<StoredVersion>> {
+        let mut conn = self.reader().await?;
+        let sql = [
+            VERSION_COLUMNS,
+            " WHERE r.res_type = $1 AND r.res_id = $2 AND v.version = $3",
+        ]
+        .concat();
+        let rows = conn
+            .fetch(
+                &sql,
+                vec![
+                    Arg::Text(res_type.into()),
+                    Arg::Text(res_id.into()),
+                    Arg::I64(version),
+                ],
+                version_row,
+            )
+            .await?;
+        Ok(rows.into_iter().next())
+    }
+
+    /// Versions newest first, optionally only those at or after `since` (ms), continuing after
+    /// the `(last_updated, rid, version)` key of the previous page's last entry.
+    pub async fn history(
+        &self,
+        scope: &HistoryScope,
+        since: Option<i64>,
+        after: Option<(i64, i64, i64)>,
+        limit: usize,
+    ) -> Result<Vec<StoredVersion>> {
+        let mut sql = Sql::new(VERSION_COLUMNS);
+        sql.push(" WHERE 1 = 1");
+        match scope {
+            HistoryScope::System => {}
+            HistoryScope::Type(t) => {
+                sql.push(" AND r.res_type = ").bind_text(t);
+            }
+            HistoryScope::Instance(t, id) => {
+                sql.push(" AND r.res_type = ")
+                    .bind_text(t)
+                    .push(" AND r.res_id = ")
+                    .bind_text(id);
+            }
+        }
+        if let Some(since) = since {
+            sql.push(" AND v.last_updated >= ").bind_i64(since);
+        }
+        if let Some((lu, rid, ver)) = after {
+            sql.push(" AND (v.last_updated < ")
+                .bind_i64(lu)
+                .push(" OR (v.last_updated = ")
+                .bind_i64(lu)
+                .push(" AND (v.rid < ")
+                .bind_i64(rid)
+                .push(" OR (v.rid = ")
+                .bind_i64(rid)
+                .push(" AND v.version < ")
+                .bind_i64(ver)
+                .push("))))");
+        }
+        sql.push(" ORDER BY v.last_updated DESC, v.rid DESC, v.version DESC LIMIT ")
+            .bind_i64(limit as i64);
+        let mut conn = self.reader().await?;
+        conn.fetch(&sql.text, sql.args, version_row).await
+    }
+
+    /// Counts the versions a history request covers.
+    pub async fn history_count(&self, scope: &HistoryScope, since: Option<i64>) -> Result<i64> {
+        let mut sql = Sql::new(
+            "SELECT COUNT(*) FROM resources r JOIN resource_versions v ON v.rid = r.rid WHERE 1 = 1",
+        );
+        match scope {
+            HistoryScope::System => {}
+            HistoryScope::Type(t) => {
+                sql.push(" AND r.res_type = ").bind_text(t);
+            }
+            HistoryScope::Instance(t, id) => {
+                sql.push(" AND r.res_type = ")
+                    .bind_text(t)
+                    .push(" AND r.res_id = ")
+                    .bind_text(id);
+            }
+        }
+        if let Some(since) = since {
+            sql.push(" AND v.last_updated >= ").bind_i64(since);
+        }
+        let mut conn = self.reader().await?;
+        Ok(conn
+            .fetch(&sql.text, sql.args, |r| r.i64(0))
+            .await?
+            .into_iter()
+            .next()
+            .unwrap_or(0))
+    }
+
+    /// Starts a write transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`)
+    /// so that a transaction that reads before it writes can never fail on lock upgrade.
+    pub async fn begin(&self) -> Result<WriteTx> {
+        let inner = match &self.pools {
+            Pools::Sqlite { write, .. } => {
+                TxInner::Sqlite(write.begin_with("BEGIN IMMEDIATE").await?)
+            }
+            Pools::Postgres(pool) => TxInner::Postgres(pool.begin().await?),
+        };
+        Ok(WriteTx { inner })
+    }
+}
+
+enum TxInner {
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+/// A write transaction: all or nothing.
+pub struct WriteTx {
+    inner: TxInner,
+}
+
+impl WriteTx {
+    pub(crate) fn conn(&mut self) -> Conn<'_> {
+        match &mut self.inner {
+            TxInner::Sqlite(t) => Conn::Sqlite(t),
+            TxInner::Postgres(t) => Conn::Postgres(t),
+        }
+    }
+
+    pub async fn commit(self) -> Result<()> {
+        match self.inner {
+            TxInner::Sqlite(t) => t.commit().await?,
+            TxInner::Postgres(t) => t.commit().await?,
+        }
+        Ok(())
+    }
+
+    pub async fn rollback(self) -> Result<()> {
+        match self.inner {
+            TxInner::Sqlite(t) => t.rollback().await?,
+            TxInner::Postgres(t) => t.rollback().await?,
+        }
+        Ok(())
+    }
+
+    /// The current head of a resource, locked against concurrent writers until the transaction
+    /// ends (on PostgreSQL a no-op update takes the row lock; SQLite's write transaction already
+    /// excludes other writers).
+    pub async fn head_for_update(
+        &mut self,
+        res_type: &str,
+        res_id: &str,
+    ) -> Result<Option<VersionHead>> {
+        if matches!(self.inner, TxInner::Postgres(_)) {
+            self.conn()
+                .execute(
+                    "UPDATE resources SET version = version WHERE res_type = $1 AND res_id = $2",
+                    vec![Arg::Text(res_type.into()), Arg::Text(res_id.into())],
+                )
+                .await?;
+        }
+        self.head(res_type, res_id).await
+    }
+
+    /// The current head of a resource, if it was ever written.
+    pub async fn head(&mut self, res_type: &str, res_id: &str) -> Result<Option<VersionHead>> {
+        let rows = self
+            .conn()
+            .fetch(
+                "SELECT rid, version, last_updated, deleted FROM resources WHERE res_type = $1 AND res_id = $2",
+                vec![Arg::Text(res_type.into()), Arg::Text(res_id.into())],
+                |r| {
+                    Ok(VersionHead {
+                        rid: r.i64(0)?,
+                        version: r.i64(1)?,
+                        last_updated: r.i64(2)?,
+                        deleted: r.bool(3)?,
+                    })
+                },
+            )
+            .await?;
+        Ok(rows.into_iter().next())
+    }
+
+    /// The current version of a resource, read inside the transaction.
+    pub async fn read(&mut self, res_type: &str, res_id: &str) -> Result<Option<StoredVersion>> {
+        let sql = [
+            VERSION_COLUMNS,
+            " AND v.version = r.version WHERE r.res_type = $1 AND r.res_id = $2",
+        ]
+        .concat();
+        let rows = self
+            .conn()
+            .fetch(
+                &sql,
+                vec![Arg::Text(res_type.into()), Arg::Text(res_id.into())],
+                version_row,
+            )
+            .await?;
+        Ok(rows.into_iter().next())
+    }
+
+    /// Writes a new version: the head row, the version row and the index rows.
+    pub async fn put(&mut self, v: NewVersion<'_>) -> Result<i64> {
+        let rid = match v.previous {
+            None => {
+                let rows = self
+                    .conn()
+                    .fetch(
+                        "INSERT INTO resources (res_type, res_id, version, last_updated, deleted, patient) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (res_type, res_id) DO NOTHING RETURNING rid",
+                        vec![
+                            Arg::Text(v.res_type.into()),
+                            Arg::Text(v.res_id.into()),
+                            Arg::I64(v.version),
+                            Arg::I64(v.last_updated),
+                            Arg::Bool(v.deleted),
+                            Arg::OptText(v.patient.clone()),
+                        ],
+                        |r| r.i64(0),
+                    )
+                    .await?;
+                rows.into_iter().next().ok_or(StoreError::Conflict)?
+            }
+            Some(prev) => {
+                let n = self
+                    .conn()
+                    .execute(
+                        "UPDATE resources SET version = $1, last_updated = $2, deleted = $3, patient = $4 WHERE rid = $5 AND version = $6",
+                        vec![
+                            Arg::I64(v.version),
+                            Arg::I64(v.last_updated),
+                            Arg::Bool(v.deleted),
+                            Arg::OptText(v.patient.clone()),
+                            Arg::I64(prev.rid),
+                            Arg::I64(prev.version),
+                        ],
+                    )
+                    .await?;
+                if n != 1 {
+                    return Err(StoreError::Conflict);
+                }
+                for table in DELETE_INDEX {
+                    self.conn().execute(table, vec![Arg::I64(prev.rid)]).await?;
+                }
+                prev.rid
+            }
+        };
+        self.conn()
+            .execute(
+                "INSERT INTO resource_versions (rid, version, last_updated, deleted, method, body) VALUES ($1, $2, $3, $4, $5, $6)",
+                vec![
+                    Arg::I64(rid),
+                    Arg::I64(v.version),
+                    Arg::I64(v.last_updated),
+                    Arg::Bool(v.deleted),
+                    Arg::Text(v.method.into()),
+                    Arg::Bytes(v.body),
+                ],
+            )
+            .await?;
+        if !v.deleted {
+            self.write_index(rid, v.res_type, v.index).await?;
+        }
+        Ok(rid)
+    }
+
+    async fn write_index(&mut self, rid: i64, res_type: &str, index: &[IndexEntry]) -> Result<()> {
+        // Group the rows by table and insert them with multi-row statements.
+        let mut batches: [Option<Sql>; 7] = Default::default();
+        let mut counts = [0usize; 7];
+        for entry in index {
+            let slot = table_slot(&entry.value);
+            if counts[slot] >= ROWS_PER_INSERT {
+                if let Some(sql) = batches[slot].take() {
+                    self.conn().execute(&sql.text, sql.args).await?;
+                }
+                counts[slot] = 0;
+            }
+            let sql = batches[slot].get_or_insert_with(|| Sql::new(INSERT_INDEX[slot]));
+            if counts[slot] > 0 {
+                sql.push(", ");
+            }
+            counts[slot] += 1;
+            sql.push("(")
+                .bind_i64(rid)
+                .push(", ")
+                .bind_text(res_type)
+                .push(", ")
+                .bind_text(entry.param);
+            push_index_values(sql, &entry.value);
+            sql.push(")");
+        }
+        for sql in batches.into_iter().flatten() {
+            self.conn().execute(&sql.text, sql.args).await?;
+        }
+        Ok(())
+    }
+}
+
+const ROWS_PER_INSERT: usize = 100;
+
+const DELETE_INDEX: [&str; 7] = [
+    "DELETE FROM idx_string WHERE rid = $1",
+    "DELETE FROM idx_token WHERE rid = $1",
+    "DELETE FROM idx_date WHERE rid = $1",
+    "DELETE FROM idx_number WHERE rid = $1",
+    "DELETE FROM idx_quantity WHERE rid = $1",
+    "DELETE FROM idx_reference WHERE rid = $1",
+    "DELETE FROM idx_uri WHERE rid = $1",
+];
+
+const INSERT_INDEX: [&str; 7] = [
+    "INSERT INTO idx_string (rid, res_type, param, value, exact) VALUES ",
+    "INSERT INTO idx_token (rid, res_type, param, system, code, text) VALUES ",
+    "INSERT INTO idx_date (rid, res_type, param, low, high) VALUES ",
+    "INSERT INTO idx_number (rid, res_type, param, value) VALUES ",
+    "INSERT INTO idx_quantity (rid, res_type, param, value, system, code, unit) VALUES ",
+    "INSERT INTO idx_reference (rid, res_type, param, target_type, target_id, url, ident_system, ident_value) VALUES ",
+    "INSERT INTO idx_uri (rid, res_type, param, value) VALUES ",
+];
+
+fn table_slot(value: &IndexValue) -> usize {
+    match value {
+        IndexValue::String(_) => 0,
+        IndexValue::Token { .. } => 1,
+        IndexValue::Date(_) => 2,
+        IndexValue::Number(_) => 3,
+        IndexValue::Quantity { .. } => 4,
+        IndexValue::Reference { .. } => 5,
+        IndexValue::Uri(_) => 6,
+    }
+}
+
+/// Longest indexed text kept (longer values are cut: search needs prefixes, not essays).
+const MAX_INDEXED_TEXT: usize = 512;
+
+/// Index text: at most [`MAX_INDEXED_TEXT`] bytes, without NUL (which PostgreSQL text cannot
+/// hold; search values never contain it).
+fn clip(s: &str) -> String {
+    if s.contains('\0') {
+        return clip(&s.replace('\0', ""));
+    }
+    if s.len() <= MAX_INDEXED_TEXT {
+        return s.to_string();
+    }
+    let mut end = MAX_INDEXED_TEXT;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+fn opt(s: &Option<String>) -> Arg {
+    Arg::OptText(s.as_deref().map(clip))
+}
+
+fn push_index_values(sql: &mut Sql, value: &IndexValue) {
+    use ironchart_fhir::extract::normalize_string;
+    match value {
+        IndexValue::String(s) => {
+            sql.push(", ")
+                .bind(Arg::Text(clip(&normalize_string(s))))
+                .push(", ")
+                .bind(Arg::Text(clip(s)));
+        }
+        IndexValue::Token { system, code, text } => {
+            sql.push(", ")
+                .bind(opt(system))
+                .push(", ")
+                .bind(opt(code))
+                .push(", ")
+                .bind(Arg::OptText(
+                    text.as_deref().map(|t| clip(&normalize_string(t))),
+                ));
+        }
+        IndexValue::Date(range) => {
+            sql.push(", ")
+                .bind_i64(range.low)
+                .push(", ")
+                .bind_i64(range.high);
+        }
+        IndexValue::Number(n) => {
+            sql.push(", ").bind_f64(*n);
+        }
+        IndexValue::Quantity {
+            value,
+            system,
+            code,
+            unit,
+        } => {
+            sql.push(", ")
+                .bind_f64(*value)
+                .push(", ")
+                .bind(opt(system))
+                .push(", ")
+                .bind(opt(code))
+                .push(", ")
+                .bind(opt(unit));
+        }
+        IndexValue::Reference {
+            target_type,
+            target_id,
+            url,
+            identifier,
+        } => {
+            let (isys, ival) = identifier.clone().unwrap_or((None, None));
+            sql.push(", ")
+                .bind(opt(target_type))
+                .push(", ")
+                .bind(opt(target_id))
+                .push(", ")
+                .bind(Arg::OptText(if url.is_empty() {
+                    None
+                } else {
+                    Some(clip(url))
+                }))
+                .push(", ")
+                .bind(opt(&isys))
+                .push(", ")
+                .bind(opt(&ival));
+        }
+        IndexValue::Uri(u) => {
+            sql.push(", ").bind(Arg::Text(clip(u)));
+        }
+    }
+}

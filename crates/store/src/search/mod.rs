@@ -1,0 +1,297 @@
+//! Search: typed [`SearchQuery`]s become SQL over the index tables (see [`sql`]); pages are
+//! keyset-based (the cursor holds the sort keys of the last row, never an offset).
+
+mod sql;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ironchart_fhir::search::{Include, SearchQuery};
+use serde_json::{Value, json};
+
+use crate::db::{Conn, RowGet, Sql, Store};
+use crate::resources::{StoredVersion, WriteTx, version_row};
+use crate::{Result, StoreError};
+
+pub use sql::KeyType;
+
+/// Where a page starts: after (forward) or before (backward) the row with these sort keys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cursor {
+    pub forward: bool,
+    pub keys: Vec<KeyValue>,
+    pub rid: i64,
+}
+
+/// One sort-key value of a row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeyValue {
+    Text(String),
+    Int(i64),
+    Float(f64),
+}
+
+impl Cursor {
+    /// The opaque text form used in `next`/`previous` links.
+    pub fn encode(&self) -> String {
+        let keys: Vec<Value> = self
+            .keys
+            .iter()
+            .map(|k| match k {
+                KeyValue::Text(s) => json!({ "s": s }),
+                KeyValue::Int(i) => json!({ "i": i }),
+                KeyValue::Float(f) => json!({ "f": f }),
+            })
+            .collect();
+        let v = json!({ "d": if self.forward { "n" } else { "p" }, "k": keys, "r": self.rid });
+        URL_SAFE_NO_PAD.encode(v.to_string())
+    }
+
+    /// Parses a cursor; anything we did not issue is [`StoreError::BadCursor`].
+    pub fn decode(text: &str) -> Result<Cursor> {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(text)
+            .map_err(|_| StoreError::BadCursor)?;
+        let v: Value = serde_json::from_slice(&bytes).map_err(|_| StoreError::BadCursor)?;
+        let forward = match v.get("d").and_then(Value::as_str) {
+            Some("n") => true,
+            Some("p") => false,
+            _ => return Err(StoreError::BadCursor),
+        };
+        let rid = v
+            .get("r")
+            .and_then(Value::as_i64)
+            .ok_or(StoreError::BadCursor)?;
+        let mut keys = Vec::new();
+        for k in v
+            .get("k")
+            .and_then(Value::as_array)
+            .ok_or(StoreError::BadCursor)?
+        {
+            keys.push(if let Some(s) = k.get("s").and_then(Value::as_str) {
+                KeyValue::Text(s.to_string())
+            } else if let Some(i) = k.get("i").and_then(Value::as_i64) {
+                KeyValue::Int(i)
+            } else if let Some(f) = k.get("f").and_then(Value::as_f64) {
+                KeyValue::Float(f)
+            } else {
+                return Err(StoreError::BadCursor);
+            });
+        }
+        Ok(Cursor { forward, keys, rid })
+    }
+}
+
+/// One page of search results.
+#[derive(Debug, Clone, Default)]
+pub struct SearchPage {
+    /// The matches of this page, in order.
+    pub matches: Vec<StoredVersion>,
+    /// Resources added by `_include` / `_revinclude`.
+    pub included: Vec<StoredVersion>,
+    pub next: Option<Cursor>,
+    pub previous: Option<Cursor>,
+    /// The number of matches when asked for (or when it is known for free).
+    pub total: Option<i64>,
+}
+
+impl Store {
+    /// Runs a search and returns one page.
+    pub async fn search(&self, query: &SearchQuery, cursor: Option<&Cursor>) -> Result<SearchPage> {
+        let mut conn = self.reader().await?;
+        search_on(&mut conn.conn(), query, cursor).await
+    }
+
+    /// Counts the matches of a search.
+    pub async fn count(&self, query: &SearchQuery) -> Result<i64> {
+        let mut conn = self.reader().await?;
+        let sql = sql::count(query);
+        Ok(conn
+            .fetch(&sql.text, sql.args, |r| r.i64(0))
+            .await?
+            .into_iter()
+            .next()
+            .unwrap_or(0))
+    }
+}
+
+impl WriteTx {
+    /// The ids of the resources matching a search, inside the transaction (for conditional
+    /// create and update). At most `limit` ids.
+    pub async fn search_ids(&mut self, query: &SearchQuery, limit: usize) -> Result<Vec<String>> {
+        let mut sql = Sql::new("SELECT r.res_id FROM resources r WHERE ");
+        sql.append(sql::matches(query, "r"));
+        sql.push(" LIMIT ").bind_i64(limit as i64);
+        self.conn().fetch(&sql.text, sql.args, |r| r.text(0)).await
+    }
+}
+
+async fn search_on(
+    conn: &mut Conn<'_>,
+    query: &SearchQuery,
+    cursor: Option<&Cursor>,
+) -> Result<SearchPage> {
+    let mut page = SearchPage::default();
+    if query.summary_count {
+        let sql = sql::count(query);
+        page.total = conn
+            .fetch(&sql.text, sql.args, |r| r.i64(0))
+            .await?
+            .into_iter()
+            .next();
+        return Ok(page);
+    }
+    let key_types = sql::key_types(query);
+    if let Some(c) = cursor
+        && (c.keys.len() != key_types.len()
+            || c.keys.iter().zip(&key_types).any(|(k, t)| !t.accepts(k)))
+    {
+        return Err(StoreError::BadCursor);
+    }
+    let limit = query.count;
+    let select = sql::page(query, cursor, limit + 1);
+    let nkeys = key_types.len();
+    let mut rows = conn
+        .fetch(&select.text, select.args, |r| {
+            let mut keys = Vec::with_capacity(nkeys);
+            for (i, t) in key_types.iter().enumerate() {
+                keys.push(match t {
+                    KeyType::Text => KeyValue::Text(r.text(i)?),
+                    KeyType::Int => KeyValue::Int(r.i64(i)?),
+                    KeyType::Float => KeyValue::Float(r.f64(i)?),
+                });
+            }
+            Ok((keys, version_from(r, nkeys)?))
+        })
+        .await?;
+    let forward = cursor.is_none_or(|c| c.forward);
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    if !forward {
+        rows.reverse();
+    }
+    let first = rows.first().map(|(k, v)| Cursor {
+        forward: false,
+        keys: k.clone(),
+        rid: v.rid,
+    });
+    let last = rows.last().map(|(k, v)| Cursor {
+        forward: true,
+        keys: k.clone(),
+        rid: v.rid,
+    });
+    if forward {
+        if more {
+            page.next = last;
+        }
+        if cursor.is_some() {
+            page.previous = first;
+        }
+    } else {
+        page.next = last;
+        if more {
+            page.previous = first;
+        }
+    }
+    page.matches = rows.into_iter().map(|(_, v)| v).collect();
+    page.total = match query.total {
+        ironchart_fhir::search::TotalMode::None => None,
+        ironchart_fhir::search::TotalMode::Accurate => {
+            let sql = sql::count(query);
+            conn.fetch(&sql.text, sql.args, |r| r.i64(0))
+                .await?
+                .into_iter()
+                .next()
+        }
+        ironchart_fhir::search::TotalMode::Default => {
+            if cursor.is_none() && !more {
+                Some(page.matches.len() as i64)
+            } else {
+                None
+            }
+        }
+    };
+    if !page.matches.is_empty() {
+        let rids: Vec<i64> = page.matches.iter().map(|m| m.rid).collect();
+        let mut seen: std::collections::HashSet<i64> = rids.iter().copied().collect();
+        for inc in &query.includes {
+            for v in fetch_include(conn, inc, &rids).await? {
+                if seen.insert(v.rid) {
+                    page.included.push(v);
+                }
+            }
+        }
+        for inc in &query.revincludes {
+            let ids: Vec<String> = page.matches.iter().map(|m| m.res_id.clone()).collect();
+            for v in fetch_revinclude(conn, inc, &query.resource_type, &ids).await? {
+                if seen.insert(v.rid) {
+                    page.included.push(v);
+                }
+            }
+        }
+    }
+    Ok(page)
+}
+
+fn version_from(r: &dyn RowGet, offset: usize) -> Result<StoredVersion> {
+    Ok(StoredVersion {
+        rid: r.i64(offset)?,
+        res_type: r.text(offset + 1)?,
+        res_id: r.text(offset + 2)?,
+        version: r.i64(offset + 3)?,
+        last_updated: r.i64(offset + 4)?,
+        deleted: r.bool(offset + 5)?,
+        method: r.text(offset + 6)?,
+        body: r.opt_bytes(offset + 7)?,
+    })
+}
+
+/// Most resources one `_include` or `_revinclude` adds to a page.
+const MAX_INCLUDED: i64 = 1000;
+
+async fn fetch_include(
+    conn: &mut Conn<'_>,
+    inc: &Include,
+    rids: &[i64],
+) -> Result<Vec<StoredVersion>> {
+    let mut sql = Sql::new(
+        "SELECT r.rid, r.res_type, r.res_id, v.version, v.last_updated, v.deleted, v.method, v.body FROM idx_reference x JOIN resources r ON r.res_type = x.target_type AND r.res_id = x.target_id JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version WHERE r.deleted = FALSE AND x.param = ",
+    );
+    sql.bind_text(inc.param.name).push(" AND x.rid IN (");
+    for (i, rid) in rids.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.bind_i64(*rid);
+    }
+    sql.push(")");
+    if let Some(t) = &inc.target_type {
+        sql.push(" AND x.target_type = ").bind_text(t);
+    }
+    sql.push(" LIMIT ").bind_i64(MAX_INCLUDED);
+    conn.fetch(&sql.text, sql.args, version_row).await
+}
+
+async fn fetch_revinclude(
+    conn: &mut Conn<'_>,
+    inc: &Include,
+    target_type: &str,
+    ids: &[String],
+) -> Result<Vec<StoredVersion>> {
+    let mut sql = Sql::new(
+        "SELECT r.rid, r.res_type, r.res_id, v.version, v.last_updated, v.deleted, v.method, v.body FROM idx_reference x JOIN resources r ON r.rid = x.rid JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version WHERE r.deleted = FALSE AND x.res_type = ",
+    );
+    sql.bind_text(&inc.source_type)
+        .push(" AND x.param = ")
+        .bind_text(inc.param.name)
+        .push(" AND x.target_type = ")
+        .bind_text(target_type)
+        .push(" AND x.target_id IN (");
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.bind_text(id);
+    }
+    sql.push(") LIMIT ").bind_i64(MAX_INCLUDED);
+    conn.fetch(&sql.text, sql.args, version_row).await
+}

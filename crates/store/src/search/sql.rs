@@ -1,0 +1,639 @@
+//! SQL for searches. Every fragment is a static string chosen by a `match` on typed values;
+//! every value from the request is bound.
+
+use ironchart_fhir::SearchParamKind;
+use ironchart_fhir::search::{
+    Filter, FilterTest, FilterValue, ParamRef, Prefix, SearchQuery, SortKey, StringMatch,
+    TokenSystem,
+};
+
+use super::{Cursor, KeyValue};
+use crate::db::{Arg, Sql};
+
+/// The SQL type of a sort key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyType {
+    Text,
+    Int,
+    Float,
+}
+
+impl KeyType {
+    pub(crate) fn accepts(&self, v: &KeyValue) -> bool {
+        matches!(
+            (self, v),
+            (KeyType::Text, KeyValue::Text(_))
+                | (KeyType::Int, KeyValue::Int(_))
+                | (KeyType::Float, KeyValue::Float(_))
+        )
+    }
+}
+
+/// Sorts past every real value (missing values sort last in both directions).
+const TEXT_LAST: &str = "\u{10FFFF}";
+
+fn key_type(param: &ParamRef) -> KeyType {
+    match param {
+        ParamRef::Id => KeyType::Text,
+        ParamRef::LastUpdated => KeyType::Int,
+        ParamRef::Indexed(def) => match def.kind {
+            SearchParamKind::Date => KeyType::Int,
+            SearchParamKind::Number | SearchParamKind::Quantity => KeyType::Float,
+            _ => KeyType::Text,
+        },
+    }
+}
+
+pub(crate) fn key_types(query: &SearchQuery) -> Vec<KeyType> {
+    query.sort.iter().map(|k| key_type(&k.param)).collect()
+}
+
+/// `WHERE` conditions (without the keyword) selecting the live resources of the query's type
+/// that match all its filters; `alias` names the `resources` row.
+pub(crate) fn matches(query: &SearchQuery, alias: Alias) -> Sql {
+    let mut sql = Sql::new("");
+    sql.push(alias.res_type())
+        .push(" = ")
+        .bind_text(&query.resource_type)
+        .push(" AND ")
+        .push(alias.deleted())
+        .push(" = FALSE");
+    for filter in &query.filters {
+        sql.push(" AND ");
+        filter_sql(&mut sql, &query.resource_type, filter, alias);
+    }
+    sql
+}
+
+/// Which `resources` alias a condition is about (`r` for the searched type, `t` for a chain).
+pub(crate) type Alias = &'static str;
+
+trait AliasColumns {
+    fn rid(self) -> &'static str;
+    fn res_id(self) -> &'static str;
+    fn res_type(self) -> &'static str;
+    fn deleted(self) -> &'static str;
+    fn last_updated(self) -> &'static str;
+}
+
+impl AliasColumns for Alias {
+    fn rid(self) -> &'static str {
+        if self == "t" { "t.rid" } else { "r.rid" }
+    }
+    fn res_id(self) -> &'static str {
+        if self == "t" { "t.res_id" } else { "r.res_id" }
+    }
+    fn res_type(self) -> &'static str {
+        if self == "t" {
+            "t.res_type"
+        } else {
+            "r.res_type"
+        }
+    }
+    fn deleted(self) -> &'static str {
+        if self == "t" {
+            "t.deleted"
+        } else {
+            "r.deleted"
+        }
+    }
+    fn last_updated(self) -> &'static str {
+        if self == "t" {
+            "t.last_updated"
+        } else {
+            "r.last_updated"
+        }
+    }
+}
+
+fn index_table(kind: SearchParamKind) -> &'static str {
+    match kind {
+        SearchParamKind::String => "idx_string",
+        SearchParamKind::Token => "idx_token",
+        SearchParamKind::Date => "idx_date",
+        SearchParamKind::Number => "idx_number",
+        SearchParamKind::Quantity => "idx_quantity",
+        SearchParamKind::Reference => "idx_reference",
+        SearchParamKind::Uri => "idx_uri",
+        // Not indexed; the parser never lets these through.
+        SearchParamKind::Composite | SearchParamKind::Special => "idx_uri",
+    }
+}
+
+/// `<alias>.rid [NOT] IN (SELECT rid FROM idx_x WHERE res_type = $ AND param = $` — the caller
+/// appends conditions and the closing parenthesis.
+fn open_index_subquery(
+    sql: &mut Sql,
+    res_type: &str,
+    name: &str,
+    kind: SearchParamKind,
+    alias: Alias,
+    negate: bool,
+) {
+    sql.push(alias.rid());
+    sql.push(if negate {
+        " NOT IN (SELECT rid FROM "
+    } else {
+        " IN (SELECT rid FROM "
+    });
+    sql.push(index_table(kind));
+    sql.push(" WHERE res_type = ")
+        .bind_text(res_type)
+        .push(" AND param = ")
+        .bind_text(name);
+}
+
+fn filter_sql(sql: &mut Sql, res_type: &str, filter: &Filter, alias: Alias) {
+    match (&filter.param, &filter.test) {
+        (ParamRef::Id | ParamRef::LastUpdated, FilterTest::Missing(missing)) => {
+            // Every resource has both.
+            sql.push(if *missing { "1 = 0" } else { "1 = 1" });
+        }
+        (ParamRef::Id, FilterTest::AnyOf(values) | FilterTest::NoneOf(values)) => {
+            sql.push(alias.res_id());
+            sql.push(if matches!(filter.test, FilterTest::NoneOf(_)) {
+                " NOT IN ("
+            } else {
+                " IN ("
+            });
+            for (i, v) in values.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                let id = match v {
+                    FilterValue::Id(id) => id.as_str(),
+                    FilterValue::Token { code, .. } => code.as_deref().unwrap_or_default(),
+                    _ => "",
+                };
+                sql.bind_text(id);
+            }
+            sql.push(")");
+        }
+        (ParamRef::LastUpdated, FilterTest::AnyOf(values) | FilterTest::NoneOf(values)) => {
+            let negate = matches!(filter.test, FilterTest::NoneOf(_));
+            sql.push(if negate { "NOT (" } else { "(" });
+            let col = alias.last_updated();
+            for (i, v) in values.iter().enumerate() {
+                if i > 0 {
+                    sql.push(" OR ");
+                }
+                if let FilterValue::Date { prefix, range } = v {
+                    date_condition(sql, col, col, *prefix, range.low, range.high);
+                } else {
+                    sql.push("1 = 0");
+                }
+            }
+            sql.push(")");
+        }
+        (ParamRef::Id | ParamRef::LastUpdated, FilterTest::Chain { .. }) => {
+            sql.push("1 = 0");
+        }
+        (ParamRef::Indexed(def), FilterTest::Missing(missing)) => {
+            open_index_subquery(sql, res_type, def.name, def.kind, alias, *missing);
+            sql.push(")");
+        }
+        (ParamRef::Indexed(def), FilterTest::AnyOf(values) | FilterTest::NoneOf(values)) => {
+            let negate = matches!(filter.test, FilterTest::NoneOf(_));
+            open_index_subquery(sql, res_type, def.name, def.kind, alias, negate);
+            sql.push(" AND (");
+            for (i, v) in values.iter().enumerate() {
+                if i > 0 {
+                    sql.push(" OR ");
+                }
+                value_condition(sql, v);
+            }
+            sql.push("))");
+        }
+        (
+            ParamRef::Indexed(def),
+            FilterTest::Chain {
+                target_type,
+                filter: inner,
+            },
+        ) => {
+            open_index_subquery(sql, res_type, def.name, def.kind, alias, false);
+            sql.push(" AND target_type = ")
+                .bind_text(target_type)
+                .push(" AND target_id IN (SELECT t.res_id FROM resources t WHERE t.res_type = ")
+                .bind_text(target_type)
+                .push(" AND t.deleted = FALSE AND ");
+            filter_sql(sql, target_type, inner, "t");
+            sql.push("))");
+        }
+    }
+}
+
+/// The exclusive upper bound of all strings starting with `prefix`.
+fn prefix_end(prefix: &str) -> String {
+    [prefix, TEXT_LAST].concat()
+}
+
+/// Escapes `%`, `_` and `\` for a `LIKE … ESCAPE '\'` pattern.
+fn like_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn value_condition(sql: &mut Sql, value: &FilterValue) {
+    match value {
+        FilterValue::String { value, mode } => match mode {
+            StringMatch::StartsWith => {
+                sql.push("(value >= ")
+                    .bind_text(value)
+                    .push(" AND value < ")
+                    .bind(Arg::Text(prefix_end(value)))
+                    .push(")");
+            }
+            StringMatch::Exact => {
+                sql.push("exact = ").bind_text(value);
+            }
+            StringMatch::Contains => {
+                sql.push("value LIKE ")
+                    .bind(Arg::Text(["%", &like_escape(value), "%"].concat()))
+                    .push(" ESCAPE '\\'");
+            }
+        },
+        FilterValue::Token { system, code } => {
+            sql.push("(");
+            match code {
+                Some(code) => {
+                    sql.push("code = ").bind_text(code);
+                }
+                None => {
+                    sql.push("1 = 1");
+                }
+            }
+            match system {
+                TokenSystem::Any => {}
+                TokenSystem::None => {
+                    sql.push(" AND system IS NULL");
+                }
+                TokenSystem::Is(s) => {
+                    sql.push(" AND system = ").bind_text(s);
+                }
+            }
+            sql.push(")");
+        }
+        FilterValue::TokenText(text) => {
+            sql.push("(text >= ")
+                .bind_text(text)
+                .push(" AND text < ")
+                .bind(Arg::Text(prefix_end(text)))
+                .push(")");
+        }
+        FilterValue::Id(id) => {
+            sql.push("code = ").bind_text(id);
+        }
+        FilterValue::Date { prefix, range } => {
+            date_condition(sql, "low", "high", *prefix, range.low, range.high);
+        }
+        FilterValue::Number {
+            prefix,
+            value,
+            low,
+            high,
+        } => {
+            number_condition(sql, *prefix, *value, *low, *high);
+        }
+        FilterValue::Quantity {
+            prefix,
+            value,
+            low,
+            high,
+            system,
+            code,
+        } => {
+            sql.push("(");
+            number_condition(sql, *prefix, *value, *low, *high);
+            if let Some(system) = system {
+                sql.push(" AND system = ").bind_text(system);
+            }
+            if let Some(code) = code {
+                if system.is_some() {
+                    sql.push(" AND code = ").bind_text(code);
+                } else {
+                    sql.push(" AND (code = ")
+                        .bind_text(code)
+                        .push(" OR unit = ")
+                        .bind_text(code)
+                        .push(")");
+                }
+            }
+            sql.push(")");
+        }
+        FilterValue::Reference { target_type, id } => {
+            sql.push("(target_id = ").bind_text(id);
+            match target_type {
+                Some(t) => {
+                    // Also a canonical or uri written as `Type/id` (indexed as a URL only).
+                    sql.push(" AND target_type = ")
+                        .bind_text(t)
+                        .push(" OR url = ")
+                        .bind(Arg::Text([t.as_str(), "/", id].concat()))
+                        .push(")");
+                }
+                None => {
+                    sql.push(" OR url = ").bind_text(id).push(")");
+                }
+            }
+        }
+        FilterValue::ReferenceUrl(url) => {
+            sql.push("url = ").bind_text(url);
+        }
+        FilterValue::ReferenceIdentifier { system, value } => {
+            sql.push("(");
+            match value {
+                Some(v) => {
+                    sql.push("ident_value = ").bind_text(v);
+                }
+                None => {
+                    sql.push("ident_value IS NOT NULL");
+                }
+            }
+            match system {
+                TokenSystem::Any => {}
+                TokenSystem::None => {
+                    sql.push(" AND ident_system IS NULL");
+                }
+                TokenSystem::Is(s) => {
+                    sql.push(" AND ident_system = ").bind_text(s);
+                }
+            }
+            sql.push(")");
+        }
+        FilterValue::Uri { value, below } => {
+            if *below {
+                sql.push("(value >= ")
+                    .bind_text(value)
+                    .push(" AND value < ")
+                    .bind(Arg::Text(prefix_end(value)))
+                    .push(")");
+            } else {
+                sql.push("value = ").bind_text(value);
+            }
+        }
+    }
+}
+
+/// FHIR date comparison of a stored range `[low_col, high_col]` with the search range
+/// `[ql, qh]` (both inclusive).
+fn date_condition(
+    sql: &mut Sql,
+    low_col: &'static str,
+    high_col: &'static str,
+    prefix: Prefix,
+    ql: i64,
+    qh: i64,
+) {
+    match prefix {
+        Prefix::Eq => {
+            sql.push("(")
+                .push(low_col)
+                .push(" >= ")
+                .bind_i64(ql)
+                .push(" AND ")
+                .push(high_col)
+                .push(" <= ")
+                .bind_i64(qh)
+                .push(")");
+        }
+        Prefix::Ne => {
+            sql.push("(")
+                .push(low_col)
+                .push(" < ")
+                .bind_i64(ql)
+                .push(" OR ")
+                .push(high_col)
+                .push(" > ")
+                .bind_i64(qh)
+                .push(")");
+        }
+        Prefix::Gt | Prefix::Sa => {
+            let col = if prefix == Prefix::Gt {
+                high_col
+            } else {
+                low_col
+            };
+            sql.push(col).push(" > ").bind_i64(qh);
+        }
+        Prefix::Lt | Prefix::Eb => {
+            let col = if prefix == Prefix::Lt {
+                low_col
+            } else {
+                high_col
+            };
+            sql.push(col).push(" < ").bind_i64(ql);
+        }
+        Prefix::Ge => {
+            sql.push(high_col).push(" >= ").bind_i64(ql);
+        }
+        Prefix::Le => {
+            sql.push(low_col).push(" <= ").bind_i64(qh);
+        }
+        Prefix::Ap => {
+            // Approximately: overlapping the search range widened by 10% of its distance from
+            // now (at least one day).
+            let now = crate::migrate::now_millis();
+            let distance = (now - ql).abs().max((now - qh).abs());
+            let slack = (distance / 10).max(86_400_000);
+            sql.push("(")
+                .push(low_col)
+                .push(" <= ")
+                .bind_i64(qh.saturating_add(slack))
+                .push(" AND ")
+                .push(high_col)
+                .push(" >= ")
+                .bind_i64(ql.saturating_sub(slack))
+                .push(")");
+        }
+    }
+}
+
+fn number_condition(sql: &mut Sql, prefix: Prefix, value: f64, low: f64, high: f64) {
+    match prefix {
+        Prefix::Eq => {
+            sql.push("(value >= ")
+                .bind_f64(low)
+                .push(" AND value < ")
+                .bind_f64(high)
+                .push(")");
+        }
+        Prefix::Ne => {
+            sql.push("(value < ")
+                .bind_f64(low)
+                .push(" OR value >= ")
+                .bind_f64(high)
+                .push(")");
+        }
+        Prefix::Gt | Prefix::Sa => {
+            sql.push("value > ").bind_f64(value);
+        }
+        Prefix::Lt | Prefix::Eb => {
+            sql.push("value < ").bind_f64(value);
+        }
+        Prefix::Ge => {
+            sql.push("value >= ").bind_f64(value);
+        }
+        Prefix::Le => {
+            sql.push("value <= ").bind_f64(value);
+        }
+        Prefix::Ap => {
+            let slack = (value.abs() * 0.1).max(high - low);
+            sql.push("(value >= ")
+                .bind_f64(value - slack)
+                .push(" AND value <= ")
+                .bind_f64(value + slack)
+                .push(")");
+        }
+    }
+}
+
+/// `SELECT COUNT(*)` of a query's matches.
+pub(crate) fn count(query: &SearchQuery) -> Sql {
+    let mut sql = Sql::new("SELECT COUNT(*) FROM resources r WHERE ");
+    sql.append(matches(query, "r"));
+    sql
+}
+
+/// The sort-key expression of one `_sort` key, with missing values replaced so that they sort
+/// last.
+fn sort_expression(sql: &mut Sql, res_type: &str, key: &SortKey) {
+    let desc = key.descending;
+    match key.param {
+        ParamRef::Id => {
+            sql.push("r.res_id");
+        }
+        ParamRef::LastUpdated => {
+            sql.push("r.last_updated");
+        }
+        ParamRef::Indexed(def) => {
+            let (agg, table): (&'static str, &'static str) = match (def.kind, desc) {
+                (SearchParamKind::String, false) => ("(SELECT MIN(s.value) FROM idx_string s", ""),
+                (SearchParamKind::String, true) => ("(SELECT MAX(s.value) FROM idx_string s", ""),
+                (SearchParamKind::Token, false) => ("(SELECT MIN(s.code) FROM idx_token s", ""),
+                (SearchParamKind::Token, true) => ("(SELECT MAX(s.code) FROM idx_token s", ""),
+                (SearchParamKind::Date, false) => ("(SELECT MIN(s.low) FROM idx_date s", ""),
+                (SearchParamKind::Date, true) => ("(SELECT MAX(s.high) FROM idx_date s", ""),
+                (SearchParamKind::Number, false) => ("(SELECT MIN(s.value) FROM idx_number s", ""),
+                (SearchParamKind::Number, true) => ("(SELECT MAX(s.value) FROM idx_number s", ""),
+                (SearchParamKind::Quantity, false) => {
+                    ("(SELECT MIN(s.value) FROM idx_quantity s", "")
+                }
+                (SearchParamKind::Quantity, true) => {
+                    ("(SELECT MAX(s.value) FROM idx_quantity s", "")
+                }
+                (SearchParamKind::Reference, false) => {
+                    ("(SELECT MIN(s.target_id) FROM idx_reference s", "")
+                }
+                (SearchParamKind::Reference, true) => {
+                    ("(SELECT MAX(s.target_id) FROM idx_reference s", "")
+                }
+                (_, false) => ("(SELECT MIN(s.value) FROM idx_uri s", ""),
+                (_, true) => ("(SELECT MAX(s.value) FROM idx_uri s", ""),
+            };
+            sql.push("COALESCE(").push(agg).push(table);
+            sql.push(" WHERE s.rid = r.rid AND s.res_type = ")
+                .bind_text(res_type)
+                .push(" AND s.param = ")
+                .bind_text(def.name)
+                .push("), ");
+            match (key_type(&key.param), desc) {
+                (KeyType::Text, false) => sql.bind(Arg::Text(TEXT_LAST.into())),
+                (KeyType::Text, true) => sql.bind(Arg::Text(String::new())),
+                (KeyType::Int, false) => sql.bind_i64(i64::MAX),
+                (KeyType::Int, true) => sql.bind_i64(i64::MIN),
+                (KeyType::Float, false) => sql.bind_f64(f64::MAX),
+                (KeyType::Float, true) => sql.bind_f64(f64::MIN),
+            };
+            sql.push(")");
+        }
+    }
+}
+
+const KEY_COLUMNS: [&str; 8] = [
+    "m.k0", "m.k1", "m.k2", "m.k3", "m.k4", "m.k5", "m.k6", "m.k7",
+];
+const KEY_ALIASES: [&str; 8] = [
+    " AS k0", " AS k1", " AS k2", " AS k3", " AS k4", " AS k5", " AS k6", " AS k7",
+];
+
+/// Most `_sort` keys honoured.
+pub const MAX_SORT_KEYS: usize = 8;
+
+fn bind_key(sql: &mut Sql, v: &KeyValue) {
+    match v {
+        KeyValue::Text(s) => sql.bind_text(s),
+        KeyValue::Int(i) => sql.bind_i64(*i),
+        KeyValue::Float(f) => sql.bind_f64(*f),
+    };
+}
+
+/// One page: the sort keys then the version columns of each match, `limit` rows from the cursor.
+pub(crate) fn page(query: &SearchQuery, cursor: Option<&Cursor>, limit: usize) -> Sql {
+    let keys: Vec<&SortKey> = query.sort.iter().take(MAX_SORT_KEYS).collect();
+    let mut inner = Sql::new("SELECT r.rid AS rid");
+    for (i, key) in keys.iter().enumerate() {
+        inner.push(", ");
+        sort_expression(&mut inner, &query.resource_type, key);
+        inner.push(KEY_ALIASES[i]);
+    }
+    inner.push(" FROM resources r WHERE ");
+    inner.append(matches(query, "r"));
+
+    let mut sql = Sql::new("SELECT ");
+    for col in KEY_COLUMNS.iter().take(keys.len()) {
+        sql.push(col).push(", ");
+    }
+    sql.push("r.rid, r.res_type, r.res_id, v.version, v.last_updated, v.deleted, v.method, v.body FROM (");
+    sql.append(inner);
+    sql.push(") m JOIN resources r ON r.rid = m.rid JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version");
+    let forward = cursor.is_none_or(|c| c.forward);
+    if let Some(c) = cursor {
+        // (k0, k1, …, rid) strictly after (forward) or before (backward) the cursor, each key in
+        // its own direction.
+        sql.push(" WHERE (");
+        for i in 0..=keys.len() {
+            if i > 0 {
+                sql.push(" OR ");
+            }
+            sql.push("(");
+            for (col, key) in KEY_COLUMNS.iter().zip(&c.keys).take(i) {
+                sql.push(col).push(" = ");
+                bind_key(&mut sql, key);
+                sql.push(" AND ");
+            }
+            let (col, desc) = if i < keys.len() {
+                (KEY_COLUMNS[i], keys[i].descending)
+            } else {
+                ("m.rid", false)
+            };
+            sql.push(col)
+                .push(if desc == forward { " < " } else { " > " });
+            if i < keys.len() {
+                bind_key(&mut sql, &c.keys[i]);
+            } else {
+                sql.bind_i64(c.rid);
+            }
+            sql.push(")");
+        }
+        sql.push(")");
+    }
+    sql.push(" ORDER BY ");
+    for (i, key) in keys.iter().enumerate() {
+        sql.push(KEY_COLUMNS[i]);
+        sql.push(if key.descending == forward {
+            " DESC, "
+        } else {
+            " ASC, "
+        });
+    }
+    sql.push(if forward { "m.rid ASC" } else { "m.rid DESC" });
+    sql.push(" LIMIT ").bind_i64(limit as i64);
+    sql
+}

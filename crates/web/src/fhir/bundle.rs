@@ -1,0 +1,265 @@
+//! Bundles the API returns: search sets, histories and batch/transaction responses.
+
+use axum::http::StatusCode;
+use ironchart_fhir::search::SearchQuery;
+use ironchart_records::{Actor, BundleOutcome, HistoryPage, Resource, ResourcePage};
+use serde_json::{Map, Value, json};
+
+use super::error::{self, ApiError};
+use crate::AppState;
+
+fn now_instant() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    ironchart_fhir::datetime::format_instant(ms)
+}
+
+fn encode_pairs(pairs: &[(String, String)], cursor: Option<&str>) -> String {
+    let mut s = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs.iter().filter(|(k, _)| k != "_cursor") {
+        s.append_pair(k, v);
+    }
+    if let Some(c) = cursor {
+        s.append_pair("_cursor", c);
+    }
+    s.finish()
+}
+
+fn link(relation: &str, url: String) -> Value {
+    json!({ "relation": relation, "url": url })
+}
+
+fn url_with(base: &str, path: &str, query: String) -> String {
+    if query.is_empty() {
+        [base, "/", path].concat()
+    } else {
+        [base, "/", path, "?", &query].concat()
+    }
+}
+
+fn resource_value(r: &Resource) -> Value {
+    r.value()
+}
+
+fn full_url(base: &str, r: &Resource) -> String {
+    [base, "/", &r.resource_type, "/", &r.id].concat()
+}
+
+/// A `searchset` Bundle for one page.
+pub(crate) fn searchset(
+    base: &str,
+    rtype: &str,
+    pairs: &[(String, String)],
+    query: &SearchQuery,
+    page: ResourcePage,
+) -> Value {
+    let mut bundle = Map::new();
+    bundle.insert("resourceType".into(), json!("Bundle"));
+    bundle.insert("id".into(), json!(uuid::Uuid::new_v4().to_string()));
+    bundle.insert("meta".into(), json!({ "lastUpdated": now_instant() }));
+    bundle.insert("type".into(), json!("searchset"));
+    if let Some(total) = page.total {
+        bundle.insert("total".into(), json!(total));
+    }
+    let current_cursor = pairs
+        .iter()
+        .find(|(k, _)| k == "_cursor")
+        .map(|(_, v)| v.as_str());
+    let mut links = vec![link(
+        "self",
+        url_with(base, rtype, encode_pairs(pairs, current_cursor)),
+    )];
+    if let Some(next) = &page.next {
+        links.push(link(
+            "next",
+            url_with(base, rtype, encode_pairs(pairs, Some(next))),
+        ));
+    }
+    if let Some(prev) = &page.previous {
+        links.push(link(
+            "previous",
+            url_with(base, rtype, encode_pairs(pairs, Some(prev))),
+        ));
+    }
+    bundle.insert("link".into(), Value::Array(links));
+    let mut entries = Vec::new();
+    for r in &page.matches {
+        entries.push(json!({
+            "fullUrl": full_url(base, r),
+            "resource": resource_value(r),
+            "search": { "mode": "match" }
+        }));
+    }
+    for r in &page.included {
+        entries.push(json!({
+            "fullUrl": full_url(base, r),
+            "resource": resource_value(r),
+            "search": { "mode": "include" }
+        }));
+    }
+    if !query.ignored.is_empty() {
+        let issues = query
+            .ignored
+            .iter()
+            .map(|p| {
+                error::issue(
+                    "warning",
+                    "not-supported",
+                    &format!("ignored: {}", p.reason),
+                    Some(&p.name),
+                )
+            })
+            .collect();
+        entries.push(json!({
+            "resource": error::outcome(issues),
+            "search": { "mode": "outcome" }
+        }));
+    }
+    if !entries.is_empty() {
+        bundle.insert("entry".into(), Value::Array(entries));
+    }
+    Value::Object(bundle)
+}
+
+/// A `history` Bundle, newest first.
+pub(crate) fn history(
+    base: &str,
+    path: &str,
+    pairs: &[(String, String)],
+    page: HistoryPage,
+) -> Value {
+    let mut bundle = Map::new();
+    bundle.insert("resourceType".into(), json!("Bundle"));
+    bundle.insert("id".into(), json!(uuid::Uuid::new_v4().to_string()));
+    bundle.insert("meta".into(), json!({ "lastUpdated": now_instant() }));
+    bundle.insert("type".into(), json!("history"));
+    if let Some(total) = page.total {
+        bundle.insert("total".into(), json!(total));
+    }
+    let current_cursor = pairs
+        .iter()
+        .find(|(k, _)| k == "_cursor")
+        .map(|(_, v)| v.as_str());
+    let mut links = vec![link(
+        "self",
+        url_with(base, path, encode_pairs(pairs, current_cursor)),
+    )];
+    if let Some(next) = &page.next {
+        links.push(link(
+            "next",
+            url_with(base, path, encode_pairs(pairs, Some(next))),
+        ));
+    }
+    bundle.insert("link".into(), Value::Array(links));
+    let entries: Vec<Value> = page
+        .entries
+        .iter()
+        .map(|r| {
+            let url = [r.resource_type.as_str(), "/", &r.id].concat();
+            let mut e = json!({
+                "fullUrl": full_url(base, r),
+                "request": {
+                    "method": r.method,
+                    "url": if r.method == "POST" { r.resource_type.clone() } else { url },
+                },
+                "response": {
+                    "status": if r.deleted { "204" } else if r.version == 1 { "201" } else { "200" },
+                    "etag": format!("W/\"{}\"", r.version),
+                    "lastModified": ironchart_fhir::datetime::format_instant(r.last_updated),
+                }
+            });
+            if !r.deleted {
+                e["resource"] = resource_value(r);
+            }
+            e
+        })
+        .collect();
+    if !entries.is_empty() {
+        bundle.insert("entry".into(), Value::Array(entries));
+    }
+    Value::Object(bundle)
+}
+
+fn status_text(status: u16) -> String {
+    let reason = StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    format!("{status} {reason}").trim_end().to_string()
+}
+
+/// The response Bundle of a batch or transaction, entries in request order.
+pub(crate) fn response_bundle(base: &str, kind: &str, outcomes: Vec<BundleOutcome>) -> Value {
+    let entries: Vec<Value> = outcomes
+        .into_iter()
+        .map(|o| match o {
+            BundleOutcome::Written { status, resource } => json!({
+                "fullUrl": full_url(base, &resource),
+                "resource": resource_value(&resource),
+                "response": {
+                    "status": status_text(status),
+                    "location": format!("{}/{}/_history/{}", resource.resource_type, resource.id, resource.version),
+                    "etag": format!("W/\"{}\"", resource.version),
+                    "lastModified": ironchart_fhir::datetime::format_instant(resource.last_updated),
+                }
+            }),
+            BundleOutcome::Deleted => json!({ "response": { "status": status_text(204) } }),
+            BundleOutcome::Get { status, body } => json!({
+                "resource": body,
+                "response": { "status": status_text(status) }
+            }),
+            BundleOutcome::Failed(e) => {
+                let api = ApiError::from(e);
+                json!({
+                    "response": {
+                        "status": status_text(api.status.as_u16()),
+                        "outcome": api.outcome,
+                    }
+                })
+            }
+        })
+        .collect();
+    json!({
+        "resourceType": "Bundle",
+        "id": uuid::Uuid::new_v4().to_string(),
+        "type": format!("{kind}-response"),
+        "entry": entries,
+    })
+}
+
+/// Answers a GET entry of a batch or transaction: a read, vread or search.
+pub(crate) async fn entry_get(state: &AppState, actor: &Actor, url: &str) -> (u16, Value) {
+    let (path, query) = match url.split_once('?') {
+        Some((p, q)) => (p, q),
+        None => (url, ""),
+    };
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let result: Result<Value, ApiError> = match segments.as_slice() {
+        [rtype] => {
+            let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .collect();
+            super::search_bundle(state, actor, false, rtype, pairs).await
+        }
+        [rtype, id] => state
+            .records
+            .read(actor, rtype, id)
+            .await
+            .map(|r| r.value())
+            .map_err(ApiError::from),
+        [rtype, id, "_history", vid] => state
+            .records
+            .vread(actor, rtype, id, vid)
+            .await
+            .map(|r| r.value())
+            .map_err(ApiError::from),
+        _ => Err(ApiError::bad_request(format!(
+            "unsupported GET '{url}' in a Bundle"
+        ))),
+    };
+    match result {
+        Ok(v) => (200, v),
+        Err(e) => (e.status.as_u16(), e.outcome),
+    }
+}

@@ -1,0 +1,10 @@
+//! The FHIR API over real HTTP, on SQLite and (when `IRONCHART_TEST_DATABASE_URL` is set) on
+//! PostgreSQL.
+
+mod support;
+
+mod bad_input;
+mod bundles;
+mod crud;
+mod examples;
+mod search;

@@ -1,0 +1,376 @@
+//! Search semantics, table-driven per parameter type, prefix and modifier; paging, sorting,
+//! includes, chaining, totals and unknown parameters.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::on_both;
+use crate::support::Server;
+
+async fn put(s: &Server, v: Value) {
+    let path = format!(
+        "{}/{}",
+        v["resourceType"].as_str().unwrap(),
+        v["id"].as_str().unwrap()
+    );
+    let r = s.put(&path, &v).await;
+    assert!(r.status.is_success(), "{path}: {}", r.text);
+}
+
+async fn fixtures(s: &Server) {
+    let patients = [
+        json!({"resourceType":"Patient","id":"p1","active":true,"gender":"male","birthDate":"1970-01-15",
+               "identifier":[{"system":"urn:mrn","value":"A1"}],"name":[{"family":"Smith","given":["John"]}],
+               "address":[{"city":"Boston","state":"MA"}]}),
+        json!({"resourceType":"Patient","id":"p2","gender":"female","birthDate":"1985-06-30",
+               "identifier":[{"system":"urn:mrn","value":"A2"}],"name":[{"family":"Smithson","given":["Jane"]}],
+               "address":[{"city":"Zürich"}]}),
+        json!({"resourceType":"Patient","id":"p3","gender":"female","birthDate":"2001-03-03",
+               "identifier":[{"system":"urn:other","value":"A3"}],"name":[{"family":"Müller","given":["Zoë"]}]}),
+        json!({"resourceType":"Patient","id":"p4","gender":"unknown",
+               "name":[{"family":"O'Brien","given":["Pat"]}]}),
+    ];
+    for p in patients {
+        put(s, p).await;
+    }
+    let obs = |id: &str, patient: &str, code: &str, value: f64, unit: &str, when: Value| {
+        let mut o = json!({"resourceType":"Observation","id":id,"status":"final",
+            "code":{"coding":[{"system":"http://loinc.org","code":code}]},
+            "subject":{"reference":format!("Patient/{patient}")},
+            "valueQuantity":{"value":value,"unit":unit,"system":"http://unitsofmeasure.org","code":unit}});
+        for (k, v) in when.as_object().unwrap() {
+            o[k] = v.clone();
+        }
+        o
+    };
+    put(
+        s,
+        obs(
+            "o1",
+            "p1",
+            "8867-4",
+            72.0,
+            "/min",
+            json!({"effectiveDateTime":"2020-05-01T10:00:00Z"}),
+        ),
+    )
+    .await;
+    put(
+        s,
+        obs(
+            "o2",
+            "p1",
+            "8867-4",
+            95.0,
+            "/min",
+            json!({"effectiveDateTime":"2021-05-01T10:00:00Z"}),
+        ),
+    )
+    .await;
+    put(
+        s,
+        obs(
+            "o3",
+            "p2",
+            "29463-7",
+            70.5,
+            "kg",
+            json!({"effectiveDateTime":"2022-01-01"}),
+        ),
+    )
+    .await;
+    put(s, obs("o4", "p3", "2345-7", 180.0, "mg/dL",
+        json!({"effectivePeriod":{"start":"2020-01-01T00:00:00Z","end":"2020-01-31T23:59:59Z"}}))).await;
+    put(
+        s,
+        json!({"resourceType":"Observation","id":"o5","status":"final","code":{"text":"note"},
+        "subject":{"identifier":{"system":"urn:mrn","value":"A9"}}}),
+    )
+    .await;
+    put(s, json!({"resourceType":"RiskAssessment","id":"r1","status":"final","subject":{"reference":"Patient/p1"},
+        "prediction":[{"probabilityDecimal":0.8}]})).await;
+    put(s, json!({"resourceType":"RiskAssessment","id":"r2","status":"final","subject":{"reference":"Patient/p2"},
+        "prediction":[{"probabilityDecimal":0.25}]})).await;
+    put(s, json!({"resourceType":"ValueSet","id":"vs1","status":"active","url":"http://example.org/vs/one"})).await;
+    put(s, json!({"resourceType":"ValueSet","id":"vs2","status":"active","url":"http://example.org/other"})).await;
+}
+
+/// (query, expected ids in any order)
+const CASES: &[(&str, &[&str])] = &[
+    // string
+    ("Patient?family=smith", &["p1", "p2"]),
+    ("Patient?family=SMITH", &["p1", "p2"]),
+    ("Patient?family:exact=Smith", &["p1"]),
+    ("Patient?family:exact=smith", &[]),
+    ("Patient?family:contains=ith", &["p1", "p2"]),
+    ("Patient?family=muller", &["p3"]),
+    ("Patient?family=o'brien", &["p4"]),
+    ("Patient?name=zoe", &["p3"]),
+    ("Patient?given=jo,ja", &["p1", "p2"]),
+    ("Patient?address-city=zurich", &["p2"]),
+    ("Patient?family:missing=false", &["p1", "p2", "p3", "p4"]),
+    // token
+    ("Patient?gender=female", &["p2", "p3"]),
+    ("Patient?gender:not=female", &["p1", "p4"]),
+    ("Patient?gender=male,female", &["p1", "p2", "p3"]),
+    ("Patient?identifier=urn:mrn|A1", &["p1"]),
+    ("Patient?identifier=A3", &["p3"]),
+    ("Patient?identifier=|A3", &[]),
+    ("Patient?identifier=urn:mrn|", &["p1", "p2"]),
+    ("Patient?active=true", &["p1"]),
+    ("Patient?_id=p1,p3", &["p1", "p3"]),
+    ("Patient?gender:text=fem", &[]),
+    // date
+    ("Patient?birthdate=1970", &["p1"]),
+    ("Patient?birthdate=1970-01-15", &["p1"]),
+    ("Patient?birthdate=eq1970-01", &["p1"]),
+    ("Patient?birthdate=gt1980", &["p2", "p3"]),
+    ("Patient?birthdate=lt1980", &["p1"]),
+    ("Patient?birthdate=ge1985-06-30", &["p2", "p3"]),
+    ("Patient?birthdate=le1985-06-30", &["p1", "p2"]),
+    ("Patient?birthdate=ne1970-01-15", &["p2", "p3"]),
+    ("Patient?birthdate=sa1985", &["p3"]),
+    ("Patient?birthdate=eb1985", &["p1"]),
+    ("Patient?birthdate=ap1985-06-30", &["p2"]),
+    ("Patient?birthdate=ge1980&birthdate=le1990", &["p2"]),
+    ("Patient?birthdate:missing=true", &["p4"]),
+    (
+        "Patient?_lastUpdated=gt2000-01-01",
+        &["p1", "p2", "p3", "p4"],
+    ),
+    ("Patient?_lastUpdated=lt2000-01-01", &[]),
+    ("Observation?date=2020", &["o1", "o4"]),
+    ("Observation?date=ge2021", &["o2", "o3"]),
+    ("Observation?date=2020-01-15", &[]),
+    ("Observation?date=le2020-01-15", &["o4"]),
+    ("Observation?date=2020-05-01T10:00:00Z", &["o1"]),
+    // token on CodeableConcept, reference
+    ("Observation?code=http://loinc.org|8867-4", &["o1", "o2"]),
+    ("Observation?code=8867-4,2345-7", &["o1", "o2", "o4"]),
+    ("Observation?code:text=note", &["o5"]),
+    ("Observation?subject=Patient/p1", &["o1", "o2"]),
+    ("Observation?subject:Patient=p1", &["o1", "o2"]),
+    ("Observation?patient=p1", &["o1", "o2"]),
+    ("Observation?subject=p2", &["o3"]),
+    ("Observation?subject:identifier=urn:mrn|A9", &["o5"]),
+    ("Observation?subject:missing=true", &[]),
+    // quantity
+    ("Observation?value-quantity=gt90", &["o2", "o4"]),
+    (
+        "Observation?value-quantity=gt90|http://unitsofmeasure.org|/min",
+        &["o2"],
+    ),
+    ("Observation?value-quantity=70.5", &["o3"]),
+    ("Observation?value-quantity=70", &[]),
+    ("Observation?value-quantity=le72", &["o1", "o3"]),
+    ("Observation?value-quantity=72||/min", &["o1"]),
+    ("Observation?value-quantity=ap95", &["o2"]),
+    // number
+    ("RiskAssessment?probability=0.8", &["r1"]),
+    ("RiskAssessment?probability=gt0.5", &["r1"]),
+    ("RiskAssessment?probability=lt0.5", &["r2"]),
+    ("RiskAssessment?probability=ne0.8", &["r2"]),
+    // uri
+    ("ValueSet?url=http://example.org/vs/one", &["vs1"]),
+    ("ValueSet?url:below=http://example.org/vs", &["vs1"]),
+    ("ValueSet?url=http://example.org/vs", &[]),
+    // chaining
+    ("Observation?subject:Patient.family=smithson", &["o3"]),
+    ("Observation?subject:Patient.gender=female", &["o3", "o4"]),
+    ("Observation?patient.birthdate=lt1980", &["o1", "o2"]),
+];
+
+async fn search_table(s: Server) {
+    fixtures(&s).await;
+    let mut failures = Vec::new();
+    for (query, expected) in CASES {
+        let mut got = s.search_ids(query).await;
+        got.sort();
+        let mut want: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        if got != want {
+            failures.push(format!("{query}: expected {want:?}, got {got:?}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "search failures:\n{}",
+        failures.join("\n")
+    );
+}
+on_both!(search_table);
+
+async fn search_errors(s: Server) {
+    fixtures(&s).await;
+    for q in [
+        "Patient?birthdate=notadate",
+        "Patient?_count=abc",
+        "Observation?value-quantity=abc",
+        "Observation?subject.family=x",
+        "Patient?family:nonsense=x",
+        "Patient?_sort=nonsense",
+        "Patient?_include=Nope:x",
+    ] {
+        let r = s.get(q).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{q}: {}", r.text);
+        assert_eq!(r.body["resourceType"], "OperationOutcome", "{q}");
+    }
+    assert_eq!(s.get("NotAType?x=1").await.status, StatusCode::NOT_FOUND);
+    // Unknown parameters: ignored and reported (lenient, the default) or refused (strict).
+    let r = s.get("Patient?family=smith&foo=bar").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let entries = r.body["entry"].as_array().unwrap();
+    let outcome = entries
+        .iter()
+        .find(|e| e["search"]["mode"] == "outcome")
+        .expect("outcome entry");
+    assert_eq!(outcome["resource"]["resourceType"], "OperationOutcome");
+    assert_eq!(
+        entries
+            .iter()
+            .filter(|e| e["search"]["mode"] == "match")
+            .count(),
+        2
+    );
+    let strict = s
+        .send(
+            Method::GET,
+            "Patient?family=smith&foo=bar",
+            None,
+            &[("prefer", "handling=strict")],
+        )
+        .await;
+    assert_eq!(strict.status, StatusCode::BAD_REQUEST);
+    let bad_cursor = s.get("Patient?_cursor=garbage").await;
+    assert_eq!(bad_cursor.status, StatusCode::BAD_REQUEST);
+}
+on_both!(search_errors);
+
+async fn paging_sorting_totals(s: Server) {
+    fixtures(&s).await;
+    for i in 0..23 {
+        put(&s, json!({"resourceType":"Patient","id":format!("bulk{i:02}"),"name":[{"family":format!("Zed{:02}", (i * 7) % 23)}],
+            "birthDate": format!("19{:02}-01-01", 50 + (i % 5))})).await;
+    }
+    // Each match exactly once across pages, for several sorts and page sizes.
+    for query in [
+        "Patient?_count=4",
+        "Patient?_count=5&_sort=family",
+        "Patient?_count=3&_sort=-birthdate,family",
+        "Patient?_count=7&_sort=-_lastUpdated",
+        "Patient?_count=2&family=zed&_sort=birthdate,-_id",
+    ] {
+        let ids = s.search_ids(query).await;
+        let mut unique = ids.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(ids.len(), unique.len(), "{query}: duplicates in {ids:?}");
+        let expected = if query.contains("family=zed") { 23 } else { 27 };
+        assert_eq!(ids.len(), expected, "{query}");
+    }
+    // Sort order.
+    let ids = s
+        .search_ids("Patient?_id=p1,p2,p3,p4&_sort=birthdate")
+        .await;
+    assert_eq!(ids, ["p1", "p2", "p3", "p4"]);
+    let ids = s
+        .search_ids("Patient?_id=p1,p2,p3,p4&_sort=-birthdate")
+        .await;
+    assert_eq!(ids, ["p3", "p2", "p1", "p4"]);
+    let ids = s
+        .search_ids("Patient?family=smith,muller&_sort=-family")
+        .await;
+    assert_eq!(ids, ["p2", "p1", "p3"]);
+    // Previous links walk back.
+    let first = s.get("Patient?_count=10&_sort=family").await;
+    let next_url = first.body["link"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["relation"] == "next")
+        .unwrap()["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let second = s.get(&next_url).await;
+    let prev_url = second.body["link"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["relation"] == "previous")
+        .expect("previous")["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let back = s.get(&prev_url).await;
+    let ids = |v: &Value| -> Vec<String> {
+        v["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["resource"]["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids(&back.body), ids(&first.body));
+    // Totals.
+    let r = s.get("Patient?_summary=count").await;
+    assert_eq!(r.body["total"], 27);
+    assert!(r.body.get("entry").is_none());
+    let r = s.get("Patient?_count=1&_total=accurate").await;
+    assert_eq!(r.body["total"], 27);
+    assert_eq!(r.body["entry"].as_array().unwrap().len(), 1);
+    let r = s.get("Patient?family=smith").await;
+    assert_eq!(r.body["total"], 2);
+    let r = s.get("Patient?_count=0&_total=accurate").await;
+    assert_eq!(r.body["total"], 27);
+    // POST _search gives the same as GET.
+    let form = s
+        .client
+        .post(s.url("Patient/_search"))
+        .bearer_auth(&s.token)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("family=smith&_sort=family")
+        .send()
+        .await
+        .unwrap();
+    let body: Value = form.json().await.unwrap();
+    assert_eq!(ids(&body), ["p1", "p2"]);
+}
+on_both!(paging_sorting_totals);
+
+async fn includes(s: Server) {
+    fixtures(&s).await;
+    let r = s
+        .get("Observation?code=8867-4&_include=Observation:subject")
+        .await;
+    let entries = r.body["entry"].as_array().unwrap();
+    let included: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["search"]["mode"] == "include")
+        .collect();
+    assert_eq!(included.len(), 1, "p1 once: {}", r.text);
+    assert_eq!(included[0]["resource"]["id"], "p1");
+    let r = s
+        .get("Patient?_id=p1,p2&_revinclude=Observation:subject")
+        .await;
+    let mut inc: Vec<String> = r.body["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["search"]["mode"] == "include")
+        .map(|e| e["resource"]["id"].as_str().unwrap().to_string())
+        .collect();
+    inc.sort();
+    assert_eq!(inc, ["o1", "o2", "o3"]);
+    let r = s
+        .get("Patient?_id=p1&_revinclude=RiskAssessment:subject&_revinclude=Observation:subject")
+        .await;
+    let count = r.body["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["search"]["mode"] == "include")
+        .count();
+    assert_eq!(count, 3);
+}
+on_both!(includes);

@@ -1,0 +1,3 @@
+pub fn generate(_patients: usize, _seed: u64) -> Vec<serde_json::Value> {
+    Vec::new()
+}

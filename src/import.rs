@@ -1,0 +1,251 @@
+//! `ironchart import`: FHIR Bundles (JSON) and Bulk Data NDJSON files, through the records
+//! service. One bad file, line or entry is reported with its location and does not stop the rest.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use ironchart_records::{Actor, BundleOutcome, Records};
+use serde_json::Value;
+
+use crate::cli::CliError;
+
+/// Resources written per database transaction.
+const BATCH: usize = 500;
+
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub files: usize,
+    pub imported: usize,
+    pub failed: usize,
+}
+
+fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, CliError> {
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut stack = vec![p.clone()];
+            while let Some(dir) = stack.pop() {
+                let entries = std::fs::read_dir(&dir).map_err(|e| {
+                    CliError::Message(format!("cannot read {}: {e}", dir.display()))
+                })?;
+                let mut found: Vec<PathBuf> =
+                    entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+                found.sort();
+                for f in found {
+                    if f.is_dir() {
+                        stack.push(f);
+                    } else if matches!(
+                        f.extension().and_then(|e| e.to_str()),
+                        Some("json" | "ndjson")
+                    ) {
+                        files.push(f);
+                    }
+                }
+            }
+        } else if p.is_file() {
+            files.push(p.clone());
+        } else {
+            return Err(CliError::Message(format!("{} does not exist", p.display())));
+        }
+    }
+    Ok(files)
+}
+
+struct Importer<'a> {
+    records: &'a Records,
+    actor: Actor,
+    bar: ProgressBar,
+    summary: Summary,
+}
+
+impl Importer<'_> {
+    fn report(&mut self, location: &str, problem: &str) {
+        self.summary.failed += 1;
+        self.bar.suspend(|| eprintln!("{location}: {problem}"));
+    }
+
+    /// Imports resources (with their locations), reporting each failure.
+    async fn flush(&mut self, batch: &mut Vec<(String, Value)>) -> Result<(), CliError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let (locations, values): (Vec<String>, Vec<Value>) =
+            std::mem::take(batch).into_iter().unzip();
+        let outcomes = self.records.import(&self.actor, values).await?;
+        for (location, outcome) in locations.iter().zip(outcomes) {
+            match outcome {
+                Ok(_) => self.summary.imported += 1,
+                Err(e) => self.report(location, &describe(&e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn ndjson(&mut self, path: &Path) -> Result<(), CliError> {
+        let file = std::fs::File::open(path)
+            .map_err(|e| CliError::Message(format!("cannot open {}: {e}", path.display())))?;
+        let reader = std::io::BufReader::with_capacity(1 << 20, file);
+        let mut batch = Vec::with_capacity(BATCH);
+        for (i, line) in reader.split(b'\n').enumerate() {
+            let location = format!("{}:{}", path.display(), i + 1);
+            let line = match line {
+                Ok(l) => l,
+                Err(e) => {
+                    self.report(&location, &format!("read error: {e}"));
+                    break;
+                }
+            };
+            self.bar.inc(line.len() as u64 + 1);
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            match serde_json::from_slice::<Value>(&line) {
+                Ok(v) => batch.push((location, v)),
+                Err(e) => self.report(&location, &format!("not valid JSON: {e}")),
+            }
+            if batch.len() >= BATCH {
+                self.flush(&mut batch).await?;
+            }
+        }
+        self.flush(&mut batch).await
+    }
+
+    async fn json(&mut self, path: &Path) -> Result<(), CliError> {
+        let location = path.display().to_string();
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) => {
+                self.report(&location, &format!("cannot read: {e}"));
+                return Ok(());
+            }
+        };
+        self.bar.inc(bytes.len() as u64);
+        let value: Value = match serde_json::from_slice(&bytes) {
+            Ok(v) => v,
+            Err(e) => {
+                self.report(&location, &format!("not valid JSON: {e}"));
+                return Ok(());
+            }
+        };
+        if value.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
+            let mut batch = vec![(location, value)];
+            return self.flush(&mut batch).await;
+        }
+        let kind = value
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let no_get = |_: &str| {
+            Box::pin(async {
+                (
+                    400u16,
+                    serde_json::json!({"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "not-supported", "diagnostics": "GET entries are not run by import"}]}),
+                )
+            }) as std::pin::Pin<Box<dyn Future<Output = (u16, Value)> + Send>>
+        };
+        match kind {
+            "transaction" => match self.records.transaction(&self.actor, &value, &no_get).await {
+                Ok(outcomes) => self.summary.imported += outcomes.len(),
+                Err(e) => self.report(
+                    &location,
+                    &format!("transaction rolled back: {}", describe(&e)),
+                ),
+            },
+            "batch" => {
+                let outcomes = self.records.batch(&self.actor, &value, &no_get).await?;
+                for (i, o) in outcomes.into_iter().enumerate() {
+                    match o {
+                        BundleOutcome::Failed(e) => {
+                            self.report(&format!("{location} entry[{i}]"), &describe(&e))
+                        }
+                        _ => self.summary.imported += 1,
+                    }
+                }
+            }
+            _ => {
+                // A collection (or any other Bundle): import each entry's resource.
+                let mut batch = Vec::new();
+                let entries = value
+                    .get("entry")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                for (i, e) in entries.into_iter().enumerate() {
+                    let at = format!("{location} entry[{i}]");
+                    match e.get("resource") {
+                        Some(r) => batch.push((at, r.clone())),
+                        None => self.report(&at, "entry has no resource"),
+                    }
+                    if batch.len() >= BATCH {
+                        self.flush(&mut batch).await?;
+                    }
+                }
+                self.flush(&mut batch).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A one-line description of why a resource was refused.
+fn describe(e: &ironchart_records::RecordsError) -> String {
+    use ironchart_records::RecordsError as E;
+    match e {
+        E::Invalid(issues) => issues
+            .iter()
+            .take(3)
+            .map(|i| format!("{}: {}", i.expression, i.message))
+            .collect::<Vec<_>>()
+            .join("; "),
+        E::Entry { index, source } => format!("entry[{index}]: {}", describe(source)),
+        other => other.to_string(),
+    }
+}
+
+pub async fn run(
+    records: &Records,
+    paths: &[PathBuf],
+    progress: bool,
+) -> Result<Summary, CliError> {
+    let files = collect_files(paths)?;
+    let total: u64 = files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    let bar = if progress {
+        let bar = ProgressBar::new(total);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left) {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut importer = Importer {
+        records,
+        actor: Actor::local_operator(),
+        bar,
+        summary: Summary::default(),
+    };
+    for f in &files {
+        importer.summary.files += 1;
+        let name = f
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        importer.bar.set_message(name);
+        if f.extension().and_then(|e| e.to_str()) == Some("ndjson") {
+            importer.ndjson(f).await?;
+        } else {
+            importer.json(f).await?;
+        }
+    }
+    importer.bar.finish_and_clear();
+    Ok(importer.summary)
+}
