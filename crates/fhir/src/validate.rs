@@ -611,10 +611,10 @@ impl Validator {
             }
             _ => match value {
                 Value::String(text) => {
-                    if self.string(ty, text) {
-                        if let Some(value_set) = entry.el.value_set {
-                            self.code(entry.name, value_set, text);
-                        }
+                    if self.string(ty, text)
+                        && let Some(value_set) = entry.el.value_set
+                    {
+                        self.code(entry.name, value_set, text);
                     }
                 }
                 _ => self.report(

@@ -1,7 +1,7 @@
 //! The generated tables: sorted as the lookups need, and in agreement with each other.
 
 use ironchart_fhir::generated::compartment::PATIENT_COMPARTMENT;
-use ironchart_fhir::generated::elements::{TYPES, TypeKind, UNBOUNDED, type_def};
+use ironchart_fhir::generated::elements::{ElementDef, TYPES, TypeKind, UNBOUNDED, type_def};
 use ironchart_fhir::generated::resource_types::RESOURCE_TYPES;
 use ironchart_fhir::{
     SEARCH_PARAMS, SearchParamKind, is_resource_type, patient_compartment_params, search_param,
@@ -222,4 +222,85 @@ fn element_tables_are_sorted_and_complete() {
         .and_then(|t| t.elements.iter().find(|e| e.path == "div"))
         .expect("Narrative.div");
     assert_eq!(div.types, &["xhtml"]);
+}
+
+fn element(type_name: &str, path: &str) -> &'static ElementDef {
+    type_def(type_name)
+        .and_then(|t| t.elements.iter().find(|e| e.path == path))
+        .unwrap_or_else(|| panic!("{type_name}.{path}"))
+}
+
+/// The codes allowed at `type_name.path`, or `None` when the element is unrestricted.
+fn codes(type_name: &str, path: &str) -> Option<&'static [&'static str]> {
+    element(type_name, path).value_set.map(|vs| vs.codes)
+}
+
+#[test]
+fn required_bindings_of_code_elements() {
+    let mut bound = 0;
+    for t in TYPES {
+        for el in t.elements {
+            let Some(vs) = el.value_set else { continue };
+            bound += 1;
+            assert_eq!(el.types, &["code"], "{}.{}", t.name, el.path);
+            assert!(!vs.codes.is_empty(), "{}", vs.url);
+            assert!(
+                vs.codes.windows(2).all(|w| w[0] < w[1]),
+                "{}: codes are not sorted and unique",
+                vs.url
+            );
+            assert!(!vs.url.contains('|'), "{}", vs.url);
+        }
+    }
+    // Every `code` element with a required binding whose value set the definitions enumerate.
+    assert_eq!(bound, 338);
+
+    let status = element("Observation", "status").value_set.expect("bound");
+    assert_eq!(
+        status.url,
+        "http://hl7.org/fhir/ValueSet/observation-status"
+    );
+    assert!(status.contains("final") && !status.contains("Final") && !status.contains("done"));
+    assert_eq!(
+        codes("Patient", "gender"),
+        Some(&["female", "male", "other", "unknown"][..])
+    );
+    assert_eq!(
+        codes("Quantity", "comparator"),
+        Some(&["<", "<=", ">", ">="][..])
+    );
+    // Nested concepts of a code system are part of it: `maiden` sits under `old`.
+    assert!(codes("HumanName", "use").is_some_and(|c| c.contains(&"maiden")));
+    // An explicit list from an external system (v3 TimingEvent) plus a whole FHIR code system.
+    let when = codes("Timing", "repeat.when").unwrap_or_default();
+    assert!(
+        when.contains(&"AC") && when.contains(&"MORN.early"),
+        "{when:?}"
+    );
+    // Inside backbone elements, and reached through a content reference.
+    assert!(codes("Bundle", "entry.request.method").is_some_and(|c| c.contains(&"PATCH")));
+    assert!(codes("Questionnaire", "item.type").is_some_and(|c| c.contains(&"boolean")));
+    // Elements that name a resource type take the codes of the R4 code system of resource types:
+    // the resource types of the tables except SubscriptionStatus (an R4B resource that the
+    // published 4.0.1 definitions carry) plus the abstract Resource and DomainResource.
+    let mut resource_types: Vec<&str> = RESOURCE_TYPES
+        .iter()
+        .copied()
+        .filter(|t| *t != "SubscriptionStatus")
+        .chain(["DomainResource", "Resource"])
+        .collect();
+    resource_types.sort_unstable();
+    assert_eq!(codes("SearchParameter", "base"), Some(&resource_types[..]));
+
+    // Value sets that the definitions do not enumerate are not restricted (no guessing).
+    for (type_name, path) in [
+        ("Attachment", "contentType"),      // MIME types, urn:ietf:bcp:13
+        ("Money", "currency"),              // ISO 4217
+        ("Composition", "confidentiality"), // a v3 value set not in the definitions
+    ] {
+        assert!(codes(type_name, path).is_none(), "{type_name}.{path}");
+    }
+    // Codings and CodeableConcepts are not restricted, even with a required binding.
+    assert!(element("Timing", "code").value_set.is_none());
+    assert!(element("Patient", "maritalStatus").value_set.is_none());
 }

@@ -1,0 +1,256 @@
+//! Commands and their failure modes.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::process::{Db, Served, bin, run, token, wait_healthy};
+
+fn dbs() -> Vec<Db> {
+    let mut v = vec![Db::Sqlite];
+    v.extend(Db::postgres());
+    v
+}
+
+#[test]
+fn help_and_version() {
+    let out = bin().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for cmd in ["serve", "demo", "import", "admin"] {
+        assert!(text.contains(cmd), "{cmd} missing from --help");
+    }
+    let out = bin().arg("--version").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ironchart "));
+    let out = bin().args(["serve", "--help"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("IRONCHART_DATA")
+            && text.contains("IRONCHART_LISTEN")
+            && text.contains("IRONCHART_DATABASE_URL")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_token_and_kill9_durability() {
+    for db in dbs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut served = Served::start(dir.path(), &db);
+        wait_healthy(&served.base).await;
+        let tok = token(dir.path(), &db);
+        let client = reqwest::Client::new();
+        // Without a token: 401; with: 200.
+        let r = client.get(served.fhir("Patient")).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        let r = client
+            .get(served.fhir("Patient"))
+            .bearer_auth(&tok)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        // Every acknowledged write survives kill -9.
+        let mut ids = Vec::new();
+        for i in 0..25 {
+            let r = client
+                .post(served.fhir("Patient"))
+                .bearer_auth(&tok)
+                .header("content-type", "application/fhir+json")
+                .body(
+                    json!({"resourceType": "Patient", "name": [{"family": format!("Durable{i}")}]})
+                        .to_string(),
+                )
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+            let v: Value = r.json().await.unwrap();
+            ids.push(v["id"].as_str().unwrap().to_string());
+        }
+        served.kill9();
+        let served = Served::start(dir.path(), &db);
+        wait_healthy(&served.base).await;
+        for id in &ids {
+            let r = client
+                .get(served.fhir(&format!("Patient/{id}")))
+                .bearer_auth(&tok)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{db:?}: Patient/{id} lost after kill -9");
+        }
+    }
+}
+
+#[test]
+fn serve_refuses_bad_setups() {
+    // Unwritable data directory (a path below a regular file).
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, b"x").unwrap();
+    let bad = file.join("data");
+    let out = run(
+        &[
+            "serve",
+            "--data",
+            bad.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &Db::Sqlite,
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("data directory"), "{err}");
+
+    // Port in use.
+    let blocker = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = blocker.local_addr().unwrap().to_string();
+    let data = tempfile::tempdir().unwrap();
+    let out = run(
+        &[
+            "serve",
+            "--data",
+            data.path().to_str().unwrap(),
+            "--listen",
+            &port,
+        ],
+        &Db::Sqlite,
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already in use"), "{err}");
+
+    // A database from a newer ironchart.
+    let out = run(
+        &["admin", "token", "--data", data.path().to_str().unwrap()],
+        &Db::Sqlite,
+    );
+    assert!(out.status.success());
+    let db_file = data.path().join("ironchart.sqlite3");
+    let py = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('INSERT INTO ironchart_schema (version, applied_at) VALUES (999, 0)'); c.commit()",
+            db_file.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(py.success());
+    let out = run(
+        &[
+            "serve",
+            "--data",
+            data.path().to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &Db::Sqlite,
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("newer"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_reports_bad_input_and_keeps_the_rest() {
+    for db in dbs() {
+        let data = tempfile::tempdir().unwrap();
+        let files = tempfile::tempdir().unwrap();
+        let good_bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"fullUrl": "urn:uuid:0b5b7a4a-6a0e-4d52-9a49-6a8cd0b0b9a1",
+             "resource": {"resourceType": "Patient", "name": [{"family": "Imported"}]},
+             "request": {"method": "POST", "url": "Patient"}},
+            {"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                          "subject": {"reference": "urn:uuid:0b5b7a4a-6a0e-4d52-9a49-6a8cd0b0b9a1"}},
+             "request": {"method": "POST", "url": "Observation"}}
+        ]});
+        std::fs::write(files.path().join("a-bundle.json"), good_bundle.to_string()).unwrap();
+        std::fs::write(files.path().join("b-broken.json"), "{ not json").unwrap();
+        let ndjson = [
+            json!({"resourceType": "Patient", "id": "nd-1", "name": [{"family": "Line"}]})
+                .to_string(),
+            "{ broken line".to_string(),
+            json!({"resourceType": "Patient", "id": "nd-3", "birthDate": "not-a-date"}).to_string(),
+            json!({"resourceType": "Patient", "id": "nd-4", "name": [{"family": "Line"}]})
+                .to_string(),
+        ]
+        .join("\n");
+        std::fs::write(files.path().join("c-patients.ndjson"), ndjson).unwrap();
+        let out = run(
+            &[
+                "import",
+                "--quiet",
+                "--data",
+                data.path().to_str().unwrap(),
+                files.path().to_str().unwrap(),
+            ],
+            &db,
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success(), "failures give a non-zero exit");
+        assert!(stderr.contains("b-broken.json"), "{stderr}");
+        assert!(stderr.contains("c-patients.ndjson:2"), "{stderr}");
+        assert!(
+            stderr.contains("c-patients.ndjson:3") && stderr.contains("birthDate"),
+            "{stderr}"
+        );
+        assert!(
+            stdout.contains("imported 4 resources from 3 files; 3 failed"),
+            "{stdout}"
+        );
+
+        let served = Served::start(data.path(), &db);
+        wait_healthy(&served.base).await;
+        let tok = token(data.path(), &db);
+        let client = reqwest::Client::new();
+        let get = |path: String| {
+            let client = client.clone();
+            let tok = tok.clone();
+            async move {
+                let r = client.get(path).bearer_auth(tok).send().await.unwrap();
+                (
+                    r.status().as_u16(),
+                    r.json::<Value>().await.unwrap_or(Value::Null),
+                )
+            }
+        };
+        assert_eq!(get(served.fhir("Patient/nd-1")).await.0, 200);
+        assert_eq!(get(served.fhir("Patient/nd-4")).await.0, 200);
+        assert_eq!(get(served.fhir("Patient/nd-3")).await.0, 404);
+        let (_, b) = get(served.fhir("Observation?subject:Patient.family=imported")).await;
+        assert_eq!(b["total"], 1, "{b}");
+    }
+}
+
+#[test]
+fn demo_seeds_once() {
+    let data = tempfile::tempdir().unwrap();
+    let args = [
+        "demo",
+        "--no-serve",
+        "--patients",
+        "3",
+        "--data",
+        data.path().to_str().unwrap(),
+    ];
+    let first = run(&args, &Db::Sqlite);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let err = String::from_utf8_lossy(&first.stderr);
+    assert!(err.contains("Seeded"), "{err}");
+    let second = run(&args, &Db::Sqlite);
+    assert!(second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("existing demo data"));
+    let token = String::from_utf8_lossy(&second.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    assert!(token.starts_with("ic_"));
+    let _ = Duration::from_secs(0);
+}
