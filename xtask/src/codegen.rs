@@ -460,15 +460,17 @@ fn value_set_names(value_sets: &BTreeMap<String, Vec<String>>) -> BTreeMap<&str,
     let mut taken: BTreeSet<String> = BTreeSet::new();
     for url in value_sets.keys() {
         let segment = url.rsplit('/').next().unwrap_or(url);
-        let base: String = std::iter::once("VS_".to_owned())
-            .chain(segment.chars().map(|c| {
+        let identifier: String = segment
+            .chars()
+            .map(|c| {
                 if c.is_ascii_alphanumeric() {
-                    c.to_ascii_uppercase().to_string()
+                    c.to_ascii_uppercase()
                 } else {
-                    "_".to_owned()
+                    '_'
                 }
-            }))
+            })
             .collect();
+        let base = format!("VS_{identifier}");
         let mut name = base.clone();
         let mut n = 1;
         while taken.contains(&name) {
@@ -515,7 +517,7 @@ fn required_value_sets(
             .map(|(_, code)| code)
             .collect();
         if codes.is_empty() {
-            skipped.push(format!("{url} ({elements} elements)"));
+            skipped.push(format!("{url} (elements: {elements})"));
         } else {
             restricted += elements;
             out.insert(url.to_owned(), codes.into_iter().collect());

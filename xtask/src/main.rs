@@ -6,6 +6,7 @@
 //! files, so the generated Rust is committed and a build needs nothing but cargo.
 #![forbid(unsafe_code)]
 
+mod bench;
 mod codegen;
 
 use std::path::PathBuf;
@@ -18,6 +19,10 @@ commands:
   codegen [--definitions DIR]   generate crates/fhir/src/generated/ from the FHIR R4 definitions
                                 (default DIR: ../shared/fhir-r4/definitions, relative to the
                                 workspace root)
+  bench [--patients N] [--backend sqlite|postgres|both] [--duration SECS]
+        [--connections N] [--threads N] [--database-url URL] [--reuse]
+                                load a generated cohort and measure import, reads and
+                                searches with wrk, next to the HTTP and storage ceilings
 ";
 
 fn main() -> ExitCode {
@@ -59,6 +64,7 @@ fn run(args: &[String]) -> Result<(), String> {
             let out = root.join("crates/fhir/src/generated");
             codegen::run(&definitions, &out)
         }
+        "bench" => bench::run(&root, &bench::Options::parse(rest)?),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
             Ok(())

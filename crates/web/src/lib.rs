@@ -8,6 +8,9 @@
 
 pub mod fhir;
 mod headers;
+mod rate_limit;
+
+pub use rate_limit::RateLimiter;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,6 +28,8 @@ pub struct WebConfig {
     pub fhir_base: String,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
+    /// Requests per second allowed per client address (`None`: unlimited).
+    pub rate_limit: Option<u32>,
 }
 
 /// Shared state of all handlers.
@@ -36,6 +41,7 @@ pub struct AppState {
 
 /// The whole application router.
 pub fn router(records: Records, config: WebConfig) -> Router {
+    let limiter = config.rate_limit.filter(|r| *r > 0).map(RateLimiter::new);
     let state = AppState {
         records,
         config: Arc::new(config),
@@ -44,6 +50,10 @@ pub fn router(records: Records, config: WebConfig) -> Router {
         .route("/healthz", get(healthz))
         .merge(fhir::routes())
         .fallback(fhir::error::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            limiter,
+            rate_limit::limit,
+        ))
         .layer(axum::middleware::from_fn(headers::security_headers))
         .with_state(state)
 }

@@ -58,9 +58,11 @@ pub(crate) fn matches(query: &SearchQuery, alias: Alias) -> Sql {
         .push(" AND ")
         .push(alias.deleted())
         .push(" = FALSE");
-    for filter in &query.filters {
+    let mut filters: Vec<&Filter> = query.filters.iter().collect();
+    filters.sort_by_key(|f| selectivity(f));
+    for (i, filter) in filters.into_iter().enumerate() {
         sql.push(" AND ");
-        filter_sql(&mut sql, &query.resource_type, filter, alias);
+        filter_sql(&mut sql, &query.resource_type, filter, alias, i == 0);
     }
     sql
 }
@@ -129,21 +131,72 @@ fn open_index_subquery(
     kind: SearchParamKind,
     alias: Alias,
     negate: bool,
+    drive: bool,
 ) {
-    sql.push(alias.rid());
-    sql.push(if negate {
-        " NOT IN (SELECT rid FROM "
+    if drive {
+        // The driving filter: its index rows give the candidate resources.
+        sql.push(alias.rid());
+        sql.push(if negate {
+            " NOT IN (SELECT rid FROM "
+        } else {
+            " IN (SELECT rid FROM "
+        });
+        sql.push(index_table(kind));
+        sql.push(" WHERE res_type = ")
+            .bind_text(res_type)
+            .push(" AND param = ")
+            .bind_text(name);
     } else {
-        " IN (SELECT rid FROM "
-    });
-    sql.push(index_table(kind));
-    sql.push(" WHERE res_type = ")
-        .bind_text(res_type)
-        .push(" AND param = ")
-        .bind_text(name);
+        // Any other filter: a probe of the candidate's own index rows.
+        sql.push(if negate {
+            "NOT EXISTS (SELECT 1 FROM "
+        } else {
+            "EXISTS (SELECT 1 FROM "
+        });
+        sql.push(index_table(kind));
+        sql.push(" WHERE rid = ")
+            .push(alias.rid())
+            .push(" AND param = ")
+            .bind_text(name);
+    }
 }
 
-fn filter_sql(sql: &mut Sql, res_type: &str, filter: &Filter, alias: Alias) {
+/// How selective a filter is likely to be (lower: fewer matches); the most selective one
+/// drives the query.
+fn selectivity(filter: &Filter) -> u8 {
+    match (&filter.param, &filter.test) {
+        (ParamRef::Id, FilterTest::AnyOf(_)) => 0,
+        (_, FilterTest::Missing(_) | FilterTest::NoneOf(_)) => 9,
+        (_, FilterTest::Chain { .. }) => 5,
+        (ParamRef::LastUpdated, _) => 7,
+        (ParamRef::Indexed(_), FilterTest::AnyOf(values)) => values
+            .iter()
+            .map(|v| match v {
+                FilterValue::Reference { .. } | FilterValue::ReferenceIdentifier { .. } => 1,
+                FilterValue::Id(_) => 1,
+                FilterValue::Token { code: Some(_), .. } => 3,
+                FilterValue::String {
+                    mode: StringMatch::Exact,
+                    ..
+                }
+                | FilterValue::Uri { below: false, .. }
+                | FilterValue::ReferenceUrl(_) => 2,
+                FilterValue::String {
+                    mode: StringMatch::StartsWith,
+                    ..
+                } => 4,
+                FilterValue::TokenText(_) => 5,
+                FilterValue::Date { .. }
+                | FilterValue::Number { .. }
+                | FilterValue::Quantity { .. } => 6,
+                _ => 8,
+            })
+            .max()
+            .unwrap_or(8),
+    }
+}
+
+fn filter_sql(sql: &mut Sql, res_type: &str, filter: &Filter, alias: Alias, drive: bool) {
     match (&filter.param, &filter.test) {
         (ParamRef::Id | ParamRef::LastUpdated, FilterTest::Missing(missing)) => {
             // Every resource has both.
@@ -189,12 +242,12 @@ fn filter_sql(sql: &mut Sql, res_type: &str, filter: &Filter, alias: Alias) {
             sql.push("1 = 0");
         }
         (ParamRef::Indexed(def), FilterTest::Missing(missing)) => {
-            open_index_subquery(sql, res_type, def.name, def.kind, alias, *missing);
+            open_index_subquery(sql, res_type, def.name, def.kind, alias, *missing, drive);
             sql.push(")");
         }
         (ParamRef::Indexed(def), FilterTest::AnyOf(values) | FilterTest::NoneOf(values)) => {
             let negate = matches!(filter.test, FilterTest::NoneOf(_));
-            open_index_subquery(sql, res_type, def.name, def.kind, alias, negate);
+            open_index_subquery(sql, res_type, def.name, def.kind, alias, negate, drive);
             sql.push(" AND (");
             for (i, v) in values.iter().enumerate() {
                 if i > 0 {
@@ -211,13 +264,13 @@ fn filter_sql(sql: &mut Sql, res_type: &str, filter: &Filter, alias: Alias) {
                 filter: inner,
             },
         ) => {
-            open_index_subquery(sql, res_type, def.name, def.kind, alias, false);
+            open_index_subquery(sql, res_type, def.name, def.kind, alias, false, drive);
             sql.push(" AND target_type = ")
                 .bind_text(target_type)
                 .push(" AND target_id IN (SELECT t.res_id FROM resources t WHERE t.res_type = ")
                 .bind_text(target_type)
                 .push(" AND t.deleted = FALSE AND ");
-            filter_sql(sql, target_type, inner, "t");
+            filter_sql(sql, target_type, inner, "t", true);
             sql.push("))");
         }
     }

@@ -249,7 +249,7 @@ async fn body_limit(_s: Server) {
     ))
     .await
     .unwrap();
-    let small = Server::start_with(records, Some(dir), 1024).await;
+    let small = Server::start_with(records, Some(dir), 1024, None).await;
     let big = json!({"resourceType": "Patient", "name": [{"family": "x".repeat(4000)}]});
     let r = small.post("Patient", &big).await;
     assert_outcome(&r, StatusCode::PAYLOAD_TOO_LARGE, "too large");
@@ -278,3 +278,29 @@ async fn body_limit(_s: Server) {
     assert_eq!(ok.status, StatusCode::CREATED);
 }
 on_both!(body_limit);
+
+async fn rate_limited(_s: Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let records = ironchart_records::Records::open(&ironchart_records::DatabaseConfig::Sqlite(
+        dir.path().join("limited.sqlite3"),
+    ))
+    .await
+    .unwrap();
+    let limited = Server::start_with(records, Some(dir), 1024 * 1024, Some(5)).await;
+    let mut statuses = Vec::new();
+    for _ in 0..40 {
+        statuses.push(limited.get("metadata").await);
+    }
+    let throttled: Vec<_> = statuses
+        .iter()
+        .filter(|r| r.status == StatusCode::TOO_MANY_REQUESTS)
+        .collect();
+    assert!(!throttled.is_empty(), "a burst over the limit is throttled");
+    assert_eq!(throttled[0].body["resourceType"], "OperationOutcome");
+    assert!(throttled[0].headers.contains_key("retry-after"));
+    assert!(
+        statuses[0].status == StatusCode::OK,
+        "the first requests pass"
+    );
+}
+on_both!(rate_limited);

@@ -47,13 +47,14 @@ impl Server {
     }
 
     async fn start(records: Records, dir: Option<tempfile::TempDir>) -> Server {
-        Server::start_with(records, dir, 16 * 1024 * 1024).await
+        Server::start_with(records, dir, 16 * 1024 * 1024, None).await
     }
 
     pub async fn start_with(
         records: Records,
         dir: Option<tempfile::TempDir>,
         body_limit: usize,
+        rate_limit: Option<u32>,
     ) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -65,6 +66,7 @@ impl Server {
             ironchart_web::WebConfig {
                 fhir_base: base.clone(),
                 body_limit,
+                rate_limit,
             },
         );
         tokio::spawn(async move {
