@@ -2,5 +2,6 @@
 //! modes (newer schema, unwritable directory, port in use, `kill -9`).
 
 mod cli;
+mod clients;
 
 mod process;

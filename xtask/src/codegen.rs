@@ -132,6 +132,10 @@ fn structure_definitions(resources: &Value, types: &Value) -> Result<Vec<Structu
         if str_field(sd, "derivation") == Some("constraint") {
             continue;
         }
+        // The R4 definitions carry one R4B (4.3.0) structure, SubscriptionStatus: not R4.
+        if str_field(sd, "fhirVersion").is_some_and(|v| v != "4.0.1") {
+            continue;
+        }
         let is_abstract = sd.get("abstract").and_then(Value::as_bool).unwrap_or(false);
         let kind = match str_field(sd, "kind") {
             Some("resource") if !is_abstract => Kind::Resource,
@@ -710,6 +714,11 @@ fn search_params_file(search: &Value, resource_types: &[String]) -> Result<Strin
             if !common && resource_types.binary_search(base).is_err() {
                 return Err(format!("search parameter {code}: unknown base {base}"));
             }
+            let targets: Vec<String> = targets
+                .iter()
+                .filter(|t| resource_types.binary_search(t).is_ok())
+                .cloned()
+                .collect();
             let mut kept: Vec<String> = Vec::new();
             for part in &parts {
                 let first = first_identifier(part);

@@ -313,6 +313,10 @@ impl SearchQuery {
                     )
                 })?;
                 self.count = n.min(MAX_COUNT);
+                // `_count=0` is the same as `_summary=count` (R4 search.html#count).
+                if n == 0 {
+                    self.summary_count = true;
+                }
             }
             "_sort" => {
                 for item in value.split(',').filter(|s| !s.is_empty()) {

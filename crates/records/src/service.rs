@@ -30,10 +30,21 @@ pub enum DatabaseConfig {
 /// How many times a write is retried when a concurrent writer got there first.
 const WRITE_RETRIES: usize = 20;
 
+/// How long a checked token is remembered before the database is asked again.
+const TOKEN_CACHE_TTL: Duration = Duration::from_secs(30);
+/// Most tokens remembered at once.
+const TOKEN_CACHE_MAX: usize = 10_000;
+
+type TokenCache = std::sync::Arc<
+    std::sync::Mutex<std::collections::HashMap<String, (Actor, std::time::Instant)>>,
+>;
+
 /// The records service. Cheap to clone; share one per process.
 #[derive(Clone)]
 pub struct Records {
     store: Store,
+    /// Recently checked tokens by hash (never the token itself).
+    tokens: TokenCache,
 }
 
 /// The outcome of importing one resource.
@@ -48,7 +59,10 @@ impl Records {
                 Store::open_postgres(url, schema.as_deref()).await?
             }
         };
-        Ok(Records { store })
+        Ok(Records {
+            store,
+            tokens: TokenCache::default(),
+        })
     }
 
     pub fn backend(&self) -> ironchart_store::Backend {
@@ -100,23 +114,39 @@ impl Records {
         if !bearer.starts_with("ic_") || bearer.len() > 128 {
             return Err(RecordsError::Unauthorized);
         }
+        let hash = token_hash(bearer);
+        let now = now_millis();
+        if let Ok(cache) = self.tokens.lock()
+            && let Some((actor, at)) = cache.get(&hash)
+            && at.elapsed() < TOKEN_CACHE_TTL
+            && actor.expires_at > now
+        {
+            return Ok(actor.clone());
+        }
         let record = self
             .store
-            .find_token(&token_hash(bearer))
+            .find_token(&hash)
             .await?
             .ok_or(RecordsError::Unauthorized)?;
-        if record.revoked || record.expires_at <= now_millis() {
+        if record.revoked || record.expires_at <= now {
             return Err(RecordsError::Unauthorized);
         }
         let kind = match record.subject.as_str() {
             "system" => ActorKind::System,
             other => ActorKind::User(other.trim_start_matches("user:").to_string()),
         };
-        Ok(Actor {
+        let actor = Actor {
             kind,
             scopes: record.scopes.split(' ').map(str::to_string).collect(),
             expires_at: record.expires_at,
-        })
+        };
+        if let Ok(mut cache) = self.tokens.lock() {
+            if cache.len() >= TOKEN_CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert(hash, (actor.clone(), std::time::Instant::now()));
+        }
+        Ok(actor)
     }
 
     // ----- reads -----

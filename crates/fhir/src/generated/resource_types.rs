@@ -135,7 +135,6 @@ pub static RESOURCE_TYPES: &[&str] = &[
     "StructureDefinition",
     "StructureMap",
     "Subscription",
-    "SubscriptionStatus",
     "Substance",
     "SubstanceNucleicAcid",
     "SubstancePolymer",

@@ -30,7 +30,8 @@ pub(crate) fn statement(base: &str) -> Value {
                 .filter(|p| p.kind == SearchParamKind::Reference && p.resource != "Resource")
                 .map(|p| json!(format!("{rt}:{}", p.name)))
                 .collect();
-            json!({
+            let revincludes = includes_rev(rt);
+            let mut entry = json!({
                 "type": rt,
                 "profile": format!("http://hl7.org/fhir/StructureDefinition/{rt}"),
                 "interaction": TYPE_INTERACTIONS.iter().map(|i| json!({ "code": i })).collect::<Vec<_>>(),
@@ -41,16 +42,20 @@ pub(crate) fn statement(base: &str) -> Value {
                 "conditionalRead": "not-supported",
                 "conditionalUpdate": false,
                 "conditionalDelete": "not-supported",
-                "searchInclude": includes,
-                "searchRevInclude": includes_rev(rt),
-                "searchParam": params,
-            })
+            });
+            // FHIR JSON has no empty arrays: leave out what a type does not have.
+            for (key, list) in [("searchInclude", includes), ("searchRevInclude", revincludes), ("searchParam", params)] {
+                if !list.is_empty() {
+                    entry[key] = Value::Array(list);
+                }
+            }
+            entry
         })
         .collect();
     json!({
         "resourceType": "CapabilityStatement",
         "status": "active",
-        "date": "2026-11-28",
+        "date": today(),
         "publisher": "ironchart",
         "kind": "instance",
         "software": { "name": "ironchart", "version": env!("CARGO_PKG_VERSION") },
@@ -81,5 +86,16 @@ fn includes_rev(rt: &str) -> Vec<Value> {
         .filter(|p| p.kind == SearchParamKind::Reference && p.resource != "Resource")
         .filter(|p| p.targets.contains(&rt))
         .map(|p| json!(format!("{}:{}", p.resource, p.name)))
+        .collect()
+}
+
+/// Today's date (UTC), the date of this statement.
+fn today() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    ironchart_fhir::datetime::format_instant(ms)
+        .chars()
+        .take(10)
         .collect()
 }

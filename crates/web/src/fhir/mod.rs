@@ -118,7 +118,10 @@ async fn read(
     if let Some(tag) = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        && ironchart_records::parse_etag(tag) == Some(res.version)
+        && (tag.trim() == "*"
+            || tag
+                .split(',')
+                .any(|t| ironchart_records::parse_etag(t) == Some(res.version)))
     {
         let mut r = fhir_response(StatusCode::NOT_MODIFIED, Body::empty());
         version_headers(&mut r, &state, &res, false);
