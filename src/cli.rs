@@ -28,6 +28,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Import FHIR Bundles (JSON) and Bulk Data NDJSON files.
     Import(ImportArgs),
+    /// Write a synthetic cohort (the demo generator) as Bulk Data NDJSON, one file per type.
+    Generate(GenerateArgs),
     /// Administration: access tokens (users and roles come next).
     Admin {
         #[command(subcommand)]
@@ -59,6 +61,9 @@ pub struct HttpArgs {
     /// Largest accepted request body in bytes.
     #[arg(long, env = "IRONCHART_BODY_LIMIT", default_value_t = 16 * 1024 * 1024)]
     pub body_limit: usize,
+    /// Requests per second allowed per client address (bursts up to twice that); 0 for no limit.
+    #[arg(long, env = "IRONCHART_RATE_LIMIT", default_value_t = 1000)]
+    pub rate_limit: u32,
 }
 
 #[derive(Debug, Args)]
@@ -87,6 +92,19 @@ pub struct DemoArgs {
     pub no_serve: bool,
     #[command(flatten)]
     pub http: HttpArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// How many synthetic patients.
+    #[arg(long, default_value_t = 100)]
+    pub patients: usize,
+    /// Seed of the deterministic generator.
+    #[arg(long, default_value_t = 2026)]
+    pub seed: u64,
+    /// Directory to write `<Type>.ndjson` files into (created if needed).
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -232,6 +250,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
             Ok(())
         }
+        Command::Generate(args) => generate(&args),
         Command::Admin {
             command: AdminCommand::Token { data, ttl },
         } => {
@@ -259,20 +278,31 @@ async fn seed_demo(records: &Records, patients: usize, seed: u64) -> Result<(), 
         return Ok(());
     }
     eprintln!("Generating {patients} synthetic patients (deterministic, seed {seed})…");
-    let resources = crate::demo::generate(patients, seed);
-    let bar = indicatif::ProgressBar::new(resources.len() as u64);
+    let bar = indicatif::ProgressBar::new(patients as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
-            "{bar:40} {pos}/{len} resources ({per_sec}, {eta} left)",
+            "{bar:40} {pos}/{len} patients ({per_sec}, {eta} left)",
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let actor = Actor::local_operator();
+    let clinic = crate::demo::Clinic::new(seed);
     let mut failed = 0usize;
-    for chunk in resources.chunks(1000) {
-        let outcomes = records.import(&actor, chunk.to_vec()).await?;
+    let mut total = 0usize;
+    let mut batch = clinic.resources();
+    for index in 0..patients {
+        batch.extend(crate::demo::generate_patient(index, seed, &clinic));
+        bar.inc(1);
+        if batch.len() >= 1000 || index + 1 == patients {
+            total += batch.len();
+            let outcomes = records.import(&actor, std::mem::take(&mut batch)).await?;
+            failed += outcomes.iter().filter(|o| o.is_err()).count();
+        }
+    }
+    if !batch.is_empty() {
+        total += batch.len();
+        let outcomes = records.import(&actor, batch).await?;
         failed += outcomes.iter().filter(|o| o.is_err()).count();
-        bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
     if failed > 0 {
@@ -283,7 +313,47 @@ async fn seed_demo(records: &Records, patients: usize, seed: u64) -> Result<(), 
     records
         .set_setting("demo.seeded", &patients.to_string())
         .await?;
-    eprintln!("Seeded {} resources.", resources.len());
+    eprintln!("Seeded {total} resources.");
+    Ok(())
+}
+
+/// `ironchart generate`: the demo cohort as NDJSON files.
+fn generate(args: &GenerateArgs) -> Result<(), CliError> {
+    use std::collections::BTreeMap;
+    use std::io::Write;
+    std::fs::create_dir_all(&args.out)
+        .map_err(|e| msg(format!("cannot create {}: {e}", args.out.display())))?;
+    let mut files: BTreeMap<String, std::io::BufWriter<std::fs::File>> = BTreeMap::new();
+    let mut write = |v: &serde_json::Value| -> Result<(), CliError> {
+        let rt = v["resourceType"].as_str().unwrap_or("Unknown").to_string();
+        let file = match files.entry(rt) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let path = args.out.join(format!("{}.ndjson", e.key()));
+                let f = std::fs::File::create(&path)
+                    .map_err(|err| msg(format!("cannot create {}: {err}", path.display())))?;
+                e.insert(std::io::BufWriter::new(f))
+            }
+        };
+        serde_json::to_writer(&mut *file, v).map_err(|e| msg(e.to_string()))?;
+        file.write_all(b"\n").map_err(|e| msg(e.to_string()))
+    };
+    let clinic = crate::demo::Clinic::new(args.seed);
+    let mut count = 0usize;
+    for v in clinic.resources() {
+        write(&v)?;
+        count += 1;
+    }
+    for index in 0..args.patients {
+        for v in crate::demo::generate_patient(index, args.seed, &clinic) {
+            write(&v)?;
+            count += 1;
+        }
+    }
+    for (_, mut f) in files {
+        f.flush().map_err(|e| msg(e.to_string()))?;
+    }
+    eprintln!("wrote {count} resources to {}", args.out.display());
     Ok(())
 }
 
@@ -314,6 +384,7 @@ async fn serve(
     let config = ironchart_web::WebConfig {
         fhir_base: format!("{base}/fhir"),
         body_limit: http.body_limit,
+        rate_limit: Some(http.rate_limit),
     };
     let app = ironchart_web::router(records.clone(), config);
     println!("ironchart is serving on {base}");

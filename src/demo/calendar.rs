@@ -61,17 +61,6 @@ impl Day {
         Day::from_ymd(ny, nm, d.min(days_in_month(ny, nm)))
     }
 
-    /// Whole years of age on `self` for someone born on `birth`.
-    pub fn whole_years_since(self, birth: Day) -> i32 {
-        let (y, m, d) = self.ymd();
-        let (by, bm, bd) = birth.ymd();
-        let mut years = y - by;
-        if (m, d) < (bm, bd) {
-            years -= 1;
-        }
-        years
-    }
-
     /// The nearest weekday: Saturday goes back to Friday, Sunday forward to Monday.
     pub fn weekday_near(self) -> Day {
         match self.weekday() {

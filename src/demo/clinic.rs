@@ -58,7 +58,7 @@ impl Discipline {
 #[derive(Debug)]
 pub struct Site {
     pub id: &'static str,
-    name: &'static str,
+    pub name: &'static str,
     kind: (&'static str, &'static str),
     line: &'static str,
     zip: &'static str,
@@ -141,12 +141,12 @@ impl Clinic {
                 } else {
                     pick_group(&mut rng)
                 };
-                let female = rng.chance(if discipline == Discipline::Nurse { 0.85 } else { 0.55 });
-                let given = if female {
-                    rng.pick(group.female)
+                let female = rng.chance(if discipline == Discipline::Nurse {
+                    0.85
                 } else {
-                    rng.pick(group.male)
-                };
+                    0.55
+                });
+                let given = rng.pick(if female { group.female } else { group.male });
                 Clinician {
                     id: format!("prac-{:02}", i + 1),
                     role_id: format!("prole-{:02}", i + 1),
@@ -257,8 +257,7 @@ impl Clinic {
                 "family": c.family,
                 "given": [c.given]
             });
-            if c.discipline != Discipline::Nurse && c.discipline != Discipline::NursePractitioner
-            {
+            if c.discipline != Discipline::Nurse && c.discipline != Discipline::NursePractitioner {
                 name["prefix"] = json!(["Dr."]);
             }
             name["suffix"] = json!([qual_code]);

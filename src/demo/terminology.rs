@@ -24,8 +24,7 @@ pub const INTERPRETATION: &str =
 pub const ROUTE_OF_ADMIN: &str = "http://terminology.hl7.org/CodeSystem/v3-RouteOfAdministration";
 pub const ACT_SITE: &str = "http://terminology.hl7.org/CodeSystem/v3-ActSite";
 pub const DRUG_FORM: &str = "http://terminology.hl7.org/CodeSystem/v3-orderableDrugForm";
-pub const OBSERVATION_CATEGORY: &str =
-    "http://terminology.hl7.org/CodeSystem/observation-category";
+pub const OBSERVATION_CATEGORY: &str = "http://terminology.hl7.org/CodeSystem/observation-category";
 pub const CONDITION_CLINICAL: &str = "http://terminology.hl7.org/CodeSystem/condition-clinical";
 pub const CONDITION_VERIFICATION: &str =
     "http://terminology.hl7.org/CodeSystem/condition-ver-status";
@@ -164,7 +163,10 @@ impl Chronic {
                 text: "Hypothyroidism",
             },
             Chronic::Gerd => &Diagnosis {
-                icd10: ("K21.9", "Gastro-esophageal reflux disease without esophagitis"),
+                icd10: (
+                    "K21.9",
+                    "Gastro-esophageal reflux disease without esophagitis",
+                ),
                 snomed: ("235595009", "Gastroesophageal reflux disease"),
                 text: "Gastroesophageal reflux disease",
             },
@@ -194,7 +196,10 @@ impl Chronic {
                 text: "Chronic kidney disease stage 3",
             },
             Chronic::Copd => &Diagnosis {
-                icd10: ("J44.9", "Chronic obstructive pulmonary disease, unspecified"),
+                icd10: (
+                    "J44.9",
+                    "Chronic obstructive pulmonary disease, unspecified",
+                ),
                 snomed: ("13645005", "Chronic obstructive lung disease"),
                 text: "COPD",
             },
@@ -225,7 +230,10 @@ impl Chronic {
                 text: "Atopic dermatitis",
             },
             Chronic::Adhd => &Diagnosis {
-                icd10: ("F90.9", "Attention-deficit hyperactivity disorder, unspecified type"),
+                icd10: (
+                    "F90.9",
+                    "Attention-deficit hyperactivity disorder, unspecified type",
+                ),
                 snomed: ("406506008", "Attention deficit hyperactivity disorder"),
                 text: "ADHD",
             },
@@ -592,28 +600,44 @@ pub const PENICILLIN: Allergen = Allergen {
     code: snomed("91936005", "Allergy to penicillin"),
     text: "Penicillin",
     category: AllergyCategory::Medication,
-    reactions: &[(URTICARIA, "moderate"), (SKIN_ERUPTION, "mild"), (ANAPHYLAXIS, "severe")],
+    reactions: &[
+        (URTICARIA, "moderate"),
+        (SKIN_ERUPTION, "mild"),
+        (ANAPHYLAXIS, "severe"),
+    ],
     high_criticality: false,
 };
 pub const PEANUT: Allergen = Allergen {
     code: snomed("91935009", "Allergy to peanuts"),
     text: "Peanuts",
     category: AllergyCategory::Food,
-    reactions: &[(ANAPHYLAXIS, "severe"), (URTICARIA, "moderate"), (ANGIOEDEMA, "moderate")],
+    reactions: &[
+        (ANAPHYLAXIS, "severe"),
+        (URTICARIA, "moderate"),
+        (ANGIOEDEMA, "moderate"),
+    ],
     high_criticality: true,
 };
 pub const TREE_NUT: Allergen = Allergen {
     code: snomed("91934008", "Allergy to nut"),
     text: "Tree nuts",
     category: AllergyCategory::Food,
-    reactions: &[(ANGIOEDEMA, "moderate"), (URTICARIA, "moderate"), (ANAPHYLAXIS, "severe")],
+    reactions: &[
+        (ANGIOEDEMA, "moderate"),
+        (URTICARIA, "moderate"),
+        (ANAPHYLAXIS, "severe"),
+    ],
     high_criticality: true,
 };
 pub const SHELLFISH: Allergen = Allergen {
     code: snomed("300913006", "Shellfish allergy"),
     text: "Shellfish",
     category: AllergyCategory::Food,
-    reactions: &[(URTICARIA, "moderate"), (VOMITING, "mild"), (ANGIOEDEMA, "severe")],
+    reactions: &[
+        (URTICARIA, "moderate"),
+        (VOMITING, "mild"),
+        (ANGIOEDEMA, "severe"),
+    ],
     high_criticality: false,
 };
 pub const EGG: Allergen = Allergen {
@@ -627,35 +651,55 @@ pub const LATEX: Allergen = Allergen {
     code: snomed("300916003", "Latex allergy"),
     text: "Latex",
     category: AllergyCategory::Environment,
-    reactions: &[(CONTACT_DERMATITIS, "mild"), (URTICARIA, "moderate"), (WHEEZING, "moderate")],
+    reactions: &[
+        (CONTACT_DERMATITIS, "mild"),
+        (URTICARIA, "moderate"),
+        (WHEEZING, "moderate"),
+    ],
     high_criticality: false,
 };
 pub const DUST_MITE: Allergen = Allergen {
     code: snomed("232350006", "House dust mite allergy"),
     text: "Dust mites",
     category: AllergyCategory::Environment,
-    reactions: &[(SNEEZING, "mild"), (RHINOCONJUNCTIVITIS, "mild"), (WHEEZING, "mild")],
+    reactions: &[
+        (SNEEZING, "mild"),
+        (RHINOCONJUNCTIVITIS, "mild"),
+        (WHEEZING, "mild"),
+    ],
     high_criticality: false,
 };
 pub const GRASS_POLLEN: Allergen = Allergen {
     code: snomed("418689008", "Allergy to grass pollen"),
     text: "Grass pollen",
     category: AllergyCategory::Environment,
-    reactions: &[(RHINOCONJUNCTIVITIS, "mild"), (SNEEZING, "mild"), (COUGH, "mild")],
+    reactions: &[
+        (RHINOCONJUNCTIVITIS, "mild"),
+        (SNEEZING, "mild"),
+        (COUGH, "mild"),
+    ],
     high_criticality: false,
 };
 pub const TREE_POLLEN: Allergen = Allergen {
     code: snomed("419263009", "Allergy to tree pollen"),
     text: "Tree pollen",
     category: AllergyCategory::Environment,
-    reactions: &[(SNEEZING, "mild"), (RHINOCONJUNCTIVITIS, "mild"), (ITCHING, "mild")],
+    reactions: &[
+        (SNEEZING, "mild"),
+        (RHINOCONJUNCTIVITIS, "mild"),
+        (ITCHING, "mild"),
+    ],
     high_criticality: false,
 };
 pub const ANIMAL_DANDER: Allergen = Allergen {
     code: snomed("232347008", "Dander (animal) allergy"),
     text: "Cat and dog dander",
     category: AllergyCategory::Environment,
-    reactions: &[(SNEEZING, "mild"), (WHEEZING, "moderate"), (DYSPNEA, "moderate")],
+    reactions: &[
+        (SNEEZING, "mild"),
+        (WHEEZING, "moderate"),
+        (DYSPNEA, "moderate"),
+    ],
     high_criticality: false,
 };
 pub const MOLD: Allergen = Allergen {
@@ -713,36 +757,113 @@ macro_rules! vaccine {
     };
 }
 
-vaccine!(HEPB_PEDIATRIC, "08", "Hep B, adolescent or pediatric", Intramuscular, 0.5);
+vaccine!(
+    HEPB_PEDIATRIC,
+    "08",
+    "Hep B, adolescent or pediatric",
+    Intramuscular,
+    0.5
+);
 vaccine!(HEPB_ADULT, "43", "Hep B, adult", Intramuscular, 1.0);
 vaccine!(ROTAVIRUS, "116", "rotavirus, pentavalent", Oral, 2.0);
 vaccine!(DTAP, "20", "DTaP", Intramuscular, 0.5);
 vaccine!(HIB, "49", "Hib (PRP-OMP)", Intramuscular, 0.5);
-vaccine!(PCV13, "133", "Pneumococcal conjugate PCV 13", Intramuscular, 0.5);
-vaccine!(PCV20, "216", "Pneumococcal conjugate PCV20", Intramuscular, 0.5);
-vaccine!(PPSV23, "33", "pneumococcal polysaccharide vaccine, 23 valent", Intramuscular, 0.5);
+vaccine!(
+    PCV13,
+    "133",
+    "Pneumococcal conjugate PCV 13",
+    Intramuscular,
+    0.5
+);
+vaccine!(
+    PCV20,
+    "216",
+    "Pneumococcal conjugate PCV20",
+    Intramuscular,
+    0.5
+);
+vaccine!(
+    PPSV23,
+    "33",
+    "pneumococcal polysaccharide vaccine, 23 valent",
+    Intramuscular,
+    0.5
+);
 vaccine!(IPV, "10", "IPV", Intramuscular, 0.5);
 vaccine!(MMR, "03", "MMR", Subcutaneous, 0.5);
 vaccine!(VARICELLA, "21", "varicella", Subcutaneous, 0.5);
-vaccine!(HEPA_PEDIATRIC, "83", "Hep A, ped/adol, 2 dose", Intramuscular, 0.5);
+vaccine!(
+    HEPA_PEDIATRIC,
+    "83",
+    "Hep A, ped/adol, 2 dose",
+    Intramuscular,
+    0.5
+);
 vaccine!(TDAP, "115", "Tdap", Intramuscular, 0.5);
 vaccine!(HPV9, "165", "HPV9", Intramuscular, 0.5);
-vaccine!(MENACWY_MCV4P, "114", "meningococcal MCV4P", Intramuscular, 0.5);
-vaccine!(MENACWY_MCV4O, "136", "Meningococcal MCV4O", Intramuscular, 0.5);
-vaccine!(ZOSTER_RECOMBINANT, "187", "zoster vaccine recombinant", Intramuscular, 0.5);
-vaccine!(FLU_QUADRIVALENT_PF, "150",
-    "Influenza, injectable, quadrivalent, preservative free", Intramuscular, 0.5);
-vaccine!(FLU_TRIVALENT_PF, "140", "Influenza, seasonal, injectable, preservative free",
-    Intramuscular, 0.5);
-vaccine!(FLU_HIGH_DOSE_QUADRIVALENT, "197", "influenza, high-dose, quadrivalent",
-    Intramuscular, 0.7);
-vaccine!(FLU_HIGH_DOSE_TRIVALENT, "135", "Influenza, high dose seasonal", Intramuscular, 0.5);
-vaccine!(COVID_PFIZER, "208",
+vaccine!(
+    MENACWY_MCV4P,
+    "114",
+    "meningococcal MCV4P",
+    Intramuscular,
+    0.5
+);
+vaccine!(
+    MENACWY_MCV4O,
+    "136",
+    "Meningococcal MCV4O",
+    Intramuscular,
+    0.5
+);
+vaccine!(
+    ZOSTER_RECOMBINANT,
+    "187",
+    "zoster vaccine recombinant",
+    Intramuscular,
+    0.5
+);
+vaccine!(
+    FLU_QUADRIVALENT_PF,
+    "150",
+    "Influenza, injectable, quadrivalent, preservative free",
+    Intramuscular,
+    0.5
+);
+vaccine!(
+    FLU_TRIVALENT_PF,
+    "140",
+    "Influenza, seasonal, injectable, preservative free",
+    Intramuscular,
+    0.5
+);
+vaccine!(
+    FLU_HIGH_DOSE_QUADRIVALENT,
+    "197",
+    "influenza, high-dose, quadrivalent",
+    Intramuscular,
+    0.7
+);
+vaccine!(
+    FLU_HIGH_DOSE_TRIVALENT,
+    "135",
+    "Influenza, high dose seasonal",
+    Intramuscular,
+    0.5
+);
+vaccine!(
+    COVID_PFIZER,
+    "208",
     "SARS-COV-2 (COVID-19) vaccine, mRNA, spike protein, LNP, preservative free, 30 mcg/0.3mL dose",
-    Intramuscular, 0.3);
-vaccine!(COVID_MODERNA, "207",
+    Intramuscular,
+    0.3
+);
+vaccine!(
+    COVID_MODERNA,
+    "207",
     "SARS-COV-2 (COVID-19) vaccine, mRNA, spike protein, LNP, preservative free, 100 mcg/0.5mL dose",
-    Intramuscular, 0.5);
+    Intramuscular,
+    0.5
+);
 
 // ---------------------------------------------------------------------------------------------
 // Laboratory tests (LOINC) and vital signs
@@ -781,71 +902,352 @@ const fn both(low: f64, high: f64) -> (Option<f64>, Option<f64>) {
     (Some(low), Some(high))
 }
 
-lab!(GLUCOSE, "2345-7", "Glucose [Mass/volume] in Serum or Plasma", "Glucose", "mg/dL",
-    "mg/dL", 0, both(70.0, 99.0), both(70.0, 99.0));
-lab!(BUN, "3094-0", "Urea nitrogen [Mass/volume] in Serum or Plasma", "Urea nitrogen (BUN)",
-    "mg/dL", "mg/dL", 0, both(7.0, 20.0), both(7.0, 20.0));
-lab!(CREATININE, "2160-0", "Creatinine [Mass/volume] in Serum or Plasma", "Creatinine",
-    "mg/dL", "mg/dL", 2, both(0.74, 1.35), both(0.59, 1.04));
-lab!(SODIUM, "2951-2", "Sodium [Moles/volume] in Serum or Plasma", "Sodium", "mmol/L",
-    "mmol/L", 0, both(136.0, 145.0), both(136.0, 145.0));
-lab!(POTASSIUM, "2823-3", "Potassium [Moles/volume] in Serum or Plasma", "Potassium",
-    "mmol/L", "mmol/L", 1, both(3.5, 5.1), both(3.5, 5.1));
-lab!(CHLORIDE, "2075-0", "Chloride [Moles/volume] in Serum or Plasma", "Chloride", "mmol/L",
-    "mmol/L", 0, both(98.0, 107.0), both(98.0, 107.0));
-lab!(CO2, "2028-9", "Carbon dioxide, total [Moles/volume] in Serum or Plasma",
-    "Carbon dioxide, total", "mmol/L", "mmol/L", 0, both(22.0, 29.0), both(22.0, 29.0));
-lab!(CALCIUM, "17861-6", "Calcium [Mass/volume] in Serum or Plasma", "Calcium", "mg/dL",
-    "mg/dL", 1, both(8.6, 10.3), both(8.6, 10.3));
-lab!(EGFR, "98979-8",
+lab!(
+    GLUCOSE,
+    "2345-7",
+    "Glucose [Mass/volume] in Serum or Plasma",
+    "Glucose",
+    "mg/dL",
+    "mg/dL",
+    0,
+    both(70.0, 99.0),
+    both(70.0, 99.0)
+);
+lab!(
+    BUN,
+    "3094-0",
+    "Urea nitrogen [Mass/volume] in Serum or Plasma",
+    "Urea nitrogen (BUN)",
+    "mg/dL",
+    "mg/dL",
+    0,
+    both(7.0, 20.0),
+    both(7.0, 20.0)
+);
+lab!(
+    CREATININE,
+    "2160-0",
+    "Creatinine [Mass/volume] in Serum or Plasma",
+    "Creatinine",
+    "mg/dL",
+    "mg/dL",
+    2,
+    both(0.74, 1.35),
+    both(0.59, 1.04)
+);
+lab!(
+    SODIUM,
+    "2951-2",
+    "Sodium [Moles/volume] in Serum or Plasma",
+    "Sodium",
+    "mmol/L",
+    "mmol/L",
+    0,
+    both(136.0, 145.0),
+    both(136.0, 145.0)
+);
+lab!(
+    POTASSIUM,
+    "2823-3",
+    "Potassium [Moles/volume] in Serum or Plasma",
+    "Potassium",
+    "mmol/L",
+    "mmol/L",
+    1,
+    both(3.5, 5.1),
+    both(3.5, 5.1)
+);
+lab!(
+    CHLORIDE,
+    "2075-0",
+    "Chloride [Moles/volume] in Serum or Plasma",
+    "Chloride",
+    "mmol/L",
+    "mmol/L",
+    0,
+    both(98.0, 107.0),
+    both(98.0, 107.0)
+);
+lab!(
+    CO2,
+    "2028-9",
+    "Carbon dioxide, total [Moles/volume] in Serum or Plasma",
+    "Carbon dioxide, total",
+    "mmol/L",
+    "mmol/L",
+    0,
+    both(22.0, 29.0),
+    both(22.0, 29.0)
+);
+lab!(
+    CALCIUM,
+    "17861-6",
+    "Calcium [Mass/volume] in Serum or Plasma",
+    "Calcium",
+    "mg/dL",
+    "mg/dL",
+    1,
+    both(8.6, 10.3),
+    both(8.6, 10.3)
+);
+lab!(
+    EGFR,
+    "98979-8",
     "Glomerular filtration rate/1.73 sq M.predicted [Volume Rate/Area] in Serum, Plasma or Blood by Creatinine-based formula (CKD-EPI 2021)",
-    "eGFR (CKD-EPI 2021)", "mL/min/1.73 m2", "mL/min/{1.73_m2}", 0, (Some(60.0), None),
-    (Some(60.0), None));
-lab!(CHOLESTEROL, "2093-3", "Cholesterol [Mass/volume] in Serum or Plasma",
-    "Cholesterol, total", "mg/dL", "mg/dL", 0, (None, Some(199.0)), (None, Some(199.0)));
-lab!(TRIGLYCERIDES, "2571-8", "Triglyceride [Mass/volume] in Serum or Plasma",
-    "Triglycerides", "mg/dL", "mg/dL", 0, (None, Some(149.0)), (None, Some(149.0)));
-lab!(HDL, "2085-9", "Cholesterol in HDL [Mass/volume] in Serum or Plasma", "HDL cholesterol",
-    "mg/dL", "mg/dL", 0, (Some(40.0), None), (Some(50.0), None));
-lab!(LDL, "18262-6", "Cholesterol in LDL [Mass/volume] in Serum or Plasma by Direct assay",
-    "LDL cholesterol (direct)", "mg/dL", "mg/dL", 0, (None, Some(99.0)), (None, Some(99.0)));
-lab!(WBC, "6690-2", "Leukocytes [#/volume] in Blood by Automated count", "White blood cells",
-    "10*3/uL", "10*3/uL", 1, both(4.5, 11.0), both(4.5, 11.0));
-lab!(RBC, "789-8", "Erythrocytes [#/volume] in Blood by Automated count", "Red blood cells",
-    "10*6/uL", "10*6/uL", 2, both(4.5, 5.9), both(4.1, 5.1));
-lab!(HEMOGLOBIN, "718-7", "Hemoglobin [Mass/volume] in Blood", "Hemoglobin", "g/dL", "g/dL",
-    1, both(13.5, 17.5), both(12.0, 15.5));
-lab!(HEMATOCRIT, "4544-3", "Hematocrit [Volume Fraction] of Blood by Automated count",
-    "Hematocrit", "%", "%", 1, both(41.0, 53.0), both(36.0, 46.0));
-lab!(MCV, "787-2", "MCV [Entitic volume] by Automated count", "MCV", "fL", "fL", 0,
-    both(80.0, 100.0), both(80.0, 100.0));
-lab!(PLATELETS, "777-3", "Platelets [#/volume] in Blood by Automated count", "Platelets",
-    "10*3/uL", "10*3/uL", 0, both(150.0, 400.0), both(150.0, 400.0));
-lab!(HBA1C, "4548-4", "Hemoglobin A1c/Hemoglobin.total in Blood", "Hemoglobin A1c", "%", "%",
-    1, both(4.0, 5.6), both(4.0, 5.6));
-lab!(TSH, "3016-3", "Thyrotropin [Units/volume] in Serum or Plasma", "TSH", "mIU/L",
-    "m[IU]/L", 2, both(0.45, 4.5), both(0.45, 4.5));
+    "eGFR (CKD-EPI 2021)",
+    "mL/min/1.73 m2",
+    "mL/min/{1.73_m2}",
+    0,
+    (Some(60.0), None),
+    (Some(60.0), None)
+);
+lab!(
+    CHOLESTEROL,
+    "2093-3",
+    "Cholesterol [Mass/volume] in Serum or Plasma",
+    "Cholesterol, total",
+    "mg/dL",
+    "mg/dL",
+    0,
+    (None, Some(199.0)),
+    (None, Some(199.0))
+);
+lab!(
+    TRIGLYCERIDES,
+    "2571-8",
+    "Triglyceride [Mass/volume] in Serum or Plasma",
+    "Triglycerides",
+    "mg/dL",
+    "mg/dL",
+    0,
+    (None, Some(149.0)),
+    (None, Some(149.0))
+);
+lab!(
+    HDL,
+    "2085-9",
+    "Cholesterol in HDL [Mass/volume] in Serum or Plasma",
+    "HDL cholesterol",
+    "mg/dL",
+    "mg/dL",
+    0,
+    (Some(40.0), None),
+    (Some(50.0), None)
+);
+lab!(
+    LDL,
+    "18262-6",
+    "Cholesterol in LDL [Mass/volume] in Serum or Plasma by Direct assay",
+    "LDL cholesterol (direct)",
+    "mg/dL",
+    "mg/dL",
+    0,
+    (None, Some(99.0)),
+    (None, Some(99.0))
+);
+lab!(
+    WBC,
+    "6690-2",
+    "Leukocytes [#/volume] in Blood by Automated count",
+    "White blood cells",
+    "10*3/uL",
+    "10*3/uL",
+    1,
+    both(4.5, 11.0),
+    both(4.5, 11.0)
+);
+lab!(
+    RBC,
+    "789-8",
+    "Erythrocytes [#/volume] in Blood by Automated count",
+    "Red blood cells",
+    "10*6/uL",
+    "10*6/uL",
+    2,
+    both(4.5, 5.9),
+    both(4.1, 5.1)
+);
+lab!(
+    HEMOGLOBIN,
+    "718-7",
+    "Hemoglobin [Mass/volume] in Blood",
+    "Hemoglobin",
+    "g/dL",
+    "g/dL",
+    1,
+    both(13.5, 17.5),
+    both(12.0, 15.5)
+);
+lab!(
+    HEMATOCRIT,
+    "4544-3",
+    "Hematocrit [Volume Fraction] of Blood by Automated count",
+    "Hematocrit",
+    "%",
+    "%",
+    1,
+    both(41.0, 53.0),
+    both(36.0, 46.0)
+);
+lab!(
+    MCV,
+    "787-2",
+    "MCV [Entitic volume] by Automated count",
+    "MCV",
+    "fL",
+    "fL",
+    0,
+    both(80.0, 100.0),
+    both(80.0, 100.0)
+);
+lab!(
+    PLATELETS,
+    "777-3",
+    "Platelets [#/volume] in Blood by Automated count",
+    "Platelets",
+    "10*3/uL",
+    "10*3/uL",
+    0,
+    both(150.0, 400.0),
+    both(150.0, 400.0)
+);
+lab!(
+    HBA1C,
+    "4548-4",
+    "Hemoglobin A1c/Hemoglobin.total in Blood",
+    "Hemoglobin A1c",
+    "%",
+    "%",
+    1,
+    both(4.0, 5.6),
+    both(4.0, 5.6)
+);
+lab!(
+    TSH,
+    "3016-3",
+    "Thyrotropin [Units/volume] in Serum or Plasma",
+    "TSH",
+    "mIU/L",
+    "m[IU]/L",
+    2,
+    both(0.45, 4.5),
+    both(0.45, 4.5)
+);
+
+lab!(
+    PROTEIN,
+    "2885-2",
+    "Protein [Mass/volume] in Serum or Plasma",
+    "Protein, total",
+    "g/dL",
+    "g/dL",
+    1,
+    both(6.0, 8.3),
+    both(6.0, 8.3)
+);
+lab!(
+    ALBUMIN,
+    "1751-7",
+    "Albumin [Mass/volume] in Serum or Plasma",
+    "Albumin",
+    "g/dL",
+    "g/dL",
+    1,
+    both(3.5, 5.0),
+    both(3.5, 5.0)
+);
+lab!(
+    BILIRUBIN,
+    "1975-2",
+    "Bilirubin.total [Mass/volume] in Serum or Plasma",
+    "Bilirubin, total",
+    "mg/dL",
+    "mg/dL",
+    1,
+    both(0.1, 1.2),
+    both(0.1, 1.2)
+);
+lab!(
+    ALP,
+    "6768-6",
+    "Alkaline phosphatase [Enzymatic activity/volume] in Serum or Plasma",
+    "Alkaline phosphatase",
+    "U/L",
+    "U/L",
+    0,
+    both(44.0, 147.0),
+    both(44.0, 147.0)
+);
+lab!(
+    AST,
+    "1920-8",
+    "Aspartate aminotransferase [Enzymatic activity/volume] in Serum or Plasma",
+    "AST",
+    "U/L",
+    "U/L",
+    0,
+    both(10.0, 40.0),
+    both(10.0, 40.0)
+);
+lab!(
+    ALT,
+    "1742-6",
+    "Alanine aminotransferase [Enzymatic activity/volume] in Serum or Plasma",
+    "ALT",
+    "U/L",
+    "U/L",
+    0,
+    both(7.0, 56.0),
+    both(7.0, 56.0)
+);
+lab!(
+    UACR,
+    "9318-7",
+    "Albumin/Creatinine [Mass Ratio] in Urine",
+    "Urine albumin/creatinine ratio",
+    "mg/g",
+    "mg/g",
+    0,
+    (None, Some(29.0)),
+    (None, Some(29.0))
+);
 
 /// Laboratory orders: a panel code and its member tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Panel {
     Cbc,
     Bmp,
+    Cmp,
     Lipid,
     A1c,
     Tsh,
+    Uacr,
 }
 
 impl Panel {
-    pub const ALL: [Panel; 5] = [Panel::Cbc, Panel::Bmp, Panel::Lipid, Panel::A1c, Panel::Tsh];
+    /// Every panel, in the order a visit's results are written (the discriminant order).
+    pub const ALL: [Panel; 7] = [
+        Panel::Cbc,
+        Panel::Bmp,
+        Panel::Cmp,
+        Panel::Lipid,
+        Panel::A1c,
+        Panel::Tsh,
+        Panel::Uacr,
+    ];
 
     pub fn code(self) -> Code {
         match self {
             Panel::Cbc => loinc("58410-2", "CBC panel - Blood by Automated count"),
             Panel::Bmp => loinc("51990-0", "Basic metabolic panel - Blood"),
+            Panel::Cmp => loinc(
+                "24323-8",
+                "Comprehensive metabolic 2000 panel - Serum or Plasma",
+            ),
             Panel::Lipid => loinc("57698-3", "Lipid panel with direct LDL - Serum or Plasma"),
             Panel::A1c => HBA1C.code,
             Panel::Tsh => TSH.code,
+            Panel::Uacr => UACR.code,
         }
     }
 
@@ -853,32 +1255,41 @@ impl Panel {
         match self {
             Panel::Cbc => "Complete blood count",
             Panel::Bmp => "Basic metabolic panel",
+            Panel::Cmp => "Comprehensive metabolic panel",
             Panel::Lipid => "Lipid panel",
             Panel::A1c => "Hemoglobin A1c",
             Panel::Tsh => "TSH",
-        }
-    }
-
-    pub fn tests(self) -> &'static [&'static LabTest] {
-        match self {
-            Panel::Cbc => &[&WBC, &RBC, &HEMOGLOBIN, &HEMATOCRIT, &MCV, &PLATELETS],
-            Panel::Bmp => &[
-                &GLUCOSE,
-                &BUN,
-                &CREATININE,
-                &EGFR,
-                &SODIUM,
-                &POTASSIUM,
-                &CHLORIDE,
-                &CO2,
-                &CALCIUM,
-            ],
-            Panel::Lipid => &[&CHOLESTEROL, &TRIGLYCERIDES, &HDL, &LDL],
-            Panel::A1c => &[&HBA1C],
-            Panel::Tsh => &[&TSH],
+            Panel::Uacr => "Urine albumin/creatinine ratio",
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Social history and screening questionnaires
+
+pub const SMOKING_STATUS: Code = loinc("72166-2", "Tobacco smoking status");
+pub const NEVER_SMOKER: Code = snomed("266919005", "Never smoked tobacco");
+pub const EX_SMOKER: Code = snomed("8517006", "Ex-smoker");
+pub const DAILY_SMOKER: Code = snomed("449868002", "Smokes tobacco daily");
+pub const PHQ2: Code = loinc(
+    "55758-7",
+    "Patient Health Questionnaire 2 item (PHQ-2) total score [Reported]",
+);
+pub const PHQ9: Code = loinc(
+    "44261-6",
+    "Patient Health Questionnaire 9 item (PHQ-9) total score [Reported]",
+);
+pub const GAD7: Code = loinc(
+    "69737-5",
+    "Generalized anxiety disorder 7 item (GAD-7) total score [Reported]",
+);
+
+// ---------------------------------------------------------------------------------------------
+// Clinical notes
+
+pub const PROGRESS_NOTE: Code = loinc("11506-3", "Progress note");
+pub const DOCUMENT_CATEGORY: &str =
+    "http://hl7.org/fhir/us/core/CodeSystem/us-core-documentreference-category";
 
 /// A vital sign with its LOINC code, the FHIR vital-signs profile it follows, and its unit.
 #[derive(Debug)]
@@ -905,19 +1316,99 @@ macro_rules! vital {
     };
 }
 
-vital!(HEART_RATE, "8867-4", "Heart rate", "Heart rate", "heartrate", "beats/minute", "/min", 0);
-vital!(RESPIRATORY_RATE, "9279-1", "Respiratory rate", "Respiratory rate", "resprate",
-    "breaths/minute", "/min", 0);
-vital!(BODY_TEMPERATURE, "8310-5", "Body temperature", "Body temperature", "bodytemp", "C",
-    "Cel", 1);
-vital!(BODY_HEIGHT, "8302-2", "Body height", "Body height", "bodyheight", "cm", "cm", 1);
-vital!(BODY_WEIGHT, "29463-7", "Body weight", "Body weight", "bodyweight", "kg", "kg", 1);
-vital!(BMI, "39156-5", "Body mass index (BMI) [Ratio]", "BMI", "bmi", "kg/m2", "kg/m2", 1);
-vital!(OXYGEN_SATURATION, "2708-6", "Oxygen saturation in Arterial blood", "Oxygen saturation",
-    "oxygensat", "%", "%", 0);
-vital!(BLOOD_PRESSURE, "85354-9", "Blood pressure panel with all children optional",
-    "Blood pressure", "bp", "mmHg", "mm[Hg]", 0);
-pub const PULSE_OXIMETRY: Code =
-    loinc("59408-5", "Oxygen saturation in Arterial blood by Pulse oximetry");
+vital!(
+    HEART_RATE,
+    "8867-4",
+    "Heart rate",
+    "Heart rate",
+    "heartrate",
+    "beats/minute",
+    "/min",
+    0
+);
+vital!(
+    RESPIRATORY_RATE,
+    "9279-1",
+    "Respiratory rate",
+    "Respiratory rate",
+    "resprate",
+    "breaths/minute",
+    "/min",
+    0
+);
+vital!(
+    BODY_TEMPERATURE,
+    "8310-5",
+    "Body temperature",
+    "Body temperature",
+    "bodytemp",
+    "C",
+    "Cel",
+    1
+);
+vital!(
+    BODY_HEIGHT,
+    "8302-2",
+    "Body height",
+    "Body height",
+    "bodyheight",
+    "cm",
+    "cm",
+    1
+);
+vital!(
+    BODY_WEIGHT,
+    "29463-7",
+    "Body weight",
+    "Body weight",
+    "bodyweight",
+    "kg",
+    "kg",
+    1
+);
+vital!(
+    BMI,
+    "39156-5",
+    "Body mass index (BMI) [Ratio]",
+    "BMI",
+    "bmi",
+    "kg/m2",
+    "kg/m2",
+    1
+);
+vital!(
+    OXYGEN_SATURATION,
+    "2708-6",
+    "Oxygen saturation in Arterial blood",
+    "Oxygen saturation",
+    "oxygensat",
+    "%",
+    "%",
+    0
+);
+vital!(
+    BLOOD_PRESSURE,
+    "85354-9",
+    "Blood pressure panel with all children optional",
+    "Blood pressure",
+    "bp",
+    "mmHg",
+    "mm[Hg]",
+    0
+);
+vital!(
+    HEAD_CIRCUMFERENCE,
+    "9843-4",
+    "Head Occipital-frontal circumference",
+    "Head circumference",
+    "headcircum",
+    "cm",
+    "cm",
+    1
+);
+pub const PULSE_OXIMETRY: Code = loinc(
+    "59408-5",
+    "Oxygen saturation in Arterial blood by Pulse oximetry",
+);
 pub const SYSTOLIC: Code = loinc("8480-6", "Systolic blood pressure");
 pub const DIASTOLIC: Code = loinc("8462-4", "Diastolic blood pressure");

@@ -3,4 +3,5 @@
 mod examples;
 mod extract;
 mod generated;
+mod properties;
 mod validate;
