@@ -286,6 +286,7 @@ async fn seed_demo(records: &Records, patients: usize, seed: u64) -> Result<(), 
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let actor = Actor::local_operator();
+    records.set_bulk_mode(true).await?;
     let clinic = crate::demo::Clinic::new(seed);
     let mut failed = 0usize;
     let mut total = 0usize;

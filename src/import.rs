@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::cli::CliError;
 
 /// Resources written per database transaction.
-const BATCH: usize = 500;
+const BATCH: usize = 1000;
 
 #[derive(Debug, Default)]
 pub struct Summary {
@@ -52,11 +52,19 @@ fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, CliError> {
     Ok(files)
 }
 
+/// A batch being written in the background, with the locations of its resources.
+type InFlight = tokio::task::JoinHandle<(
+    Vec<String>,
+    Result<Vec<ironchart_records::ImportOutcome>, ironchart_records::RecordsError>,
+)>;
+
 struct Importer<'a> {
     records: &'a Records,
     actor: Actor,
     bar: ProgressBar,
     summary: Summary,
+    /// The batch being written while the next one is parsed and validated.
+    in_flight: Option<InFlight>,
 }
 
 impl Importer<'_> {
@@ -65,15 +73,33 @@ impl Importer<'_> {
         self.bar.suspend(|| eprintln!("{location}: {problem}"));
     }
 
-    /// Imports resources (with their locations), reporting each failure.
+    /// Validates a batch, then (once the previous batch is written) starts writing it.
     async fn flush(&mut self, batch: &mut Vec<(String, Value)>) -> Result<(), CliError> {
         if batch.is_empty() {
             return Ok(());
         }
         let (locations, values): (Vec<String>, Vec<Value>) =
             std::mem::take(batch).into_iter().unzip();
-        let outcomes = self.records.import(&self.actor, values).await?;
-        for (location, outcome) in locations.iter().zip(outcomes) {
+        let prepared = self.records.prepare_import(values).await;
+        self.wait().await?;
+        let records = self.records.clone();
+        let actor = self.actor.clone();
+        self.in_flight = Some(tokio::spawn(async move {
+            let outcomes = records.import_prepared(&actor, prepared).await;
+            (locations, outcomes)
+        }));
+        Ok(())
+    }
+
+    /// Waits for the batch in flight and reports its outcomes.
+    async fn wait(&mut self) -> Result<(), CliError> {
+        let Some(handle) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let (locations, outcomes) = handle
+            .await
+            .map_err(|e| CliError::Message(format!("import task failed: {e}")))?;
+        for (location, outcome) in locations.iter().zip(outcomes?) {
             match outcome {
                 Ok(_) => self.summary.imported += 1,
                 Err(e) => self.report(location, &describe(&e)),
@@ -144,6 +170,7 @@ impl Importer<'_> {
                 )
             }) as std::pin::Pin<Box<dyn Future<Output = (u16, Value)> + Send>>
         };
+        self.wait().await?;
         match kind {
             "transaction" => match self.records.transaction(&self.actor, &value, &no_get).await {
                 Ok(outcomes) => self.summary.imported += outcomes.len(),
@@ -231,7 +258,9 @@ pub async fn run(
         actor: Actor::local_operator(),
         bar,
         summary: Summary::default(),
+        in_flight: None,
     };
+    records.set_bulk_mode(true).await?;
     for f in &files {
         importer.summary.files += 1;
         let name = f
@@ -246,6 +275,9 @@ pub async fn run(
             importer.json(f).await?;
         }
     }
+    importer.wait().await?;
+    // Everything imported is on disk before we say so.
+    records.set_bulk_mode(false).await?;
     importer.bar.finish_and_clear();
     Ok(importer.summary)
 }

@@ -17,7 +17,7 @@ pub use actor::{Actor, ActorKind};
 pub use bundle::{BundleOutcome, GetHandler, parse_etag, percent_decode};
 pub use error::RecordsError;
 pub use resource::{HistoryPage, Resource, ResourcePage, WriteOutcome};
-pub use service::{DatabaseConfig, ImportOutcome, Records};
+pub use service::{DatabaseConfig, ImportOutcome, PreparedBatch, Records};
 
 pub use ironchart_store::{Backend, HistoryScope, SCHEMA_VERSION};
 

@@ -47,8 +47,11 @@ pub struct Records {
     tokens: TokenCache,
 }
 
-/// The outcome of importing one resource.
+/// The outcome of importing one resource: its type and id.
 pub type ImportOutcome = Result<(String, String)>;
+
+/// Resources validated for an import, not yet written ([`Records::prepare_import`]).
+pub struct PreparedBatch(Vec<Prepared>);
 
 impl Records {
     /// Opens the database, creating and migrating the schema as needed.
@@ -364,43 +367,34 @@ impl Records {
     /// Imports resources in one transaction: with an id, an upsert; without, a create. Each
     /// resource gets its own outcome; an invalid resource does not stop the others.
     pub async fn import(&self, actor: &Actor, resources: Vec<Value>) -> Result<Vec<ImportOutcome>> {
+        let batch = self.prepare_import(resources).await;
+        self.import_prepared(actor, batch).await
+    }
+
+    /// Bulk mode for large imports (see `Store::set_bulk_mode`): on before, off after; turning
+    /// it off makes everything imported durable.
+    pub async fn set_bulk_mode(&self, on: bool) -> Result<()> {
+        Ok(self.store.set_bulk_mode(on).await?)
+    }
+
+    /// The CPU half of an import: validates resources on all cores, touching no data. A
+    /// caller can prepare the next batch while the previous one is being written.
+    pub async fn prepare_import(&self, resources: Vec<Value>) -> PreparedBatch {
+        PreparedBatch(prepare_all(resources).await)
+    }
+
+    /// The database half of an import: writes a prepared batch in one transaction.
+    pub async fn import_prepared(
+        &self,
+        actor: &Actor,
+        batch: PreparedBatch,
+    ) -> Result<Vec<ImportOutcome>> {
         authorize(actor)?;
-        let prepared: Vec<Result<(String, String, Value)>> = resources
-            .into_iter()
-            .map(|value| {
-                let rt = value
-                    .get("resourceType")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| {
-                        RecordsError::bad("resourceType is missing", Some("resourceType"))
-                    })?
-                    .to_string();
-                check_type(&rt)?;
-                let id = match value.get("id") {
-                    Some(Value::String(id)) => id.clone(),
-                    Some(_) => return Err(RecordsError::bad("id must be a string", Some("id"))),
-                    None => new_id(),
-                };
-                let value = prepare(&rt, value, Some(&id))?;
-                Ok((rt, id, value))
-            })
-            .collect();
-        self.retrying(|mut tx| {
-            let prepared = prepared.clone_results();
-            async move {
-                let mut outcomes = Vec::with_capacity(prepared.len());
-                for item in prepared {
-                    match item {
-                        Ok((rt, id, value)) => {
-                            write_version(&mut tx, &rt, &id, value, None, "PUT").await?;
-                            outcomes.push(Ok((rt, id)));
-                        }
-                        Err(e) => outcomes.push(Err(e)),
-                    }
-                }
-                tx.commit().await?;
-                Ok(outcomes)
-            }
+        let prepared = &batch.0;
+        self.retrying(|mut tx| async move {
+            let outcomes = import_in(&mut tx, prepared).await?;
+            tx.commit().await?;
+            Ok(outcomes)
         })
         .await
     }
@@ -424,21 +418,6 @@ impl Records {
                 rand::Rng::gen_range(&mut rand::thread_rng(), 0..=(2u64 << attempt.min(6)));
             tokio::time::sleep(Duration::from_millis(1 + jitter)).await;
         }
-    }
-}
-
-trait CloneResults {
-    fn clone_results(&self) -> Self;
-}
-
-impl CloneResults for Vec<Result<(String, String, Value)>> {
-    fn clone_results(&self) -> Self {
-        self.iter()
-            .map(|r| match r {
-                Ok(v) => Ok(v.clone()),
-                Err(e) => Err(clone_error(e)),
-            })
-            .collect()
     }
 }
 
@@ -721,6 +700,189 @@ pub(crate) fn compartment_patient(
         }
     }
     None
+}
+
+/// A resource ready to be written by an import: validated, and built as version 1 (meta, index,
+/// JSON) in advance; rebuilt on top of the current version when the resource already exists.
+type Prepared = Result<Ready>;
+
+struct Ready {
+    rt: String,
+    id: String,
+    /// The resource as stamped for version 1.
+    value: Value,
+    index: Vec<IndexEntry>,
+    patient: Option<String>,
+    body: Vec<u8>,
+    last_updated: i64,
+}
+
+fn prepare_import(mut value: Value) -> Prepared {
+    let rt = value
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .ok_or_else(|| RecordsError::bad("resourceType is missing", Some("resourceType")))?
+        .to_string();
+    check_type(&rt)?;
+    let id = match value.get("id") {
+        Some(Value::String(id)) => id.clone(),
+        Some(_) => {
+            return Err(RecordsError::bad(
+                "id must be a string",
+                Some(&[rt.as_str(), ".id"].concat()),
+            ));
+        }
+        None => {
+            let id = new_id();
+            if let Some(o) = value.as_object_mut() {
+                o.insert("id".into(), Value::String(id.clone()));
+            }
+            id
+        }
+    };
+    if !valid_id(&id) {
+        return Err(RecordsError::bad(
+            format!("'{id}' is not a valid resource id"),
+            Some(&[rt.as_str(), ".id"].concat()),
+        ));
+    }
+    let mut value = prepare(&rt, value, Some(&id))?;
+    let last_updated = now_millis();
+    stamp(&mut value, &id, 1, last_updated);
+    let index = extract(&value);
+    let patient = compartment_patient(&rt, &id, &index);
+    let body = serde_json::to_vec(&value).map_err(|e| RecordsError::bad(e.to_string(), None))?;
+    Ok(Ready {
+        rt,
+        id,
+        value,
+        index,
+        patient,
+        body,
+        last_updated,
+    })
+}
+
+/// Validates and builds resources on all cores, keeping their order.
+async fn prepare_all(resources: Vec<Value>) -> Vec<Prepared> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8);
+    if resources.len() < 64 || workers == 1 {
+        return resources.into_iter().map(prepare_import).collect();
+    }
+    let per = resources.len().div_ceil(workers);
+    let mut chunks = Vec::new();
+    let mut rest = resources;
+    while !rest.is_empty() {
+        let tail = rest.split_off(per.min(rest.len()));
+        chunks.push(std::mem::replace(&mut rest, tail));
+    }
+    let handles: Vec<_> = chunks
+        .into_iter()
+        .map(|chunk| {
+            tokio::task::spawn_blocking(move || {
+                chunk.into_iter().map(prepare_import).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for h in handles {
+        match h.await {
+            Ok(part) => out.extend(part),
+            Err(_) => out.push(Err(RecordsError::bad(
+                "validation failed unexpectedly",
+                None,
+            ))),
+        }
+    }
+    out
+}
+
+/// The body and time of a new version on top of `head`.
+fn restamp(ready: &Ready, head: &VersionHead) -> Result<(i64, Vec<u8>)> {
+    let mut value = ready.value.clone();
+    let last_updated = now_millis().max(head.last_updated + 1);
+    stamp(&mut value, &ready.id, head.version + 1, last_updated);
+    let body = serde_json::to_vec(&value).map_err(|e| RecordsError::bad(e.to_string(), None))?;
+    Ok((last_updated, body))
+}
+
+/// Writes prepared resources (upserts) inside `tx` with batched statements. A resource that
+/// appears twice is written in a later round, on top of its first version.
+async fn import_in(tx: &mut WriteTx, prepared: &[Prepared]) -> Result<Vec<ImportOutcome>> {
+    let mut outcomes: Vec<Option<ImportOutcome>> = Vec::with_capacity(prepared.len());
+    let mut round: Vec<(usize, &Ready)> = Vec::new();
+    for (i, item) in prepared.iter().enumerate() {
+        match item {
+            Ok(ready) => {
+                outcomes.push(None);
+                round.push((i, ready));
+            }
+            Err(e) => outcomes.push(Some(Err(clone_error(e)))),
+        }
+    }
+    while !round.is_empty() {
+        let mut seen = std::collections::HashSet::new();
+        let mut now_round = Vec::new();
+        let mut later = Vec::new();
+        for item in round {
+            if seen.insert((item.1.rt.as_str(), item.1.id.as_str())) {
+                now_round.push(item);
+            } else {
+                later.push(item);
+            }
+        }
+        round = later;
+        let mut ids_by_type: std::collections::BTreeMap<&str, Vec<&str>> =
+            std::collections::BTreeMap::new();
+        for (_, r) in &now_round {
+            ids_by_type
+                .entry(r.rt.as_str())
+                .or_default()
+                .push(r.id.as_str());
+        }
+        let mut heads = std::collections::HashMap::new();
+        for (rt, ids) in ids_by_type {
+            for (id, head) in tx.heads_for_update(rt, &ids).await? {
+                heads.insert((rt.to_string(), id), head);
+            }
+        }
+        let mut versions = Vec::with_capacity(now_round.len());
+        let mut previous: Vec<Option<VersionHead>> = Vec::with_capacity(now_round.len());
+        for (_, r) in &now_round {
+            previous.push(heads.remove(&(r.rt.clone(), r.id.clone())));
+        }
+        for ((_, r), prev) in now_round.iter().zip(&previous) {
+            let (version, last_updated, body) = match prev {
+                Some(head) => {
+                    let (lu, body) = restamp(r, head)?;
+                    (head.version + 1, lu, body)
+                }
+                None => (1, r.last_updated, r.body.clone()),
+            };
+            versions.push(NewVersion {
+                res_type: &r.rt,
+                res_id: &r.id,
+                version,
+                previous: prev.as_ref(),
+                last_updated,
+                deleted: false,
+                method: "PUT",
+                body: Some(body),
+                patient: r.patient.clone(),
+                index: &r.index,
+            });
+        }
+        tx.put_batch(versions).await?;
+        for (i, r) in now_round {
+            outcomes[i] = Some(Ok((r.rt.clone(), r.id.clone())));
+        }
+    }
+    Ok(outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| Err(RecordsError::bad("not imported", None))))
+        .collect())
 }
 
 fn encode_history_cursor(last_updated: i64, rid: i64, version: i64) -> String {

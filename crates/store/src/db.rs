@@ -35,6 +35,9 @@ pub(crate) enum Pools {
 #[derive(Clone)]
 pub struct Store {
     pub(crate) pools: Pools,
+    /// Bulk mode: commits do not wait for the disk until bulk mode ends (see
+    /// [`Store::set_bulk_mode`]).
+    pub(crate) bulk: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Store {
@@ -62,6 +65,7 @@ impl Store {
                 read: write.clone(),
                 write: write.clone(),
             },
+            bulk: Default::default(),
         };
         store.migrate().await?;
         let readers = std::thread::available_parallelism().map_or(4, |n| n.get().max(2) * 2);
@@ -72,6 +76,7 @@ impl Store {
             .await?;
         Ok(Store {
             pools: Pools::Sqlite { read, write },
+            bulk: Default::default(),
         })
     }
 
@@ -103,6 +108,7 @@ impl Store {
             .await?;
         let store = Store {
             pools: Pools::Postgres(pool),
+            bulk: Default::default(),
         };
         store.migrate().await?;
         Ok(store)
@@ -124,6 +130,39 @@ impl Store {
             }
             Pools::Postgres(pool) => pool.close().await,
         }
+    }
+
+    /// Bulk mode, for imports: while on, commits do not wait for the disk (SQLite
+    /// `synchronous=NORMAL`, PostgreSQL `synchronous_commit=off` per transaction), which is
+    /// still safe against a crash of the process, not of the machine. Turning it off makes
+    /// everything written so far durable before it returns, so an import acknowledges only
+    /// what is on disk.
+    pub async fn set_bulk_mode(&self, on: bool) -> Result<()> {
+        self.bulk.store(on, std::sync::atomic::Ordering::SeqCst);
+        let mut conn = self.writer().await?;
+        match &mut conn {
+            PoolConn::Sqlite(_) => {
+                if on {
+                    conn.execute("PRAGMA synchronous = NORMAL", vec![]).await?;
+                } else {
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)", vec![])
+                        .await?;
+                    conn.execute("PRAGMA synchronous = FULL", vec![]).await?;
+                }
+            }
+            PoolConn::Postgres(_) => {
+                if !on {
+                    // A synchronous commit flushes the write-ahead log up to it, and with it
+                    // every asynchronous commit before.
+                    conn.execute(
+                        "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                        vec![Arg::Text("bulk.flushed".into()), Arg::Text(crate::migrate::now_millis().to_string())],
+                    )
+                    .await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Reads a setting (a small key/value table for operational state).
@@ -235,7 +274,8 @@ impl Conn<'_> {
     ) -> Result<Vec<T>> {
         match self {
             Conn::Sqlite(c) => {
-                let rows = bind_args!(sqlx::query(sql), args)
+                let sql = sqlite_placeholders(sql);
+                let rows = bind_args!(sqlx::query(&sql), args)
                     .fetch_all(&mut **c)
                     .await?;
                 rows.iter().map(|r| map(r)).collect()
@@ -251,10 +291,13 @@ impl Conn<'_> {
 
     pub(crate) async fn execute(&mut self, sql: &str, args: Vec<Arg>) -> Result<u64> {
         Ok(match self {
-            Conn::Sqlite(c) => bind_args!(sqlx::query(sql), args)
-                .execute(&mut **c)
-                .await?
-                .rows_affected(),
+            Conn::Sqlite(c) => {
+                let sql = sqlite_placeholders(sql);
+                bind_args!(sqlx::query(&sql), args)
+                    .execute(&mut **c)
+                    .await?
+                    .rows_affected()
+            }
             Conn::Postgres(c) => bind_args!(sqlx::query(sql), args)
                 .execute(&mut **c)
                 .await?
@@ -273,6 +316,42 @@ impl Conn<'_> {
         }
         Ok(())
     }
+}
+
+/// Renders `$1, $2, …` placeholders as SQLite's anonymous `?` when they appear exactly in order
+/// (which the builder guarantees). SQLite resolves a *named* parameter by walking a list, so
+/// binding the thousands of parameters of a multi-row insert by name is quadratic; anonymous
+/// ones bind in constant time. Any other text is returned unchanged.
+pub(crate) fn sqlite_placeholders(sql: &str) -> std::borrow::Cow<'_, str> {
+    if !sql.contains('$') {
+        return std::borrow::Cow::Borrowed(sql);
+    }
+    let bytes = sql.as_bytes();
+    let mut out = String::with_capacity(sql.len());
+    let mut expected = 1usize;
+    let mut last = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'$' {
+            let start = i + 1;
+            let mut end = start;
+            while end < bytes.len() && bytes[end].is_ascii_digit() {
+                end += 1;
+            }
+            if end == start || sql[start..end].parse::<usize>().ok() != Some(expected) {
+                return std::borrow::Cow::Borrowed(sql);
+            }
+            out.push_str(&sql[last..i]);
+            out.push('?');
+            expected += 1;
+            last = end;
+            i = end;
+        } else {
+            i += 1;
+        }
+    }
+    out.push_str(&sql[last..]);
+    std::borrow::Cow::Owned(out)
 }
 
 /// Column access that works on rows of either database.
@@ -383,6 +462,18 @@ impl Sql {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sqlite_placeholders_in_order_only() {
+        assert_eq!(sqlite_placeholders("a = $1 AND b = $2"), "a = ? AND b = ?");
+        assert_eq!(
+            sqlite_placeholders("a = $2 AND b = $1"),
+            "a = $2 AND b = $1"
+        );
+        assert_eq!(sqlite_placeholders("a = $1 OR a = $1"), "a = $1 OR a = $1");
+        assert_eq!(sqlite_placeholders("no params"), "no params");
+        assert_eq!(sqlite_placeholders("($1, $2), ($3, $4)"), "(?, ?), (?, ?)");
+    }
 
     #[test]
     fn append_renumbers() {

@@ -200,7 +200,15 @@ impl Store {
             }
             Pools::Postgres(pool) => TxInner::Postgres(pool.begin().await?),
         };
-        Ok(WriteTx { inner })
+        let mut tx = WriteTx { inner };
+        if matches!(tx.inner, TxInner::Postgres(_))
+            && self.bulk.load(std::sync::atomic::Ordering::SeqCst)
+        {
+            tx.conn()
+                .execute("SET LOCAL synchronous_commit = off", vec![])
+                .await?;
+        }
+        Ok(tx)
     }
 }
 
@@ -297,111 +305,245 @@ impl WriteTx {
 
     /// Writes a new version: the head row, the version row and the index rows.
     pub async fn put(&mut self, v: NewVersion<'_>) -> Result<i64> {
-        let rid = match v.previous {
-            None => {
-                let rows = self
-                    .conn()
-                    .fetch(
-                        "INSERT INTO resources (res_type, res_id, version, last_updated, deleted, patient) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (res_type, res_id) DO NOTHING RETURNING rid",
-                        vec![
-                            Arg::Text(v.res_type.into()),
-                            Arg::Text(v.res_id.into()),
-                            Arg::I64(v.version),
-                            Arg::I64(v.last_updated),
-                            Arg::Bool(v.deleted),
-                            Arg::OptText(v.patient.clone()),
-                        ],
-                        |r| r.i64(0),
-                    )
-                    .await?;
-                rows.into_iter().next().ok_or(StoreError::Conflict)?
-            }
-            Some(prev) => {
-                let n = self
-                    .conn()
-                    .execute(
-                        "UPDATE resources SET version = $1, last_updated = $2, deleted = $3, patient = $4 WHERE rid = $5 AND version = $6",
-                        vec![
-                            Arg::I64(v.version),
-                            Arg::I64(v.last_updated),
-                            Arg::Bool(v.deleted),
-                            Arg::OptText(v.patient.clone()),
-                            Arg::I64(prev.rid),
-                            Arg::I64(prev.version),
-                        ],
-                    )
-                    .await?;
-                if n != 1 {
-                    return Err(StoreError::Conflict);
-                }
-                for table in DELETE_INDEX {
-                    self.conn().execute(table, vec![Arg::I64(prev.rid)]).await?;
-                }
-                prev.rid
-            }
-        };
-        self.conn()
-            .execute(
-                "INSERT INTO resource_versions (rid, version, last_updated, deleted, method, body) VALUES ($1, $2, $3, $4, $5, $6)",
-                vec![
-                    Arg::I64(rid),
-                    Arg::I64(v.version),
-                    Arg::I64(v.last_updated),
-                    Arg::Bool(v.deleted),
-                    Arg::Text(v.method.into()),
-                    Arg::Bytes(v.body),
-                ],
-            )
-            .await?;
-        if !v.deleted {
-            self.write_index(rid, v.res_type, v.index).await?;
-        }
-        Ok(rid)
+        let rids = self.put_batch(vec![v]).await?;
+        rids.into_iter().next().ok_or(StoreError::Conflict)
     }
 
-    async fn write_index(&mut self, rid: i64, res_type: &str, index: &[IndexEntry]) -> Result<()> {
-        // Group the rows by table and insert them with multi-row statements.
-        let mut batches: [Option<Sql>; 7] = Default::default();
-        let mut counts = [0usize; 7];
-        for entry in index {
-            let slot = table_slot(&entry.value);
-            if counts[slot] >= ROWS_PER_INSERT {
-                if let Some(sql) = batches[slot].take() {
-                    self.conn().execute(&sql.text, sql.args).await?;
-                }
-                counts[slot] = 0;
+    /// The heads of several resources of one type (those that exist), locked like
+    /// [`WriteTx::head_for_update`].
+    pub async fn heads_for_update(
+        &mut self,
+        res_type: &str,
+        ids: &[&str],
+    ) -> Result<std::collections::HashMap<String, VersionHead>> {
+        let mut out = std::collections::HashMap::new();
+        for chunk in ids.chunks(ROWS_PER_INSERT) {
+            if matches!(self.inner, TxInner::Postgres(_)) {
+                let mut lock = Sql::new("UPDATE resources SET version = version WHERE res_type = ");
+                lock.bind_text(res_type).push(" AND res_id IN (");
+                push_list(&mut lock, chunk);
+                lock.push(")");
+                self.conn().execute(&lock.text, lock.args).await?;
             }
-            let sql = batches[slot].get_or_insert_with(|| Sql::new(INSERT_INDEX[slot]));
-            if counts[slot] > 0 {
-                sql.push(", ");
-            }
-            counts[slot] += 1;
-            sql.push("(")
-                .bind_i64(rid)
-                .push(", ")
-                .bind_text(res_type)
-                .push(", ")
-                .bind_text(entry.param);
-            push_index_values(sql, &entry.value);
+            let mut sql = Sql::new(
+                "SELECT res_id, rid, version, last_updated, deleted FROM resources WHERE res_type = ",
+            );
+            sql.bind_text(res_type).push(" AND res_id IN (");
+            push_list(&mut sql, chunk);
             sql.push(")");
+            let rows = self
+                .conn()
+                .fetch(&sql.text, sql.args, |r| {
+                    Ok((
+                        r.text(0)?,
+                        VersionHead {
+                            rid: r.i64(1)?,
+                            version: r.i64(2)?,
+                            last_updated: r.i64(3)?,
+                            deleted: r.bool(4)?,
+                        },
+                    ))
+                })
+                .await?;
+            out.extend(rows);
         }
-        for sql in batches.into_iter().flatten() {
+        Ok(out)
+    }
+
+    /// Writes several new versions with few statements (multi-row inserts): the head rows, the
+    /// version rows and the index rows. Returns the row ids in the order given. A create whose
+    /// resource exists, or an update whose head moved, is a [`StoreError::Conflict`] (the caller
+    /// retries the transaction).
+    pub async fn put_batch(&mut self, versions: Vec<NewVersion<'_>>) -> Result<Vec<i64>> {
+        let mut rids: Vec<Option<i64>> = vec![None; versions.len()];
+        // New resources: one multi-row insert per chunk.
+        let creates: Vec<usize> = (0..versions.len())
+            .filter(|&i| versions[i].previous.is_none())
+            .collect();
+        for chunk in creates.chunks(ROWS_PER_INSERT) {
+            let mut sql = Sql::new(
+                "INSERT INTO resources (res_type, res_id, version, last_updated, deleted, patient) VALUES ",
+            );
+            for (n, &i) in chunk.iter().enumerate() {
+                let v = &versions[i];
+                sql.push(if n == 0 { "(" } else { ", (" })
+                    .bind_text(v.res_type)
+                    .push(", ")
+                    .bind_text(v.res_id)
+                    .push(", ")
+                    .bind_i64(v.version)
+                    .push(", ")
+                    .bind_i64(v.last_updated)
+                    .push(", ")
+                    .bind(Arg::Bool(v.deleted))
+                    .push(", ")
+                    .bind(Arg::OptText(v.patient.clone()))
+                    .push(")");
+            }
+            sql.push(" ON CONFLICT (res_type, res_id) DO NOTHING RETURNING rid, res_type, res_id");
+            let rows = self
+                .conn()
+                .fetch(&sql.text, sql.args, |r| {
+                    Ok((r.i64(0)?, r.text(1)?, r.text(2)?))
+                })
+                .await?;
+            let by_key: std::collections::HashMap<(String, String), i64> = rows
+                .into_iter()
+                .map(|(rid, t, id)| ((t, id), rid))
+                .collect();
+            for &i in chunk {
+                let key = (
+                    versions[i].res_type.to_string(),
+                    versions[i].res_id.to_string(),
+                );
+                rids[i] = Some(*by_key.get(&key).ok_or(StoreError::Conflict)?);
+            }
+        }
+        // Existing resources: move each head (checking it did not move under us), then drop
+        // their old index rows.
+        let mut replaced = Vec::new();
+        for (i, v) in versions.iter().enumerate() {
+            let Some(prev) = v.previous else { continue };
+            let n = self
+                .conn()
+                .execute(
+                    "UPDATE resources SET version = $1, last_updated = $2, deleted = $3, patient = $4 WHERE rid = $5 AND version = $6",
+                    vec![
+                        Arg::I64(v.version),
+                        Arg::I64(v.last_updated),
+                        Arg::Bool(v.deleted),
+                        Arg::OptText(v.patient.clone()),
+                        Arg::I64(prev.rid),
+                        Arg::I64(prev.version),
+                    ],
+                )
+                .await?;
+            if n != 1 {
+                return Err(StoreError::Conflict);
+            }
+            rids[i] = Some(prev.rid);
+            replaced.push(prev.rid);
+        }
+        for chunk in replaced.chunks(ROWS_PER_INSERT) {
+            for table in DELETE_INDEX {
+                let mut sql = Sql::new(table);
+                for (n, rid) in chunk.iter().enumerate() {
+                    if n > 0 {
+                        sql.push(", ");
+                    }
+                    sql.bind_i64(*rid);
+                }
+                sql.push(")");
+                self.conn().execute(&sql.text, sql.args).await?;
+            }
+        }
+        let rids: Vec<i64> = rids
+            .into_iter()
+            .map(|r| r.ok_or(StoreError::Conflict))
+            .collect::<Result<_>>()?;
+        // The versions.
+        let mut index = IndexBuffer::default();
+        let mut iter = versions.into_iter().zip(rids.iter().copied()).peekable();
+        while iter.peek().is_some() {
+            let mut sql = Sql::new(
+                "INSERT INTO resource_versions (rid, version, last_updated, deleted, method, body) VALUES ",
+            );
+            for (n, (v, rid)) in iter.by_ref().take(ROWS_PER_INSERT).enumerate() {
+                sql.push(if n == 0 { "(" } else { ", (" })
+                    .bind_i64(rid)
+                    .push(", ")
+                    .bind_i64(v.version)
+                    .push(", ")
+                    .bind_i64(v.last_updated)
+                    .push(", ")
+                    .bind(Arg::Bool(v.deleted))
+                    .push(", ")
+                    .bind(Arg::Text(v.method.into()))
+                    .push(", ")
+                    .bind(Arg::Bytes(v.body))
+                    .push(")");
+                if !v.deleted {
+                    // `_id` and `_lastUpdated` are columns of `resources`: no index rows.
+                    for entry in v
+                        .index
+                        .iter()
+                        .filter(|e| e.param != "_id" && e.param != "_lastUpdated")
+                    {
+                        if let Some(full) = index.add(rid, v.res_type, entry) {
+                            self.conn().execute(&full.text, full.args).await?;
+                        }
+                    }
+                }
+            }
             self.conn().execute(&sql.text, sql.args).await?;
         }
-        Ok(())
+        for sql in index.finish() {
+            self.conn().execute(&sql.text, sql.args).await?;
+        }
+        Ok(rids)
     }
 }
 
-const ROWS_PER_INSERT: usize = 100;
+/// Index rows waiting to be inserted, one multi-row statement per table.
+#[derive(Default)]
+struct IndexBuffer {
+    batches: [Option<Sql>; 7],
+    counts: [usize; 7],
+}
+
+impl IndexBuffer {
+    /// Adds a row; returns a full statement to run when its table's batch is full.
+    fn add(&mut self, rid: i64, res_type: &str, entry: &IndexEntry) -> Option<Sql> {
+        let slot = table_slot(&entry.value);
+        let sql = self.batches[slot].get_or_insert_with(|| Sql::new(INSERT_INDEX[slot]));
+        if self.counts[slot] > 0 {
+            sql.push(", ");
+        }
+        self.counts[slot] += 1;
+        sql.push("(")
+            .bind_i64(rid)
+            .push(", ")
+            .bind_text(res_type)
+            .push(", ")
+            .bind_text(entry.param);
+        push_index_values(sql, &entry.value);
+        sql.push(")");
+        if self.counts[slot] >= INDEX_ROWS_PER_INSERT {
+            self.counts[slot] = 0;
+            return self.batches[slot].take();
+        }
+        None
+    }
+
+    fn finish(self) -> impl Iterator<Item = Sql> {
+        self.batches.into_iter().flatten()
+    }
+}
+
+fn push_list(sql: &mut Sql, items: &[&str]) {
+    for (n, item) in items.iter().enumerate() {
+        if n > 0 {
+            sql.push(", ");
+        }
+        sql.bind_text(item);
+    }
+}
+
+/// Index rows per multi-row insert (at most 8 values each: well under both databases'
+/// limits on bound parameters).
+const INDEX_ROWS_PER_INSERT: usize = 500;
+
+/// Resources per multi-row statement.
+const ROWS_PER_INSERT: usize = 200;
 
 const DELETE_INDEX: [&str; 7] = [
-    "DELETE FROM idx_string WHERE rid = $1",
-    "DELETE FROM idx_token WHERE rid = $1",
-    "DELETE FROM idx_date WHERE rid = $1",
-    "DELETE FROM idx_number WHERE rid = $1",
-    "DELETE FROM idx_quantity WHERE rid = $1",
-    "DELETE FROM idx_reference WHERE rid = $1",
-    "DELETE FROM idx_uri WHERE rid = $1",
+    "DELETE FROM idx_string WHERE rid IN (",
+    "DELETE FROM idx_token WHERE rid IN (",
+    "DELETE FROM idx_date WHERE rid IN (",
+    "DELETE FROM idx_number WHERE rid IN (",
+    "DELETE FROM idx_quantity WHERE rid IN (",
+    "DELETE FROM idx_reference WHERE rid IN (",
+    "DELETE FROM idx_uri WHERE rid IN (",
 ];
 
 const INSERT_INDEX: [&str; 7] = [
