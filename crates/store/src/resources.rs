@@ -641,10 +641,15 @@ fn push_index_values(sql: &mut Sql, value: &IndexValue) {
             identifier,
         } => {
             let (isys, ival) = identifier.clone().unwrap_or((None, None));
+            // A canonical or uri written as `Type/id` is found like a reference to it.
+            let (target_type, target_id) = match (target_type, target_id) {
+                (None, None) => relative_type_id(url),
+                (t, i) => (t.clone(), i.clone()),
+            };
             sql.push(", ")
-                .bind(opt(target_type))
+                .bind(opt(&target_type))
                 .push(", ")
-                .bind(opt(target_id))
+                .bind(opt(&target_id))
                 .push(", ")
                 .bind(Arg::OptText(if url.is_empty() {
                     None
@@ -659,5 +664,22 @@ fn push_index_values(sql: &mut Sql, value: &IndexValue) {
         IndexValue::Uri(u) => {
             sql.push(", ").bind(Arg::Text(clip(u)));
         }
+    }
+}
+
+/// `Type/id` (a known resource type and a valid id) split in two.
+fn relative_type_id(url: &str) -> (Option<String>, Option<String>) {
+    match url.split_once('/') {
+        Some((t, id))
+            if ironchart_fhir::is_resource_type(t)
+                && !id.is_empty()
+                && id.len() <= 64
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') =>
+        {
+            (Some(t.to_string()), Some(id.to_string()))
+        }
+        _ => (None, None),
     }
 }

@@ -51,15 +51,28 @@ pub(crate) fn key_types(query: &SearchQuery) -> Vec<KeyType> {
 /// `WHERE` conditions (without the keyword) selecting the live resources of the query's type
 /// that match all its filters; `alias` names the `resources` row.
 pub(crate) fn matches(query: &SearchQuery, alias: Alias) -> Sql {
-    let mut sql = Sql::new("");
-    sql.push(alias.res_type())
-        .push(" = ")
-        .bind_text(&query.resource_type)
-        .push(" AND ")
-        .push(alias.deleted())
-        .push(" = FALSE");
     let mut filters: Vec<&Filter> = query.filters.iter().collect();
     filters.sort_by_key(|f| selectivity(f));
+    let mut sql = Sql::new("");
+    // When the most selective filter is an index lookup, it alone yields the candidates (its
+    // index rows are of this type only). A condition on the type column here would tempt
+    // SQLite into scanning every resource of the type instead.
+    let driven_by_index = filters.first().is_some_and(|f| {
+        matches!(
+            (&f.param, &f.test),
+            (
+                ParamRef::Indexed(_),
+                FilterTest::AnyOf(_) | FilterTest::Chain { .. }
+            )
+        )
+    });
+    if !driven_by_index {
+        sql.push(alias.res_type())
+            .push(" = ")
+            .bind_text(&query.resource_type)
+            .push(" AND ");
+    }
+    sql.push(alias.deleted()).push(" = FALSE");
     for (i, filter) in filters.into_iter().enumerate() {
         sql.push(" AND ");
         filter_sql(&mut sql, &query.resource_type, filter, alias, i == 0);
@@ -384,17 +397,14 @@ fn value_condition(sql: &mut Sql, value: &FilterValue) {
             sql.push("(target_id = ").bind_text(id);
             match target_type {
                 Some(t) => {
-                    // Also a canonical or uri written as `Type/id` (indexed as a URL only).
-                    sql.push(" AND target_type = ")
-                        .bind_text(t)
-                        .push(" OR url = ")
-                        .bind(Arg::Text([t.as_str(), "/", id].concat()))
-                        .push(")");
+                    sql.push(" AND target_type = ").bind_text(t);
                 }
+                // A bare value also matches a canonical or local reference written just so.
                 None => {
-                    sql.push(" OR url = ").bind_text(id).push(")");
+                    sql.push(" OR url = ").bind_text(id);
                 }
             }
+            sql.push(")");
         }
         FilterValue::ReferenceUrl(url) => {
             sql.push("url = ").bind_text(url);
