@@ -101,9 +101,6 @@ impl Store {
             admin.close().await;
             options = options.options([("search_path", schema)]);
         }
-        // Plan every execution with its values: FHIR searches and batch statements are
-        // dynamic, and a generic plan for `id IN ($2, …)` or `code = $3` misjudges them badly.
-        options = options.options([("plan_cache_mode", "force_custom_plan")]);
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(60))

@@ -201,12 +201,18 @@ impl Store {
             Pools::Postgres(pool) => TxInner::Postgres(pool.begin().await?),
         };
         let mut tx = WriteTx { inner };
-        if matches!(tx.inner, TxInner::Postgres(_))
-            && self.bulk.load(std::sync::atomic::Ordering::SeqCst)
-        {
+        if matches!(tx.inner, TxInner::Postgres(_)) {
+            // Writes are batched into statements with long `IN (…)` and `VALUES` lists whose
+            // generic plans are poor (an id list planned as a scan of the type): plan each
+            // execution with its values.
             tx.conn()
-                .execute("SET LOCAL synchronous_commit = off", vec![])
+                .execute("SET LOCAL plan_cache_mode = force_custom_plan", vec![])
                 .await?;
+            if self.bulk.load(std::sync::atomic::Ordering::SeqCst) {
+                tx.conn()
+                    .execute("SET LOCAL synchronous_commit = off", vec![])
+                    .await?;
+            }
         }
         Ok(tx)
     }

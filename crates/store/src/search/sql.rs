@@ -640,6 +640,30 @@ fn bind_key(sql: &mut Sql, v: &KeyValue) {
 /// One page: the sort keys then the version columns of each match, `limit` rows from the cursor.
 pub(crate) fn page(query: &SearchQuery, cursor: Option<&Cursor>, limit: usize) -> Sql {
     let keys: Vec<&SortKey> = query.sort.iter().take(MAX_SORT_KEYS).collect();
+    if keys.is_empty() {
+        // The default order (by row id) needs no computed keys: one flat query, which both
+        // planners handle best.
+        let mut sql = Sql::new(
+            "SELECT r.rid, r.res_type, r.res_id, v.version, v.last_updated, v.deleted, v.method, v.body FROM resources r JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version WHERE ",
+        );
+        sql.append(matches(query, "r"));
+        let forward = cursor.is_none_or(|c| c.forward);
+        if let Some(c) = cursor {
+            sql.push(if forward {
+                " AND r.rid > "
+            } else {
+                " AND r.rid < "
+            })
+            .bind_i64(c.rid);
+        }
+        sql.push(if forward {
+            " ORDER BY r.rid ASC LIMIT "
+        } else {
+            " ORDER BY r.rid DESC LIMIT "
+        })
+        .bind_i64(limit as i64);
+        return sql;
+    }
     let mut inner = Sql::new("SELECT r.rid AS rid");
     for (i, key) in keys.iter().enumerate() {
         inner.push(", ");

@@ -46,21 +46,30 @@ fn full_url(base: &str, r: &Resource) -> String {
     [base, "/", &r.resource_type, "/", &r.id].concat()
 }
 
-/// A `searchset` Bundle for one page.
+/// A `searchset` Bundle for one page, written straight to JSON text: the stored resources are
+/// spliced in as they are (they are JSON we wrote), never parsed and re-serialized.
 pub(crate) fn searchset(
     base: &str,
     rtype: &str,
     pairs: &[(String, String)],
     query: &SearchQuery,
     page: ResourcePage,
-) -> Value {
-    let mut bundle = Map::new();
-    bundle.insert("resourceType".into(), json!("Bundle"));
-    bundle.insert("id".into(), json!(uuid::Uuid::new_v4().to_string()));
-    bundle.insert("meta".into(), json!({ "lastUpdated": now_instant() }));
-    bundle.insert("type".into(), json!("searchset"));
+) -> String {
+    let body_len: usize = page
+        .matches
+        .iter()
+        .chain(&page.included)
+        .map(|r| r.json.as_ref().map_or(4, Vec::len) + 160)
+        .sum();
+    let mut out = String::with_capacity(body_len + 1024);
+    out.push_str("{\"resourceType\":\"Bundle\",\"id\":");
+    push_json_str(&mut out, &uuid::Uuid::new_v4().to_string());
+    out.push_str(",\"meta\":{\"lastUpdated\":");
+    push_json_str(&mut out, &now_instant());
+    out.push_str("},\"type\":\"searchset\"");
     if let Some(total) = page.total {
-        bundle.insert("total".into(), json!(total));
+        out.push_str(",\"total\":");
+        out.push_str(&total.to_string());
     }
     let current_cursor = pairs
         .iter()
@@ -82,21 +91,28 @@ pub(crate) fn searchset(
             url_with(base, rtype, encode_pairs(pairs, Some(prev))),
         ));
     }
-    bundle.insert("link".into(), Value::Array(links));
-    let mut entries = Vec::new();
+    out.push_str(",\"link\":");
+    out.push_str(&Value::Array(links).to_string());
+    let mut first = true;
+    let mut entry = |out: &mut String, r: &Resource, mode: &str| {
+        out.push_str(if first { ",\"entry\":[" } else { "," });
+        first = false;
+        out.push_str("{\"fullUrl\":");
+        push_json_str(out, &full_url(base, r));
+        out.push_str(",\"resource\":");
+        match r.json.as_deref().map(std::str::from_utf8) {
+            Some(Ok(text)) => out.push_str(text),
+            _ => out.push_str("null"),
+        }
+        out.push_str(",\"search\":{\"mode\":\"");
+        out.push_str(mode);
+        out.push_str("\"}}");
+    };
     for r in &page.matches {
-        entries.push(json!({
-            "fullUrl": full_url(base, r),
-            "resource": resource_value(r),
-            "search": { "mode": "match" }
-        }));
+        entry(&mut out, r, "match");
     }
     for r in &page.included {
-        entries.push(json!({
-            "fullUrl": full_url(base, r),
-            "resource": resource_value(r),
-            "search": { "mode": "include" }
-        }));
+        entry(&mut out, r, "include");
     }
     if !query.ignored.is_empty() {
         let issues = query
@@ -111,15 +127,21 @@ pub(crate) fn searchset(
                 )
             })
             .collect();
-        entries.push(json!({
-            "resource": error::outcome(issues),
-            "search": { "mode": "outcome" }
-        }));
+        out.push_str(if first { ",\"entry\":[" } else { "," });
+        first = false;
+        let e = json!({ "resource": error::outcome(issues), "search": { "mode": "outcome" } });
+        out.push_str(&e.to_string());
     }
-    if !entries.is_empty() {
-        bundle.insert("entry".into(), Value::Array(entries));
+    if !first {
+        out.push(']');
     }
-    Value::Object(bundle)
+    out.push('}');
+    out
+}
+
+/// Appends `s` as a JSON string literal.
+fn push_json_str(out: &mut String, s: &str) {
+    out.push_str(&Value::String(s.to_string()).to_string());
 }
 
 /// A `history` Bundle, newest first.
@@ -240,7 +262,9 @@ pub(crate) async fn entry_get(state: &AppState, actor: &Actor, url: &str) -> (u1
             let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
                 .into_owned()
                 .collect();
-            super::search_bundle(state, actor, false, rtype, pairs).await
+            super::search_bundle(state, actor, false, rtype, pairs)
+                .await
+                .map(|text| serde_json::from_str(&text).unwrap_or(Value::Null))
         }
         [rtype, id] => state
             .records

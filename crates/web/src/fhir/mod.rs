@@ -301,7 +301,7 @@ pub(crate) async fn run_search(
     rtype: &str,
     pairs: Vec<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let value = search_bundle(
+    let text = search_bundle(
         state,
         actor,
         Prefer::from_headers(headers).strict,
@@ -309,7 +309,7 @@ pub(crate) async fn run_search(
         pairs,
     )
     .await?;
-    Ok(json_response(StatusCode::OK, &value))
+    Ok(fhir_response(StatusCode::OK, text))
 }
 
 pub(crate) async fn search_bundle(
@@ -318,7 +318,7 @@ pub(crate) async fn search_bundle(
     strict: bool,
     rtype: &str,
     pairs: Vec<(String, String)>,
-) -> Result<Value, ApiError> {
+) -> Result<String, ApiError> {
     if !ironchart_fhir::is_resource_type(rtype) {
         return Err(ironchart_records::RecordsError::UnknownType(rtype.to_string()).into());
     }
