@@ -29,7 +29,7 @@ impl Options {
             patients: 10_000,
             backends: vec!["sqlite".into()],
             duration: 20,
-            connections: 32,
+            connections: 16,
             threads: 2,
             database_url: std::env::var("IRONCHART_TEST_DATABASE_URL")
                 .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
