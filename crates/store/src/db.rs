@@ -323,35 +323,61 @@ impl Conn<'_> {
 /// binding the thousands of parameters of a multi-row insert by name is quadratic; anonymous
 /// ones bind in constant time. Any other text is returned unchanged.
 pub(crate) fn sqlite_placeholders(sql: &str) -> std::borrow::Cow<'_, str> {
-    if !sql.contains('$') {
+    let spans = placeholders(sql);
+    if spans.is_empty() || spans.iter().enumerate().any(|(i, p)| p.number != i + 1) {
         return std::borrow::Cow::Borrowed(sql);
     }
+    std::borrow::Cow::Owned(rewrite_placeholders(sql, &spans, |_, out| out.push('?')))
+}
+
+/// A `$n` placeholder in SQL text: its byte range and number.
+pub(crate) struct Placeholder {
+    start: usize,
+    end: usize,
+    number: usize,
+}
+
+/// The `$n` placeholders of SQL text, in order.
+pub(crate) fn placeholders(sql: &str) -> Vec<Placeholder> {
     let bytes = sql.as_bytes();
-    let mut out = String::with_capacity(sql.len());
-    let mut expected = 1usize;
-    let mut last = 0;
+    let mut out = Vec::new();
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'$' {
-            let start = i + 1;
-            let mut end = start;
+            let mut end = i + 1;
             while end < bytes.len() && bytes[end].is_ascii_digit() {
                 end += 1;
             }
-            if end == start || sql[start..end].parse::<usize>().ok() != Some(expected) {
-                return std::borrow::Cow::Borrowed(sql);
+            if let Ok(number) = sql[i + 1..end].parse::<usize>() {
+                out.push(Placeholder {
+                    start: i,
+                    end,
+                    number,
+                });
             }
-            out.push_str(&sql[last..i]);
-            out.push('?');
-            expected += 1;
-            last = end;
-            i = end;
+            i = end.max(i + 1);
         } else {
             i += 1;
         }
     }
+    out
+}
+
+/// `sql` with each placeholder replaced by what `write` appends for its number.
+fn rewrite_placeholders(
+    sql: &str,
+    spans: &[Placeholder],
+    write: impl Fn(usize, &mut String),
+) -> String {
+    let mut out = String::with_capacity(sql.len() + spans.len() * 2);
+    let mut last = 0;
+    for p in spans {
+        out.push_str(&sql[last..p.start]);
+        write(p.number, &mut out);
+        last = p.end;
+    }
     out.push_str(&sql[last..]);
-    std::borrow::Cow::Owned(out)
+    out
 }
 
 /// Column access that works on rows of either database.
@@ -431,29 +457,12 @@ impl Sql {
     /// Appends another builder's SQL, renumbering its placeholders after ours.
     pub(crate) fn append(&mut self, other: Sql) -> &mut Self {
         let offset = self.args.len();
-        let bytes = other.text.as_bytes();
-        let mut i = 0;
-        let mut last = 0;
-        while i < bytes.len() {
-            if bytes[i] == b'$' {
-                let start = i + 1;
-                let mut end = start;
-                while end < bytes.len() && bytes[end].is_ascii_digit() {
-                    end += 1;
-                }
-                if end > start {
-                    self.text.push_str(&other.text[last..i]);
-                    let n: usize = other.text[start..end].parse().unwrap_or(0);
-                    self.text.push('$');
-                    self.text.push_str(&(n + offset).to_string());
-                    last = end;
-                }
-                i = end.max(i + 1);
-            } else {
-                i += 1;
-            }
-        }
-        self.text.push_str(&other.text[last..]);
+        let spans = placeholders(&other.text);
+        let text = rewrite_placeholders(&other.text, &spans, |n, out| {
+            out.push('$');
+            out.push_str(&(n + offset).to_string());
+        });
+        self.text.push_str(&text);
         self.args.extend(other.args);
         self
     }
