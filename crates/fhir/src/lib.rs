@@ -10,6 +10,7 @@ pub mod extract;
 pub mod fhirpath;
 pub mod generated;
 pub mod search;
+pub mod storage;
 pub mod validate;
 
 pub use generated::search_params::SEARCH_PARAMS;

@@ -470,11 +470,7 @@ impl WriteTx {
                     .push(")");
                 if !v.deleted {
                     // `_id` and `_lastUpdated` are columns of `resources`: no index rows.
-                    for entry in v
-                        .index
-                        .iter()
-                        .filter(|e| e.param != "_id" && e.param != "_lastUpdated")
-                    {
+                    for entry in v.index.iter().filter(|e| stored(v.res_type, e.param)) {
                         if let Some(full) = index.add(rid, v.res_type, entry) {
                             self.conn().execute(&full.text, full.args).await?;
                         }
@@ -671,6 +667,15 @@ fn push_index_values(sql: &mut Sql, value: &IndexValue) {
             sql.push(", ").bind(Arg::Text(clip(u)));
         }
     }
+}
+
+/// Whether index rows of `param` are written: not for `_id` and `_lastUpdated` (columns of
+/// `resources`), nor for parameters answered from other parameters' rows.
+fn stored(res_type: &str, param: &str) -> bool {
+    if param == "_id" || param == "_lastUpdated" {
+        return false;
+    }
+    ironchart_fhir::search_param(res_type, param).is_none_or(ironchart_fhir::storage::is_stored)
 }
 
 /// `Type/id` (a known resource type and a valid id) split in two.

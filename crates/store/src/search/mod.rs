@@ -254,9 +254,10 @@ async fn fetch_include(
     rids: &[i64],
 ) -> Result<Vec<StoredVersion>> {
     let mut sql = Sql::new(
-        "SELECT r.rid, r.res_type, r.res_id, v.version, v.last_updated, v.deleted, v.method, v.body FROM idx_reference x JOIN resources r ON r.res_type = x.target_type AND r.res_id = x.target_id JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version WHERE r.deleted = FALSE AND x.param = ",
+        "SELECT r.rid, r.res_type, r.res_id, v.version, v.last_updated, v.deleted, v.method, v.body FROM idx_reference x JOIN resources r ON r.res_type = x.target_type AND r.res_id = x.target_id JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version WHERE r.deleted = FALSE",
     );
-    sql.bind_text(inc.param.name).push(" AND x.rid IN (");
+    sql::push_param(&mut sql, sql::IndexAlias::X, inc.param);
+    sql.push(" AND x.rid IN (");
     for (i, rid) in rids.iter().enumerate() {
         if i > 0 {
             sql.push(", ");
@@ -280,10 +281,9 @@ async fn fetch_revinclude(
     let mut sql = Sql::new(
         "SELECT r.rid, r.res_type, r.res_id, v.version, v.last_updated, v.deleted, v.method, v.body FROM idx_reference x JOIN resources r ON r.rid = x.rid JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version WHERE r.deleted = FALSE AND x.res_type = ",
     );
-    sql.bind_text(&inc.source_type)
-        .push(" AND x.param = ")
-        .bind_text(inc.param.name)
-        .push(" AND x.target_type = ")
+    sql.bind_text(&inc.source_type);
+    sql::push_param(&mut sql, sql::IndexAlias::X, inc.param);
+    sql.push(" AND x.target_type = ")
         .bind_text(target_type)
         .push(" AND x.target_id IN (");
     for (i, id) in ids.iter().enumerate() {

@@ -1,11 +1,12 @@
 //! SQL for searches. Every fragment is a static string chosen by a `match` on typed values;
 //! every value from the request is bound.
 
-use ironchart_fhir::SearchParamKind;
 use ironchart_fhir::search::{
     Filter, FilterTest, FilterValue, ParamRef, Prefix, SearchQuery, SortKey, StringMatch,
     TokenSystem,
 };
+use ironchart_fhir::storage::{Storage, storage};
+use ironchart_fhir::{SearchParamDef, SearchParamKind};
 
 use super::{Cursor, KeyValue};
 use crate::db::{Arg, Sql};
@@ -135,13 +136,52 @@ fn index_table(kind: SearchParamKind) -> &'static str {
     }
 }
 
+/// Which index-table alias a parameter condition is written for.
+#[derive(Clone, Copy)]
+pub(crate) enum IndexAlias {
+    /// The table itself, unaliased.
+    Bare,
+    /// `s` (sort keys).
+    S,
+    /// `x` (includes).
+    X,
+}
+
+/// ` AND param = $name` — or, for a parameter answered from other parameters' rows (see
+/// `ironchart_fhir::storage`), ` AND param IN (…)` and the target type.
+pub(crate) fn push_param(sql: &mut Sql, alias: IndexAlias, def: &SearchParamDef) {
+    let (param, target) = match alias {
+        IndexAlias::Bare => (" AND param", " AND target_type = "),
+        IndexAlias::S => (" AND s.param", " AND s.target_type = "),
+        IndexAlias::X => (" AND x.param", " AND x.target_type = "),
+    };
+    sql.push(param);
+    match storage(def) {
+        Storage::Own => {
+            sql.push(" = ").bind_text(def.name);
+        }
+        Storage::Alias { params, target: t } => {
+            sql.push(" IN (");
+            for (i, p) in params.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.bind_text(p);
+            }
+            sql.push(")");
+            if let Some(t) = t {
+                sql.push(target).bind_text(t);
+            }
+        }
+    }
+}
+
 /// `<alias>.rid [NOT] IN (SELECT rid FROM idx_x WHERE res_type = $ AND param = $` — the caller
 /// appends conditions and the closing parenthesis.
 fn open_index_subquery(
     sql: &mut Sql,
     res_type: &str,
-    name: &str,
-    kind: SearchParamKind,
+    def: &SearchParamDef,
     alias: Alias,
     negate: bool,
     drive: bool,
@@ -154,11 +194,9 @@ fn open_index_subquery(
         } else {
             " IN (SELECT rid FROM "
         });
-        sql.push(index_table(kind));
-        sql.push(" WHERE res_type = ")
-            .bind_text(res_type)
-            .push(" AND param = ")
-            .bind_text(name);
+        sql.push(index_table(def.kind));
+        sql.push(" WHERE res_type = ").bind_text(res_type);
+        push_param(sql, IndexAlias::Bare, def);
     } else {
         // Any other filter: a probe of the candidate's own index rows.
         sql.push(if negate {
@@ -166,11 +204,9 @@ fn open_index_subquery(
         } else {
             "EXISTS (SELECT 1 FROM "
         });
-        sql.push(index_table(kind));
-        sql.push(" WHERE rid = ")
-            .push(alias.rid())
-            .push(" AND param = ")
-            .bind_text(name);
+        sql.push(index_table(def.kind));
+        sql.push(" WHERE rid = ").push(alias.rid());
+        push_param(sql, IndexAlias::Bare, def);
     }
 }
 
@@ -255,12 +291,12 @@ fn filter_sql(sql: &mut Sql, res_type: &str, filter: &Filter, alias: Alias, driv
             sql.push("1 = 0");
         }
         (ParamRef::Indexed(def), FilterTest::Missing(missing)) => {
-            open_index_subquery(sql, res_type, def.name, def.kind, alias, *missing, drive);
+            open_index_subquery(sql, res_type, def, alias, *missing, drive);
             sql.push(")");
         }
         (ParamRef::Indexed(def), FilterTest::AnyOf(values) | FilterTest::NoneOf(values)) => {
             let negate = matches!(filter.test, FilterTest::NoneOf(_));
-            open_index_subquery(sql, res_type, def.name, def.kind, alias, negate, drive);
+            open_index_subquery(sql, res_type, def, alias, negate, drive);
             sql.push(" AND (");
             for (i, v) in values.iter().enumerate() {
                 if i > 0 {
@@ -277,7 +313,7 @@ fn filter_sql(sql: &mut Sql, res_type: &str, filter: &Filter, alias: Alias, driv
                 filter: inner,
             },
         ) => {
-            open_index_subquery(sql, res_type, def.name, def.kind, alias, false, drive);
+            open_index_subquery(sql, res_type, def, alias, false, drive);
             sql.push(" AND target_type = ")
                 .bind_text(target_type)
                 .push(" AND target_id IN (SELECT t.res_id FROM resources t WHERE t.res_type = ")
@@ -602,10 +638,9 @@ fn sort_expression(sql: &mut Sql, res_type: &str, key: &SortKey) {
             };
             sql.push("COALESCE(").push(agg).push(table);
             sql.push(" WHERE s.rid = r.rid AND s.res_type = ")
-                .bind_text(res_type)
-                .push(" AND s.param = ")
-                .bind_text(def.name)
-                .push("), ");
+                .bind_text(res_type);
+            push_param(sql, IndexAlias::S, def);
+            sql.push("), ");
             match (key_type(&key.param), desc) {
                 (KeyType::Text, false) => sql.bind(Arg::Text(TEXT_LAST.into())),
                 (KeyType::Text, true) => sql.bind(Arg::Text(String::new())),
