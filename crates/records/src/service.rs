@@ -578,13 +578,9 @@ pub(crate) async fn write_version(
         }
     }
     let version = head.as_ref().map_or(1, |h| h.version + 1);
-    let last_updated = head
-        .as_ref()
-        .map_or(now_millis(), |h| now_millis().max(h.last_updated + 1));
-    stamp(&mut value, id, version, last_updated);
-    let index = extract(&value);
-    let patient = compartment_patient(resource_type, id, &index);
-    let body = serde_json::to_vec(&value).map_err(|e| RecordsError::bad(e.to_string(), None))?;
+    let last_updated = next_time(head.as_ref());
+    let body = stamped(&mut value, id, version, last_updated)?;
+    let (index, patient) = index_of(resource_type, id, &value);
     tx.put(NewVersion {
         res_type: resource_type,
         res_id: id,
@@ -631,7 +627,7 @@ pub(crate) async fn delete_in(
         res_id: id,
         version,
         previous: Some(&head),
-        last_updated: now_millis().max(head.last_updated + 1),
+        last_updated: next_time(Some(&head)),
         deleted: true,
         method: "DELETE",
         body: None,
@@ -640,6 +636,25 @@ pub(crate) async fn delete_in(
     })
     .await?;
     Ok(Some(version))
+}
+
+/// The time of a new version: now, but always after the version it replaces.
+fn next_time(head: Option<&VersionHead>) -> i64 {
+    let now = now_millis();
+    head.map_or(now, |h| now.max(h.last_updated + 1))
+}
+
+/// Stamps a version's `id` and `meta` (see [`stamp`]) and returns its stored JSON.
+fn stamped(value: &mut Value, id: &str, version: i64, last_updated: i64) -> Result<Vec<u8>> {
+    stamp(value, id, version, last_updated);
+    serde_json::to_vec(value).map_err(|e| RecordsError::bad(e.to_string(), None))
+}
+
+/// A version's search-index values and the Patient whose compartment it is in.
+fn index_of(resource_type: &str, id: &str, value: &Value) -> (Vec<IndexEntry>, Option<String>) {
+    let index = extract(value);
+    let patient = compartment_patient(resource_type, id, &index);
+    (index, patient)
 }
 
 /// Sets `id` and `meta.versionId`/`meta.lastUpdated`, keeping the rest of `meta`, and puts
@@ -747,11 +762,9 @@ fn prepare_import(mut value: Value) -> Prepared {
         ));
     }
     let mut value = prepare(&rt, value, Some(&id))?;
-    let last_updated = now_millis();
-    stamp(&mut value, &id, 1, last_updated);
-    let index = extract(&value);
-    let patient = compartment_patient(&rt, &id, &index);
-    let body = serde_json::to_vec(&value).map_err(|e| RecordsError::bad(e.to_string(), None))?;
+    let last_updated = next_time(None);
+    let body = stamped(&mut value, &id, 1, last_updated)?;
+    let (index, patient) = index_of(&rt, &id, &value);
     Ok(Ready {
         rt,
         id,
@@ -802,9 +815,8 @@ async fn prepare_all(resources: Vec<Value>) -> Vec<Prepared> {
 /// The body and time of a new version on top of `head`.
 fn restamp(ready: &Ready, head: &VersionHead) -> Result<(i64, Vec<u8>)> {
     let mut value = ready.value.clone();
-    let last_updated = now_millis().max(head.last_updated + 1);
-    stamp(&mut value, &ready.id, head.version + 1, last_updated);
-    let body = serde_json::to_vec(&value).map_err(|e| RecordsError::bad(e.to_string(), None))?;
+    let last_updated = next_time(Some(head));
+    let body = stamped(&mut value, &ready.id, head.version + 1, last_updated)?;
     Ok((last_updated, body))
 }
 

@@ -454,6 +454,18 @@ impl Sql {
         self.bind(Arg::F64(value))
     }
 
+    /// Appends one `(…)` row of a multi-row `VALUES` list, preceded by `, ` unless `first`.
+    pub(crate) fn row(&mut self, first: bool, values: Vec<Arg>) -> &mut Self {
+        self.push(if first { "(" } else { ", (" });
+        for (i, v) in values.into_iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            self.bind(v);
+        }
+        self.push(")")
+    }
+
     /// Appends another builder's SQL, renumbering its placeholders after ours.
     pub(crate) fn append(&mut self, other: Sql) -> &mut Self {
         let offset = self.args.len();

@@ -372,19 +372,17 @@ impl WriteTx {
             );
             for (n, &i) in chunk.iter().enumerate() {
                 let v = &versions[i];
-                sql.push(if n == 0 { "(" } else { ", (" })
-                    .bind_text(v.res_type)
-                    .push(", ")
-                    .bind_text(v.res_id)
-                    .push(", ")
-                    .bind_i64(v.version)
-                    .push(", ")
-                    .bind_i64(v.last_updated)
-                    .push(", ")
-                    .bind(Arg::Bool(v.deleted))
-                    .push(", ")
-                    .bind(Arg::OptText(v.patient.clone()))
-                    .push(")");
+                sql.row(
+                    n == 0,
+                    vec![
+                        Arg::Text(v.res_type.into()),
+                        Arg::Text(v.res_id.into()),
+                        Arg::I64(v.version),
+                        Arg::I64(v.last_updated),
+                        Arg::Bool(v.deleted),
+                        Arg::OptText(v.patient.clone()),
+                    ],
+                );
             }
             sql.push(" ON CONFLICT (res_type, res_id) DO NOTHING RETURNING rid, res_type, res_id");
             let rows = self
@@ -455,19 +453,17 @@ impl WriteTx {
                 "INSERT INTO resource_versions (rid, version, last_updated, deleted, method, body) VALUES ",
             );
             for (n, (v, rid)) in iter.by_ref().take(ROWS_PER_INSERT).enumerate() {
-                sql.push(if n == 0 { "(" } else { ", (" })
-                    .bind_i64(rid)
-                    .push(", ")
-                    .bind_i64(v.version)
-                    .push(", ")
-                    .bind_i64(v.last_updated)
-                    .push(", ")
-                    .bind(Arg::Bool(v.deleted))
-                    .push(", ")
-                    .bind(Arg::Text(v.method.into()))
-                    .push(", ")
-                    .bind(Arg::Bytes(v.body))
-                    .push(")");
+                sql.row(
+                    n == 0,
+                    vec![
+                        Arg::I64(rid),
+                        Arg::I64(v.version),
+                        Arg::I64(v.last_updated),
+                        Arg::Bool(v.deleted),
+                        Arg::Text(v.method.into()),
+                        Arg::Bytes(v.body),
+                    ],
+                );
                 if !v.deleted {
                     // `_id` and `_lastUpdated` are columns of `resources`: no index rows.
                     for entry in v.index.iter().filter(|e| stored(v.res_type, e.param)) {
