@@ -12,6 +12,10 @@ use crate::{SearchParamDef, SearchParamKind, is_resource_type, search_param};
 /// Default and maximum page sizes.
 pub const DEFAULT_COUNT: usize = 20;
 pub const MAX_COUNT: usize = 1000;
+/// Most comma-separated alternatives of one parameter, and most parameters of one search: each
+/// becomes bound SQL parameters, of which the databases allow a few tens of thousands.
+pub const MAX_VALUES: usize = 500;
+pub const MAX_PARAMS: usize = 100;
 
 /// A parsed search request for one resource type.
 #[derive(Debug, Clone, PartialEq)]
@@ -278,6 +282,9 @@ impl SearchQuery {
             revincludes: Vec::new(),
             ignored: Vec::new(),
         };
+        if pairs.len() > MAX_PARAMS {
+            return Err(err("", format!("at most {MAX_PARAMS} search parameters")));
+        }
         for (key, value) in pairs {
             if key.contains('\0') || value.contains('\0') {
                 return Err(err(key, "search parameters cannot contain NUL characters"));
@@ -544,8 +551,15 @@ fn parse_filter(
         }));
     }
 
+    let raws = split_values(value);
+    if raws.len() > MAX_VALUES {
+        return Err(err(
+            key,
+            format!("at most {MAX_VALUES} alternative values per parameter"),
+        ));
+    }
     let mut values = Vec::new();
-    for raw in split_values(value) {
+    for raw in raws {
         if raw.is_empty() {
             continue;
         }
@@ -935,6 +949,16 @@ mod tests {
         assert!(SearchQuery::parse("Patient", &pairs(&[("_count", "-1")])).is_err());
         assert!(SearchQuery::parse("Patient", &pairs(&[("family:below", "x")])).is_err());
         assert!(SearchQuery::parse("Patient", &pairs(&[("_sort", "nope")])).is_err());
+    }
+
+    #[test]
+    fn oversized_searches_are_refused() {
+        let many = vec!["x"; MAX_VALUES + 1].join(",");
+        assert!(SearchQuery::parse("Patient", &pairs(&[("_id", &many)])).is_err());
+        let params: Vec<(String, String)> = (0..=MAX_PARAMS)
+            .map(|i| ("family".to_string(), i.to_string()))
+            .collect();
+        assert!(SearchQuery::parse("Patient", &params).is_err());
     }
 
     #[test]
