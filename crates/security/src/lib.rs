@@ -7,6 +7,9 @@
 #![forbid(unsafe_code)]
 
 pub mod keyring;
+pub mod password;
+pub mod scope;
+pub mod totp;
 
 /// Lower-case hexadecimal of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
