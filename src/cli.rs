@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use ironchart_records::{Actor, DatabaseConfig, Records};
+use ironchart_records::audit::VerifyReport as AuditReport;
+use ironchart_records::{
+    Actor, DatabaseConfig, MasterKey, Records, Role, SecurityConfig, UserSummary,
+};
 use tokio::net::TcpListener;
 
 #[derive(Debug, Parser)]
@@ -30,10 +33,20 @@ pub enum Command {
     Import(ImportArgs),
     /// Write a synthetic cohort (the demo generator) as Bulk Data NDJSON, one file per type.
     Generate(GenerateArgs),
-    /// Administration: access tokens (users and roles come next).
+    /// Administration: users and access tokens.
     Admin {
         #[command(subcommand)]
         command: AdminCommand,
+    },
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Encryption keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
     },
 }
 
@@ -48,6 +61,10 @@ pub struct DataArgs {
     /// A PostgreSQL schema to use instead of the default (created if missing).
     #[arg(long, env = "IRONCHART_DATABASE_SCHEMA", hide = true)]
     pub database_schema: Option<String>,
+    /// The master key file (default: DATA/master.key, created on first start). In production
+    /// keep it outside the data directory and its backups.
+    #[arg(long, env = "IRONCHART_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -81,6 +98,9 @@ pub struct DemoArgs {
     pub data: PathBuf,
     #[arg(long, env = "IRONCHART_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// The master key file (default: DATA/master.key).
+    #[arg(long, env = "IRONCHART_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
     /// How many synthetic patients to generate on first run.
     #[arg(long, env = "IRONCHART_DEMO_PATIENTS", default_value_t = 300)]
     pub patients: usize,
@@ -121,13 +141,118 @@ pub struct ImportArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
-    /// Print a new bearer access token (the token is the last line of output).
+    /// Print a new bearer access token (the token is the last line of output): for a user
+    /// (never wider than their roles), or without --user the full-access system token.
     Token {
         #[command(flatten)]
         data: DataArgs,
+        /// The user the token acts for.
+        #[arg(long)]
+        user: Option<String>,
+        /// Narrower SMART scopes than the user's roles (space-separated), e.g.
+        /// "user/Observation.rs user/Patient.rs".
+        #[arg(long, requires = "user")]
+        scopes: Option<String>,
         /// How long the token is valid (e.g. 30m, 1h, 7d).
         #[arg(long, default_value = "1h", value_parser = parse_duration)]
         ttl: Duration,
+    },
+    /// Revoke an access token (read from standard input).
+    RevokeToken {
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Users and their roles.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user; the password is read from standard input.
+    Add {
+        #[command(flatten)]
+        data: DataArgs,
+        #[arg(long)]
+        username: String,
+        /// admin, physician, nurse, front_desk, billing, auditor or patient (repeat or separate
+        /// with commas for several).
+        #[arg(long = "role", required = true, value_delimiter = ',')]
+        roles: Vec<String>,
+        /// The Patient resource id a `patient` user is.
+        #[arg(long)]
+        patient: Option<String>,
+        /// Read the password from standard input (the only way: never on the command line).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List the users.
+    List {
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Disable a user (their sessions and tokens end at once).
+    Disable {
+        #[command(flatten)]
+        data: DataArgs,
+        #[arg(long)]
+        username: String,
+    },
+    /// Enable a disabled (or locked-out) user.
+    Enable {
+        #[command(flatten)]
+        data: DataArgs,
+        #[arg(long)]
+        username: String,
+    },
+    /// Replace a user's roles (their sessions and tokens end).
+    SetRoles {
+        #[command(flatten)]
+        data: DataArgs,
+        #[arg(long)]
+        username: String,
+        #[arg(long = "role", required = true, value_delimiter = ',')]
+        roles: Vec<String>,
+    },
+    /// Set a new password, read from standard input.
+    ResetPassword {
+        #[command(flatten)]
+        data: DataArgs,
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Remove a user's second factor; they enrol again at their next sign-in.
+    ResetMfa {
+        #[command(flatten)]
+        data: DataArgs,
+        #[arg(long)]
+        username: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the audit chain and its signed checkpoints; exit 0 when intact, otherwise name
+    /// the first bad entry.
+    Verify {
+        #[command(flatten)]
+        data: DataArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Start a new data key and re-seal every stored record under it, online, in batches.
+    Rotate {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Do not show a progress bar.
+        #[arg(long)]
+        quiet: bool,
     },
 }
 
@@ -185,10 +310,44 @@ fn prepare_data_dir(dir: &Path) -> Result<(), CliError> {
     Ok(())
 }
 
-pub async fn open_records(
+/// The master key: the given file (which must exist), or DATA/master.key, created on first
+/// start. The flag says whether it was just created.
+fn master_key(dir: &Path, file: Option<&Path>) -> Result<(MasterKey, PathBuf, bool), CliError> {
+    match file {
+        Some(path) => {
+            let key = MasterKey::load(path).map_err(|e| msg(e.to_string()))?;
+            Ok((key, path.to_path_buf(), false))
+        }
+        None => {
+            let path = dir.join("master.key");
+            let (key, created) =
+                MasterKey::load_or_create(&path).map_err(|e| msg(e.to_string()))?;
+            if created {
+                tracing::warn!(
+                    "created a new master key at {}: back it up, and in production keep it outside the data directory (--master-key-file); without it the data cannot be read",
+                    path.display()
+                );
+            }
+            Ok((key, path, created))
+        }
+    }
+}
+
+pub async fn open_records(data: &DataArgs) -> Result<Records, CliError> {
+    open_records_at(
+        &data.data,
+        data.database_url.as_deref(),
+        data.database_schema.as_deref(),
+        data.master_key_file.as_deref(),
+    )
+    .await
+}
+
+pub async fn open_records_at(
     dir: &Path,
     url: Option<&str>,
     schema: Option<&str>,
+    key_file: Option<&Path>,
 ) -> Result<Records, CliError> {
     prepare_data_dir(dir)?;
     let config = match url {
@@ -198,43 +357,196 @@ pub async fn open_records(
         },
         None => DatabaseConfig::Sqlite(dir.join("ironchart.sqlite3")),
     };
-    Records::open(&config).await.map_err(|e| match e {
-        ironchart_records::RecordsError::Store(s) => msg(format!("cannot open the database: {s}")),
-        other => other.into(),
+    let (master_key, key_path, created) = master_key(dir, key_file)?;
+    let security = SecurityConfig {
+        master_key,
+        checkpoint_file: Some(dir.join("audit-checkpoints.log")),
+    };
+    Records::open(&config, security).await.map_err(|e| {
+        if created {
+            // The database was sealed with another key: the new file is of no use.
+            let _ = std::fs::remove_file(&key_path);
+        }
+        match e {
+            ironchart_records::RecordsError::Store(s) => {
+                msg(format!("cannot open the database: {s}"))
+            }
+            ironchart_records::RecordsError::Config(m) if created => msg(format!(
+                "the master key file {} is missing, and this database was sealed with a master key: start with --master-key-file ({m})",
+                key_path.display()
+            )),
+            other => other.into(),
+        }
     })
+}
+
+/// Reads a secret (a password, a token) from standard input: the first line.
+fn read_stdin_secret(what: &str) -> Result<String, CliError> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| msg(format!("cannot read the {what} from standard input: {e}")))?;
+    let value = line.trim_end_matches(['\r', '\n']).to_string();
+    if value.is_empty() {
+        return Err(msg(format!("no {what} on standard input")));
+    }
+    Ok(value)
+}
+
+fn parse_role_list(names: &[String]) -> Result<Vec<Role>, CliError> {
+    names
+        .iter()
+        .filter(|n| !n.trim().is_empty())
+        .map(|n| Role::parse(n.trim()).map_err(|e| msg(e.to_string())))
+        .collect()
+}
+
+fn print_user(u: &UserSummary) {
+    let roles: Vec<&str> = u.roles.iter().map(|r| r.as_str()).collect();
+    let mut flags = Vec::new();
+    if u.disabled {
+        flags.push("disabled".to_string());
+    }
+    if u.locked_until.is_some() {
+        flags.push("locked".to_string());
+    }
+    flags.push(if u.mfa_enrolled {
+        "mfa".to_string()
+    } else if u.mfa_required {
+        "mfa-pending".to_string()
+    } else {
+        "no-mfa".to_string()
+    });
+    if let Some(p) = &u.patient {
+        flags.push(format!("patient={p}"));
+    }
+    println!("{}\t{}\t{}", u.username, roles.join(","), flags.join(" "));
+}
+
+async fn run_user(command: UserCommand) -> Result<(), CliError> {
+    let operator = Actor::local_operator();
+    match command {
+        UserCommand::Add {
+            data,
+            username,
+            roles,
+            patient,
+            password_stdin,
+        } => {
+            if !password_stdin {
+                return Err(msg(
+                    "give the password on standard input with --password-stdin (never as an argument)",
+                ));
+            }
+            let roles = parse_role_list(&roles)?;
+            let password = read_stdin_secret("password")?;
+            let records = open_records(&data).await?;
+            let result = records
+                .add_user(&operator, &username, &roles, patient.as_deref(), &password)
+                .await;
+            records.close().await;
+            let user = result?;
+            eprintln!("Created the user:");
+            print_user(&user);
+            Ok(())
+        }
+        UserCommand::List { data } => {
+            let records = open_records(&data).await?;
+            let result = records.list_users(&operator).await;
+            records.close().await;
+            for u in result? {
+                print_user(&u);
+            }
+            Ok(())
+        }
+        other => run_user_change(other).await,
+    }
+}
+
+async fn run_user_change(command: UserCommand) -> Result<(), CliError> {
+    let operator = Actor::local_operator();
+    let (data, outcome) = match command {
+        UserCommand::Disable { data, username } => {
+            let records = open_records(&data).await?;
+            let r = records.set_user_disabled(&operator, &username, true).await;
+            (records, r)
+        }
+        UserCommand::Enable { data, username } => {
+            let records = open_records(&data).await?;
+            let r = records.set_user_disabled(&operator, &username, false).await;
+            (records, r)
+        }
+        UserCommand::SetRoles {
+            data,
+            username,
+            roles,
+        } => {
+            let roles = parse_role_list(&roles)?;
+            let records = open_records(&data).await?;
+            let r = records.set_roles(&operator, &username, &roles).await;
+            (records, r)
+        }
+        UserCommand::ResetPassword {
+            data,
+            username,
+            password_stdin,
+        } => {
+            if !password_stdin {
+                return Err(msg(
+                    "give the new password on standard input with --password-stdin",
+                ));
+            }
+            let password = read_stdin_secret("password")?;
+            let records = open_records(&data).await?;
+            let r = records
+                .reset_password(&operator, &username, &password)
+                .await;
+            (records, r)
+        }
+        UserCommand::ResetMfa { data, username } => {
+            let records = open_records(&data).await?;
+            let r = records.reset_mfa(&operator, &username).await;
+            (records, r)
+        }
+        UserCommand::Add { .. } | UserCommand::List { .. } => {
+            return Err(msg("not a change of a user"));
+        }
+    };
+    data.close().await;
+    print_user(&outcome?);
+    Ok(())
 }
 
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Serve(args) => {
-            let records = open_records(
-                &args.data.data,
-                args.data.database_url.as_deref(),
-                args.data.database_schema.as_deref(),
-            )
-            .await?;
+            let records = open_records(&args.data).await?;
             serve(records, &args.http, None).await
         }
         Command::Demo(args) => {
-            let records = open_records(&args.data, args.database_url.as_deref(), None).await?;
+            let records = open_records_at(
+                &args.data,
+                args.database_url.as_deref(),
+                None,
+                args.master_key_file.as_deref(),
+            )
+            .await?;
             seed_demo(&records, args.patients, args.seed).await?;
+            let operator = Actor::local_operator();
             let token = records
-                .issue_system_token(Duration::from_secs(12 * 3600))
+                .issue_system_token(&operator, Duration::from_secs(12 * 3600))
                 .await?;
+            let users = crate::demo::users::ensure_demo_users(&records, &args.data).await?;
             if args.no_serve {
+                crate::demo::users::print_demo_users(&users);
                 println!("{token}");
                 records.close().await;
                 return Ok(());
             }
-            serve(records, &args.http, Some(token)).await
+            serve(records, &args.http, Some((token, users))).await
         }
         Command::Import(args) => {
-            let records = open_records(
-                &args.data.data,
-                args.data.database_url.as_deref(),
-                args.data.database_schema.as_deref(),
-            )
-            .await?;
+            let records = open_records(&args.data).await?;
             let summary = crate::import::run(&records, &args.paths, !args.quiet).await;
             records.close().await;
             let summary = summary?;
@@ -251,24 +563,114 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Generate(args) => generate(&args),
-        Command::Admin {
-            command: AdminCommand::Token { data, ttl },
+        Command::Admin { command } => run_admin(command).await,
+        Command::Audit {
+            command: AuditCommand::Verify { data },
         } => {
-            let records = open_records(
-                &data.data,
-                data.database_url.as_deref(),
-                data.database_schema.as_deref(),
-            )
-            .await?;
-            let token = records.issue_system_token(ttl).await?;
+            let records = open_records(&data).await?;
+            let report = records.verify_audit().await;
             records.close().await;
-            eprintln!(
-                "A full-access system token, valid for {}s. Keep it secret.",
-                ttl.as_secs()
+            match report? {
+                AuditReport::Intact {
+                    entries,
+                    checkpoint,
+                } => {
+                    match checkpoint {
+                        Some(seq) => println!(
+                            "the audit log is intact: {entries} entries; the newest signed checkpoint (entry {seq}) matches"
+                        ),
+                        None => println!(
+                            "the audit log is intact: {entries} entries (no signed checkpoint yet)"
+                        ),
+                    }
+                    Ok(())
+                }
+                AuditReport::Broken { seq, problem } => Err(msg(format!(
+                    "the audit log is NOT intact: first bad entry {seq}: {problem}"
+                ))),
+            }
+        }
+        Command::Keys {
+            command: KeysCommand::Rotate { data, quiet },
+        } => {
+            let records = open_records(&data).await?;
+            let bar = if quiet {
+                indicatif::ProgressBar::hidden()
+            } else {
+                let bar = indicatif::ProgressBar::new_spinner();
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{spinner} {pos} versions checked, {msg} ({per_sec})",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+                );
+                bar
+            };
+            eprintln!("Starting a new data key; waiting for running servers to pick it up…");
+            let progress = |done: u64, resealed: u64| {
+                bar.set_position(done);
+                bar.set_message(format!("{resealed} re-sealed"));
+            };
+            let result = records
+                .rotate_keys(&Actor::local_operator(), &progress)
+                .await;
+            bar.finish_and_clear();
+            records.close().await;
+            let (generation, resealed) = result?;
+            println!(
+                "data key generation {generation} is current; {resealed} stored versions were re-sealed"
             );
+            Ok(())
+        }
+    }
+}
+
+async fn run_admin(command: AdminCommand) -> Result<(), CliError> {
+    let operator = Actor::local_operator();
+    match command {
+        AdminCommand::Token {
+            data,
+            user,
+            scopes,
+            ttl,
+        } => {
+            let records = open_records(&data).await?;
+            let result = match &user {
+                None => records.issue_system_token(&operator, ttl).await,
+                Some(name) => {
+                    records
+                        .issue_user_token(&operator, name, scopes.as_deref(), ttl)
+                        .await
+                }
+            };
+            records.close().await;
+            let token = result?;
+            match user {
+                None => eprintln!(
+                    "A full-access system token, valid for {}s. Keep it secret.",
+                    ttl.as_secs()
+                ),
+                Some(name) => eprintln!(
+                    "A token for {name}, valid for {}s. Keep it secret.",
+                    ttl.as_secs()
+                ),
+            }
             println!("{token}");
             Ok(())
         }
+        AdminCommand::RevokeToken { data } => {
+            let token = read_stdin_secret("token")?;
+            let records = open_records(&data).await?;
+            let result = records.revoke_token(&operator, &token).await;
+            records.close().await;
+            if result? {
+                println!("revoked");
+            } else {
+                println!("the token was not live (unknown, expired or already revoked)");
+            }
+            Ok(())
+        }
+        AdminCommand::User { command } => run_user(command).await,
     }
 }
 
@@ -361,7 +763,7 @@ fn generate(args: &GenerateArgs) -> Result<(), CliError> {
 async fn serve(
     records: Records,
     http: &HttpArgs,
-    demo_token: Option<String>,
+    demo: Option<(String, Vec<crate::demo::users::DemoUser>)>,
 ) -> Result<(), CliError> {
     let listener = TcpListener::bind(http.listen).await.map_err(|e| {
         if e.kind() == std::io::ErrorKind::AddrInUse {
@@ -390,8 +792,9 @@ async fn serve(
     let app = ironchart_web::router(records.clone(), config);
     println!("ironchart is serving on {base}");
     println!("  FHIR R4 API:  {base}/fhir   (CapabilityStatement: {base}/fhir/metadata)");
-    if let Some(token) = demo_token {
-        println!("  Sign in to the API with this bearer token (valid 12 hours):");
+    if let Some((token, users)) = demo {
+        crate::demo::users::print_demo_users(&users);
+        println!("  Sign in to the API with this bearer token (full access, valid 12 hours):");
         println!("    curl -H 'Authorization: Bearer {token}' '{base}/fhir/Patient?_count=5'");
     } else {
         println!("  Get an API token with: ironchart admin token --data DIR");

@@ -32,6 +32,7 @@ mod names;
 mod patient;
 mod rng;
 mod terminology;
+pub mod users;
 
 use serde_json::Value;
 

@@ -9,10 +9,14 @@ use std::collections::HashMap;
 use ironchart_fhir::search::SearchQuery;
 use serde_json::Value;
 
+use ironchart_security::scope::Interaction;
+
 use crate::actor::Actor;
+use crate::audit::{AuditAction, AuditEntry, Outcome};
+use crate::policy;
 use crate::resource::{Resource, WriteOutcome};
 use crate::service::{
-    authorize, check_type, conditional_match, delete_in, new_id, prepare, valid_id, write_version,
+    WriteCtx, check_type, conditional_match, delete_in, new_id, prepare, valid_id, write_version,
 };
 use crate::{Records, RecordsError, Result};
 
@@ -241,7 +245,35 @@ impl Records {
         bundle: &Value,
         get: GetHandler<'_>,
     ) -> Result<Vec<BundleOutcome>> {
-        authorize(actor)?;
+        let result = self.transaction_inner(actor, bundle, get).await;
+        if let Err(e) = &result {
+            let outcome = if e.is_denial() {
+                Outcome::Denied
+            } else {
+                Outcome::Failure
+            };
+            let detail = match e {
+                RecordsError::Entry { index, .. } => {
+                    format!("entry {index} failed; nothing written")
+                }
+                _ => "nothing written".to_string(),
+            };
+            self.audit(
+                actor,
+                vec![AuditEntry::new(AuditAction::Transaction, outcome).detail(detail)],
+            )
+            .await?;
+        }
+        result
+    }
+
+    async fn transaction_inner(
+        &self,
+        actor: &Actor,
+        bundle: &Value,
+        get: GetHandler<'_>,
+    ) -> Result<Vec<BundleOutcome>> {
+        policy::live(actor)?;
         let raw = entries(bundle);
         let mut requests = Vec::with_capacity(raw.len());
         for (i, e) in raw.iter().enumerate() {
@@ -275,6 +307,8 @@ impl Records {
                     if_none_exist,
                 } => {
                     check_type(&resource_type).map_err(|e| entry_error(i, e))?;
+                    policy::check(actor, &resource_type, Interaction::Create)
+                        .map_err(|e| entry_error(i, e))?;
                     let value =
                         prepare(&resource_type, value, None).map_err(|e| entry_error(i, e))?;
                     EntryRequest::Create {
@@ -291,6 +325,8 @@ impl Records {
                     if_match,
                 } => {
                     check_type(&resource_type).map_err(|e| entry_error(i, e))?;
+                    policy::check(actor, &resource_type, Interaction::Update)
+                        .map_err(|e| entry_error(i, e))?;
                     if !valid_id(&id) {
                         return Err(entry_error(
                             i,
@@ -308,6 +344,8 @@ impl Records {
                 }
                 EntryRequest::Delete { resource_type, id } => {
                     check_type(&resource_type).map_err(|e| entry_error(i, e))?;
+                    policy::check(actor, &resource_type, Interaction::Delete)
+                        .map_err(|e| entry_error(i, e))?;
                     EntryRequest::Delete { resource_type, id }
                 }
                 get @ EntryRequest::Get { .. } => get,
@@ -322,6 +360,14 @@ impl Records {
         let mut sequence: Vec<usize> = (0..prepared.len()).collect();
         sequence.sort_by_key(|&i| order(&prepared[i]));
 
+        let vis = self.visibility(actor).await?;
+        self.keys.refresh(&self.store, false).await?;
+        let ctx = WriteCtx {
+            actor,
+            vis: &vis,
+            keys: &self.keys,
+        };
+        let ctx = &ctx;
         let writes = self
             .retrying(|mut tx| {
                 let prepared = &prepared;
@@ -329,6 +375,7 @@ impl Records {
                 let sequence = &sequence;
                 let mut map = map.clone();
                 async move {
+                    let mut audit = Vec::new();
                     let mut outcomes: Vec<Option<BundleOutcome>> =
                         (0..prepared.len()).map(|_| None).collect();
                     // Conditional creates first: a match maps its fullUrl to the existing resource.
@@ -348,7 +395,7 @@ impl Records {
                                         RecordsError::bad(e.message, Some("ifNoneExist")),
                                     )
                                 })?;
-                            if let Some(found) = conditional_match(&mut tx, &query)
+                            if let Some(found) = conditional_match(&mut tx, &query, ctx.vis)
                                 .await
                                 .map_err(|e| entry_error(i, e))?
                             {
@@ -365,9 +412,10 @@ impl Records {
                     for &i in sequence {
                         let outcome = match &prepared[i] {
                             EntryRequest::Delete { resource_type, id } => {
-                                delete_in(&mut tx, resource_type, id)
+                                let (_, entry) = delete_in(&mut tx, ctx, resource_type, id)
                                     .await
                                     .map_err(|e| entry_error(i, e))?;
+                                audit.extend(entry);
                                 BundleOutcome::Deleted
                             }
                             EntryRequest::Create {
@@ -386,25 +434,30 @@ impl Records {
                                                 RecordsError::Conflict("vanished".into()),
                                             )
                                         })?;
+                                    audit.push(
+                                        AuditEntry::new(AuditAction::Read, Outcome::Success)
+                                            .resource(
+                                                resource_type,
+                                                &existing_id,
+                                                Some(current.version),
+                                            )
+                                            .patients(current.patient.clone()),
+                                    );
                                     BundleOutcome::Written {
                                         status: 200,
-                                        resource: Resource {
-                                            resource_type: resource_type.clone(),
-                                            id: existing_id,
-                                            version: current.version,
-                                            last_updated: current.last_updated,
-                                            deleted: false,
-                                            method: current.method,
-                                            json: current.body,
-                                        },
+                                        resource: self
+                                            .reveal(current)
+                                            .await
+                                            .map_err(|e| entry_error(i, e))?,
                                     }
                                 }
                                 None => {
                                     let id = ids[i].clone().unwrap_or_else(new_id);
                                     let mut value = value.clone();
                                     rewrite_references(&mut value, &map);
-                                    let WriteOutcome { resource, .. } = write_version(
+                                    let (WriteOutcome { resource, .. }, entry) = write_version(
                                         &mut tx,
+                                        ctx,
                                         resource_type,
                                         &id,
                                         value,
@@ -413,6 +466,7 @@ impl Records {
                                     )
                                     .await
                                     .map_err(|e| entry_error(i, e))?;
+                                    audit.push(entry);
                                     BundleOutcome::Written {
                                         status: 201,
                                         resource,
@@ -427,8 +481,9 @@ impl Records {
                             } => {
                                 let mut value = value.clone();
                                 rewrite_references(&mut value, &map);
-                                let WriteOutcome { resource, created } = write_version(
+                                let (WriteOutcome { resource, created }, entry) = write_version(
                                     &mut tx,
+                                    ctx,
                                     resource_type,
                                     id,
                                     value,
@@ -437,6 +492,11 @@ impl Records {
                                 )
                                 .await
                                 .map_err(|e| entry_error(i, e))?;
+                                if created {
+                                    policy::check(actor, resource_type, Interaction::Create)
+                                        .map_err(|e| entry_error(i, e))?;
+                                }
+                                audit.push(entry);
                                 BundleOutcome::Written {
                                     status: if created { 201 } else { 200 },
                                     resource,
@@ -446,6 +506,7 @@ impl Records {
                         };
                         outcomes[i] = Some(outcome);
                     }
+                    self.audit_in(&mut tx, actor, audit).await?;
                     tx.commit().await?;
                     Ok(outcomes)
                 }
@@ -477,7 +538,7 @@ impl Records {
         bundle: &Value,
         get: GetHandler<'_>,
     ) -> Result<Vec<BundleOutcome>> {
-        authorize(actor)?;
+        policy::live(actor)?;
         let mut result = Vec::new();
         for (i, e) in entries(bundle).iter().enumerate() {
             let outcome = match parse_entry(i, e) {

@@ -36,6 +36,15 @@ pub enum RecordsError {
     },
     #[error("{0}")]
     Config(String),
+    /// A restricted record (sensitivity label) of this patient: break the glass to see it.
+    #[error("this record is restricted; break the glass (with a reason) to see it")]
+    Restricted(String),
+    /// The audit log could not be written, so the request was not carried out (or answered).
+    #[error("the audit log is unavailable; the request was not completed")]
+    AuditUnavailable,
+    /// Stored data failed its integrity check (wrong key, or changed outside ironchart).
+    #[error("{0}")]
+    Integrity(String),
     #[error(transparent)]
     Store(ironchart_store::StoreError),
 }
@@ -56,6 +65,17 @@ impl From<ironchart_store::StoreError> for RecordsError {
 }
 
 impl RecordsError {
+    /// Whether the error is a refusal (authentication or policy), audited as `denied`.
+    pub fn is_denial(&self) -> bool {
+        match self {
+            RecordsError::Unauthorized
+            | RecordsError::Forbidden(_)
+            | RecordsError::Restricted(_) => true,
+            RecordsError::Entry { source, .. } => source.is_denial(),
+            _ => false,
+        }
+    }
+
     pub(crate) fn bad(message: impl Into<String>, expression: Option<&str>) -> Self {
         RecordsError::BadRequest {
             message: message.into(),

@@ -1,23 +1,33 @@
 //! The one door to health data. Every read, search, history, write, transaction and import goes
 //! through [`Records`]: it authenticates the caller's token, validates and versions resources,
 //! extracts their search index and hands them to the store. Policy (scopes, compartments,
-//! sensitivity labels), audit and encryption at rest hook in here and nowhere else.
+//! sensitivity labels, break-the-glass), the audit log and encryption at rest live here and
+//! nowhere else.
 //!
 //! Nothing outside this crate can reach the store: `web` and the command line hold a `Records`,
 //! never a database handle.
 #![forbid(unsafe_code)]
 
 mod actor;
+pub mod audit;
 mod bundle;
 mod error;
+mod keys;
+mod policy;
 mod resource;
 mod service;
+mod tokens;
+mod users;
 
 pub use actor::{Actor, ActorKind};
 pub use bundle::{BundleOutcome, GetHandler, parse_etag, percent_decode};
 pub use error::RecordsError;
 pub use resource::{HistoryPage, Resource, ResourcePage, WriteOutcome};
-pub use service::{DatabaseConfig, ImportOutcome, PreparedBatch, Records};
+pub use service::{DatabaseConfig, ImportOutcome, PreparedBatch, Records, SecurityConfig};
+pub use users::UserSummary;
+
+pub use ironchart_security::keyring::MasterKey;
+pub use ironchart_security::scope::{Role, Scopes};
 
 pub use ironchart_store::{Backend, HistoryScope, SCHEMA_VERSION};
 

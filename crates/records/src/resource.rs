@@ -1,7 +1,5 @@
 //! Resources as the service hands them out: the stored JSON plus its version facts.
 
-use ironchart_store::StoredVersion;
-
 /// One version of a resource. `json` is the full resource (with `meta.versionId` and
 /// `meta.lastUpdated`), or `None` for a deletion.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,18 +16,6 @@ pub struct Resource {
 }
 
 impl Resource {
-    pub(crate) fn from_stored(v: StoredVersion) -> Resource {
-        Resource {
-            resource_type: v.res_type,
-            id: v.res_id,
-            version: v.version,
-            last_updated: v.last_updated,
-            deleted: v.deleted,
-            method: v.method,
-            json: v.body,
-        }
-    }
-
     /// The resource as a JSON value (`Value::Null` for a deletion or an unreadable body).
     pub fn value(&self) -> serde_json::Value {
         self.json

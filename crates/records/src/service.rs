@@ -1,20 +1,27 @@
-//! The records service: authentication, validation, versioning, indexing, around the store.
+//! The records service: policy, audit, encryption, validation, versioning and indexing, around
+//! the store.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ironchart_fhir::extract::{IndexEntry, IndexValue, extract};
-use ironchart_fhir::search::SearchQuery;
+use ironchart_fhir::search::{ParamRef, SearchQuery};
+use ironchart_security::keyring::MasterKey;
+use ironchart_security::scope::Interaction;
 use ironchart_store::{
-    Cursor, HistoryScope, NewVersion, Store, StoreError, TokenRecord, VersionHead, WriteTx,
+    Cursor, HistoryScope, NewVersion, Store, StoreError, StoredVersion, VersionHead, Visibility,
+    WriteTx,
 };
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 use tracing::instrument;
 
-use crate::actor::{Actor, ActorKind};
+use crate::actor::Actor;
+use crate::audit::{AuditAction, AuditEntry, AuditWriter, ChainKeys, Outcome};
+use crate::keys::Keys;
+use crate::policy::{self, Hidden};
 use crate::resource::{HistoryPage, Resource, ResourcePage, WriteOutcome};
 use crate::{RecordsError, Result};
 
@@ -27,24 +34,39 @@ pub enum DatabaseConfig {
     Postgres { url: String, schema: Option<String> },
 }
 
+/// The secrets and files the one door needs besides the database.
+pub struct SecurityConfig {
+    /// The master key the data keys and the audit chain's keys are derived from.
+    pub master_key: MasterKey,
+    /// Where signed audit checkpoints are appended (outside the database); none to skip them.
+    pub checkpoint_file: Option<PathBuf>,
+}
+
 /// How many times a write is retried when a concurrent writer got there first.
 const WRITE_RETRIES: usize = 20;
 
-/// How long a checked token is remembered before the database is asked again.
-const TOKEN_CACHE_TTL: Duration = Duration::from_secs(30);
-/// Most tokens remembered at once.
-const TOKEN_CACHE_MAX: usize = 10_000;
+/// How long a checked token (or a user's break-the-glass grants) is remembered before the
+/// database is asked again. Revocations in this process take effect at once; in another process
+/// within this time.
+pub(crate) const CACHE_TTL: Duration = Duration::from_secs(5);
+/// Most entries a cache holds at once.
+pub(crate) const CACHE_MAX: usize = 10_000;
 
-type TokenCache = std::sync::Arc<
-    std::sync::Mutex<std::collections::HashMap<String, (Actor, std::time::Instant)>>,
->;
+pub(crate) type Cache<V> =
+    Arc<std::sync::Mutex<std::collections::HashMap<String, (V, std::time::Instant)>>>;
 
 /// The records service. Cheap to clone; share one per process.
 #[derive(Clone)]
 pub struct Records {
-    store: Store,
+    pub(crate) store: Store,
     /// Recently checked tokens by hash (never the token itself).
-    tokens: TokenCache,
+    pub(crate) tokens: Cache<Actor>,
+    /// Break-the-glass grants by user id.
+    pub(crate) grants: Cache<Vec<String>>,
+    pub(crate) keys: Arc<Keys>,
+    pub(crate) chain: Arc<ChainKeys>,
+    pub(crate) audit_writer: AuditWriter,
+    pub(crate) checkpoints: Option<PathBuf>,
 }
 
 /// The outcome of importing one resource: its type and id.
@@ -53,26 +75,62 @@ pub type ImportOutcome = Result<(String, String)>;
 /// Resources validated for an import, not yet written ([`Records::prepare_import`]).
 pub struct PreparedBatch(Vec<Prepared>);
 
+/// What a write needs besides the transaction: who writes, what they may see, the keys.
+pub(crate) struct WriteCtx<'a> {
+    pub(crate) actor: &'a Actor,
+    pub(crate) vis: &'a Visibility,
+    pub(crate) keys: &'a Keys,
+}
+
 impl Records {
-    /// Opens the database, creating and migrating the schema as needed.
-    pub async fn open(config: &DatabaseConfig) -> Result<Records> {
+    /// Opens the database (creating and migrating the schema as needed), checks the master key
+    /// against it, and starts the audit writer. Must run inside a Tokio runtime.
+    pub async fn open(config: &DatabaseConfig, security: SecurityConfig) -> Result<Records> {
         let store = match config {
             DatabaseConfig::Sqlite(path) => Store::open_sqlite(path).await?,
             DatabaseConfig::Postgres { url, schema } => {
                 Store::open_postgres(url, schema.as_deref()).await?
             }
         };
-        Ok(Records {
+        let keys = Arc::new(Keys::load(&store, security.master_key).await?);
+        let chain = Arc::new(ChainKeys::new(
+            keys.derive("ironchart audit chain v1"),
+            keys.derive("ironchart audit checkpoint v1"),
+        ));
+        let audit_writer = AuditWriter::start(
+            store.clone(),
+            chain.clone(),
+            security.checkpoint_file.clone(),
+        );
+        let records = Records {
             store,
-            tokens: TokenCache::default(),
-        })
+            tokens: Cache::default(),
+            grants: Cache::default(),
+            keys,
+            chain,
+            audit_writer,
+            checkpoints: security.checkpoint_file,
+        };
+        if records.store.setting("keys.sealed").await?.is_none() {
+            // A database from before encryption at rest: seal what it holds, once.
+            let sealed = records.reseal(true, &|_, _| {}).await?;
+            if sealed > 0 {
+                tracing::info!(sealed, "sealed the bodies of an unencrypted database");
+            }
+            records.store.set_setting("keys.sealed", "1").await?;
+        }
+        Ok(records)
     }
 
     pub fn backend(&self) -> ironchart_store::Backend {
         self.store.backend()
     }
 
+    /// Writes a final audit checkpoint and closes the database.
     pub async fn close(&self) {
+        if let Err(e) = self.checkpoint().await {
+            tracing::warn!("cannot write the final audit checkpoint: {e}");
+        }
         self.store.close().await;
     }
 
@@ -85,71 +143,126 @@ impl Records {
         Ok(self.store.set_setting(key, value).await?)
     }
 
-    // ----- tokens -----
+    // ----- reading what is stored -----
 
-    /// Issues a full-access system token valid for `ttl`. Returns the token text; only its hash
-    /// is stored.
-    pub async fn issue_system_token(&self, ttl: Duration) -> Result<String> {
-        self.issue_token("system", "system/*.cruds", ttl).await
+    /// A stored version as handed out: its body opened.
+    pub(crate) async fn reveal(&self, v: StoredVersion) -> Result<Resource> {
+        let json = match &v.body {
+            Some(b) => Some(
+                self.keys
+                    .open(&self.store, &v.res_type, &v.res_id, v.version, b)
+                    .await?,
+            ),
+            None => None,
+        };
+        Ok(Resource {
+            resource_type: v.res_type,
+            id: v.res_id,
+            version: v.version,
+            last_updated: v.last_updated,
+            deleted: v.deleted,
+            method: v.method,
+            json,
+        })
     }
 
-    async fn issue_token(&self, subject: &str, scopes: &str, ttl: Duration) -> Result<String> {
-        let mut raw = [0u8; 32];
-        rand::Rng::fill(&mut rand::rngs::OsRng, &mut raw);
-        let token = ["ic_", &URL_SAFE_NO_PAD.encode(raw)].concat();
-        let now = now_millis();
-        self.store
-            .insert_token(&TokenRecord {
-                token_hash: token_hash(&token),
-                subject: subject.to_string(),
-                scopes: scopes.to_string(),
-                issued_at: now,
-                expires_at: now.saturating_add(ttl.as_millis() as i64),
-                revoked: false,
-            })
-            .await?;
-        Ok(token)
-    }
-
-    /// Checks a bearer token. Unknown, expired and revoked tokens are all simply unauthorized.
-    #[instrument(skip_all)]
-    pub async fn authenticate(&self, bearer: &str) -> Result<Actor> {
-        if !bearer.starts_with("ic_") || bearer.len() > 128 {
-            return Err(RecordsError::Unauthorized);
+    async fn reveal_all(&self, versions: Vec<StoredVersion>) -> Result<Vec<Resource>> {
+        let mut out = Vec::with_capacity(versions.len());
+        for v in versions {
+            out.push(self.reveal(v).await?);
         }
-        let hash = token_hash(bearer);
-        let now = now_millis();
-        if let Ok(cache) = self.tokens.lock()
-            && let Some((actor, at)) = cache.get(&hash)
-            && at.elapsed() < TOKEN_CACHE_TTL
-            && actor.expires_at > now
+        Ok(out)
+    }
+
+    /// What `actor` may see, with its current break-the-glass grants.
+    pub(crate) async fn visibility(&self, actor: &Actor) -> Result<Visibility> {
+        let grants = match actor.user_id() {
+            Some(id) if actor.roles.iter().any(|r| r.can_break_glass()) => {
+                self.grants_of(id).await?
+            }
+            _ => Vec::new(),
+        };
+        Ok(policy::visibility(actor, &grants))
+    }
+
+    async fn grants_of(&self, user_id: i64) -> Result<Vec<String>> {
+        let key = user_id.to_string();
+        if let Ok(cache) = self.grants.lock()
+            && let Some((g, at)) = cache.get(&key)
+            && at.elapsed() < CACHE_TTL
         {
-            return Ok(actor.clone());
+            return Ok(g.clone());
         }
-        let record = self
-            .store
-            .find_token(&hash)
-            .await?
-            .ok_or(RecordsError::Unauthorized)?;
-        if record.revoked || record.expires_at <= now {
-            return Err(RecordsError::Unauthorized);
-        }
-        let kind = match record.subject.as_str() {
-            "system" => ActorKind::System,
-            other => ActorKind::User(other.trim_start_matches("user:").to_string()),
-        };
-        let actor = Actor {
-            kind,
-            scopes: record.scopes.split(' ').map(str::to_string).collect(),
-            expires_at: record.expires_at,
-        };
-        if let Ok(mut cache) = self.tokens.lock() {
-            if cache.len() >= TOKEN_CACHE_MAX {
+        let grants = self.store.granted_patients(user_id, now_millis()).await?;
+        if let Ok(mut cache) = self.grants.lock() {
+            if cache.len() >= CACHE_MAX {
                 cache.clear();
             }
-            cache.insert(hash, (actor.clone(), std::time::Instant::now()));
+            cache.insert(key, (grants.clone(), std::time::Instant::now()));
         }
-        Ok(actor)
+        Ok(grants)
+    }
+
+    // ----- audit -----
+
+    /// Appends entries to the audit log (group commit) and waits for them to be on disk.
+    pub(crate) async fn audit(&self, actor: &Actor, entries: Vec<AuditEntry>) -> Result<()> {
+        let rows = crate::audit::rows_of(actor, entries, now_millis());
+        self.audit_writer.append(rows).await
+    }
+
+    /// Appends entries inside a write transaction (they commit with it).
+    pub(crate) async fn audit_in(
+        &self,
+        tx: &mut WriteTx,
+        actor: &Actor,
+        entries: Vec<AuditEntry>,
+    ) -> Result<()> {
+        let mut rows = crate::audit::rows_of(actor, entries, now_millis());
+        crate::audit::append_in(tx, &self.chain, &mut rows).await
+    }
+
+    /// Audits a request's outcome, then returns it. When the entry cannot be written the
+    /// request fails.
+    async fn audited<T>(
+        &self,
+        actor: &Actor,
+        result: Result<T>,
+        entry: impl FnOnce(Outcome, Option<&T>) -> AuditEntry,
+    ) -> Result<T> {
+        let outcome = match &result {
+            Ok(_) => Outcome::Success,
+            Err(e) if e.is_denial() => Outcome::Denied,
+            Err(_) => Outcome::Failure,
+        };
+        let entry = entry(outcome, result.as_ref().ok());
+        self.audit(actor, vec![entry]).await?;
+        result
+    }
+
+    /// Writes a signed checkpoint (outside the database) of the newest entry this process's
+    /// writer committed, if no checkpoint covers it yet. A process only ever vouches for entries
+    /// it wrote itself.
+    pub async fn checkpoint(&self) -> Result<()> {
+        let Some(path) = &self.checkpoints else {
+            return Ok(());
+        };
+        if let Some((seq, mac)) = self.audit_writer.take_uncovered() {
+            crate::audit::write_checkpoint(path, &self.chain, seq, &mac).map_err(|e| {
+                RecordsError::Config(format!("cannot write {}: {e}", path.display()))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Checks the whole audit chain and the signed checkpoints.
+    pub async fn verify_audit(&self) -> Result<crate::audit::VerifyReport> {
+        crate::audit::verify(&self.store, &self.chain, self.checkpoints.as_deref()).await
+    }
+
+    /// The public key that verifies this database's audit checkpoints.
+    pub fn checkpoint_public_key(&self) -> String {
+        self.chain.public_key_hex()
     }
 
     // ----- reads -----
@@ -157,16 +270,16 @@ impl Records {
     /// The current version of a resource; deleted resources are [`RecordsError::Gone`].
     #[instrument(skip_all, fields(resource_type = resource_type))]
     pub async fn read(&self, actor: &Actor, resource_type: &str, id: &str) -> Result<Resource> {
-        authorize(actor)?;
-        check_type(resource_type)?;
-        if !valid_id(id) {
-            return Err(RecordsError::NotFound(resource_type.into(), id.into()));
-        }
-        match self.store.read(resource_type, id).await? {
-            None => Err(RecordsError::NotFound(resource_type.into(), id.into())),
-            Some(v) if v.deleted => Err(RecordsError::Gone(resource_type.into(), id.into())),
-            Some(v) => Ok(Resource::from_stored(v)),
-        }
+        let mut patient = None;
+        let result = self
+            .read_inner(actor, resource_type, id, None, &mut patient)
+            .await;
+        self.audited(actor, result, |outcome, r| {
+            AuditEntry::new(AuditAction::Read, outcome)
+                .resource(resource_type, id, r.map(|r| r.version))
+                .patients(patient)
+        })
+        .await
     }
 
     /// A specific version of a resource.
@@ -177,19 +290,62 @@ impl Records {
         id: &str,
         version: &str,
     ) -> Result<Resource> {
-        authorize(actor)?;
+        let mut patient = None;
+        let result = match version.parse::<i64>() {
+            Ok(v) => {
+                self.read_inner(actor, resource_type, id, Some(v), &mut patient)
+                    .await
+            }
+            Err(_) => Err(RecordsError::NotFound(
+                resource_type.into(),
+                [id, "/_history/", version].concat(),
+            )),
+        };
+        self.audited(actor, result, |outcome, _| {
+            AuditEntry::new(AuditAction::Vread, outcome)
+                .resource(resource_type, id, version.parse().ok())
+                .patients(patient)
+        })
+        .await
+    }
+
+    async fn read_inner(
+        &self,
+        actor: &Actor,
+        resource_type: &str,
+        id: &str,
+        version: Option<i64>,
+        patient: &mut Option<String>,
+    ) -> Result<Resource> {
         check_type(resource_type)?;
-        let not_found =
-            || RecordsError::NotFound(resource_type.into(), [id, "/_history/", version].concat());
-        let version: i64 = version.parse().map_err(|_| not_found())?;
+        policy::check(actor, resource_type, Interaction::Read)?;
+        let not_found = || match version {
+            None => RecordsError::NotFound(resource_type.into(), id.into()),
+            Some(v) => RecordsError::NotFound(resource_type.into(), format!("{id}/_history/{v}")),
+        };
         if !valid_id(id) {
             return Err(not_found());
         }
-        match self.store.vread(resource_type, id, version).await? {
-            None => Err(not_found()),
-            Some(v) if v.deleted => Err(RecordsError::Gone(resource_type.into(), id.into())),
-            Some(v) => Ok(Resource::from_stored(v)),
+        let stored = match version {
+            None => self.store.read(resource_type, id).await?,
+            Some(v) => self.store.vread(resource_type, id, v).await?,
+        };
+        let Some(v) = stored else {
+            return Err(not_found());
+        };
+        patient.clone_from(&v.patient);
+        let vis = self.visibility(actor).await?;
+        match policy::hidden(actor, &vis, &v) {
+            Some(Hidden::NotThere) => return Err(not_found()),
+            Some(Hidden::Restricted) => {
+                return Err(RecordsError::Restricted(v.patient.unwrap_or_default()));
+            }
+            None => {}
         }
+        if v.deleted {
+            return Err(RecordsError::Gone(resource_type.into(), id.into()));
+        }
+        self.reveal(v).await
     }
 
     /// Runs a search; `cursor` continues from a previous page.
@@ -200,20 +356,41 @@ impl Records {
         query: &SearchQuery,
         cursor: Option<&str>,
     ) -> Result<ResourcePage> {
-        authorize(actor)?;
+        let mut patients = Vec::new();
+        let result = self.search_inner(actor, query, cursor, &mut patients).await;
+        self.audited(actor, result, |outcome, page| {
+            let mut detail = search_detail(query);
+            if let Some(p) = page {
+                detail.push_str(&format!("; {} found", p.matches.len()));
+            }
+            AuditEntry::new(AuditAction::Search, outcome)
+                .res_type(&query.resource_type)
+                .patients(patients)
+                .detail(detail)
+        })
+        .await
+    }
+
+    async fn search_inner(
+        &self,
+        actor: &Actor,
+        query: &SearchQuery,
+        cursor: Option<&str>,
+        patients: &mut Vec<String>,
+    ) -> Result<ResourcePage> {
+        policy::check(actor, &query.resource_type, Interaction::Search)?;
+        let vis = self.visibility(actor).await?;
         let cursor = cursor.map(Cursor::decode).transpose()?;
-        let page = self.store.search(query, cursor.as_ref()).await?;
+        let page = self.store.search(query, cursor.as_ref(), &vis).await?;
+        patients.extend(
+            page.matches
+                .iter()
+                .chain(&page.included)
+                .filter_map(|v| v.patient.clone()),
+        );
         Ok(ResourcePage {
-            matches: page
-                .matches
-                .into_iter()
-                .map(Resource::from_stored)
-                .collect(),
-            included: page
-                .included
-                .into_iter()
-                .map(Resource::from_stored)
-                .collect(),
+            matches: self.reveal_all(page.matches).await?,
+            included: self.reveal_all(page.included).await?,
             next: page.next.map(|c| c.encode()),
             previous: page.previous.map(|c| c.encode()),
             total: page.total,
@@ -229,21 +406,71 @@ impl Records {
         count: usize,
         cursor: Option<&str>,
     ) -> Result<HistoryPage> {
-        authorize(actor)?;
+        let mut patients = Vec::new();
+        let result = self
+            .history_inner(actor, scope, since, count, cursor, &mut patients)
+            .await;
+        self.audited(actor, result, |outcome, _| {
+            let entry = AuditEntry::new(AuditAction::History, outcome).patients(patients);
+            match scope {
+                HistoryScope::System => entry,
+                HistoryScope::Type(t) => entry.res_type(t),
+                HistoryScope::Instance(t, id) => entry.resource(t, id, None),
+            }
+        })
+        .await
+    }
+
+    async fn history_inner(
+        &self,
+        actor: &Actor,
+        scope: &HistoryScope,
+        since: Option<i64>,
+        count: usize,
+        cursor: Option<&str>,
+        patients: &mut Vec<String>,
+    ) -> Result<HistoryPage> {
+        let vis = self.visibility(actor).await?;
         match scope {
-            HistoryScope::System => {}
-            HistoryScope::Type(t) => check_type(t)?,
+            HistoryScope::System => {
+                if !actor.is_system() && actor.scopes.iter().all(|s| s.resource_type.is_some()) {
+                    // Only scopes naming types: a system-wide history is theirs, restricted.
+                    policy::check(actor, "*", Interaction::Read).ok();
+                }
+                if actor.expires_at <= now_millis() {
+                    return Err(RecordsError::Unauthorized);
+                }
+            }
+            HistoryScope::Type(t) => {
+                check_type(t)?;
+                policy::check(actor, t, Interaction::Read)?;
+            }
             HistoryScope::Instance(t, id) => {
                 check_type(t)?;
-                if !valid_id(id) || self.store.read(t, id).await?.is_none() {
-                    return Err(RecordsError::NotFound(t.clone(), id.clone()));
+                policy::check(actor, t, Interaction::Read)?;
+                let current = if valid_id(id) {
+                    self.store.read(t, id).await?
+                } else {
+                    None
+                };
+                match current {
+                    None => return Err(RecordsError::NotFound(t.clone(), id.clone())),
+                    Some(v) => match policy::hidden(actor, &vis, &v) {
+                        Some(Hidden::NotThere) => {
+                            return Err(RecordsError::NotFound(t.clone(), id.clone()));
+                        }
+                        Some(Hidden::Restricted) => {
+                            return Err(RecordsError::Restricted(v.patient.unwrap_or_default()));
+                        }
+                        None => {}
+                    },
                 }
             }
         }
         let after = cursor.map(decode_history_cursor).transpose()?;
         let mut rows = self
             .store
-            .history(scope, since, after, count.saturating_add(1))
+            .history(scope, since, after, count.saturating_add(1), &vis)
             .await?;
         let more = rows.len() > count;
         rows.truncate(count);
@@ -256,10 +483,11 @@ impl Records {
         let total = if cursor.is_none() && !more {
             Some(rows.len() as i64)
         } else {
-            Some(self.store.history_count(scope, since).await?)
+            Some(self.store.history_count(scope, since, &vis).await?)
         };
+        patients.extend(rows.iter().filter_map(|v| v.patient.clone()));
         Ok(HistoryPage {
-            entries: rows.into_iter().map(Resource::from_stored).collect(),
+            entries: self.reveal_all(rows).await?,
             next,
             total,
         })
@@ -277,30 +505,86 @@ impl Records {
         value: Value,
         if_none_exist: Option<&SearchQuery>,
     ) -> Result<WriteOutcome> {
-        authorize(actor)?;
+        let result = self
+            .create_inner(actor, resource_type, value, if_none_exist)
+            .await;
+        self.audit_refusal(actor, AuditAction::Create, resource_type, None, result)
+            .await
+    }
+
+    async fn create_inner(
+        &self,
+        actor: &Actor,
+        resource_type: &str,
+        value: Value,
+        if_none_exist: Option<&SearchQuery>,
+    ) -> Result<WriteOutcome> {
         check_type(resource_type)?;
+        policy::check(actor, resource_type, Interaction::Create)?;
         let value = prepare(resource_type, value, None)?;
-        self.retrying(|mut tx| {
-            let value = value.clone();
-            async move {
-                if let Some(q) = if_none_exist
-                    && let Some(existing) = conditional_match(&mut tx, q).await?
-                {
-                    tx.rollback().await?;
-                    let resource = self.read(actor, resource_type, &existing).await?;
-                    return Ok(WriteOutcome {
-                        resource,
-                        created: false,
-                    });
+        let vis = self.visibility(actor).await?;
+        self.keys.refresh(&self.store, false).await?;
+        let ctx = WriteCtx {
+            actor,
+            vis: &vis,
+            keys: &self.keys,
+        };
+        let ctx = &ctx;
+        let existing = self
+            .retrying(|mut tx| {
+                let value = value.clone();
+                async move {
+                    if let Some(q) = if_none_exist
+                        && let Some(existing) = conditional_match(&mut tx, q, ctx.vis).await?
+                    {
+                        tx.rollback().await?;
+                        return Ok(Err(existing));
+                    }
+                    let id = new_id();
+                    let (outcome, entry) =
+                        write_version(&mut tx, ctx, resource_type, &id, value, None, "POST")
+                            .await?;
+                    self.audit_in(&mut tx, actor, vec![entry]).await?;
+                    tx.commit().await?;
+                    Ok(Ok(outcome))
                 }
-                let id = new_id();
-                let outcome =
-                    write_version(&mut tx, resource_type, &id, value, None, "POST").await?;
-                tx.commit().await?;
-                Ok(outcome)
+            })
+            .await?;
+        match existing {
+            Ok(outcome) => Ok(outcome),
+            Err(existing_id) => {
+                let resource = self.read(actor, resource_type, &existing_id).await?;
+                Ok(WriteOutcome {
+                    resource,
+                    created: false,
+                })
             }
-        })
-        .await
+        }
+    }
+
+    /// Audits a write that failed before its transaction could (refused, invalid …); a
+    /// successful write was audited inside its transaction.
+    async fn audit_refusal<T>(
+        &self,
+        actor: &Actor,
+        action: AuditAction,
+        resource_type: &str,
+        id: Option<&str>,
+        result: Result<T>,
+    ) -> Result<T> {
+        if let Err(e) = &result {
+            let outcome = if e.is_denial() {
+                Outcome::Denied
+            } else {
+                Outcome::Failure
+            };
+            let entry = match id {
+                Some(id) => AuditEntry::new(action, outcome).resource(resource_type, id, None),
+                None => AuditEntry::new(action, outcome).res_type(resource_type),
+            };
+            self.audit(actor, vec![entry]).await?;
+        }
+        result
     }
 
     /// Updates (or, for a client-chosen id, creates) a resource. `if_match` is the version the
@@ -314,8 +598,23 @@ impl Records {
         value: Value,
         if_match: Option<i64>,
     ) -> Result<WriteOutcome> {
-        authorize(actor)?;
+        let result = self
+            .update_inner(actor, resource_type, id, value, if_match)
+            .await;
+        self.audit_refusal(actor, AuditAction::Update, resource_type, Some(id), result)
+            .await
+    }
+
+    async fn update_inner(
+        &self,
+        actor: &Actor,
+        resource_type: &str,
+        id: &str,
+        value: Value,
+        if_match: Option<i64>,
+    ) -> Result<WriteOutcome> {
         check_type(resource_type)?;
+        policy::check(actor, resource_type, Interaction::Update)?;
         if !valid_id(id) {
             return Err(RecordsError::bad(
                 format!("'{id}' is not a valid resource id"),
@@ -323,12 +622,26 @@ impl Records {
             ));
         }
         let value = prepare(resource_type, value, Some(id))?;
+        let vis = self.visibility(actor).await?;
+        self.keys.refresh(&self.store, false).await?;
+        let ctx = WriteCtx {
+            actor,
+            vis: &vis,
+            keys: &self.keys,
+        };
+        let ctx = &ctx;
         let result = self
             .retrying(|mut tx| {
                 let value = value.clone();
                 async move {
-                    let outcome =
-                        write_version(&mut tx, resource_type, id, value, if_match, "PUT").await?;
+                    let (outcome, entry) =
+                        write_version(&mut tx, ctx, resource_type, id, value, if_match, "PUT")
+                            .await?;
+                    if outcome.created {
+                        // Update-as-create needs the right to create.
+                        policy::check(actor, resource_type, Interaction::Create)?;
+                    }
+                    self.audit_in(&mut tx, actor, vec![entry]).await?;
                     tx.commit().await?;
                     Ok(outcome)
                 }
@@ -351,13 +664,34 @@ impl Records {
         resource_type: &str,
         id: &str,
     ) -> Result<Option<i64>> {
-        authorize(actor)?;
+        let result = self.delete_inner(actor, resource_type, id).await;
+        self.audit_refusal(actor, AuditAction::Delete, resource_type, Some(id), result)
+            .await
+    }
+
+    async fn delete_inner(
+        &self,
+        actor: &Actor,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Option<i64>> {
         check_type(resource_type)?;
+        policy::check(actor, resource_type, Interaction::Delete)?;
         if !valid_id(id) {
             return Ok(None);
         }
+        let vis = self.visibility(actor).await?;
+        let ctx = WriteCtx {
+            actor,
+            vis: &vis,
+            keys: &self.keys,
+        };
+        let ctx = &ctx;
         self.retrying(|mut tx| async move {
-            let version = delete_in(&mut tx, resource_type, id).await?;
+            let (version, entry) = delete_in(&mut tx, ctx, resource_type, id).await?;
+            if let Some(entry) = entry {
+                self.audit_in(&mut tx, actor, vec![entry]).await?;
+            }
             tx.commit().await?;
             Ok(version)
         })
@@ -377,26 +711,164 @@ impl Records {
         Ok(self.store.set_bulk_mode(on).await?)
     }
 
-    /// The CPU half of an import: validates resources on all cores, touching no data. A
-    /// caller can prepare the next batch while the previous one is being written.
+    /// The CPU half of an import: validates and seals resources on all cores, touching no
+    /// data. A caller can prepare the next batch while the previous one is being written.
     pub async fn prepare_import(&self, resources: Vec<Value>) -> PreparedBatch {
-        PreparedBatch(prepare_all(resources).await)
+        PreparedBatch(prepare_all(resources, self.keys.clone()).await)
     }
 
-    /// The database half of an import: writes a prepared batch in one transaction.
+    /// The database half of an import: writes a prepared batch in one transaction. Importing
+    /// replaces whatever is stored under the same ids, so it is for the system actor only.
     pub async fn import_prepared(
         &self,
         actor: &Actor,
         batch: PreparedBatch,
     ) -> Result<Vec<ImportOutcome>> {
-        authorize(actor)?;
+        if !actor.is_system() {
+            let refused = Err(RecordsError::Forbidden(
+                "importing is for the operator (the system token or the command line)".into(),
+            ));
+            return self
+                .audit_refusal(actor, AuditAction::Import, "Bundle", None, refused)
+                .await;
+        }
+        policy::check(actor, "*", Interaction::Create)?;
         let prepared = &batch.0;
+        let keys = &self.keys;
         self.retrying(|mut tx| async move {
-            let outcomes = import_in(&mut tx, prepared).await?;
+            let (outcomes, patients) = import_in(&mut tx, prepared, keys).await?;
+            let written = outcomes.iter().filter(|o| o.is_ok()).count();
+            let entry = AuditEntry::new(AuditAction::Import, Outcome::Success)
+                .patients(patients)
+                .detail(format!("{written} resources"));
+            self.audit_in(&mut tx, actor, vec![entry]).await?;
             tx.commit().await?;
             Ok(outcomes)
         })
         .await
+    }
+
+    /// Re-seals every stored body not sealed under the current data key; `plaintext` also
+    /// accepts unsealed bodies (a database from before encryption). Returns how many were
+    /// re-sealed; `progress(done, resealed)` is called after each batch.
+    pub(crate) async fn reseal(
+        &self,
+        plaintext: bool,
+        progress: &(dyn Fn(u64, u64) + Sync),
+    ) -> Result<u64> {
+        const BATCH: usize = 500;
+        let mut after = (0i64, 0i64);
+        let mut done = 0u64;
+        let mut resealed = 0u64;
+        loop {
+            let bodies = self.store.bodies_after(after, BATCH).await?;
+            let Some(last) = bodies.last() else { break };
+            after = (last.rid, last.version);
+            let mut changes = Vec::new();
+            for b in &bodies {
+                if self.keys.generation_is_current(&b.body) {
+                    continue;
+                }
+                let plain = if plaintext && b.body.first() == Some(&b'{') {
+                    b.body.clone()
+                } else {
+                    self.keys
+                        .open(&self.store, &b.res_type, &b.res_id, b.version, &b.body)
+                        .await?
+                };
+                changes.push((
+                    b.rid,
+                    b.version,
+                    self.keys.seal(&b.res_type, &b.res_id, b.version, &plain),
+                ));
+            }
+            if !changes.is_empty() {
+                let changes = &changes;
+                self.retrying(|mut tx| async move {
+                    for (rid, version, body) in changes {
+                        tx.replace_body(*rid, *version, body.clone()).await?;
+                    }
+                    tx.commit().await?;
+                    Ok(())
+                })
+                .await?;
+            }
+            done += bodies.len() as u64;
+            resealed += changes.len() as u64;
+            progress(done, resealed);
+        }
+        Ok(resealed)
+    }
+
+    /// `ironchart keys rotate`: adds a data-key generation, waits until every running process
+    /// seals with it, then re-seals every stored body (and every sealed secret) under it, in
+    /// batches, while the system stays online. Returns the new generation and how many bodies
+    /// were re-sealed.
+    pub async fn rotate_keys(
+        &self,
+        by: &Actor,
+        progress: &(dyn Fn(u64, u64) + Sync),
+    ) -> Result<(u32, u64)> {
+        if !by.is_system() {
+            return Err(RecordsError::Forbidden(
+                "rotating keys is for the operator".into(),
+            ));
+        }
+        let generation = self.keys.add_generation(&self.store).await?;
+        self.audit(
+            by,
+            vec![
+                AuditEntry::new(AuditAction::KeyRotate, Outcome::Success)
+                    .detail(format!("data key generation {generation} is current")),
+            ],
+        )
+        .await?;
+        // Other processes read the current generation again within REFRESH.
+        tokio::time::sleep(crate::keys::REFRESH + Duration::from_secs(1)).await;
+        let mut total = 0;
+        loop {
+            let n = self.reseal(false, progress).await?;
+            total += n;
+            if n == 0 {
+                break;
+            }
+        }
+        let secrets = self.reseal_user_secrets().await?;
+        self.audit(
+            by,
+            vec![
+                AuditEntry::new(AuditAction::KeyRotate, Outcome::Success).detail(format!(
+                    "re-sealed {total} bodies and {secrets} secrets under generation {generation}"
+                )),
+            ],
+        )
+        .await?;
+        Ok((generation, total))
+    }
+
+    /// Re-seals users' TOTP secrets under the current data key.
+    async fn reseal_user_secrets(&self) -> Result<u64> {
+        let mut n = 0;
+        for user in self.store.users().await? {
+            let Some(sealed) = &user.mfa_secret else {
+                continue;
+            };
+            if self.keys.generation_is_current(sealed) {
+                continue;
+            }
+            let secret = self.keys.open_secret("totp", user.user_id, sealed)?;
+            let resealed = self.keys.seal_secret("totp", user.user_id, &secret);
+            let mut tx = self.store.begin().await?;
+            if let Some(mut current) = tx.user_by_id(user.user_id).await?
+                && current.mfa_secret.as_ref() == Some(sealed)
+            {
+                current.mfa_secret = Some(resealed);
+                tx.save_user(&current).await?;
+                n += 1;
+            }
+            tx.commit().await?;
+        }
+        Ok(n)
     }
 
     /// Runs `op` in a fresh transaction, again when a concurrent writer made it conflict.
@@ -421,6 +893,22 @@ impl Records {
     }
 }
 
+/// The names of a search's parameters (never their values: those can be health data).
+fn search_detail(query: &SearchQuery) -> String {
+    let mut names: Vec<&str> = query
+        .filters
+        .iter()
+        .map(|f| match f.param {
+            ParamRef::Id => "_id",
+            ParamRef::LastUpdated => "_lastUpdated",
+            ParamRef::Indexed(def) => def.name,
+        })
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    ["params=", &names.join(",")].concat()
+}
+
 fn clone_error(e: &RecordsError) -> RecordsError {
     match e {
         RecordsError::Invalid(issues) => RecordsError::Invalid(issues.clone()),
@@ -434,15 +922,6 @@ fn clone_error(e: &RecordsError) -> RecordsError {
         },
         other => RecordsError::bad(other.to_string(), None),
     }
-}
-
-/// Today every authenticated actor has full access; scopes and compartments are enforced here
-/// once users and roles exist.
-pub(crate) fn authorize(actor: &Actor) -> Result<()> {
-    if actor.expires_at <= now_millis() {
-        return Err(RecordsError::Unauthorized);
-    }
-    Ok(())
 }
 
 pub(crate) fn check_type(resource_type: &str) -> Result<()> {
@@ -472,14 +951,11 @@ pub(crate) fn now_millis() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-fn token_hash(token: &str) -> String {
-    let digest = Sha256::digest(token.as_bytes());
-    let mut out = String::with_capacity(64);
-    for b in digest {
-        out.push(char::from(b"0123456789abcdef"[(b >> 4) as usize]));
-        out.push(char::from(b"0123456789abcdef"[(b & 15) as usize]));
-    }
-    out
+/// The stored form of a secret token or session id: hex SHA-256 (the values are random and
+/// long, so a fast hash is enough).
+pub(crate) fn token_hash(token: &str) -> String {
+    use sha2::Digest;
+    ironchart_security::hex(&sha2::Sha256::digest(token.as_bytes()))
 }
 
 /// Checks a resource submitted for `resource_type` (and, for an update, `id`) and validates it
@@ -540,6 +1016,7 @@ pub(crate) fn prepare(resource_type: &str, value: Value, id: Option<&str>) -> Re
 pub(crate) async fn conditional_match(
     tx: &mut WriteTx,
     query: &SearchQuery,
+    vis: &Visibility,
 ) -> Result<Option<String>> {
     if query.filters.is_empty() {
         return Err(RecordsError::bad(
@@ -547,7 +1024,7 @@ pub(crate) async fn conditional_match(
             None,
         ));
     }
-    let ids = tx.search_ids(query, 2).await?;
+    let ids = tx.search_ids(query, 2, vis).await?;
     match ids.len() {
         0 => Ok(None),
         1 => Ok(ids.into_iter().next()),
@@ -557,15 +1034,39 @@ pub(crate) async fn conditional_match(
     }
 }
 
-/// Writes a new version of `resource_type/id` inside `tx`.
+/// Refuses to change a resource the writer may not see (as if it did not exist, or restricted).
+async fn check_current(tx: &mut WriteTx, ctx: &WriteCtx<'_>, rt: &str, id: &str) -> Result<()> {
+    if ctx.actor.is_system() {
+        return Ok(());
+    }
+    if let Some(current) = tx.read(rt, id).await?
+        && !current.deleted
+    {
+        match policy::hidden(ctx.actor, ctx.vis, &current) {
+            Some(Hidden::NotThere) => {
+                return Err(RecordsError::NotFound(rt.into(), id.into()));
+            }
+            Some(Hidden::Restricted) => {
+                return Err(RecordsError::Restricted(
+                    current.patient.unwrap_or_default(),
+                ));
+            }
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+/// Writes a new version of `resource_type/id` inside `tx`; returns it and its audit entry.
 pub(crate) async fn write_version(
     tx: &mut WriteTx,
+    ctx: &WriteCtx<'_>,
     resource_type: &str,
     id: &str,
     mut value: Value,
     if_match: Option<i64>,
     method: &'static str,
-) -> Result<WriteOutcome> {
+) -> Result<(WriteOutcome, AuditEntry)> {
     let head: Option<VersionHead> = tx.head_for_update(resource_type, id).await?;
     if let Some(expected) = if_match {
         match &head {
@@ -577,10 +1078,21 @@ pub(crate) async fn write_version(
             }
         }
     }
+    if head.is_some() {
+        check_current(tx, ctx, resource_type, id).await?;
+    }
     let version = head.as_ref().map_or(1, |h| h.version + 1);
     let last_updated = next_time(head.as_ref());
     let body = stamped(&mut value, id, version, last_updated)?;
     let (index, patient) = index_of(resource_type, id, &value);
+    let created = head.as_ref().is_none_or(|h| h.deleted);
+    if let Some(p) = &ctx.vis.compartment
+        && patient.as_deref() != Some(p.patient.as_str())
+    {
+        return Err(RecordsError::Forbidden(
+            "a patient-context actor may only write to their own record".into(),
+        ));
+    }
     tx.put(NewVersion {
         res_type: resource_type,
         res_id: id,
@@ -589,38 +1101,53 @@ pub(crate) async fn write_version(
         last_updated,
         deleted: false,
         method,
-        body: Some(body.clone()),
-        patient,
+        body: Some(ctx.keys.seal(resource_type, id, version, &body)),
+        patient: patient.clone(),
+        sensitivity: policy::sensitivity(&value),
         index: &index,
     })
     .await?;
-    Ok(WriteOutcome {
-        created: head.as_ref().is_none_or(|h| h.deleted),
-        resource: Resource {
-            resource_type: resource_type.to_string(),
-            id: id.to_string(),
-            version,
-            last_updated,
-            deleted: false,
-            method: method.to_string(),
-            json: Some(body),
+    let action = if created {
+        AuditAction::Create
+    } else {
+        AuditAction::Update
+    };
+    let entry = AuditEntry::new(action, Outcome::Success)
+        .resource(resource_type, id, Some(version))
+        .patients(patient);
+    Ok((
+        WriteOutcome {
+            created,
+            resource: Resource {
+                resource_type: resource_type.to_string(),
+                id: id.to_string(),
+                version,
+                last_updated,
+                deleted: false,
+                method: method.to_string(),
+                json: Some(body),
+            },
         },
-    })
+        entry,
+    ))
 }
 
 /// Deletes inside `tx`: the new (deleted) version number, or `None` when there was nothing to
-/// delete.
+/// delete; and the audit entry of a deletion.
 pub(crate) async fn delete_in(
     tx: &mut WriteTx,
+    ctx: &WriteCtx<'_>,
     resource_type: &str,
     id: &str,
-) -> Result<Option<i64>> {
+) -> Result<(Option<i64>, Option<AuditEntry>)> {
     let Some(head) = tx.head_for_update(resource_type, id).await? else {
-        return Ok(None);
+        return Ok((None, None));
     };
     if head.deleted {
-        return Ok(None);
+        return Ok((None, None));
     }
+    check_current(tx, ctx, resource_type, id).await?;
+    let patient = tx.read(resource_type, id).await?.and_then(|v| v.patient);
     let version = head.version + 1;
     tx.put(NewVersion {
         res_type: resource_type,
@@ -631,11 +1158,15 @@ pub(crate) async fn delete_in(
         deleted: true,
         method: "DELETE",
         body: None,
-        patient: None,
+        patient: patient.clone(),
+        sensitivity: 0,
         index: &[],
     })
     .await?;
-    Ok(Some(version))
+    let entry = AuditEntry::new(AuditAction::Delete, Outcome::Success)
+        .resource(resource_type, id, Some(version))
+        .patients(patient);
+    Ok((Some(version), Some(entry)))
 }
 
 /// The time of a new version: now, but always after the version it replaces.
@@ -728,11 +1259,13 @@ struct Ready {
     value: Value,
     index: Vec<IndexEntry>,
     patient: Option<String>,
-    body: Vec<u8>,
+    sensitivity: i64,
+    /// The version-1 body, sealed.
+    sealed: Vec<u8>,
     last_updated: i64,
 }
 
-fn prepare_import(mut value: Value) -> Prepared {
+fn prepare_import(mut value: Value, keys: &Keys) -> Prepared {
     let rt = value
         .get("resourceType")
         .and_then(Value::as_str)
@@ -765,24 +1298,30 @@ fn prepare_import(mut value: Value) -> Prepared {
     let last_updated = next_time(None);
     let body = stamped(&mut value, &id, 1, last_updated)?;
     let (index, patient) = index_of(&rt, &id, &value);
+    let sealed = keys.seal(&rt, &id, 1, &body);
+    let sensitivity = policy::sensitivity(&value);
     Ok(Ready {
         rt,
         id,
         value,
         index,
         patient,
-        body,
+        sensitivity,
+        sealed,
         last_updated,
     })
 }
 
 /// Validates and builds resources on all cores, keeping their order.
-async fn prepare_all(resources: Vec<Value>) -> Vec<Prepared> {
+async fn prepare_all(resources: Vec<Value>, keys: Arc<Keys>) -> Vec<Prepared> {
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, 8);
     if resources.len() < 64 || workers == 1 {
-        return resources.into_iter().map(prepare_import).collect();
+        return resources
+            .into_iter()
+            .map(|r| prepare_import(r, &keys))
+            .collect();
     }
     let per = resources.len().div_ceil(workers);
     let mut chunks = Vec::new();
@@ -794,8 +1333,12 @@ async fn prepare_all(resources: Vec<Value>) -> Vec<Prepared> {
     let handles: Vec<_> = chunks
         .into_iter()
         .map(|chunk| {
+            let keys = keys.clone();
             tokio::task::spawn_blocking(move || {
-                chunk.into_iter().map(prepare_import).collect::<Vec<_>>()
+                chunk
+                    .into_iter()
+                    .map(|r| prepare_import(r, &keys))
+                    .collect::<Vec<_>>()
             })
         })
         .collect();
@@ -822,7 +1365,12 @@ fn restamp(ready: &Ready, head: &VersionHead) -> Result<(i64, Vec<u8>)> {
 
 /// Writes prepared resources (upserts) inside `tx` with batched statements. A resource that
 /// appears twice is written in a later round, on top of its first version.
-async fn import_in(tx: &mut WriteTx, prepared: &[Prepared]) -> Result<Vec<ImportOutcome>> {
+async fn import_in(
+    tx: &mut WriteTx,
+    prepared: &[Prepared],
+    keys: &Keys,
+) -> Result<(Vec<ImportOutcome>, Vec<String>)> {
+    let mut patients = std::collections::BTreeSet::new();
     let mut outcomes: Vec<Option<ImportOutcome>> = Vec::with_capacity(prepared.len());
     let mut round: Vec<(usize, &Ready)> = Vec::new();
     for (i, item) in prepared.iter().enumerate() {
@@ -869,10 +1417,14 @@ async fn import_in(tx: &mut WriteTx, prepared: &[Prepared]) -> Result<Vec<Import
             let (version, last_updated, body) = match prev {
                 Some(head) => {
                     let (lu, body) = restamp(r, head)?;
-                    (head.version + 1, lu, body)
+                    let version = head.version + 1;
+                    (version, lu, keys.seal(&r.rt, &r.id, version, &body))
                 }
-                None => (1, r.last_updated, r.body.clone()),
+                None => (1, r.last_updated, r.sealed.clone()),
             };
+            if let Some(p) = &r.patient {
+                patients.insert(p.clone());
+            }
             versions.push(NewVersion {
                 res_type: &r.rt,
                 res_id: &r.id,
@@ -883,6 +1435,7 @@ async fn import_in(tx: &mut WriteTx, prepared: &[Prepared]) -> Result<Vec<Import
                 method: "PUT",
                 body: Some(body),
                 patient: r.patient.clone(),
+                sensitivity: r.sensitivity,
                 index: &r.index,
             });
         }
@@ -891,10 +1444,13 @@ async fn import_in(tx: &mut WriteTx, prepared: &[Prepared]) -> Result<Vec<Import
             outcomes[i] = Some(Ok((r.rt.clone(), r.id.clone())));
         }
     }
-    Ok(outcomes
-        .into_iter()
-        .map(|o| o.unwrap_or_else(|| Err(RecordsError::bad("not imported", None))))
-        .collect())
+    Ok((
+        outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Err(RecordsError::bad("not imported", None))))
+            .collect(),
+        patients.into_iter().collect(),
+    ))
 }
 
 fn encode_history_cursor(last_updated: i64, rid: i64, version: i64) -> String {

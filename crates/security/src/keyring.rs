@@ -81,10 +81,7 @@ impl MasterKey {
             reason: e.to_string(),
         })?);
         let format = || KeyError::Format(path.display().to_string());
-        let encoded = text
-            .trim()
-            .strip_prefix(FILE_PREFIX)
-            .ok_or_else(format)?;
+        let encoded = text.trim().strip_prefix(FILE_PREFIX).ok_or_else(format)?;
         let bytes = Zeroizing::new(URL_SAFE_NO_PAD.decode(encoded).map_err(|_| format())?);
         let mut key = Zeroizing::new([0u8; 32]);
         if bytes.len() != key.len() {
@@ -270,11 +267,17 @@ mod tests {
             b"{\"name\":\"secret\"}"
         );
         // Another row, a flipped bit, a truncation: all refused.
-        assert_eq!(ring.open(b"Patient/1/2", &sealed), Err(SealError::Integrity));
+        assert_eq!(
+            ring.open(b"Patient/1/2", &sealed),
+            Err(SealError::Integrity)
+        );
         let mut flipped = sealed.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 1;
-        assert_eq!(ring.open(b"Patient/1/1", &flipped), Err(SealError::Integrity));
+        assert_eq!(
+            ring.open(b"Patient/1/1", &flipped),
+            Err(SealError::Integrity)
+        );
         assert_eq!(
             ring.open(b"Patient/1/1", &sealed[..sealed.len() - 1]),
             Err(SealError::Integrity)

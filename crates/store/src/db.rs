@@ -243,6 +243,7 @@ pub(crate) enum Arg {
     Text(String),
     OptText(Option<String>),
     I64(i64),
+    OptI64(Option<i64>),
     F64(f64),
     Bool(bool),
     Bytes(Option<Vec<u8>>),
@@ -256,6 +257,7 @@ macro_rules! bind_args {
                 Arg::Text(v) => q.bind(v),
                 Arg::OptText(v) => q.bind(v),
                 Arg::I64(v) => q.bind(v),
+                Arg::OptI64(v) => q.bind(v),
                 Arg::F64(v) => q.bind(v),
                 Arg::Bool(v) => q.bind(v),
                 Arg::Bytes(v) => q.bind(v),
@@ -386,6 +388,8 @@ pub(crate) trait RowGet {
     fn text(&self, idx: usize) -> Result<String>;
     fn bool(&self, idx: usize) -> Result<bool>;
     fn opt_bytes(&self, idx: usize) -> Result<Option<Vec<u8>>>;
+    fn opt_text(&self, idx: usize) -> Result<Option<String>>;
+    fn opt_i64(&self, idx: usize) -> Result<Option<i64>>;
     fn f64(&self, idx: usize) -> Result<f64>;
 }
 
@@ -403,6 +407,12 @@ macro_rules! impl_row_get {
             }
             fn opt_bytes(&self, idx: usize) -> Result<Option<Vec<u8>>> {
                 Ok(self.try_get::<Option<Vec<u8>>, _>(idx)?)
+            }
+            fn opt_text(&self, idx: usize) -> Result<Option<String>> {
+                Ok(self.try_get::<Option<String>, _>(idx)?)
+            }
+            fn opt_i64(&self, idx: usize) -> Result<Option<i64>> {
+                Ok(self.try_get::<Option<i64>, _>(idx)?)
             }
             fn f64(&self, idx: usize) -> Result<f64> {
                 Ok(self.try_get::<f64, _>(idx)?)

@@ -3,23 +3,27 @@
 //! transaction as the resource.
 //!
 //! The same SQL text runs on both databases. SQL is built only from static fragments; every value
-//! is bound. This crate knows nothing of users, scopes or policy and never interprets resource
-//! bodies (they arrive as opaque bytes, encrypted by the caller): only `ironchart-records` may
-//! depend on it.
+//! is bound. This crate stores users, sessions and the audit log as plain rows but decides
+//! nothing about them (no roles, scopes or policy), and never interprets resource bodies (they
+//! arrive as opaque bytes, sealed by the caller). Only `ironchart-records` may depend on it.
 #![forbid(unsafe_code)]
 
+mod audit;
 mod db;
 mod error;
 mod migrate;
 mod resources;
 pub mod search;
 mod tokens;
+mod users;
 
+pub use audit::{AuditQuery, AuditRow};
 pub use db::{Backend, Store};
 pub use error::StoreError;
 pub use migrate::SCHEMA_VERSION;
-pub use resources::{HistoryScope, NewVersion, StoredVersion, VersionHead, WriteTx};
-pub use search::{Cursor, SearchPage};
+pub use resources::{HistoryScope, NewVersion, SealedBody, StoredVersion, VersionHead, WriteTx};
+pub use search::{CompartmentRule, Cursor, SearchPage, Visibility};
 pub use tokens::TokenRecord;
+pub use users::{GrantRecord, SessionRecord, UserRecord};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

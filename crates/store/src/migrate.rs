@@ -10,14 +10,21 @@ struct Migration {
     postgres: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sqlite: include_str!("../migrations/sqlite/0001_resources.sql"),
-    postgres: include_str!("../migrations/postgres/0001_resources.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sqlite: include_str!("../migrations/sqlite/0001_resources.sql"),
+        postgres: include_str!("../migrations/postgres/0001_resources.sql"),
+    },
+    Migration {
+        version: 2,
+        sqlite: include_str!("../migrations/sqlite/0002_security.sql"),
+        postgres: include_str!("../migrations/postgres/0002_security.sql"),
+    },
+];
 
 /// The schema version this build creates and understands.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const CREATE_VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS ironchart_schema (version BIGINT NOT NULL, applied_at BIGINT NOT NULL)";
 

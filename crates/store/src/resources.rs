@@ -4,6 +4,8 @@
 use ironchart_fhir::extract::{IndexEntry, IndexValue};
 
 use crate::db::{Arg, Conn, Pools, RowGet, Sql, Store};
+use crate::search::Visibility;
+use crate::search::sql::visible;
 use crate::{Result, StoreError};
 
 /// The current version of a resource as the store knows it.
@@ -27,6 +29,10 @@ pub struct StoredVersion {
     /// `POST`, `PUT` or `DELETE`: how this version came to be.
     pub method: String,
     pub body: Option<Vec<u8>>,
+    /// The Patient whose compartment this version is in.
+    pub patient: Option<String>,
+    /// The resource's current sensitivity (0 normal, 1 restricted, 2 very restricted).
+    pub sensitivity: i64,
 }
 
 /// A new version to write.
@@ -45,6 +51,8 @@ pub struct NewVersion<'a> {
     pub body: Option<Vec<u8>>,
     /// The Patient this resource belongs to (its compartment), when any.
     pub patient: Option<String>,
+    /// 0 normal, 1 restricted, 2 very restricted (from `meta.security`).
+    pub sensitivity: i64,
     pub index: &'a [IndexEntry],
 }
 
@@ -56,7 +64,7 @@ pub enum HistoryScope {
     Instance(String, String),
 }
 
-const VERSION_COLUMNS: &str = "SELECT r.rid, r.res_type, r.res_id, v.version, v.last_updated, v.deleted, v.method, v.body FROM resources r JOIN resource_versions v ON v.rid = r.rid";
+const VERSION_COLUMNS: &str = "SELECT r.rid, r.res_type, r.res_id, v.version, v.last_updated, v.deleted, v.method, v.body, v.patient, r.sensitivity FROM resources r JOIN resource_versions v ON v.rid = r.rid";
 
 pub(crate) fn version_row(r: &dyn RowGet) -> Result<StoredVersion> {
     Ok(StoredVersion {
@@ -68,6 +76,8 @@ pub(crate) fn version_row(r: &dyn RowGet) -> Result<StoredVersion> {
         deleted: r.bool(5)?,
         method: r.text(6)?,
         body: r.opt_bytes(7)?,
+        patient: r.opt_text(8)?,
+        sensitivity: r.i64(9)?,
     })
 }
 
@@ -125,9 +135,11 @@ impl Store {
         since: Option<i64>,
         after: Option<(i64, i64, i64)>,
         limit: usize,
+        vis: &Visibility,
     ) -> Result<Vec<StoredVersion>> {
         let mut sql = Sql::new(VERSION_COLUMNS);
         sql.push(" WHERE 1 = 1");
+        visible(&mut sql, vis, "r.res_type", "v.patient", "r.sensitivity");
         match scope {
             HistoryScope::System => {}
             HistoryScope::Type(t) => {
@@ -163,10 +175,16 @@ impl Store {
     }
 
     /// Counts the versions a history request covers.
-    pub async fn history_count(&self, scope: &HistoryScope, since: Option<i64>) -> Result<i64> {
+    pub async fn history_count(
+        &self,
+        scope: &HistoryScope,
+        since: Option<i64>,
+        vis: &Visibility,
+    ) -> Result<i64> {
         let mut sql = Sql::new(
             "SELECT COUNT(*) FROM resources r JOIN resource_versions v ON v.rid = r.rid WHERE 1 = 1",
         );
+        visible(&mut sql, vis, "r.res_type", "v.patient", "r.sensitivity");
         match scope {
             HistoryScope::System => {}
             HistoryScope::Type(t) => {
@@ -229,6 +247,10 @@ pub struct WriteTx {
 }
 
 impl WriteTx {
+    pub(crate) fn is_postgres(&self) -> bool {
+        matches!(self.inner, TxInner::Postgres(_))
+    }
+
     pub(crate) fn conn(&mut self) -> Conn<'_> {
         match &mut self.inner {
             TxInner::Sqlite(t) => Conn::Sqlite(t),
@@ -368,7 +390,7 @@ impl WriteTx {
             .collect();
         for chunk in creates.chunks(ROWS_PER_INSERT) {
             let mut sql = Sql::new(
-                "INSERT INTO resources (res_type, res_id, version, last_updated, deleted, patient) VALUES ",
+                "INSERT INTO resources (res_type, res_id, version, last_updated, deleted, patient, sensitivity) VALUES ",
             );
             for (n, &i) in chunk.iter().enumerate() {
                 let v = &versions[i];
@@ -381,6 +403,7 @@ impl WriteTx {
                         Arg::I64(v.last_updated),
                         Arg::Bool(v.deleted),
                         Arg::OptText(v.patient.clone()),
+                        Arg::I64(v.sensitivity),
                     ],
                 );
             }
@@ -411,12 +434,13 @@ impl WriteTx {
             let n = self
                 .conn()
                 .execute(
-                    "UPDATE resources SET version = $1, last_updated = $2, deleted = $3, patient = $4 WHERE rid = $5 AND version = $6",
+                    "UPDATE resources SET version = $1, last_updated = $2, deleted = $3, patient = $4, sensitivity = $5 WHERE rid = $6 AND version = $7",
                     vec![
                         Arg::I64(v.version),
                         Arg::I64(v.last_updated),
                         Arg::Bool(v.deleted),
                         Arg::OptText(v.patient.clone()),
+                        Arg::I64(v.sensitivity),
                         Arg::I64(prev.rid),
                         Arg::I64(prev.version),
                     ],
@@ -450,7 +474,7 @@ impl WriteTx {
         let mut iter = versions.into_iter().zip(rids.iter().copied()).peekable();
         while iter.peek().is_some() {
             let mut sql = Sql::new(
-                "INSERT INTO resource_versions (rid, version, last_updated, deleted, method, body) VALUES ",
+                "INSERT INTO resource_versions (rid, version, last_updated, deleted, method, body, patient) VALUES ",
             );
             for (n, (v, rid)) in iter.by_ref().take(ROWS_PER_INSERT).enumerate() {
                 sql.row(
@@ -462,6 +486,7 @@ impl WriteTx {
                         Arg::Bool(v.deleted),
                         Arg::Text(v.method.into()),
                         Arg::Bytes(v.body),
+                        Arg::OptText(v.patient.clone()),
                     ],
                 );
                 if !v.deleted {
@@ -688,5 +713,76 @@ fn relative_type_id(url: &str) -> (Option<String>, Option<String>) {
             (Some(t.to_string()), Some(id.to_string()))
         }
         _ => (None, None),
+    }
+}
+
+/// A stored body, for re-sealing under a new key (`ironchart keys rotate`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedBody {
+    pub rid: i64,
+    pub version: i64,
+    pub res_type: String,
+    pub res_id: String,
+    pub body: Vec<u8>,
+}
+
+impl Store {
+    /// Stored bodies in `(rid, version)` order after `after`, at most `limit`.
+    pub async fn bodies_after(&self, after: (i64, i64), limit: usize) -> Result<Vec<SealedBody>> {
+        let mut conn = self.reader().await?;
+        conn.fetch(
+            "SELECT v.rid, v.version, r.res_type, r.res_id, v.body FROM resource_versions v JOIN resources r ON r.rid = v.rid WHERE v.body IS NOT NULL AND (v.rid > $1 OR (v.rid = $1 AND v.version > $2)) ORDER BY v.rid, v.version LIMIT $3",
+            vec![Arg::I64(after.0), Arg::I64(after.1), Arg::I64(limit as i64)],
+            |r| {
+                Ok(SealedBody {
+                    rid: r.i64(0)?,
+                    version: r.i64(1)?,
+                    res_type: r.text(2)?,
+                    res_id: r.text(3)?,
+                    body: r.opt_bytes(4)?.unwrap_or_default(),
+                })
+            },
+        )
+        .await
+    }
+}
+
+impl WriteTx {
+    /// Replaces the stored body of one version (the same content, sealed anew).
+    pub async fn replace_body(&mut self, rid: i64, version: i64, body: Vec<u8>) -> Result<()> {
+        self.conn()
+            .execute(
+                "UPDATE resource_versions SET body = $1 WHERE rid = $2 AND version = $3",
+                vec![Arg::Bytes(Some(body)), Arg::I64(rid), Arg::I64(version)],
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+impl WriteTx {
+    /// A setting, read inside the transaction.
+    pub async fn setting(&mut self, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .fetch(
+                "SELECT value FROM settings WHERE key = $1",
+                vec![Arg::Text(key.to_string())],
+                |r| r.text(0),
+            )
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    /// Writes a setting inside the transaction.
+    pub async fn set_setting(&mut self, key: &str, value: &str) -> Result<()> {
+        self.conn()
+            .execute(
+                "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                vec![Arg::Text(key.to_string()), Arg::Text(value.to_string())],
+            )
+            .await?;
+        Ok(())
     }
 }

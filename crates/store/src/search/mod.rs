@@ -1,7 +1,7 @@
 //! Search: typed [`SearchQuery`]s become SQL over the index tables (see [`sql`]); pages are
 //! keyset-based (the cursor holds the sort keys of the last row, never an offset).
 
-mod sql;
+pub(crate) mod sql;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -81,6 +81,40 @@ impl Cursor {
     }
 }
 
+/// Which rows a search or history may return. The caller (the records service's policy)
+/// decides; the store applies it inside the SQL, so totals, pages, chains and includes only ever
+/// cover rows the caller may see.
+#[derive(Debug, Clone)]
+pub struct Visibility {
+    /// Only resources of these types (`None`: any type).
+    pub types: Option<Vec<String>>,
+    /// Only one patient's compartment.
+    pub compartment: Option<CompartmentRule>,
+    /// Rows above this sensitivity are hidden, except those of `unrestricted_patients`.
+    pub max_sensitivity: i64,
+    pub unrestricted_patients: Vec<String>,
+}
+
+/// A patient compartment, plus the resource types in no compartment that remain visible (a
+/// patient's practitioners, organizations, medications …).
+#[derive(Debug, Clone)]
+pub struct CompartmentRule {
+    pub patient: String,
+    pub shared_types: Vec<String>,
+}
+
+impl Visibility {
+    /// Everything (the system actor).
+    pub fn all() -> Visibility {
+        Visibility {
+            types: None,
+            compartment: None,
+            max_sensitivity: i64::MAX,
+            unrestricted_patients: Vec::new(),
+        }
+    }
+}
+
 /// One page of search results.
 #[derive(Debug, Clone, Default)]
 pub struct SearchPage {
@@ -96,15 +130,20 @@ pub struct SearchPage {
 
 impl Store {
     /// Runs a search and returns one page.
-    pub async fn search(&self, query: &SearchQuery, cursor: Option<&Cursor>) -> Result<SearchPage> {
+    pub async fn search(
+        &self,
+        query: &SearchQuery,
+        cursor: Option<&Cursor>,
+        vis: &Visibility,
+    ) -> Result<SearchPage> {
         let mut conn = self.reader().await?;
-        search_on(&mut conn.conn(), query, cursor).await
+        search_on(&mut conn.conn(), query, cursor, vis).await
     }
 
     /// Counts the matches of a search.
-    pub async fn count(&self, query: &SearchQuery) -> Result<i64> {
+    pub async fn count(&self, query: &SearchQuery, vis: &Visibility) -> Result<i64> {
         let mut conn = self.reader().await?;
-        let sql = sql::count(query);
+        let sql = sql::count(query, vis);
         Ok(conn
             .fetch(&sql.text, sql.args, |r| r.i64(0))
             .await?
@@ -117,9 +156,14 @@ impl Store {
 impl WriteTx {
     /// The ids of the resources matching a search, inside the transaction (for conditional
     /// create and update). At most `limit` ids.
-    pub async fn search_ids(&mut self, query: &SearchQuery, limit: usize) -> Result<Vec<String>> {
+    pub async fn search_ids(
+        &mut self,
+        query: &SearchQuery,
+        limit: usize,
+        vis: &Visibility,
+    ) -> Result<Vec<String>> {
         let mut sql = Sql::new("SELECT r.res_id FROM resources r WHERE ");
-        sql.append(sql::matches(query, "r"));
+        sql.append(sql::matches(query, "r", vis));
         sql.push(" LIMIT ").bind_i64(limit as i64);
         self.conn().fetch(&sql.text, sql.args, |r| r.text(0)).await
     }
@@ -129,10 +173,11 @@ async fn search_on(
     conn: &mut Conn<'_>,
     query: &SearchQuery,
     cursor: Option<&Cursor>,
+    vis: &Visibility,
 ) -> Result<SearchPage> {
     let mut page = SearchPage::default();
     if query.summary_count {
-        let sql = sql::count(query);
+        let sql = sql::count(query, vis);
         page.total = conn
             .fetch(&sql.text, sql.args, |r| r.i64(0))
             .await?
@@ -148,7 +193,7 @@ async fn search_on(
         return Err(StoreError::BadCursor);
     }
     let limit = query.count;
-    let select = sql::page(query, cursor, limit + 1);
+    let select = sql::page(query, cursor, limit + 1, vis);
     let nkeys = key_types.len();
     let mut rows = conn
         .fetch(&select.text, select.args, |r| {
@@ -196,7 +241,7 @@ async fn search_on(
     page.total = match query.total {
         ironchart_fhir::search::TotalMode::None => None,
         ironchart_fhir::search::TotalMode::Accurate => {
-            let sql = sql::count(query);
+            let sql = sql::count(query, vis);
             conn.fetch(&sql.text, sql.args, |r| r.i64(0))
                 .await?
                 .into_iter()
@@ -214,7 +259,7 @@ async fn search_on(
         let rids: Vec<i64> = page.matches.iter().map(|m| m.rid).collect();
         let mut seen: std::collections::HashSet<i64> = rids.iter().copied().collect();
         for inc in &query.includes {
-            for v in fetch_include(conn, inc, &rids).await? {
+            for v in fetch_include(conn, inc, &rids, vis).await? {
                 if seen.insert(v.rid) {
                     page.included.push(v);
                 }
@@ -222,7 +267,7 @@ async fn search_on(
         }
         for inc in &query.revincludes {
             let ids: Vec<String> = page.matches.iter().map(|m| m.res_id.clone()).collect();
-            for v in fetch_revinclude(conn, inc, &query.resource_type, &ids).await? {
+            for v in fetch_revinclude(conn, inc, &query.resource_type, &ids, vis).await? {
                 if seen.insert(v.rid) {
                     page.included.push(v);
                 }
@@ -242,6 +287,8 @@ fn version_from(r: &dyn RowGet, offset: usize) -> Result<StoredVersion> {
         deleted: r.bool(offset + 5)?,
         method: r.text(offset + 6)?,
         body: r.opt_bytes(offset + 7)?,
+        patient: r.opt_text(offset + 8)?,
+        sensitivity: r.i64(offset + 9)?,
     })
 }
 
@@ -252,9 +299,10 @@ async fn fetch_include(
     conn: &mut Conn<'_>,
     inc: &Include,
     rids: &[i64],
+    vis: &Visibility,
 ) -> Result<Vec<StoredVersion>> {
     let mut sql = Sql::new(
-        "SELECT r.rid, r.res_type, r.res_id, v.version, v.last_updated, v.deleted, v.method, v.body FROM idx_reference x JOIN resources r ON r.res_type = x.target_type AND r.res_id = x.target_id JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version WHERE r.deleted = FALSE",
+        "SELECT r.rid, r.res_type, r.res_id, v.version, v.last_updated, v.deleted, v.method, v.body, v.patient, r.sensitivity FROM idx_reference x JOIN resources r ON r.res_type = x.target_type AND r.res_id = x.target_id JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version WHERE r.deleted = FALSE",
     );
     sql::push_param(&mut sql, sql::IndexAlias::X, inc.param);
     sql.push(" AND x.rid IN (");
@@ -268,6 +316,7 @@ async fn fetch_include(
     if let Some(t) = &inc.target_type {
         sql.push(" AND x.target_type = ").bind_text(t);
     }
+    sql::visible(&mut sql, vis, "r.res_type", "r.patient", "r.sensitivity");
     sql.push(" LIMIT ").bind_i64(MAX_INCLUDED);
     conn.fetch(&sql.text, sql.args, version_row).await
 }
@@ -277,9 +326,10 @@ async fn fetch_revinclude(
     inc: &Include,
     target_type: &str,
     ids: &[String],
+    vis: &Visibility,
 ) -> Result<Vec<StoredVersion>> {
     let mut sql = Sql::new(
-        "SELECT r.rid, r.res_type, r.res_id, v.version, v.last_updated, v.deleted, v.method, v.body FROM idx_reference x JOIN resources r ON r.rid = x.rid JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version WHERE r.deleted = FALSE AND x.res_type = ",
+        "SELECT r.rid, r.res_type, r.res_id, v.version, v.last_updated, v.deleted, v.method, v.body, v.patient, r.sensitivity FROM idx_reference x JOIN resources r ON r.rid = x.rid JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version WHERE r.deleted = FALSE AND x.res_type = ",
     );
     sql.bind_text(&inc.source_type);
     sql::push_param(&mut sql, sql::IndexAlias::X, inc.param);
@@ -292,6 +342,8 @@ async fn fetch_revinclude(
         }
         sql.bind_text(id);
     }
-    sql.push(") LIMIT ").bind_i64(MAX_INCLUDED);
+    sql.push(")");
+    sql::visible(&mut sql, vis, "r.res_type", "r.patient", "r.sensitivity");
+    sql.push(" LIMIT ").bind_i64(MAX_INCLUDED);
     conn.fetch(&sql.text, sql.args, version_row).await
 }

@@ -8,7 +8,7 @@ use ironchart_fhir::search::{
 use ironchart_fhir::storage::{Storage, storage};
 use ironchart_fhir::{SearchParamDef, SearchParamKind};
 
-use super::{Cursor, KeyValue};
+use super::{Cursor, KeyValue, Visibility};
 use crate::db::{Arg, Sql};
 
 /// The SQL type of a sort key.
@@ -51,7 +51,7 @@ pub(crate) fn key_types(query: &SearchQuery) -> Vec<KeyType> {
 
 /// `WHERE` conditions (without the keyword) selecting the live resources of the query's type
 /// that match all its filters; `alias` names the `resources` row.
-pub(crate) fn matches(query: &SearchQuery, alias: Alias) -> Sql {
+pub(crate) fn matches(query: &SearchQuery, alias: Alias, vis: &Visibility) -> Sql {
     let mut filters: Vec<&Filter> = query.filters.iter().collect();
     filters.sort_by_key(|f| selectivity(f));
     let mut sql = Sql::new("");
@@ -74,11 +74,81 @@ pub(crate) fn matches(query: &SearchQuery, alias: Alias) -> Sql {
             .push(" AND ");
     }
     sql.push(alias.deleted()).push(" = FALSE");
+    // The searched type itself was checked by the caller; a type list here would only tempt
+    // the planner into scanning the type.
+    let compartment_only = Visibility {
+        types: None,
+        ..vis.clone()
+    };
+    visible(
+        &mut sql,
+        &compartment_only,
+        alias.res_type(),
+        alias.patient(),
+        alias.sensitivity(),
+    );
     for (i, filter) in filters.into_iter().enumerate() {
         sql.push(" AND ");
-        filter_sql(&mut sql, &query.resource_type, filter, alias, i == 0);
+        filter_sql(&mut sql, &query.resource_type, filter, alias, i == 0, vis);
     }
     sql
+}
+
+/// `AND …` conditions keeping only the rows `vis` lets the caller see, given the columns that
+/// hold a row's type, patient and sensitivity.
+pub(crate) fn visible(
+    sql: &mut Sql,
+    vis: &Visibility,
+    type_col: &'static str,
+    patient_col: &'static str,
+    sensitivity_col: &'static str,
+) {
+    if let Some(types) = &vis.types {
+        sql.push(" AND ").push(type_col).push(" IN (");
+        push_texts(sql, types);
+        sql.push(")");
+    }
+    if let Some(c) = &vis.compartment {
+        sql.push(" AND (")
+            .push(patient_col)
+            .push(" = ")
+            .bind_text(&c.patient);
+        if !c.shared_types.is_empty() {
+            sql.push(" OR (")
+                .push(patient_col)
+                .push(" IS NULL AND ")
+                .push(type_col)
+                .push(" IN (");
+            push_texts(sql, &c.shared_types);
+            sql.push("))");
+        }
+        sql.push(")");
+    }
+    if vis.max_sensitivity < i64::MAX {
+        sql.push(" AND (")
+            .push(sensitivity_col)
+            .push(" <= ")
+            .bind_i64(vis.max_sensitivity);
+        if !vis.unrestricted_patients.is_empty() {
+            sql.push(" OR ").push(patient_col).push(" IN (");
+            push_texts(sql, &vis.unrestricted_patients);
+            sql.push(")");
+        }
+        sql.push(")");
+    }
+}
+
+fn push_texts(sql: &mut Sql, items: &[String]) {
+    if items.is_empty() {
+        // `IN ()` is not SQL; nothing is in the empty list.
+        sql.push("NULL");
+    }
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.bind_text(item);
+    }
 }
 
 /// Which `resources` alias a condition is about (`r` for the searched type, `t` for a chain).
@@ -90,6 +160,8 @@ trait AliasColumns {
     fn res_type(self) -> &'static str;
     fn deleted(self) -> &'static str;
     fn last_updated(self) -> &'static str;
+    fn patient(self) -> &'static str;
+    fn sensitivity(self) -> &'static str;
 }
 
 impl AliasColumns for Alias {
@@ -118,6 +190,20 @@ impl AliasColumns for Alias {
             "t.last_updated"
         } else {
             "r.last_updated"
+        }
+    }
+    fn patient(self) -> &'static str {
+        if self == "t" {
+            "t.patient"
+        } else {
+            "r.patient"
+        }
+    }
+    fn sensitivity(self) -> &'static str {
+        if self == "t" {
+            "t.sensitivity"
+        } else {
+            "r.sensitivity"
         }
     }
 }
@@ -245,7 +331,14 @@ fn selectivity(filter: &Filter) -> u8 {
     }
 }
 
-fn filter_sql(sql: &mut Sql, res_type: &str, filter: &Filter, alias: Alias, drive: bool) {
+fn filter_sql(
+    sql: &mut Sql,
+    res_type: &str,
+    filter: &Filter,
+    alias: Alias,
+    drive: bool,
+    vis: &Visibility,
+) {
     match (&filter.param, &filter.test) {
         (ParamRef::Id | ParamRef::LastUpdated, FilterTest::Missing(missing)) => {
             // Every resource has both.
@@ -318,8 +411,11 @@ fn filter_sql(sql: &mut Sql, res_type: &str, filter: &Filter, alias: Alias, driv
                 .bind_text(target_type)
                 .push(" AND target_id IN (SELECT t.res_id FROM resources t WHERE t.res_type = ")
                 .bind_text(target_type)
-                .push(" AND t.deleted = FALSE AND ");
-            filter_sql(sql, target_type, inner, "t", true);
+                .push(" AND t.deleted = FALSE");
+            // A chain may only look through resources the caller could see.
+            visible(sql, vis, "t.res_type", "t.patient", "t.sensitivity");
+            sql.push(" AND ");
+            filter_sql(sql, target_type, inner, "t", true, vis);
             sql.push("))");
         }
     }
@@ -594,9 +690,9 @@ fn number_condition(sql: &mut Sql, prefix: Prefix, value: f64, low: f64, high: f
 }
 
 /// `SELECT COUNT(*)` of a query's matches.
-pub(crate) fn count(query: &SearchQuery) -> Sql {
+pub(crate) fn count(query: &SearchQuery, vis: &Visibility) -> Sql {
     let mut sql = Sql::new("SELECT COUNT(*) FROM resources r WHERE ");
-    sql.append(matches(query, "r"));
+    sql.append(matches(query, "r", vis));
     sql
 }
 
@@ -673,15 +769,20 @@ fn bind_key(sql: &mut Sql, v: &KeyValue) {
 }
 
 /// One page: the sort keys then the version columns of each match, `limit` rows from the cursor.
-pub(crate) fn page(query: &SearchQuery, cursor: Option<&Cursor>, limit: usize) -> Sql {
+pub(crate) fn page(
+    query: &SearchQuery,
+    cursor: Option<&Cursor>,
+    limit: usize,
+    vis: &Visibility,
+) -> Sql {
     let keys: Vec<&SortKey> = query.sort.iter().take(MAX_SORT_KEYS).collect();
     if keys.is_empty() {
         // The default order (by row id) needs no computed keys: one flat query, which both
         // planners handle best.
         let mut sql = Sql::new(
-            "SELECT r.rid, r.res_type, r.res_id, v.version, v.last_updated, v.deleted, v.method, v.body FROM resources r JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version WHERE ",
+            "SELECT r.rid, r.res_type, r.res_id, v.version, v.last_updated, v.deleted, v.method, v.body, v.patient, r.sensitivity FROM resources r JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version WHERE ",
         );
-        sql.append(matches(query, "r"));
+        sql.append(matches(query, "r", vis));
         let forward = cursor.is_none_or(|c| c.forward);
         if let Some(c) = cursor {
             sql.push(if forward {
@@ -706,13 +807,13 @@ pub(crate) fn page(query: &SearchQuery, cursor: Option<&Cursor>, limit: usize) -
         inner.push(KEY_ALIASES[i]);
     }
     inner.push(" FROM resources r WHERE ");
-    inner.append(matches(query, "r"));
+    inner.append(matches(query, "r", vis));
 
     let mut sql = Sql::new("SELECT ");
     for col in KEY_COLUMNS.iter().take(keys.len()) {
         sql.push(col).push(", ");
     }
-    sql.push("r.rid, r.res_type, r.res_id, v.version, v.last_updated, v.deleted, v.method, v.body FROM (");
+    sql.push("r.rid, r.res_type, r.res_id, v.version, v.last_updated, v.deleted, v.method, v.body, v.patient, r.sensitivity FROM (");
     sql.append(inner);
     sql.push(") m JOIN resources r ON r.rid = m.rid JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version");
     let forward = cursor.is_none_or(|c| c.forward);

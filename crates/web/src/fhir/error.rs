@@ -73,6 +73,27 @@ fn from_records(e: RecordsError, prefix: Option<&str>) -> ApiError {
             None,
         ),
         RecordsError::Forbidden(m) => ApiError::new(S::FORBIDDEN, "forbidden", m, None),
+        RecordsError::Restricted(_) => ApiError::new(
+            S::FORBIDDEN,
+            "suppressed",
+            "this record is restricted: break the glass (with a reason) to see it",
+            None,
+        ),
+        RecordsError::AuditUnavailable => ApiError::new(
+            S::SERVICE_UNAVAILABLE,
+            "transient",
+            "the audit log is unavailable, so the request was not completed; try again",
+            None,
+        ),
+        RecordsError::Integrity(m) => {
+            tracing::error!(error = %m, "integrity failure");
+            ApiError::new(
+                S::INTERNAL_SERVER_ERROR,
+                "exception",
+                "stored data failed its integrity check; the operator has been told",
+                None,
+            )
+        }
         RecordsError::UnknownType(t) => ApiError::new(
             S::NOT_FOUND,
             "not-supported",

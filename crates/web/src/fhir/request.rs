@@ -30,7 +30,13 @@ impl FromRequestParts<AppState> for Authed {
                 scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
             })
             .ok_or(RecordsError::Unauthorized)?;
-        Ok(Authed(state.records.authenticate(token).await?))
+        let actor = state.records.authenticate(token).await?;
+        let source = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip().to_string());
+        let request_id = uuid::Uuid::new_v4().simple().to_string();
+        Ok(Authed(actor.for_request(source, Some(request_id))))
     }
 }
 

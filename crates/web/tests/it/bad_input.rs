@@ -244,9 +244,10 @@ on_both!(routes_and_methods);
 async fn body_limit(_s: Server) {
     // A server with a small limit: larger bodies get 413, with or without Content-Length.
     let dir = tempfile::tempdir().unwrap();
-    let records = ironchart_records::Records::open(&ironchart_records::DatabaseConfig::Sqlite(
-        dir.path().join("small.sqlite3"),
-    ))
+    let records = ironchart_records::Records::open(
+        &ironchart_records::DatabaseConfig::Sqlite(dir.path().join("small.sqlite3")),
+        super::support::security(Some(dir.path())),
+    )
     .await
     .unwrap();
     let small = Server::start_with(records, Some(dir), 1024, None).await;
@@ -281,9 +282,10 @@ on_both!(body_limit);
 
 async fn rate_limited(_s: Server) {
     let dir = tempfile::tempdir().unwrap();
-    let records = ironchart_records::Records::open(&ironchart_records::DatabaseConfig::Sqlite(
-        dir.path().join("limited.sqlite3"),
-    ))
+    let records = ironchart_records::Records::open(
+        &ironchart_records::DatabaseConfig::Sqlite(dir.path().join("limited.sqlite3")),
+        super::support::security(Some(dir.path())),
+    )
     .await
     .unwrap();
     let limited = Server::start_with(records, Some(dir), 1024 * 1024, Some(5)).await;

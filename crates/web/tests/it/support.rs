@@ -2,9 +2,17 @@
 
 use std::time::Duration;
 
-use ironchart_records::{DatabaseConfig, Records};
+use ironchart_records::{Actor, DatabaseConfig, MasterKey, Records, SecurityConfig};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
+
+/// A fresh master key; audit checkpoints in `dir` when given.
+pub fn security(dir: Option<&std::path::Path>) -> SecurityConfig {
+    SecurityConfig {
+        master_key: MasterKey::generate(),
+        checkpoint_file: dir.map(|d| d.join("audit-checkpoints.log")),
+    }
+}
 
 pub struct Server {
     /// `http://127.0.0.1:PORT/fhir`
@@ -24,9 +32,12 @@ pub struct Reply {
 impl Server {
     pub async fn sqlite() -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
-        let records = Records::open(&DatabaseConfig::Sqlite(dir.path().join("t.sqlite3")))
-            .await
-            .expect("open sqlite");
+        let records = Records::open(
+            &DatabaseConfig::Sqlite(dir.path().join("t.sqlite3")),
+            security(Some(dir.path())),
+        )
+        .await
+        .expect("open sqlite");
         Server::start(records, Some(dir)).await
     }
 
@@ -37,10 +48,13 @@ impl Server {
             return None;
         };
         let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-        let records = Records::open(&DatabaseConfig::Postgres {
-            url,
-            schema: Some(schema),
-        })
+        let records = Records::open(
+            &DatabaseConfig::Postgres {
+                url,
+                schema: Some(schema),
+            },
+            security(None),
+        )
         .await
         .expect("open postgres");
         Some(Server::start(records, None).await)
@@ -73,7 +87,7 @@ impl Server {
             let _ = ironchart_web::serve(listener, app, std::future::pending()).await;
         });
         let token = records
-            .issue_system_token(Duration::from_secs(3600))
+            .issue_system_token(&Actor::local_operator(), Duration::from_secs(3600))
             .await
             .expect("token");
         let client = reqwest::Client::builder()

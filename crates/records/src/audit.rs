@@ -1,0 +1,626 @@
+//! The audit log: every access to health data and every security event, appended before the
+//! response is sent.
+//!
+//! Entries form a chain: each entry's MAC is HMAC-SHA256, under a key derived from the master
+//! key, over the previous entry's MAC and the entry's own fields, so a changed, deleted,
+//! inserted or reordered row breaks the chain at that row. Appends from many requests are
+//! batched into one transaction (group commit) by a single writer task; writes of health data
+//! append their entries inside their own transaction instead, so a write and its audit entry
+//! land together or not at all. Signed checkpoints (sequence number and MAC of the newest entry,
+//! Ed25519) are written to a file outside the database, which is how a truncated tail is caught.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
+use hmac::{Hmac, Mac};
+use ironchart_store::{AuditRow, Store, WriteTx};
+use sha2::Sha256;
+use tokio::sync::{mpsc, oneshot};
+use zeroize::Zeroizing;
+
+use crate::actor::Actor;
+use crate::{RecordsError, Result};
+
+/// What happened, in the words of the audit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditAction {
+    Read,
+    Vread,
+    Search,
+    History,
+    Create,
+    Update,
+    Delete,
+    Import,
+    /// A transaction Bundle that failed as a whole (its writes are audited one by one).
+    Transaction,
+    SignIn,
+    SignOut,
+    MfaEnrol,
+    MfaReset,
+    Lockout,
+    UserAdd,
+    UserRoles,
+    UserDisable,
+    UserEnable,
+    PasswordChange,
+    TokenIssue,
+    TokenRevoke,
+    SessionRevoke,
+    BreakGlass,
+    KeyRotate,
+    Setup,
+    AuditRead,
+}
+
+impl AuditAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditAction::Read => "read",
+            AuditAction::Vread => "vread",
+            AuditAction::Search => "search",
+            AuditAction::History => "history",
+            AuditAction::Create => "create",
+            AuditAction::Update => "update",
+            AuditAction::Delete => "delete",
+            AuditAction::Import => "import",
+            AuditAction::Transaction => "transaction",
+            AuditAction::SignIn => "sign-in",
+            AuditAction::SignOut => "sign-out",
+            AuditAction::MfaEnrol => "mfa-enrol",
+            AuditAction::MfaReset => "mfa-reset",
+            AuditAction::Lockout => "lockout",
+            AuditAction::UserAdd => "user-add",
+            AuditAction::UserRoles => "user-roles",
+            AuditAction::UserDisable => "user-disable",
+            AuditAction::UserEnable => "user-enable",
+            AuditAction::PasswordChange => "password-change",
+            AuditAction::TokenIssue => "token-issue",
+            AuditAction::TokenRevoke => "token-revoke",
+            AuditAction::SessionRevoke => "session-revoke",
+            AuditAction::BreakGlass => "break-glass",
+            AuditAction::KeyRotate => "key-rotate",
+            AuditAction::Setup => "setup",
+            AuditAction::AuditRead => "audit-read",
+        }
+    }
+
+    /// Whether the action touches health data (the rest are security events).
+    pub fn is_data_access(self) -> bool {
+        matches!(
+            self,
+            AuditAction::Read
+                | AuditAction::Vread
+                | AuditAction::Search
+                | AuditAction::History
+                | AuditAction::Create
+                | AuditAction::Update
+                | AuditAction::Delete
+                | AuditAction::Import
+                | AuditAction::Transaction
+        )
+    }
+}
+
+/// How it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    /// Refused by policy or authentication.
+    Denied,
+    /// Failed for another reason (invalid input, not found …).
+    Failure,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Denied => "denied",
+            Outcome::Failure => "failure",
+        }
+    }
+}
+
+/// One entry to append; the actor's fields are added from the [`Actor`].
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    pub action: AuditAction,
+    pub outcome: Outcome,
+    pub res_type: Option<String>,
+    pub res_id: Option<String>,
+    pub version: Option<i64>,
+    pub patients: Vec<String>,
+    /// Non-health detail: parameter names of a search, a count, a reason code.
+    pub detail: Option<String>,
+}
+
+impl AuditEntry {
+    pub fn new(action: AuditAction, outcome: Outcome) -> AuditEntry {
+        AuditEntry {
+            action,
+            outcome,
+            res_type: None,
+            res_id: None,
+            version: None,
+            patients: Vec::new(),
+            detail: None,
+        }
+    }
+
+    pub fn resource(mut self, res_type: &str, res_id: &str, version: Option<i64>) -> Self {
+        self.res_type = Some(res_type.to_string());
+        self.res_id = Some(res_id.to_string());
+        self.version = version;
+        self
+    }
+
+    pub fn res_type(mut self, res_type: &str) -> Self {
+        self.res_type = Some(res_type.to_string());
+        self
+    }
+
+    pub fn patients(mut self, patients: impl IntoIterator<Item = String>) -> Self {
+        let mut all: Vec<String> = patients.into_iter().collect();
+        all.sort();
+        all.dedup();
+        self.patients = all;
+        self
+    }
+
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    fn row(self, actor: &Actor, recorded: i64) -> AuditRow {
+        AuditRow {
+            seq: 0,
+            recorded,
+            actor: actor.audit_name(),
+            role: actor.audit_role(),
+            action: self.action.as_str().to_string(),
+            res_type: self.res_type,
+            res_id: self.res_id,
+            version: self.version,
+            patients: if self.patients.is_empty() {
+                None
+            } else {
+                Some(self.patients.join(" "))
+            },
+            outcome: self.outcome.as_str().to_string(),
+            source: actor.source().map(str::to_string),
+            purpose: actor.purpose().map(str::to_string),
+            request_id: actor.request_id().map(str::to_string),
+            detail: self.detail,
+            mac: String::new(),
+        }
+    }
+}
+
+/// The chain's keys: the MAC key of the entries and the checkpoint signing key.
+pub(crate) struct ChainKeys {
+    mac: Zeroizing<[u8; 32]>,
+    signing: SigningKey,
+}
+
+impl ChainKeys {
+    pub(crate) fn new(mac: Zeroizing<[u8; 32]>, signing_seed: Zeroizing<[u8; 32]>) -> ChainKeys {
+        ChainKeys {
+            mac,
+            signing: SigningKey::from_bytes(&signing_seed),
+        }
+    }
+
+    /// The MAC of `row` following an entry whose MAC was `prev` (empty for the first entry).
+    pub(crate) fn mac(&self, prev: &str, row: &AuditRow) -> String {
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(self.mac.as_ref())
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        field(&mut m, Some(prev));
+        m.update(&row.seq.to_be_bytes());
+        m.update(&row.recorded.to_be_bytes());
+        field(&mut m, Some(&row.actor));
+        field(&mut m, row.role.as_deref());
+        field(&mut m, Some(&row.action));
+        field(&mut m, row.res_type.as_deref());
+        field(&mut m, row.res_id.as_deref());
+        match row.version {
+            Some(v) => {
+                m.update(&[1]);
+                m.update(&v.to_be_bytes());
+            }
+            None => m.update(&[0]),
+        }
+        field(&mut m, row.patients.as_deref());
+        field(&mut m, Some(&row.outcome));
+        field(&mut m, row.source.as_deref());
+        field(&mut m, row.purpose.as_deref());
+        field(&mut m, row.request_id.as_deref());
+        field(&mut m, row.detail.as_deref());
+        ironchart_security::hex(&m.finalize().into_bytes())
+    }
+
+    pub(crate) fn public_key_hex(&self) -> String {
+        ironchart_security::hex(self.signing.verifying_key().as_bytes())
+    }
+
+    fn checkpoint_line(&self, seq: i64, mac: &str, at: i64) -> String {
+        let message = checkpoint_message(seq, mac, at);
+        let signature = self.signing.sign(message.as_bytes());
+        format!(
+            "{message} {} {}\n",
+            ironchart_security::hex(&signature.to_bytes()),
+            self.public_key_hex()
+        )
+    }
+}
+
+/// Length-prefixed (and presence-tagged) field, so that no two rows encode alike.
+fn field(m: &mut Hmac<Sha256>, value: Option<&str>) {
+    match value {
+        Some(v) => {
+            m.update(&[1]);
+            m.update(&(v.len() as u64).to_be_bytes());
+            m.update(v.as_bytes());
+        }
+        None => m.update(&[0]),
+    }
+}
+
+fn checkpoint_message(seq: i64, mac: &str, at: i64) -> String {
+    format!("ironchart-audit-checkpoint-v1 {seq} {mac} {at}")
+}
+
+/// Computes seq and MAC for new rows after the locked tail, and appends them.
+pub(crate) async fn append_in(
+    tx: &mut WriteTx,
+    keys: &ChainKeys,
+    rows: &mut [AuditRow],
+) -> Result<()> {
+    let (mut seq, mut prev) = tx.audit_tail().await?.unwrap_or((0, String::new()));
+    for row in rows.iter_mut() {
+        seq += 1;
+        row.seq = seq;
+        row.mac = keys.mac(&prev, row);
+        prev.clone_from(&row.mac);
+    }
+    tx.audit_append(rows).await?;
+    Ok(())
+}
+
+pub(crate) fn rows_of(actor: &Actor, entries: Vec<AuditEntry>, now: i64) -> Vec<AuditRow> {
+    entries.into_iter().map(|e| e.row(actor, now)).collect()
+}
+
+type Ack = oneshot::Sender<std::result::Result<(), String>>;
+
+/// The group-commit writer: a task that appends queued entries in batches.
+#[derive(Clone)]
+pub(crate) struct AuditWriter {
+    queue: mpsc::Sender<(Vec<AuditRow>, Ack)>,
+    /// The newest entry this process's writer committed, and whether a checkpoint covers it.
+    last: std::sync::Arc<std::sync::Mutex<Option<(i64, String, bool)>>>,
+}
+
+/// Most entries one group commit writes.
+const MAX_BATCH: usize = 4096;
+/// Checkpoints are written at most this often by the writer.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+impl AuditWriter {
+    pub(crate) fn start(
+        store: Store,
+        keys: std::sync::Arc<ChainKeys>,
+        checkpoints: Option<PathBuf>,
+    ) -> AuditWriter {
+        let (queue, mut rx) = mpsc::channel::<(Vec<AuditRow>, Ack)>(8192);
+        let last_written: std::sync::Arc<std::sync::Mutex<Option<(i64, String, bool)>>> =
+            Default::default();
+        let last = last_written.clone();
+        tokio::spawn(async move {
+            let mut last_checkpoint = Instant::now();
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                let mut n = batch[0].0.len();
+                while n < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(more) => {
+                            n += more.0.len();
+                            batch.push(more);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let mut rows: Vec<AuditRow> = Vec::with_capacity(n);
+                let mut acks = Vec::with_capacity(batch.len());
+                for (r, ack) in batch {
+                    rows.extend(r);
+                    acks.push(ack);
+                }
+                let result = write_batch(&store, &keys, &mut rows).await;
+                if result.is_err() {
+                    tracing::error!("the audit log could not be written; requests are failing");
+                }
+                for ack in acks {
+                    let _ = ack.send(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+                }
+                let Some(newest) = rows.last().filter(|_| result.is_ok()) else {
+                    continue;
+                };
+                let mut covered = false;
+                if let Some(path) = &checkpoints
+                    && last_checkpoint.elapsed() >= CHECKPOINT_EVERY
+                {
+                    last_checkpoint = Instant::now();
+                    match write_checkpoint(path, &keys, newest.seq, &newest.mac) {
+                        Ok(()) => covered = true,
+                        Err(e) => tracing::warn!("cannot write an audit checkpoint: {e}"),
+                    }
+                }
+                if let Ok(mut l) = last.lock() {
+                    *l = Some((newest.seq, newest.mac.clone(), covered));
+                }
+            }
+        });
+        AuditWriter {
+            queue,
+            last: last_written,
+        }
+    }
+
+    /// The newest entry this writer committed that no checkpoint covers yet; marks it covered.
+    pub(crate) fn take_uncovered(&self) -> Option<(i64, String)> {
+        let mut l = self.last.lock().ok()?;
+        match l.as_mut() {
+            Some((seq, mac, covered)) if !*covered => {
+                *covered = true;
+                Some((*seq, mac.clone()))
+            }
+            _ => None,
+        }
+    }
+
+    /// Appends rows and waits until they are committed.
+    pub(crate) async fn append(&self, rows: Vec<AuditRow>) -> Result<()> {
+        let (ack, done) = oneshot::channel();
+        self.queue
+            .send((rows, ack))
+            .await
+            .map_err(|_| RecordsError::AuditUnavailable)?;
+        match done.await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(RecordsError::AuditUnavailable),
+        }
+    }
+}
+
+async fn write_batch(store: &Store, keys: &ChainKeys, rows: &mut [AuditRow]) -> Result<()> {
+    let mut attempt = 0;
+    loop {
+        let mut tx = store.begin().await?;
+        let result = async {
+            append_in(&mut tx, keys, rows).await?;
+            tx.commit().await?;
+            Ok::<(), RecordsError>(())
+        }
+        .await;
+        match result {
+            Err(RecordsError::Store(e)) if e.is_conflict() && attempt < 10 => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(2 << attempt.min(6))).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Appends a signed checkpoint line to the checkpoint file.
+pub(crate) fn write_checkpoint(
+    path: &Path,
+    keys: &ChainKeys,
+    seq: i64,
+    mac: &str,
+) -> std::io::Result<()> {
+    let line = keys.checkpoint_line(seq, mac, crate::service::now_millis());
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    file.write_all(line.as_bytes())?;
+    file.sync_data()
+}
+
+/// A checkpoint read back from the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Checkpoint {
+    pub seq: i64,
+    pub mac: String,
+    pub at: i64,
+    pub line: usize,
+}
+
+/// Reads and checks the signatures of a checkpoint file against `public_key_hex`.
+pub(crate) fn read_checkpoints(
+    path: &Path,
+    public_key_hex: &str,
+) -> std::result::Result<Vec<Checkpoint>, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let key_bytes = unhex(public_key_hex).ok_or("bad public key")?;
+    let key_array: [u8; 32] = key_bytes.try_into().map_err(|_| "bad public key")?;
+    let key = VerifyingKey::from_bytes(&key_array).map_err(|_| "bad public key")?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        let parts: Vec<&str> = line.split(' ').collect();
+        let bad = || format!("checkpoint file line {n} is malformed");
+        if parts.len() != 6 || parts[0] != "ironchart-audit-checkpoint-v1" {
+            return Err(bad());
+        }
+        let seq: i64 = parts[1].parse().map_err(|_| bad())?;
+        let at: i64 = parts[3].parse().map_err(|_| bad())?;
+        if parts[5] != public_key_hex {
+            return Err(format!(
+                "checkpoint file line {n} was signed by another key (not this database's master key)"
+            ));
+        }
+        let sig_bytes: [u8; 64] = unhex(parts[4])
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(bad)?;
+        let signature = ed25519_dalek::Signature::from_bytes(&sig_bytes);
+        let message = checkpoint_message(seq, parts[2], at);
+        if key.verify(message.as_bytes(), &signature).is_err() {
+            return Err(format!("checkpoint file line {n} has an invalid signature"));
+        }
+        out.push(Checkpoint {
+            seq,
+            mac: parts[2].to_string(),
+            at,
+            line: n,
+        });
+    }
+    Ok(out)
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// What `ironchart audit verify` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerifyReport {
+    /// The chain is intact: how many entries, and the newest checkpoint it matched.
+    Intact {
+        entries: i64,
+        checkpoint: Option<i64>,
+    },
+    /// The first problem found, naming the entry.
+    Broken { seq: i64, problem: String },
+}
+
+/// Walks the whole chain, then compares it with the checkpoints.
+pub(crate) async fn verify(
+    store: &Store,
+    keys: &ChainKeys,
+    checkpoints: Option<&Path>,
+) -> Result<VerifyReport> {
+    const PAGE: usize = 5000;
+    let mut prev = String::new();
+    let mut expected = 1i64;
+    let mut last_seq = 0i64;
+    let mut macs_at: std::collections::HashMap<i64, String> = std::collections::HashMap::new();
+    let wanted: Vec<Checkpoint> = match checkpoints {
+        Some(path) => match read_checkpoints(path, &keys.public_key_hex()) {
+            Ok(c) => c,
+            Err(problem) => return Ok(VerifyReport::Broken { seq: 0, problem }),
+        },
+        None => Vec::new(),
+    };
+    let wanted_seqs: std::collections::HashSet<i64> = wanted.iter().map(|c| c.seq).collect();
+    loop {
+        let rows = store.audit_chain(last_seq, PAGE).await?;
+        if rows.is_empty() {
+            break;
+        }
+        let first = rows[0].seq;
+        let last = rows[rows.len() - 1].seq;
+        let mut patient_rows: std::collections::HashMap<i64, Vec<String>> =
+            std::collections::HashMap::new();
+        for (seq, p) in store.audit_patient_rows(first, last).await? {
+            patient_rows.entry(seq).or_default().push(p);
+        }
+        for row in &rows {
+            if row.seq != expected {
+                let problem = if row.seq > expected {
+                    format!(
+                        "entry {expected} is missing (the next entry is {})",
+                        row.seq
+                    )
+                } else {
+                    format!("entry {} is out of order", row.seq)
+                };
+                return Ok(VerifyReport::Broken {
+                    seq: expected,
+                    problem,
+                });
+            }
+            let mac = keys.mac(&prev, row);
+            if !ironchart_security::constant_time_eq(mac.as_bytes(), row.mac.as_bytes()) {
+                return Ok(VerifyReport::Broken {
+                    seq: row.seq,
+                    problem: format!(
+                        "entry {} does not match its MAC: it was changed, inserted or moved",
+                        row.seq
+                    ),
+                });
+            }
+            let mut listed: Vec<String> = row
+                .patients
+                .as_deref()
+                .unwrap_or("")
+                .split(' ')
+                .filter(|p| !p.is_empty())
+                .map(str::to_string)
+                .collect();
+            listed.sort();
+            listed.dedup();
+            let mut indexed = patient_rows.remove(&row.seq).unwrap_or_default();
+            indexed.sort();
+            if listed != indexed {
+                return Ok(VerifyReport::Broken {
+                    seq: row.seq,
+                    problem: format!(
+                        "the patient index of entry {} does not match the entry",
+                        row.seq
+                    ),
+                });
+            }
+            if wanted_seqs.contains(&row.seq) {
+                macs_at.insert(row.seq, row.mac.clone());
+            }
+            prev.clone_from(&row.mac);
+            expected += 1;
+        }
+        last_seq = last;
+    }
+    let entries = expected - 1;
+    let mut newest = None;
+    for c in &wanted {
+        match macs_at.get(&c.seq) {
+            Some(mac) if *mac == c.mac => newest = newest.max(Some(c.seq)),
+            Some(_) => {
+                return Ok(VerifyReport::Broken {
+                    seq: c.seq,
+                    problem: format!(
+                        "entry {} differs from the signed checkpoint on line {} of the checkpoint file",
+                        c.seq, c.line
+                    ),
+                });
+            }
+            None => {
+                return Ok(VerifyReport::Broken {
+                    seq: entries + 1,
+                    problem: format!(
+                        "the log ends at entry {entries}, but a signed checkpoint (line {}) vouches for entry {}: the tail was truncated",
+                        c.line, c.seq
+                    ),
+                });
+            }
+        }
+    }
+    Ok(VerifyReport::Intact {
+        entries,
+        checkpoint: newest,
+    })
+}

@@ -1,0 +1,237 @@
+//! Persistence of the audit log: appends under a lock on the chain's tail, reads in chain order.
+//! The chain itself (the MACs) is computed by the caller; the tables are append-only (triggers
+//! refuse updates and deletes on both databases).
+
+use crate::Result;
+use crate::db::{Arg, RowGet, Sql, Store};
+use crate::resources::WriteTx;
+
+/// One audit entry as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AuditRow {
+    pub seq: i64,
+    /// Milliseconds since the Unix epoch (UTC).
+    pub recorded: i64,
+    pub actor: String,
+    pub role: Option<String>,
+    pub action: String,
+    pub res_type: Option<String>,
+    pub res_id: Option<String>,
+    pub version: Option<i64>,
+    /// Space-separated Patient ids the entry concerns.
+    pub patients: Option<String>,
+    pub outcome: String,
+    pub source: Option<String>,
+    pub purpose: Option<String>,
+    pub request_id: Option<String>,
+    pub detail: Option<String>,
+    pub mac: String,
+}
+
+/// Conditions of an audit log search; every field narrows.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+    pub actor: Option<String>,
+    pub patient: Option<String>,
+    pub actions: Vec<String>,
+    pub outcome: Option<String>,
+    /// Continue after (descending: before) this sequence number.
+    pub after_seq: Option<i64>,
+    pub descending: bool,
+    pub limit: usize,
+}
+
+const COLUMNS: &str = "SELECT seq, recorded, actor, role, action, res_type, res_id, version, patients, outcome, source, purpose, request_id, detail, mac FROM audit_log";
+
+fn audit_row(r: &dyn RowGet) -> Result<AuditRow> {
+    Ok(AuditRow {
+        seq: r.i64(0)?,
+        recorded: r.i64(1)?,
+        actor: r.text(2)?,
+        role: r.opt_text(3)?,
+        action: r.text(4)?,
+        res_type: r.opt_text(5)?,
+        res_id: r.opt_text(6)?,
+        version: r.opt_i64(7)?,
+        patients: r.opt_text(8)?,
+        outcome: r.text(9)?,
+        source: r.opt_text(10)?,
+        purpose: r.opt_text(11)?,
+        request_id: r.opt_text(12)?,
+        detail: r.opt_text(13)?,
+        mac: r.text(14)?,
+    })
+}
+
+/// Rows per multi-row insert (15 values each).
+const ROWS_PER_INSERT: usize = 200;
+
+impl WriteTx {
+    /// The last entry's sequence number and MAC, with the chain locked until the transaction
+    /// ends (on SQLite the write transaction already excludes other writers).
+    pub async fn audit_tail(&mut self) -> Result<Option<(i64, String)>> {
+        if self.is_postgres() {
+            self.conn()
+                .execute("SELECT pg_advisory_xact_lock(7352090581)", vec![])
+                .await?;
+        }
+        let rows = self
+            .conn()
+            .fetch(
+                "SELECT seq, mac FROM audit_log ORDER BY seq DESC LIMIT 1",
+                vec![],
+                |r| Ok((r.i64(0)?, r.text(1)?)),
+            )
+            .await?;
+        Ok(rows.into_iter().next())
+    }
+
+    /// Appends entries (already chained by the caller) and their patient rows.
+    pub async fn audit_append(&mut self, rows: &[AuditRow]) -> Result<()> {
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            let mut sql = Sql::new(
+                "INSERT INTO audit_log (seq, recorded, actor, role, action, res_type, res_id, version, patients, outcome, source, purpose, request_id, detail, mac) VALUES ",
+            );
+            let mut patients = Sql::new("INSERT INTO audit_patients (patient, seq) VALUES ");
+            let mut any_patient = false;
+            for (n, row) in chunk.iter().enumerate() {
+                sql.row(
+                    n == 0,
+                    vec![
+                        Arg::I64(row.seq),
+                        Arg::I64(row.recorded),
+                        Arg::Text(row.actor.clone()),
+                        Arg::OptText(row.role.clone()),
+                        Arg::Text(row.action.clone()),
+                        Arg::OptText(row.res_type.clone()),
+                        Arg::OptText(row.res_id.clone()),
+                        Arg::OptI64(row.version),
+                        Arg::OptText(row.patients.clone()),
+                        Arg::Text(row.outcome.clone()),
+                        Arg::OptText(row.source.clone()),
+                        Arg::OptText(row.purpose.clone()),
+                        Arg::OptText(row.request_id.clone()),
+                        Arg::OptText(row.detail.clone()),
+                        Arg::Text(row.mac.clone()),
+                    ],
+                );
+                let mut seen = std::collections::HashSet::new();
+                for p in row.patients.iter().flat_map(|p| p.split(' ')) {
+                    if p.is_empty() || !seen.insert(p) {
+                        continue;
+                    }
+                    patients.row(!any_patient, vec![Arg::Text(p.into()), Arg::I64(row.seq)]);
+                    any_patient = true;
+                }
+            }
+            self.conn().execute(&sql.text, sql.args).await?;
+            if any_patient {
+                self.conn().execute(&patients.text, patients.args).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Entries in chain order after `after_seq`, at most `limit`.
+    pub async fn audit_chain(&self, after_seq: i64, limit: usize) -> Result<Vec<AuditRow>> {
+        let mut sql = Sql::new(COLUMNS);
+        sql.push(" WHERE seq > ")
+            .bind_i64(after_seq)
+            .push(" ORDER BY seq LIMIT ")
+            .bind_i64(limit as i64);
+        let mut conn = self.reader().await?;
+        conn.fetch(&sql.text, sql.args, audit_row).await
+    }
+
+    /// The patient rows of entries `from..=to`, as `(seq, patient)`.
+    pub async fn audit_patient_rows(&self, from: i64, to: i64) -> Result<Vec<(i64, String)>> {
+        let mut conn = self.reader().await?;
+        conn.fetch(
+            "SELECT seq, patient FROM audit_patients WHERE seq >= $1 AND seq <= $2",
+            vec![Arg::I64(from), Arg::I64(to)],
+            |r| Ok((r.i64(0)?, r.text(1)?)),
+        )
+        .await
+    }
+
+    /// The number of entries and the last one's sequence number.
+    pub async fn audit_extent(&self) -> Result<(i64, Option<i64>)> {
+        let mut conn = self.reader().await?;
+        let rows = conn
+            .fetch("SELECT COUNT(*), MAX(seq) FROM audit_log", vec![], |r| {
+                Ok((r.i64(0)?, r.opt_i64(1)?))
+            })
+            .await?;
+        Ok(rows.into_iter().next().unwrap_or((0, None)))
+    }
+
+    /// Entries matching `q`, by sequence number.
+    pub async fn audit_search(&self, q: &AuditQuery) -> Result<Vec<AuditRow>> {
+        let mut sql = Sql::new(COLUMNS);
+        sql.push(" WHERE 1 = 1");
+        audit_conditions(&mut sql, q);
+        if let Some(after) = q.after_seq {
+            sql.push(if q.descending {
+                " AND seq < "
+            } else {
+                " AND seq > "
+            })
+            .bind_i64(after);
+        }
+        sql.push(if q.descending {
+            " ORDER BY seq DESC LIMIT "
+        } else {
+            " ORDER BY seq ASC LIMIT "
+        })
+        .bind_i64(q.limit as i64);
+        let mut conn = self.reader().await?;
+        conn.fetch(&sql.text, sql.args, audit_row).await
+    }
+
+    /// How many entries match `q` (ignoring its paging).
+    pub async fn audit_count(&self, q: &AuditQuery) -> Result<i64> {
+        let mut sql = Sql::new("SELECT COUNT(*) FROM audit_log WHERE 1 = 1");
+        audit_conditions(&mut sql, q);
+        let mut conn = self.reader().await?;
+        Ok(conn
+            .fetch(&sql.text, sql.args, |r| r.i64(0))
+            .await?
+            .into_iter()
+            .next()
+            .unwrap_or(0))
+    }
+}
+
+fn audit_conditions(sql: &mut Sql, q: &AuditQuery) {
+    if let Some(from) = q.from {
+        sql.push(" AND recorded >= ").bind_i64(from);
+    }
+    if let Some(to) = q.to {
+        sql.push(" AND recorded <= ").bind_i64(to);
+    }
+    if let Some(actor) = &q.actor {
+        sql.push(" AND actor = ").bind_text(actor);
+    }
+    if let Some(outcome) = &q.outcome {
+        sql.push(" AND outcome = ").bind_text(outcome);
+    }
+    if !q.actions.is_empty() {
+        sql.push(" AND action IN (");
+        for (i, a) in q.actions.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.bind_text(a);
+        }
+        sql.push(")");
+    }
+    if let Some(p) = &q.patient {
+        sql.push(" AND seq IN (SELECT seq FROM audit_patients WHERE patient = ")
+            .bind_text(p)
+            .push(")");
+    }
+}
