@@ -624,3 +624,50 @@ pub(crate) async fn verify(
         checkpoint: newest,
     })
 }
+
+impl crate::Records {
+    /// Reads the audit log (auditors and the operator only); the read is itself audited.
+    pub async fn audit_entries(
+        &self,
+        by: &Actor,
+        query: &ironchart_store::AuditQuery,
+    ) -> Result<Vec<AuditRow>> {
+        if !(by.is_system() || by.has_role(ironchart_security::scope::Role::Auditor)) {
+            let refused = Err(RecordsError::Forbidden(
+                "the audit log is for auditors".into(),
+            ));
+            self.audit(
+                by,
+                vec![AuditEntry::new(AuditAction::AuditRead, Outcome::Denied)],
+            )
+            .await?;
+            return refused;
+        }
+        crate::policy::live(by)?;
+        let rows = self.store.audit_search(query).await?;
+        self.audit(
+            by,
+            vec![
+                AuditEntry::new(AuditAction::AuditRead, Outcome::Success)
+                    .detail(format!("{} entries", rows.len())),
+            ],
+        )
+        .await?;
+        Ok(rows)
+    }
+
+    /// How many audit entries match (ignoring paging); auditors and the operator only.
+    pub async fn audit_count(
+        &self,
+        by: &Actor,
+        query: &ironchart_store::AuditQuery,
+    ) -> Result<i64> {
+        if !(by.is_system() || by.has_role(ironchart_security::scope::Role::Auditor)) {
+            return Err(RecordsError::Forbidden(
+                "the audit log is for auditors".into(),
+            ));
+        }
+        crate::policy::live(by)?;
+        Ok(self.store.audit_count(query).await?)
+    }
+}

@@ -29,6 +29,6 @@ pub use users::UserSummary;
 pub use ironchart_security::keyring::MasterKey;
 pub use ironchart_security::scope::{Role, Scopes};
 
-pub use ironchart_store::{Backend, HistoryScope, SCHEMA_VERSION};
+pub use ironchart_store::{AuditQuery, AuditRow, Backend, HistoryScope, SCHEMA_VERSION};
 
 pub type Result<T, E = RecordsError> = std::result::Result<T, E>;
