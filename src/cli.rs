@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use ironchart_records::audit::VerifyReport as AuditReport;
 use ironchart_records::{
-    Actor, DatabaseConfig, MasterKey, Records, Role, SecurityConfig, UserSummary,
+    Actor, DatabaseConfig, MasterKey, Records, Role, SecurityConfig, SessionPolicy, UserSummary,
 };
 use tokio::net::TcpListener;
 
@@ -81,6 +81,29 @@ pub struct HttpArgs {
     /// Requests per second allowed per client address (bursts up to twice that); 0 for no limit.
     #[arg(long, env = "IRONCHART_RATE_LIMIT", default_value_t = 1000)]
     pub rate_limit: u32,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, env = "IRONCHART_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "IRONCHART_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// A reverse proxy whose X-Forwarded-For is trusted for the client address (repeat or
+    /// separate with commas). Without it, X-Forwarded-For is ignored.
+    #[arg(
+        long = "trusted-proxy",
+        env = "IRONCHART_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// A web session ends after this long without activity.
+    #[arg(long, env = "IRONCHART_SESSION_IDLE", default_value = "15m", value_parser = parse_duration)]
+    pub session_idle: Duration,
+    /// A web session ends this long after sign-in, active or not.
+    #[arg(long, env = "IRONCHART_SESSION_LIFETIME", default_value = "12h", value_parser = parse_duration)]
+    pub session_lifetime: Duration,
+    /// Require two-step sign-in of every user (it is always required of admins and auditors).
+    #[arg(long, env = "IRONCHART_MFA_FOR_ALL")]
+    pub mfa_for_all: bool,
 }
 
 #[derive(Debug, Args)]
@@ -765,6 +788,10 @@ async fn serve(
     http: &HttpArgs,
     demo: Option<(String, Vec<crate::demo::users::DemoUser>)>,
 ) -> Result<(), CliError> {
+    let tls = match (&http.tls_cert, &http.tls_key) {
+        (Some(cert), Some(key)) => Some(ironchart_web::tls::acceptor(cert, key).map_err(msg)?),
+        _ => None,
+    };
     let listener = TcpListener::bind(http.listen).await.map_err(|e| {
         if e.kind() == std::io::ErrorKind::AddrInUse {
             msg(format!(
@@ -781,17 +808,37 @@ async fn serve(
     let base = http
         .base_url
         .clone()
-        .unwrap_or_else(|| format!("http://{local}"))
+        .unwrap_or_else(|| {
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            format!("{scheme}://{local}")
+        })
         .trim_end_matches('/')
         .to_string();
-    let config = ironchart_web::WebConfig {
-        fhir_base: format!("{base}/fhir"),
-        body_limit: http.body_limit,
-        rate_limit: Some(http.rate_limit),
-    };
+    let mut config = ironchart_web::WebConfig::for_base(&base);
+    config.body_limit = http.body_limit;
+    config.rate_limit = Some(http.rate_limit);
+    config.trusted_proxies = http.trusted_proxies.clone();
+    config.tls = config.tls || tls.is_some();
+    let records = records.with_session_policy(SessionPolicy {
+        idle: http.session_idle,
+        lifetime: http.session_lifetime,
+    });
+    records
+        .set_mfa_for_everyone(&Actor::local_operator(), http.mfa_for_all)
+        .await?;
+    let setup = records
+        .issue_setup_token(Duration::from_secs(24 * 3600))
+        .await?;
     let app = ironchart_web::router(records.clone(), config);
     println!("ironchart is serving on {base}");
+    println!("  Sign in:      {base}/login");
     println!("  FHIR R4 API:  {base}/fhir   (CapabilityStatement: {base}/fhir/metadata)");
+    if let Some(token) = setup {
+        println!(
+            "  No users yet. Create the first administrator with this one-time link (valid 24 hours):"
+        );
+        println!("    {base}/setup?token={token}");
+    }
     if let Some((token, users)) = demo {
         crate::demo::users::print_demo_users(&users);
         println!("  Sign in to the API with this bearer token (full access, valid 12 hours):");
@@ -802,9 +849,11 @@ async fn serve(
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    ironchart_web::serve(listener, app, shutdown)
-        .await
-        .map_err(|e| msg(format!("server error: {e}")))?;
+    match tls {
+        Some(acceptor) => ironchart_web::serve_tls(listener, acceptor, app, shutdown).await,
+        None => ironchart_web::serve(listener, app, shutdown).await,
+    }
+    .map_err(|e| msg(format!("server error: {e}")))?;
     records.close().await;
     Ok(())
 }

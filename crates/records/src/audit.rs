@@ -51,6 +51,7 @@ pub enum AuditAction {
     SessionRevoke,
     BreakGlass,
     KeyRotate,
+    Config,
     Setup,
     AuditRead,
 }
@@ -82,6 +83,7 @@ impl AuditAction {
             AuditAction::SessionRevoke => "session-revoke",
             AuditAction::BreakGlass => "break-glass",
             AuditAction::KeyRotate => "key-rotate",
+            AuditAction::Config => "config",
             AuditAction::Setup => "setup",
             AuditAction::AuditRead => "audit-read",
         }

@@ -16,6 +16,7 @@ mod keys;
 mod policy;
 mod resource;
 mod service;
+mod signin;
 mod tokens;
 mod users;
 
@@ -24,11 +25,18 @@ pub use bundle::{BundleOutcome, GetHandler, parse_etag, percent_decode};
 pub use error::RecordsError;
 pub use resource::{HistoryPage, Resource, ResourcePage, WriteOutcome};
 pub use service::{DatabaseConfig, ImportOutcome, PreparedBatch, Records, SecurityConfig};
+pub use signin::{
+    Client, Enrolment, NewSession, Session, SessionListing, SessionPolicy, SessionStage,
+    SignInError, SignInFailure,
+};
 pub use users::UserSummary;
 
+pub use ironchart_security::constant_time_eq;
 pub use ironchart_security::keyring::MasterKey;
 pub use ironchart_security::scope::{Role, Scopes};
 
-pub use ironchart_store::{AuditQuery, AuditRow, Backend, HistoryScope, SCHEMA_VERSION};
+pub use ironchart_store::{
+    AuditColumn, AuditQuery, AuditRow, Backend, HistoryScope, SCHEMA_VERSION,
+};
 
 pub type Result<T, E = RecordsError> = std::result::Result<T, E>;

@@ -67,6 +67,7 @@ pub struct Records {
     pub(crate) chain: Arc<ChainKeys>,
     pub(crate) audit_writer: AuditWriter,
     pub(crate) checkpoints: Option<PathBuf>,
+    pub(crate) session_policy: crate::signin::SessionPolicy,
 }
 
 /// The outcome of importing one resource: its type and id.
@@ -110,6 +111,7 @@ impl Records {
             chain,
             audit_writer,
             checkpoints: security.checkpoint_file,
+            session_policy: crate::signin::SessionPolicy::default(),
         };
         if records.store.setting("keys.sealed").await?.is_none() {
             // A database from before encryption at rest: seal what it holds, once.

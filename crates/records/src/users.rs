@@ -83,6 +83,32 @@ impl Records {
         Ok(self.store.setting("mfa.everyone").await?.as_deref() == Some("1"))
     }
 
+    /// Requires MFA of every user (or only of admins and auditors again); audited when it
+    /// changes.
+    pub async fn set_mfa_for_everyone(&self, by: &Actor, on: bool) -> Result<()> {
+        self.admin_only(by)?;
+        if self.mfa_for_everyone().await? == on {
+            return Ok(());
+        }
+        self.store
+            .set_setting("mfa.everyone", if on { "1" } else { "0" })
+            .await?;
+        self.audit(
+            by,
+            vec![
+                AuditEntry::new(AuditAction::Config, Outcome::Success).detail(format!(
+                    "two-step sign-in required of {}",
+                    if on {
+                        "every user"
+                    } else {
+                        "admins and auditors"
+                    }
+                )),
+            ],
+        )
+        .await
+    }
+
     /// Creates a user. A `patient` user must be linked to an existing Patient and have no
     /// other role.
     pub async fn add_user(

@@ -37,10 +37,46 @@ pub struct AuditQuery {
     pub patient: Option<String>,
     pub actions: Vec<String>,
     pub outcome: Option<String>,
-    /// Continue after (descending: before) this sequence number.
+    /// Continue after (descending: before) this sequence number (when sorted by `Seq`).
     pub after_seq: Option<i64>,
+    pub sort: AuditColumn,
     pub descending: bool,
     pub limit: usize,
+}
+
+/// A column the audit log can be sorted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuditColumn {
+    #[default]
+    Seq,
+    Recorded,
+    Actor,
+    Role,
+    Action,
+    ResType,
+    ResId,
+    Patients,
+    Outcome,
+    Source,
+    Detail,
+}
+
+impl AuditColumn {
+    fn sql(self) -> &'static str {
+        match self {
+            AuditColumn::Seq => "seq",
+            AuditColumn::Recorded => "recorded",
+            AuditColumn::Actor => "actor",
+            AuditColumn::Role => "role",
+            AuditColumn::Action => "action",
+            AuditColumn::ResType => "res_type",
+            AuditColumn::ResId => "res_id",
+            AuditColumn::Patients => "patients",
+            AuditColumn::Outcome => "outcome",
+            AuditColumn::Source => "source",
+            AuditColumn::Detail => "detail",
+        }
+    }
 }
 
 const COLUMNS: &str = "SELECT seq, recorded, actor, role, action, res_type, res_id, version, patients, outcome, source, purpose, request_id, detail, mac FROM audit_log";
@@ -174,7 +210,7 @@ impl Store {
         let mut sql = Sql::new(COLUMNS);
         sql.push(" WHERE 1 = 1");
         audit_conditions(&mut sql, q);
-        if let Some(after) = q.after_seq {
+        if let Some(after) = q.after_seq.filter(|_| q.sort == AuditColumn::Seq) {
             sql.push(if q.descending {
                 " AND seq < "
             } else {
@@ -182,12 +218,12 @@ impl Store {
             })
             .bind_i64(after);
         }
-        sql.push(if q.descending {
-            " ORDER BY seq DESC LIMIT "
-        } else {
-            " ORDER BY seq ASC LIMIT "
-        })
-        .bind_i64(q.limit as i64);
+        let dir = if q.descending { " DESC" } else { " ASC" };
+        sql.push(" ORDER BY ").push(q.sort.sql()).push(dir);
+        if q.sort != AuditColumn::Seq {
+            sql.push(", seq").push(dir);
+        }
+        sql.push(" LIMIT ").bind_i64(q.limit as i64);
         let mut conn = self.reader().await?;
         conn.fetch(&sql.text, sql.args, audit_row).await
     }

@@ -17,7 +17,7 @@ pub mod search;
 mod tokens;
 mod users;
 
-pub use audit::{AuditQuery, AuditRow};
+pub use audit::{AuditColumn, AuditQuery, AuditRow};
 pub use db::{Backend, Store};
 pub use error::StoreError;
 pub use migrate::SCHEMA_VERSION;

@@ -62,9 +62,11 @@ pub struct SessionRecord {
     pub expires_at: i64,
     pub source: Option<String>,
     pub user_agent: Option<String>,
+    /// A TOTP secret being enrolled (sealed), until its first code confirms it.
+    pub pending_secret: Option<Vec<u8>>,
 }
 
-const SESSION_COLUMNS: &str = "SELECT session_hash, user_id, csrf_token, stage, created_at, last_seen, expires_at, source, user_agent FROM sessions";
+const SESSION_COLUMNS: &str = "SELECT session_hash, user_id, csrf_token, stage, created_at, last_seen, expires_at, source, user_agent, pending_secret FROM sessions";
 
 fn session_row(r: &dyn RowGet) -> Result<SessionRecord> {
     Ok(SessionRecord {
@@ -77,6 +79,7 @@ fn session_row(r: &dyn RowGet) -> Result<SessionRecord> {
         expires_at: r.i64(6)?,
         source: r.opt_text(7)?,
         user_agent: r.opt_text(8)?,
+        pending_secret: r.opt_bytes(9)?,
     })
 }
 
@@ -146,6 +149,19 @@ impl Store {
             |r| r.text(0),
         )
         .await
+    }
+}
+
+impl Store {
+    /// Records activity on a session (its idle timer restarts).
+    pub async fn touch_session(&self, session_hash: &str, now: i64) -> Result<()> {
+        let mut conn = self.writer().await?;
+        conn.execute(
+            "UPDATE sessions SET last_seen = $1 WHERE session_hash = $2",
+            vec![Arg::I64(now), Arg::Text(session_hash.into())],
+        )
+        .await?;
+        Ok(())
     }
 }
 
@@ -266,7 +282,7 @@ impl WriteTx {
     pub async fn insert_session(&mut self, s: &SessionRecord) -> Result<()> {
         self.conn()
             .execute(
-                "INSERT INTO sessions (session_hash, user_id, csrf_token, stage, created_at, last_seen, expires_at, source, user_agent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                "INSERT INTO sessions (session_hash, user_id, csrf_token, stage, created_at, last_seen, expires_at, source, user_agent, pending_secret) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 vec![
                     Arg::Text(s.session_hash.clone()),
                     Arg::I64(s.user_id),
@@ -277,10 +293,47 @@ impl WriteTx {
                     Arg::I64(s.expires_at),
                     Arg::OptText(s.source.clone()),
                     Arg::OptText(s.user_agent.clone()),
+                    Arg::Bytes(s.pending_secret.clone()),
                 ],
             )
             .await?;
         Ok(())
+    }
+
+    pub async fn session(&mut self, session_hash: &str) -> Result<Option<SessionRecord>> {
+        let sql = [SESSION_COLUMNS, " WHERE session_hash = $1"].concat();
+        Ok(self
+            .conn()
+            .fetch(&sql, vec![Arg::Text(session_hash.into())], session_row)
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    /// Stores a session's changed stage, enrolment secret and last activity.
+    pub async fn update_session(&mut self, s: &SessionRecord) -> Result<()> {
+        self.conn()
+            .execute(
+                "UPDATE sessions SET stage = $1, pending_secret = $2, last_seen = $3 WHERE session_hash = $4",
+                vec![
+                    Arg::Text(s.stage.clone()),
+                    Arg::Bytes(s.pending_secret.clone()),
+                    Arg::I64(s.last_seen),
+                    Arg::Text(s.session_hash.clone()),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Drops sessions past their absolute lifetime or idle for longer than `idle_ms`.
+    pub async fn delete_stale_sessions(&mut self, now: i64, idle_ms: i64) -> Result<u64> {
+        self.conn()
+            .execute(
+                "DELETE FROM sessions WHERE expires_at <= $1 OR last_seen < $2",
+                vec![Arg::I64(now), Arg::I64(now - idle_ms)],
+            )
+            .await
     }
 
     pub async fn delete_session(&mut self, session_hash: &str) -> Result<u64> {

@@ -1,14 +1,20 @@
-//! ironchart's HTTP face: the FHIR R4 REST API at `/fhir` and `/healthz` (the clinician app,
-//! portal, admin pages and SMART endpoints arrive later, on the same router).
+//! ironchart's HTTP face: the FHIR R4 REST API at `/fhir`, the web app's pages (sign-in,
+//! sessions, user administration, audit report, break-the-glass) and `/healthz`; the clinician
+//! app, portal and SMART endpoints arrive later, on the same router.
 //!
 //! Handlers hold a [`Records`] service and never a database handle: every access to health data
 //! goes through the one door. Errors are turned into `OperationOutcome`s in one place
-//! ([`fhir::error`]); security headers are one layer ([`headers`]).
+//! ([`fhir::error`]); security headers, the client address, rate limits and CSRF are layers set
+//! up here, in one place.
 #![forbid(unsafe_code)]
 
+mod app;
+pub mod client;
+mod csrf;
 pub mod fhir;
 mod headers;
 mod rate_limit;
+pub mod tls;
 
 pub use rate_limit::RateLimiter;
 
@@ -30,6 +36,34 @@ pub struct WebConfig {
     pub body_limit: usize,
     /// Requests per second allowed per client address (`None`: unlimited).
     pub rate_limit: Option<u32>,
+    /// The public origin of the pages (`https://emr.example.org`), which forms must come from.
+    pub origin: String,
+    /// Whether the server is reached over TLS (then responses carry HSTS).
+    pub tls: bool,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (none by default).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+}
+
+impl WebConfig {
+    /// A configuration for a base URL such as `http://127.0.0.1:8080` (no trailing slash).
+    pub fn for_base(base: &str) -> WebConfig {
+        let base = base.trim_end_matches('/');
+        let origin = match base.find("://") {
+            Some(i) => match base[i + 3..].find('/') {
+                Some(j) => base[..i + 3 + j].to_string(),
+                None => base.to_string(),
+            },
+            None => base.to_string(),
+        };
+        WebConfig {
+            fhir_base: format!("{base}/fhir"),
+            body_limit: 16 * 1024 * 1024,
+            rate_limit: Some(1000),
+            tls: base.starts_with("https://"),
+            origin,
+            trusted_proxies: Vec::new(),
+        }
+    }
 }
 
 /// Shared state of all handlers.
@@ -49,17 +83,45 @@ pub fn router(records: Records, config: WebConfig) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .merge(fhir::routes())
+        .merge(app::routes())
         .fallback(fhir::error::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            csrf::same_origin,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             limiter,
             rate_limit::limit,
         ))
-        .layer(axum::middleware::from_fn(headers::security_headers))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            client::client_address,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            headers::security_headers,
+        ))
         .with_state(state)
 }
 
 async fn healthz() -> &'static str {
     "ok"
+}
+
+/// Serves `app` over HTTPS on `listener` until `shutdown` resolves.
+pub async fn serve_tls(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = tls::TlsListener::new(listener, acceptor)?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<tls::TlsPeer>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves.

@@ -2,11 +2,11 @@
 //! limit, requests get `429 Too Many Requests` with `Retry-After` and an `OperationOutcome`.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -74,8 +74,9 @@ pub(crate) async fn limit(
     next: Next,
 ) -> Response {
     if let Some(limiter) = limiter
-        && let Some(ConnectInfo(addr)) = request.extensions().get::<ConnectInfo<SocketAddr>>()
-        && let Err(wait) = limiter.take(addr.ip())
+        && let Some(crate::client::ClientIp(Some(ip))) =
+            request.extensions().get::<crate::client::ClientIp>()
+        && let Err(wait) = limiter.take(*ip)
     {
         let mut r = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,

@@ -38,7 +38,8 @@ CREATE TABLE sessions (
     last_seen BIGINT NOT NULL,
     expires_at BIGINT NOT NULL,
     source TEXT,
-    user_agent TEXT
+    user_agent TEXT,
+    pending_secret BLOB
 );
 CREATE INDEX sessions_user ON sessions (user_id);
 

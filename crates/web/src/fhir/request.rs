@@ -33,8 +33,9 @@ impl FromRequestParts<AppState> for Authed {
         let actor = state.records.authenticate(token).await?;
         let source = parts
             .extensions
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| c.0.ip().to_string());
+            .get::<crate::client::ClientIp>()
+            .and_then(|c| c.0)
+            .map(|ip| ip.to_string());
         let request_id = uuid::Uuid::new_v4().simple().to_string();
         Ok(Authed(actor.for_request(source, Some(request_id))))
     }

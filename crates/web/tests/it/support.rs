@@ -75,14 +75,10 @@ impl Server {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let base = format!("http://{addr}/fhir");
-        let app = ironchart_web::router(
-            records.clone(),
-            ironchart_web::WebConfig {
-                fhir_base: base.clone(),
-                body_limit,
-                rate_limit,
-            },
-        );
+        let mut config = ironchart_web::WebConfig::for_base(&format!("http://{addr}"));
+        config.body_limit = body_limit;
+        config.rate_limit = rate_limit;
+        let app = ironchart_web::router(records.clone(), config);
         tokio::spawn(async move {
             let _ = ironchart_web::serve(listener, app, std::future::pending()).await;
         });

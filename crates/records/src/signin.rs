@@ -1,0 +1,880 @@
+//! Signing in to the web app: password (Argon2id), second factor (TOTP with replay protection,
+//! or a one-time recovery code), lockout and rate limits per account and per client address
+//! with exponential backoff, and server-side sessions.
+//!
+//! Unknown user names, wrong passwords and disabled accounts get the same answer after the same
+//! work (a dummy Argon2 verification), and failures are counted per name whether or not the
+//! account exists, so neither the message, the timing nor the lockout tells an attacker which
+//! names exist. Every attempt, success or failure, is audited.
+
+use std::time::Duration;
+
+use ironchart_security::password::{Verified, hash_password, verify_dummy, verify_password};
+use ironchart_security::scope::{Role, scopes_of};
+use ironchart_security::totp::{self, TotpSecret};
+use ironchart_store::{GrantRecord, SessionRecord, UserRecord, WriteTx};
+
+use crate::actor::{Actor, ActorKind};
+use crate::audit::{AuditAction, AuditEntry, Outcome};
+use crate::service::{now_millis, token_hash};
+use crate::tokens::{new_secret, parse_roles};
+use crate::users::{UserSummary, valid_username};
+use crate::{Records, RecordsError, Result};
+
+/// Session timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionPolicy {
+    /// A session unused this long ends (default 15 minutes).
+    pub idle: Duration,
+    /// A session ends this long after sign-in whatever happens (default 12 hours).
+    pub lifetime: Duration,
+}
+
+impl Default for SessionPolicy {
+    fn default() -> Self {
+        SessionPolicy {
+            idle: Duration::from_secs(15 * 60),
+            lifetime: Duration::from_secs(12 * 3600),
+        }
+    }
+}
+
+/// Failures before an account is locked, and before a client address is.
+const ACCOUNT_FAILURES: i64 = 5;
+const ADDRESS_FAILURES: i64 = 20;
+/// The first lockout; each further failure doubles it, up to the maximum.
+const FIRST_LOCK_MS: i64 = 60_000;
+const MAX_LOCK_MS: i64 = 3_600_000;
+/// Failures older than this are forgotten.
+const FAILURE_MEMORY_MS: i64 = 3_600_000;
+/// A session's activity is written at most this often.
+const TOUCH_EVERY_MS: i64 = 30_000;
+
+/// Session stages.
+const STAGE_CODE: &str = "code";
+const STAGE_ENROL: &str = "enrol";
+const STAGE_ACTIVE: &str = "active";
+
+/// Where a sign-in request comes from.
+#[derive(Debug, Clone, Default)]
+pub struct Client {
+    pub address: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// A new session: the cookie value (a secret: only its hash is stored) and its CSRF token.
+#[derive(Clone)]
+pub struct NewSession {
+    pub cookie: String,
+    pub csrf_token: String,
+    pub stage: SessionStage,
+}
+
+impl std::fmt::Debug for NewSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewSession")
+            .field("stage", &self.stage)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How far a session has got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionStage {
+    /// Password accepted; a code from the authenticator (or a recovery code) is needed.
+    Code,
+    /// Password accepted; MFA is required and must be set up first.
+    Enrol,
+    /// Signed in.
+    Active,
+}
+
+impl SessionStage {
+    fn of(text: &str) -> Option<SessionStage> {
+        match text {
+            STAGE_CODE => Some(SessionStage::Code),
+            STAGE_ENROL => Some(SessionStage::Enrol),
+            STAGE_ACTIVE => Some(SessionStage::Active),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            SessionStage::Code => STAGE_CODE,
+            SessionStage::Enrol => STAGE_ENROL,
+            SessionStage::Active => STAGE_ACTIVE,
+        }
+    }
+}
+
+/// A session looked up from its cookie.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub stage: SessionStage,
+    pub csrf_token: String,
+    pub user: UserSummary,
+    /// The actor of a signed-in session (`None` before the second factor).
+    pub actor: Option<Actor>,
+    /// The public id of the session (a prefix of its hash), for the sessions page.
+    pub id: String,
+}
+
+/// One of a user's sessions, for the sessions page.
+#[derive(Debug, Clone)]
+pub struct SessionListing {
+    pub id: String,
+    pub created_at: i64,
+    pub last_seen: i64,
+    pub expires_at: i64,
+    pub source: Option<String>,
+    pub user_agent: Option<String>,
+    pub current: bool,
+}
+
+/// What setting up an authenticator needs.
+#[derive(Clone)]
+pub struct Enrolment {
+    pub secret_base32: String,
+    pub otpauth_uri: String,
+    pub qr_svg: String,
+}
+
+/// Why a sign-in step failed. The messages are safe to show: they never say whether the user
+/// name exists.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignInError {
+    #[error("the user name or password is not right")]
+    BadCredentials,
+    #[error("the code is not right (or was already used)")]
+    BadCode,
+    #[error("too many failed attempts; try again in {0} seconds")]
+    Throttled(i64),
+    #[error("your session has ended; sign in again")]
+    NoSession,
+}
+
+impl From<ironchart_store::StoreError> for SignInFailure {
+    fn from(e: ironchart_store::StoreError) -> Self {
+        SignInFailure::Records(e.into())
+    }
+}
+
+impl From<RecordsError> for SignInFailure {
+    fn from(e: RecordsError) -> Self {
+        SignInFailure::Records(e)
+    }
+}
+
+/// A sign-in step's failure: a refusal to show, or an error of the service.
+#[derive(Debug, thiserror::Error)]
+pub enum SignInFailure {
+    #[error(transparent)]
+    Refused(#[from] SignInError),
+    #[error(transparent)]
+    Records(RecordsError),
+}
+
+type Step<T> = std::result::Result<T, SignInFailure>;
+
+fn user_actor(user: &UserRecord, roles: Vec<Role>, expires_at: i64, client: &Client) -> Actor {
+    let scopes = scopes_of(&roles);
+    let patient = if scopes.has_patient_context() {
+        user.patient.clone()
+    } else {
+        None
+    };
+    Actor {
+        kind: ActorKind::User {
+            id: user.user_id,
+            username: user.username.clone(),
+        },
+        roles,
+        scopes,
+        patient,
+        expires_at,
+        source: client.address.clone(),
+        request_id: None,
+        purpose: None,
+    }
+}
+
+/// An actor for audit entries about a user who is not signed in (yet).
+fn attempt_actor(username: &str, client: &Client) -> Actor {
+    let mut actor = Actor::anonymous();
+    if valid_username(username) {
+        actor.kind = ActorKind::User {
+            id: 0,
+            username: username.to_string(),
+        };
+    }
+    actor.source = client.address.clone();
+    actor
+}
+
+impl Records {
+    /// Sets the session timeouts (before the service is shared).
+    pub fn with_session_policy(mut self, policy: SessionPolicy) -> Records {
+        self.session_policy = policy;
+        self
+    }
+
+    pub fn session_policy(&self) -> SessionPolicy {
+        self.session_policy
+    }
+
+    /// Whether a lockout is in force for a throttle key; the seconds left when it is.
+    async fn locked(tx: &mut WriteTx, key: &str, now: i64) -> Result<Option<i64>> {
+        Ok(tx
+            .throttle(key)
+            .await?
+            .filter(|(_, _, until)| *until > now)
+            .map(|(_, _, until)| (until - now + 999) / 1000))
+    }
+
+    /// Counts a failure for a key; returns the lockout it starts (ms), if any.
+    async fn fail(tx: &mut WriteTx, key: &str, limit: i64, now: i64) -> Result<Option<i64>> {
+        let (failures, last) = match tx.throttle(key).await? {
+            Some((f, last, _)) if now - last < FAILURE_MEMORY_MS => (f, last),
+            _ => (0, now),
+        };
+        let _ = last;
+        let failures = failures + 1;
+        let lock = if failures >= limit {
+            let doublings = (failures - limit).min(10) as u32;
+            Some((FIRST_LOCK_MS << doublings).min(MAX_LOCK_MS))
+        } else {
+            None
+        };
+        tx.set_throttle(key, failures, now, lock.map_or(0, |l| now + l))
+            .await?;
+        Ok(lock)
+    }
+
+    /// Step one: user name and password. On success a session in its first stage.
+    pub async fn sign_in(
+        &self,
+        username: &str,
+        password: &str,
+        client: &Client,
+    ) -> Step<NewSession> {
+        let name = username.trim().to_lowercase();
+        let now = now_millis();
+        let account_key = ["account:", &name].concat();
+        let address_key = ["address:", client.address.as_deref().unwrap_or("-")].concat();
+        let actor = attempt_actor(&name, client);
+        // Throttled? Refuse before any password work.
+        let mut tx = self.store.begin().await?;
+        let locked = match Self::locked(&mut tx, &address_key, now).await? {
+            Some(s) => Some(s),
+            None => Self::locked(&mut tx, &account_key, now).await?,
+        };
+        tx.rollback().await?;
+        if let Some(seconds) = locked {
+            self.audit(
+                &actor,
+                vec![AuditEntry::new(AuditAction::SignIn, Outcome::Denied).detail("locked out")],
+            )
+            .await?;
+            return Err(SignInError::Throttled(seconds).into());
+        }
+        let user = if valid_username(&name) {
+            self.store.user_by_name(&name).await?
+        } else {
+            None
+        };
+        let verified = match user.as_ref().and_then(|u| u.password_hash.as_deref()) {
+            Some(phc) => verify_password(password, phc),
+            None => {
+                verify_dummy(password);
+                Verified::Mismatch
+            }
+        };
+        let good = matches!(verified, Verified::Match { .. })
+            && user.as_ref().is_some_and(|u| !u.disabled);
+        if !good {
+            let mut tx = self.store.begin().await?;
+            let account_lock = Self::fail(&mut tx, &account_key, ACCOUNT_FAILURES, now).await?;
+            let address_lock = Self::fail(&mut tx, &address_key, ADDRESS_FAILURES, now).await?;
+            if let (Some(lock), Some(u)) = (account_lock, &user) {
+                let mut u = u.clone();
+                u.locked_until = now + lock;
+                tx.save_user(&u).await?;
+            }
+            let mut entries = vec![
+                AuditEntry::new(AuditAction::SignIn, Outcome::Denied).detail("bad credentials"),
+            ];
+            if account_lock.is_some() || address_lock.is_some() {
+                entries.push(
+                    AuditEntry::new(AuditAction::Lockout, Outcome::Success).detail(format!(
+                        "{} locked for {} s",
+                        if account_lock.is_some() {
+                            "account"
+                        } else {
+                            "address"
+                        },
+                        account_lock.or(address_lock).unwrap_or(0) / 1000
+                    )),
+                );
+            }
+            self.audit_in(&mut tx, &actor, entries).await?;
+            tx.commit().await?;
+            return Err(SignInError::BadCredentials.into());
+        }
+        let Some(mut user) = user else {
+            return Err(SignInError::BadCredentials.into());
+        };
+        let mut tx = self.store.begin().await?;
+        if let Verified::Match { needs_rehash: true } = verified {
+            user.password_hash = Some(hash_password(password));
+        }
+        user.failed_logins = 0;
+        user.locked_until = 0;
+        tx.save_user(&user).await?;
+        tx.set_throttle(&account_key, 0, now, 0).await?;
+        let roles = parse_roles(&user.roles);
+        let mfa_required = user.mfa_required
+            || roles.iter().any(|r| r.requires_mfa())
+            || self.mfa_for_everyone().await?;
+        let stage = if user.mfa_secret.is_some() {
+            SessionStage::Code
+        } else if mfa_required {
+            SessionStage::Enrol
+        } else {
+            SessionStage::Active
+        };
+        let session = self.new_session(&mut tx, &user, stage, client, now).await?;
+        let detail = match stage {
+            SessionStage::Active => "signed in",
+            SessionStage::Code => "password accepted; second factor pending",
+            SessionStage::Enrol => "password accepted; must set up a second factor",
+        };
+        let actor = user_actor(&user, roles, now, client);
+        self.audit_in(
+            &mut tx,
+            &actor,
+            vec![AuditEntry::new(AuditAction::SignIn, Outcome::Success).detail(detail)],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(session)
+    }
+
+    async fn new_session(
+        &self,
+        tx: &mut WriteTx,
+        user: &UserRecord,
+        stage: SessionStage,
+        client: &Client,
+        now: i64,
+    ) -> Result<NewSession> {
+        let cookie = new_secret("");
+        let csrf_token = new_secret("");
+        tx.delete_stale_sessions(now, self.session_policy.idle.as_millis() as i64)
+            .await?;
+        tx.insert_session(&SessionRecord {
+            session_hash: token_hash(&cookie),
+            user_id: user.user_id,
+            csrf_token: csrf_token.clone(),
+            stage: stage.as_str().to_string(),
+            created_at: now,
+            last_seen: now,
+            expires_at: now + self.session_policy.lifetime.as_millis() as i64,
+            source: client.address.clone(),
+            user_agent: client
+                .user_agent
+                .as_ref()
+                .map(|a| a.chars().take(200).collect()),
+            pending_secret: None,
+        })
+        .await?;
+        Ok(NewSession {
+            cookie,
+            csrf_token,
+            stage,
+        })
+    }
+
+    /// Looks up a session by its cookie: `None` when there is none, or it has expired (idle
+    /// or absolute), or its user is disabled. Activity restarts the idle timer.
+    pub async fn session(&self, cookie: &str, client: &Client) -> Result<Option<Session>> {
+        if cookie.len() > 100 {
+            return Ok(None);
+        }
+        let hash = token_hash(cookie);
+        let now = now_millis();
+        let Some(record) = self.store.session(&hash).await? else {
+            return Ok(None);
+        };
+        let idle = self.session_policy.idle.as_millis() as i64;
+        if record.expires_at <= now || record.last_seen + idle <= now {
+            let mut tx = self.store.begin().await?;
+            tx.delete_session(&hash).await?;
+            tx.commit().await?;
+            return Ok(None);
+        }
+        let Some(user) = self.store.user_by_id(record.user_id).await? else {
+            return Ok(None);
+        };
+        if user.disabled {
+            return Ok(None);
+        }
+        let Some(stage) = SessionStage::of(&record.stage) else {
+            return Ok(None);
+        };
+        if now - record.last_seen >= TOUCH_EVERY_MS {
+            self.store.touch_session(&hash, now).await?;
+        }
+        let actor = (stage == SessionStage::Active).then(|| {
+            user_actor(
+                &user,
+                parse_roles(&user.roles),
+                (record.last_seen + idle)
+                    .min(record.expires_at)
+                    .max(now + 1),
+                client,
+            )
+        });
+        Ok(Some(Session {
+            stage,
+            csrf_token: record.csrf_token,
+            user: UserSummary::of(&user),
+            actor,
+            id: hash[..16].to_string(),
+        }))
+    }
+
+    /// Step two: a code from the authenticator or a recovery code. On success the session is
+    /// replaced by a new, signed-in one (a new id: no fixation).
+    pub async fn verify_code(&self, cookie: &str, code: &str, client: &Client) -> Step<NewSession> {
+        let hash = token_hash(cookie);
+        let now = now_millis();
+        let mut tx = self.store.begin().await?;
+        let Some(record) = tx.session(&hash).await? else {
+            tx.rollback().await?;
+            return Err(SignInError::NoSession.into());
+        };
+        let idle = self.session_policy.idle.as_millis() as i64;
+        if record.stage != STAGE_CODE || record.expires_at <= now || record.last_seen + idle <= now
+        {
+            tx.rollback().await?;
+            return Err(SignInError::NoSession.into());
+        }
+        let Some(mut user) = tx.user_by_id(record.user_id).await? else {
+            tx.rollback().await?;
+            return Err(SignInError::NoSession.into());
+        };
+        let account_key = ["account:", &user.username].concat();
+        if let Some(seconds) = Self::locked(&mut tx, &account_key, now).await? {
+            tx.rollback().await?;
+            return Err(SignInError::Throttled(seconds).into());
+        }
+        let actor = user_actor(&user, parse_roles(&user.roles), now, client);
+        let cleaned: String = code.chars().filter(|c| !c.is_whitespace()).collect();
+        let accepted = if cleaned.len() == 6 && cleaned.bytes().all(|b| b.is_ascii_digit()) {
+            let secret = match &user.mfa_secret {
+                Some(sealed) => Some(self.keys.open_secret("totp", user.user_id, sealed)?),
+                None => None,
+            };
+            let step = secret.and_then(|s| {
+                let secret = TotpSecret::from_bytes(&s).ok()?;
+                totp::verify_code(
+                    &secret,
+                    &cleaned,
+                    (now / 1000) as u64,
+                    user.mfa_last_step.map(|s| s as u64),
+                )
+            });
+            match step {
+                Some(step) => {
+                    user.mfa_last_step = Some(step as i64);
+                    tx.save_user(&user).await?;
+                    Some("authenticator code")
+                }
+                None => None,
+            }
+        } else if tx
+            .use_recovery_code(user.user_id, &totp::recovery_code_hash(&cleaned), now)
+            .await?
+        {
+            Some("recovery code")
+        } else {
+            None
+        };
+        let Some(how) = accepted else {
+            let lock = Self::fail(&mut tx, &account_key, ACCOUNT_FAILURES, now).await?;
+            let mut entries = vec![
+                AuditEntry::new(AuditAction::SignIn, Outcome::Denied).detail("bad second factor"),
+            ];
+            if let Some(l) = lock {
+                entries.push(
+                    AuditEntry::new(AuditAction::Lockout, Outcome::Success)
+                        .detail(format!("account locked for {} s", l / 1000)),
+                );
+            }
+            self.audit_in(&mut tx, &actor, entries).await?;
+            tx.commit().await?;
+            return Err(SignInError::BadCode.into());
+        };
+        tx.set_throttle(&account_key, 0, now, 0).await?;
+        tx.delete_session(&hash).await?;
+        let session = self
+            .new_session(&mut tx, &user, SessionStage::Active, client, now)
+            .await?;
+        self.audit_in(
+            &mut tx,
+            &actor,
+            vec![
+                AuditEntry::new(AuditAction::SignIn, Outcome::Success)
+                    .detail(format!("signed in with {how}")),
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(session)
+    }
+
+    /// Starts setting up an authenticator for a session in the enrolment stage (or a signed-in
+    /// user adding one): a new secret, kept sealed with the session until confirmed.
+    pub async fn begin_enrolment(&self, cookie: &str) -> Step<Enrolment> {
+        let hash = token_hash(cookie);
+        let mut tx = self.store.begin().await?;
+        let Some(mut record) = tx.session(&hash).await? else {
+            tx.rollback().await?;
+            return Err(SignInError::NoSession.into());
+        };
+        if record.stage != STAGE_ENROL && record.stage != STAGE_ACTIVE {
+            tx.rollback().await?;
+            return Err(SignInError::NoSession.into());
+        }
+        let Some(user) = tx.user_by_id(record.user_id).await? else {
+            tx.rollback().await?;
+            return Err(SignInError::NoSession.into());
+        };
+        let secret = TotpSecret::generate();
+        record.pending_secret = Some(self.keys.seal_secret(
+            "totp-pending",
+            hash_row(&hash),
+            secret.as_bytes(),
+        ));
+        tx.update_session(&record).await?;
+        tx.commit().await?;
+        let uri = totp::otpauth_uri(&secret, "ironchart", &user.username);
+        let qr_svg = totp::qr_svg(&uri).map_err(|e| RecordsError::Config(e.to_string()))?;
+        Ok(Enrolment {
+            secret_base32: secret.to_base32(),
+            otpauth_uri: uri,
+            qr_svg,
+        })
+    }
+
+    /// Confirms enrolment with a first code: the secret is the user's from now on, ten new
+    /// recovery codes are returned (shown once), and the session becomes a new signed-in one.
+    pub async fn confirm_enrolment(
+        &self,
+        cookie: &str,
+        code: &str,
+        client: &Client,
+    ) -> Step<(NewSession, Vec<String>)> {
+        let hash = token_hash(cookie);
+        let now = now_millis();
+        let mut tx = self.store.begin().await?;
+        let Some(record) = tx.session(&hash).await? else {
+            tx.rollback().await?;
+            return Err(SignInError::NoSession.into());
+        };
+        let (Some(pending), Some(mut user)) = (
+            record.pending_secret.clone(),
+            tx.user_by_id(record.user_id).await?,
+        ) else {
+            tx.rollback().await?;
+            return Err(SignInError::NoSession.into());
+        };
+        let secret_bytes = self
+            .keys
+            .open_secret("totp-pending", hash_row(&hash), &pending)?;
+        let secret = TotpSecret::from_bytes(&secret_bytes)
+            .map_err(|e| RecordsError::Integrity(e.to_string()))?;
+        let cleaned: String = code.chars().filter(|c| !c.is_whitespace()).collect();
+        let actor = user_actor(&user, parse_roles(&user.roles), now, client);
+        let Some(step) = totp::verify_code(&secret, &cleaned, (now / 1000) as u64, None) else {
+            tx.rollback().await?;
+            self.audit(
+                &actor,
+                vec![
+                    AuditEntry::new(AuditAction::MfaEnrol, Outcome::Failure)
+                        .detail("the confirmation code was not right"),
+                ],
+            )
+            .await?;
+            return Err(SignInError::BadCode.into());
+        };
+        user.mfa_secret = Some(
+            self.keys
+                .seal_secret("totp", user.user_id, secret.as_bytes()),
+        );
+        user.mfa_last_step = Some(step as i64);
+        user.updated_at = now;
+        tx.save_user(&user).await?;
+        let codes = totp::new_recovery_codes();
+        let hashes: Vec<String> = codes.iter().map(|c| totp::recovery_code_hash(c)).collect();
+        tx.set_recovery_codes(user.user_id, &hashes).await?;
+        // A new second factor is a privilege change: every other session ends too.
+        tx.delete_sessions_of(user.user_id).await?;
+        let session = self
+            .new_session(&mut tx, &user, SessionStage::Active, client, now)
+            .await?;
+        self.audit_in(
+            &mut tx,
+            &actor,
+            vec![
+                AuditEntry::new(AuditAction::MfaEnrol, Outcome::Success)
+                    .detail("authenticator set up; 10 recovery codes issued"),
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok((session, codes))
+    }
+
+    /// Signs out of one session.
+    pub async fn sign_out(&self, cookie: &str, client: &Client) -> Result<()> {
+        let hash = token_hash(cookie);
+        let Some(session) = self.session(cookie, client).await? else {
+            return Ok(());
+        };
+        let mut tx = self.store.begin().await?;
+        tx.delete_session(&hash).await?;
+        let mut actor = attempt_actor(&session.user.username, client);
+        actor.roles = session.user.roles.clone();
+        self.audit_in(
+            &mut tx,
+            &actor,
+            vec![AuditEntry::new(AuditAction::SignOut, Outcome::Success)],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Ends every session of the signed-in user (this one included) and revokes their tokens.
+    pub async fn sign_out_everywhere(&self, actor: &Actor) -> Result<u64> {
+        let Some(user_id) = actor.user_id() else {
+            return Ok(0);
+        };
+        let mut tx = self.store.begin().await?;
+        let n = tx.delete_sessions_of(user_id).await?;
+        tx.revoke_tokens_of(user_id).await?;
+        self.audit_in(
+            &mut tx,
+            actor,
+            vec![
+                AuditEntry::new(AuditAction::SignOut, Outcome::Success)
+                    .detail(format!("signed out everywhere ({n} sessions)")),
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        self.forget_cached_tokens();
+        Ok(n)
+    }
+
+    /// The signed-in user's sessions.
+    pub async fn my_sessions(&self, actor: &Actor, current: &str) -> Result<Vec<SessionListing>> {
+        let Some(user_id) = actor.user_id() else {
+            return Ok(Vec::new());
+        };
+        let now = now_millis();
+        let idle = self.session_policy.idle.as_millis() as i64;
+        Ok(self
+            .store
+            .sessions_of(user_id)
+            .await?
+            .into_iter()
+            .filter(|s| s.expires_at > now && s.last_seen + idle > now)
+            .map(|s| SessionListing {
+                id: s.session_hash[..16].to_string(),
+                created_at: s.created_at,
+                last_seen: s.last_seen,
+                expires_at: s.expires_at,
+                source: s.source,
+                user_agent: s.user_agent,
+                current: s.session_hash[..16] == *current,
+            })
+            .collect())
+    }
+
+    /// Ends one of the signed-in user's own sessions, by its public id.
+    pub async fn end_my_session(&self, actor: &Actor, id: &str) -> Result<bool> {
+        let Some(user_id) = actor.user_id() else {
+            return Ok(false);
+        };
+        let Some(target) = self
+            .store
+            .sessions_of(user_id)
+            .await?
+            .into_iter()
+            .find(|s| s.session_hash.starts_with(id) && id.len() == 16)
+        else {
+            return Ok(false);
+        };
+        let mut tx = self.store.begin().await?;
+        tx.delete_session(&target.session_hash).await?;
+        self.audit_in(
+            &mut tx,
+            actor,
+            vec![AuditEntry::new(AuditAction::SessionRevoke, Outcome::Success).detail(id)],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Break-the-glass: a clinician states a reason and gets access to one patient's restricted
+    /// records for `minutes`. Audited, and raised as an alert for the auditor.
+    pub async fn break_glass(
+        &self,
+        actor: &Actor,
+        patient: &str,
+        reason: &str,
+        minutes: u32,
+    ) -> Result<i64> {
+        let Some(user_id) = actor.user_id() else {
+            return Err(RecordsError::Forbidden(
+                "break-the-glass is for signed-in clinicians".into(),
+            ));
+        };
+        crate::policy::live(actor)?;
+        if !actor.roles.iter().any(|r| r.can_break_glass()) {
+            self.audit(
+                actor,
+                vec![
+                    AuditEntry::new(AuditAction::BreakGlass, Outcome::Denied)
+                        .patients([patient.to_string()]),
+                ],
+            )
+            .await?;
+            return Err(RecordsError::Forbidden(
+                "only clinicians can break the glass".into(),
+            ));
+        }
+        let reason = reason.trim();
+        if reason.chars().count() < 10 {
+            return Err(RecordsError::bad(
+                "give a reason (at least 10 characters) for breaking the glass",
+                None,
+            ));
+        }
+        if !crate::service::valid_id(patient)
+            || self
+                .store
+                .read("Patient", patient)
+                .await?
+                .is_none_or(|v| v.deleted)
+        {
+            return Err(RecordsError::NotFound("Patient".into(), patient.into()));
+        }
+        let minutes = minutes.clamp(5, 240);
+        let now = now_millis();
+        let until = now + i64::from(minutes) * 60_000;
+        let mut tx = self.store.begin().await?;
+        tx.insert_grant(&GrantRecord {
+            user_id,
+            patient: patient.to_string(),
+            reason: reason.chars().take(500).collect(),
+            granted_at: now,
+            expires_at: until,
+        })
+        .await?;
+        // The reason is the clinician's words (it may mention the patient's condition), so it
+        // stays in the grant table; the audit entry says that there is one and for how long.
+        self.audit_in(
+            &mut tx,
+            actor,
+            vec![
+                AuditEntry::new(AuditAction::BreakGlass, Outcome::Success)
+                    .res_type("Patient")
+                    .patients([patient.to_string()])
+                    .detail(format!(
+                        "alert: restricted records opened for {minutes} minutes"
+                    )),
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        if let Ok(mut cache) = self.grants.lock() {
+            cache.remove(&user_id.to_string());
+        }
+        Ok(until)
+    }
+
+    /// Whether the database has no users yet (a fresh install waiting for its first admin).
+    pub async fn needs_setup(&self) -> Result<bool> {
+        Ok(self.store.users().await?.is_empty())
+    }
+
+    /// A one-time setup token for creating the first admin (valid for `ttl`), replacing any
+    /// earlier one. Only while there are no users.
+    pub async fn issue_setup_token(&self, ttl: Duration) -> Result<Option<String>> {
+        if !self.needs_setup().await? {
+            return Ok(None);
+        }
+        let token = new_secret("setup_");
+        let expires = now_millis() + ttl.as_millis() as i64;
+        self.store
+            .set_setting("setup.token", &format!("{} {expires}", token_hash(&token)))
+            .await?;
+        Ok(Some(token))
+    }
+
+    /// Whether a setup token is the live one.
+    pub async fn setup_token_valid(&self, token: &str) -> Result<bool> {
+        let Some(stored) = self.store.setting("setup.token").await? else {
+            return Ok(false);
+        };
+        let mut parts = stored.split(' ');
+        let (Some(hash), Some(expires)) = (parts.next(), parts.next()) else {
+            return Ok(false);
+        };
+        let live = expires.parse::<i64>().is_ok_and(|e| e > now_millis());
+        Ok(live
+            && ironchart_security::constant_time_eq(token_hash(token).as_bytes(), hash.as_bytes())
+            && self.needs_setup().await?)
+    }
+
+    /// Creates the first admin with the setup token (which is then spent). The admin sets up
+    /// MFA at their first sign-in.
+    pub async fn complete_setup(
+        &self,
+        token: &str,
+        username: &str,
+        password: &str,
+        client: &Client,
+    ) -> Result<UserSummary> {
+        if !self.setup_token_valid(token).await? {
+            return Err(RecordsError::Forbidden(
+                "the setup link is not valid (already used or expired)".into(),
+            ));
+        }
+        let mut setup = Actor::local_operator();
+        setup.source = client.address.clone();
+        let user = self
+            .add_user(&setup, username, &[Role::Admin], None, password)
+            .await?;
+        self.store.set_setting("setup.token", "spent 0").await?;
+        self.audit(
+            &setup,
+            vec![
+                AuditEntry::new(AuditAction::Setup, Outcome::Success)
+                    .detail(format!("first administrator user:{}", user.username)),
+            ],
+        )
+        .await?;
+        Ok(user)
+    }
+}
+
+/// A row number for binding a pending secret to its session (the first 8 bytes of the hash).
+fn hash_row(hash: &str) -> i64 {
+    i64::from_str_radix(&hash[..15], 16).unwrap_or(0)
+}

@@ -1,0 +1,307 @@
+//! The web app's pages: sign-in (password, second factor, enrolment, first-admin setup), one's
+//! sessions, user administration, the audit report and break-the-glass. Server-rendered with
+//! askama; no inline script or style (the stylesheet is `/static/app.css`).
+//!
+//! Sessions live in the database; the browser holds only a random id in the `__Host-ironchart`
+//! cookie (Secure, HttpOnly, SameSite=Strict). Every state-changing form carries the session's
+//! CSRF token (or, before sign-in, a double-submit token), and [`crate::csrf`] refuses
+//! cross-site requests before any handler runs.
+
+mod account;
+mod admin;
+mod audit;
+mod signin;
+
+use askama::Template;
+use axum::Router;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use ironchart_records::{Actor, Client, Role, Session, SessionStage};
+
+use crate::AppState;
+use crate::client::ClientIp;
+
+pub(crate) const SESSION_COOKIE: &str = "__Host-ironchart";
+pub(crate) const PRE_COOKIE: &str = "__Host-ironchart-pre";
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(account::home))
+        .route("/login", get(signin::login_page).post(signin::login))
+        .route("/login/code", get(signin::code_page).post(signin::code))
+        .route("/login/enrol", get(signin::enrol_page).post(signin::enrol))
+        .route("/logout", post(signin::logout))
+        .route("/logout/everywhere", post(account::logout_everywhere))
+        .route("/setup", get(signin::setup_page).post(signin::setup))
+        .route("/account/sessions", get(account::sessions))
+        .route("/account/sessions/end", post(account::end_session))
+        .route("/admin/users", get(admin::users))
+        .route("/admin/users/add", post(admin::add_user))
+        .route("/admin/users/action", post(admin::user_action))
+        .route("/audit", get(audit::report))
+        .route("/audit/export.csv", get(audit::export))
+        .route(
+            "/break-glass",
+            get(account::break_glass_page).post(account::break_glass),
+        )
+        .route("/static/app.css", get(stylesheet))
+}
+
+async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../../static/app.css"),
+    )
+        .into_response()
+}
+
+/// The value of one cookie.
+pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+        .filter(|v| !v.is_empty() && v.len() <= 100)
+}
+
+/// A `Set-Cookie` value: host-only, HTTPS-only, invisible to scripts, never sent cross-site.
+pub(crate) fn set_cookie(name: &str, value: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path=/; Secure; HttpOnly; SameSite=Strict"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+pub(crate) fn clear_cookie(name: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!(
+        "{name}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+pub(crate) fn client_of(parts: &Parts) -> Client {
+    Client {
+        address: parts
+            .extensions
+            .get::<ClientIp>()
+            .and_then(|c| c.0)
+            .map(|ip| ip.to_string()),
+        user_agent: parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+    }
+}
+
+/// The request's client (address, browser), as an extractor.
+pub(crate) struct ClientInfo(pub Client);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientInfo(client_of(parts)))
+    }
+}
+
+/// The browser's session, whatever its stage, if it has a live one.
+pub(crate) struct MaybeSession(pub Option<(String, Session)>);
+
+impl FromRequestParts<AppState> for MaybeSession {
+    type Rejection = PageError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, PageError> {
+        let Some(value) = cookie(&parts.headers, SESSION_COOKIE) else {
+            return Ok(MaybeSession(None));
+        };
+        let client = client_of(parts);
+        let session = state.records.session(&value, &client).await?;
+        Ok(MaybeSession(session.map(|s| (value, s))))
+    }
+}
+
+/// A signed-in browser session: the only way a page handler gets an [`Actor`]. Without one, a
+/// page request is sent to the sign-in page.
+pub(crate) struct SignedIn {
+    pub session: Session,
+    pub actor: Actor,
+}
+
+impl FromRequestParts<AppState> for SignedIn {
+    type Rejection = PageError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, PageError> {
+        let MaybeSession(session) = MaybeSession::from_request_parts(parts, state).await?;
+        match session {
+            Some((_, session)) if session.stage == SessionStage::Active => {
+                let Some(actor) = session.actor.clone() else {
+                    return Err(PageError::SignIn);
+                };
+                let request_id = uuid::Uuid::new_v4().simple().to_string();
+                let source = client_of(parts).address;
+                Ok(SignedIn {
+                    actor: actor.for_request(source, Some(request_id)),
+                    session,
+                })
+            }
+            _ => Err(PageError::SignIn),
+        }
+    }
+}
+
+impl SignedIn {
+    pub(crate) fn nav(&self) -> Nav {
+        Nav::of(&self.session)
+    }
+
+    /// Refuses a form whose CSRF token is not this session's.
+    pub(crate) fn check_csrf(&self, token: &str) -> Result<(), PageError> {
+        if ironchart_records::constant_time_eq(token.as_bytes(), self.session.csrf_token.as_bytes())
+        {
+            Ok(())
+        } else {
+            Err(PageError::Csrf)
+        }
+    }
+
+    pub(crate) fn require(&self, role: Role) -> Result<(), PageError> {
+        if self.actor.has_role(role) {
+            Ok(())
+        } else {
+            Err(PageError::Forbidden)
+        }
+    }
+}
+
+/// What the header shows a signed-in user.
+pub(crate) struct Nav {
+    pub username: String,
+    pub csrf: String,
+    pub admin: bool,
+    pub auditor: bool,
+    pub clinician: bool,
+}
+
+impl Nav {
+    pub(crate) fn of(session: &Session) -> Nav {
+        let roles = &session.user.roles;
+        Nav {
+            username: session.user.username.clone(),
+            csrf: session.csrf_token.clone(),
+            admin: roles.contains(&Role::Admin),
+            auditor: roles.contains(&Role::Auditor),
+            clinician: roles.iter().any(|r| r.can_break_glass()),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "message.html")]
+pub(crate) struct MessagePage {
+    pub nav: Option<Nav>,
+    pub heading: String,
+    pub message: String,
+    pub link: Option<(String, String)>,
+}
+
+/// Renders a page.
+pub(crate) fn page(status: StatusCode, template: &impl Template) -> Response {
+    match template.render() {
+        Ok(html) => (
+            status,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            html,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "template error");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+        }
+    }
+}
+
+/// A page request that cannot go on: a readable page (or a redirect to sign in).
+#[derive(Debug)]
+pub(crate) enum PageError {
+    SignIn,
+    Csrf,
+    Forbidden,
+    Records(ironchart_records::RecordsError),
+}
+
+impl From<ironchart_records::RecordsError> for PageError {
+    fn from(e: ironchart_records::RecordsError) -> Self {
+        PageError::Records(e)
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        use ironchart_records::RecordsError as E;
+        let (status, heading, message) = match self {
+            PageError::SignIn => return Redirect::to("/login").into_response(),
+            PageError::Csrf => (
+                StatusCode::FORBIDDEN,
+                "Request refused",
+                "The form was stale or came from another site. Go back, reload the page and try again.".to_string(),
+            ),
+            PageError::Forbidden => (
+                StatusCode::FORBIDDEN,
+                "Not allowed",
+                "Your role does not include this page.".to_string(),
+            ),
+            PageError::Records(E::AuditUnavailable) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Try again",
+                "The audit log is unavailable, so nothing was done. Try again shortly.".to_string(),
+            ),
+            PageError::Records(e @ (E::BadRequest { .. } | E::Conflict(_) | E::NotFound(..))) => {
+                (StatusCode::BAD_REQUEST, "Not done", e.to_string())
+            }
+            PageError::Records(e @ (E::Forbidden(_) | E::Restricted(_))) => {
+                (StatusCode::FORBIDDEN, "Not allowed", e.to_string())
+            }
+            PageError::Records(E::Unauthorized) => {
+                return Redirect::to("/login").into_response();
+            }
+            PageError::Records(e) => {
+                tracing::error!(error = %e, "page error");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Something went wrong",
+                    "The request could not be completed; the error has been logged.".to_string(),
+                )
+            }
+        };
+        page(
+            status,
+            &MessagePage {
+                nav: None,
+                heading: heading.to_string(),
+                message,
+                link: Some(("/".into(), "Back to the start".into())),
+            },
+        )
+    }
+}
+
+/// `yyyy-mm-dd hh:mm UTC` for a time in ms.
+pub(crate) fn display_time(ms: i64) -> String {
+    let iso = ironchart_fhir::datetime::format_instant(ms);
+    format!(
+        "{} {} UTC",
+        iso.get(..10).unwrap_or_default(),
+        iso.get(11..16).unwrap_or_default()
+    )
+}
