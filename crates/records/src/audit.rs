@@ -302,14 +302,12 @@ type Ack = oneshot::Sender<std::result::Result<(), String>>;
 #[derive(Clone)]
 pub(crate) struct AuditWriter {
     queue: mpsc::Sender<(Vec<AuditRow>, Ack)>,
-    /// The newest entry this process's writer committed, and whether a checkpoint covers it.
-    last: std::sync::Arc<std::sync::Mutex<Option<(i64, String, bool)>>>,
 }
 
 /// Most entries one group commit writes.
 const MAX_BATCH: usize = 4096;
 /// Checkpoints are written at most this often by the writer.
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
 
 impl AuditWriter {
     pub(crate) fn start(
@@ -318,11 +316,10 @@ impl AuditWriter {
         checkpoints: Option<PathBuf>,
     ) -> AuditWriter {
         let (queue, mut rx) = mpsc::channel::<(Vec<AuditRow>, Ack)>(8192);
-        let last_written: std::sync::Arc<std::sync::Mutex<Option<(i64, String, bool)>>> =
-            Default::default();
-        let last = last_written.clone();
         tokio::spawn(async move {
             let mut last_checkpoint = Instant::now();
+            // The newest entry this process has verified and signed.
+            let mut signed: Option<(i64, String)> = None;
             while let Some(first) = rx.recv().await {
                 let mut batch = vec![first];
                 let mut n = batch[0].0.len();
@@ -348,40 +345,16 @@ impl AuditWriter {
                 for ack in acks {
                     let _ = ack.send(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
                 }
-                let Some(newest) = rows.last().filter(|_| result.is_ok()) else {
-                    continue;
-                };
-                let mut covered = false;
-                if let Some(path) = &checkpoints
+                if result.is_ok()
+                    && let Some(path) = &checkpoints
                     && last_checkpoint.elapsed() >= CHECKPOINT_EVERY
                 {
                     last_checkpoint = Instant::now();
-                    match write_checkpoint(path, &keys, newest.seq, &newest.mac) {
-                        Ok(()) => covered = true,
-                        Err(e) => tracing::warn!("cannot write an audit checkpoint: {e}"),
-                    }
-                }
-                if let Ok(mut l) = last.lock() {
-                    *l = Some((newest.seq, newest.mac.clone(), covered));
+                    signed = sign_tail(&store, &keys, path, signed).await;
                 }
             }
         });
-        AuditWriter {
-            queue,
-            last: last_written,
-        }
-    }
-
-    /// The newest entry this writer committed that no checkpoint covers yet; marks it covered.
-    pub(crate) fn take_uncovered(&self) -> Option<(i64, String)> {
-        let mut l = self.last.lock().ok()?;
-        match l.as_mut() {
-            Some((seq, mac, covered)) if !*covered => {
-                *covered = true;
-                Some((*seq, mac.clone()))
-            }
-            _ => None,
-        }
+        AuditWriter { queue }
     }
 
     /// Appends rows and waits until they are committed.
@@ -414,6 +387,89 @@ async fn write_batch(store: &Store, keys: &ChainKeys, rows: &mut [AuditRow]) -> 
                 tokio::time::sleep(Duration::from_millis(2 << attempt.min(6))).await;
             }
             other => return other,
+        }
+    }
+}
+
+/// The newest checkpoint in the file whose signature holds, if any.
+fn latest_checkpoint(path: &Path, keys: &ChainKeys) -> Option<(i64, String)> {
+    read_checkpoints(path, &keys.public_key_hex())
+        .ok()?
+        .into_iter()
+        .max_by_key(|c| c.seq)
+        .map(|c| (c.seq, c.mac))
+}
+
+/// Checks the chain from a trusted entry (`from`: its seq and MAC, or the start of the log) to
+/// the newest entry, and returns the newest one; the problem when the chain does not hold.
+async fn verified_tail(
+    store: &Store,
+    keys: &ChainKeys,
+    from: Option<(i64, String)>,
+) -> std::result::Result<Option<(i64, String)>, String> {
+    const PAGE: usize = 5000;
+    let (mut seq, mut prev) = match &from {
+        Some((s, m)) => {
+            let rows = store
+                .audit_chain(s - 1, 1)
+                .await
+                .map_err(|e| e.to_string())?;
+            match rows.first() {
+                Some(r) if r.seq == *s && r.mac == *m => (*s, m.clone()),
+                _ => return Err(format!("entry {s}, vouched for by a checkpoint, is gone or changed")),
+            }
+        }
+        None => (0, String::new()),
+    };
+    let mut tail = from;
+    loop {
+        let rows = store
+            .audit_chain(seq, PAGE)
+            .await
+            .map_err(|e| e.to_string())?;
+        if rows.is_empty() {
+            return Ok(tail);
+        }
+        for row in &rows {
+            if row.seq != seq + 1 {
+                return Err(format!("entry {} is missing", seq + 1));
+            }
+            if keys.mac(&prev, row) != row.mac {
+                return Err(format!("entry {} does not match its MAC", row.seq));
+            }
+            seq = row.seq;
+            prev.clone_from(&row.mac);
+        }
+        tail = Some((seq, prev.clone()));
+    }
+}
+
+/// Verifies the chain from the last signed entry (`known`, else the checkpoint file) to the
+/// newest entry and signs that one. A process only vouches for a tail it has checked; a broken
+/// chain is reported and never signed. Returns the newest signed entry.
+pub(crate) async fn sign_tail(
+    store: &Store,
+    keys: &ChainKeys,
+    path: &Path,
+    known: Option<(i64, String)>,
+) -> Option<(i64, String)> {
+    let anchor = known.or_else(|| latest_checkpoint(path, keys));
+    match verified_tail(store, keys, anchor.clone()).await {
+        Ok(Some(tail)) if Some(&tail) != anchor.as_ref() => {
+            match write_checkpoint(path, keys, tail.0, &tail.1) {
+                Ok(()) => Some(tail),
+                Err(e) => {
+                    tracing::warn!("cannot write an audit checkpoint: {e}");
+                    anchor
+                }
+            }
+        }
+        Ok(_) => anchor,
+        Err(problem) => {
+            tracing::error!(
+                "the audit chain does not verify ({problem}); no checkpoint written: run `ironchart audit verify`"
+            );
+            anchor
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::audit::{AuditAction, AuditEntry, Outcome};
 use crate::policy;
 use crate::resource::{Resource, WriteOutcome};
 use crate::service::{
-    WriteCtx, check_type, conditional_match, delete_in, new_id, prepare, valid_id, write_version,
+    WriteCtx, check_writable, conditional_match, delete_in, new_id, prepare, valid_id, write_version,
 };
 use crate::{Records, RecordsError, Result};
 
@@ -306,7 +306,7 @@ impl Records {
                     full_url,
                     if_none_exist,
                 } => {
-                    check_type(&resource_type).map_err(|e| entry_error(i, e))?;
+                    check_writable(&resource_type).map_err(|e| entry_error(i, e))?;
                     policy::check(actor, &resource_type, Interaction::Create)
                         .map_err(|e| entry_error(i, e))?;
                     let value =
@@ -324,7 +324,7 @@ impl Records {
                     value,
                     if_match,
                 } => {
-                    check_type(&resource_type).map_err(|e| entry_error(i, e))?;
+                    check_writable(&resource_type).map_err(|e| entry_error(i, e))?;
                     policy::check(actor, &resource_type, Interaction::Update)
                         .map_err(|e| entry_error(i, e))?;
                     if !valid_id(&id) {
@@ -343,7 +343,7 @@ impl Records {
                     }
                 }
                 EntryRequest::Delete { resource_type, id } => {
-                    check_type(&resource_type).map_err(|e| entry_error(i, e))?;
+                    check_writable(&resource_type).map_err(|e| entry_error(i, e))?;
                     policy::check(actor, &resource_type, Interaction::Delete)
                         .map_err(|e| entry_error(i, e))?;
                     EntryRequest::Delete { resource_type, id }

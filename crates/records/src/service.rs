@@ -242,17 +242,11 @@ impl Records {
         result
     }
 
-    /// Writes a signed checkpoint (outside the database) of the newest entry this process's
-    /// writer committed, if no checkpoint covers it yet. A process only ever vouches for entries
-    /// it wrote itself.
+    /// Writes a signed checkpoint (outside the database) of the newest audit entry, after
+    /// checking the chain up to it from the last checkpoint.
     pub async fn checkpoint(&self) -> Result<()> {
-        let Some(path) = &self.checkpoints else {
-            return Ok(());
-        };
-        if let Some((seq, mac)) = self.audit_writer.take_uncovered() {
-            crate::audit::write_checkpoint(path, &self.chain, seq, &mac).map_err(|e| {
-                RecordsError::Config(format!("cannot write {}: {e}", path.display()))
-            })?;
+        if let Some(path) = &self.checkpoints {
+            crate::audit::sign_tail(&self.store, &self.chain, path, None).await;
         }
         Ok(())
     }
@@ -521,7 +515,7 @@ impl Records {
         value: Value,
         if_none_exist: Option<&SearchQuery>,
     ) -> Result<WriteOutcome> {
-        check_type(resource_type)?;
+        check_writable(resource_type)?;
         policy::check(actor, resource_type, Interaction::Create)?;
         let value = prepare(resource_type, value, None)?;
         let vis = self.visibility(actor).await?;
@@ -615,7 +609,7 @@ impl Records {
         value: Value,
         if_match: Option<i64>,
     ) -> Result<WriteOutcome> {
-        check_type(resource_type)?;
+        check_writable(resource_type)?;
         policy::check(actor, resource_type, Interaction::Update)?;
         if !valid_id(id) {
             return Err(RecordsError::bad(
@@ -677,7 +671,7 @@ impl Records {
         resource_type: &str,
         id: &str,
     ) -> Result<Option<i64>> {
-        check_type(resource_type)?;
+        check_writable(resource_type)?;
         policy::check(actor, resource_type, Interaction::Delete)?;
         if !valid_id(id) {
             return Ok(None);
@@ -924,6 +918,18 @@ fn clone_error(e: &RecordsError) -> RecordsError {
         },
         other => RecordsError::bad(other.to_string(), None),
     }
+}
+
+/// Refuses writes of AuditEvent: that type is ironchart's own audit log, written by the server
+/// alone (and read by auditors at `/fhir/AuditEvent`).
+pub(crate) fn check_writable(resource_type: &str) -> Result<()> {
+    check_type(resource_type)?;
+    if resource_type == "AuditEvent" {
+        return Err(RecordsError::Forbidden(
+            "AuditEvent is ironchart's own audit log: it is written only by the server".into(),
+        ));
+    }
+    Ok(())
 }
 
 pub(crate) fn check_type(resource_type: &str) -> Result<()> {
@@ -1273,7 +1279,7 @@ fn prepare_import(mut value: Value, keys: &Keys) -> Prepared {
         .and_then(Value::as_str)
         .ok_or_else(|| RecordsError::bad("resourceType is missing", Some("resourceType")))?
         .to_string();
-    check_type(&rt)?;
+    check_writable(&rt)?;
     let id = match value.get("id") {
         Some(Value::String(id)) => id.clone(),
         Some(_) => {

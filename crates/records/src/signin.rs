@@ -422,7 +422,7 @@ impl Records {
         let Some(stage) = SessionStage::of(&record.stage) else {
             return Ok(None);
         };
-        if now - record.last_seen >= TOUCH_EVERY_MS {
+        if now - record.last_seen >= TOUCH_EVERY_MS.min(idle / 4) {
             self.store.touch_session(&hash, now).await?;
         }
         let actor = (stage == SessionStage::Active).then(|| {

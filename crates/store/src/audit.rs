@@ -31,6 +31,8 @@ pub struct AuditRow {
 /// Conditions of an audit log search; every field narrows.
 #[derive(Debug, Clone, Default)]
 pub struct AuditQuery {
+    /// One entry by its sequence number.
+    pub seq: Option<i64>,
     pub from: Option<i64>,
     pub to: Option<i64>,
     pub actor: Option<String>,
@@ -243,6 +245,9 @@ impl Store {
 }
 
 fn audit_conditions(sql: &mut Sql, q: &AuditQuery) {
+    if let Some(seq) = q.seq {
+        sql.push(" AND seq = ").bind_i64(seq);
+    }
     if let Some(from) = q.from {
         sql.push(" AND recorded >= ").bind_i64(from);
     }

@@ -15,7 +15,7 @@ CREATE TABLE users (
     mfa_secret BYTEA,
     mfa_last_step BIGINT,
     mfa_required BOOLEAN NOT NULL,
-    failed_logins INTEGER NOT NULL,
+    failed_logins BIGINT NOT NULL,
     locked_until BIGINT NOT NULL,
     created_at BIGINT NOT NULL,
     updated_at BIGINT NOT NULL
@@ -46,7 +46,7 @@ CREATE INDEX sessions_user ON sessions (user_id);
 -- Failed sign-ins per client address (per account: users.failed_logins).
 CREATE TABLE login_throttle (
     throttle_key TEXT PRIMARY KEY,
-    failures INTEGER NOT NULL,
+    failures BIGINT NOT NULL,
     last_failure BIGINT NOT NULL,
     locked_until BIGINT NOT NULL
 );

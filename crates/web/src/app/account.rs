@@ -90,6 +90,7 @@ pub(crate) async fn sessions(
 
 #[derive(Deserialize)]
 pub(crate) struct EndForm {
+    #[serde(default)]
     csrf: String,
     id: String,
 }
@@ -111,6 +112,7 @@ pub(crate) async fn end_session(
 
 #[derive(Deserialize)]
 pub(crate) struct CsrfForm {
+    #[serde(default)]
     csrf: String,
 }
 
@@ -156,6 +158,7 @@ pub(crate) async fn break_glass_page(me: SignedIn) -> Result<Response, PageError
 
 #[derive(Deserialize)]
 pub(crate) struct BreakGlassForm {
+    #[serde(default)]
     csrf: String,
     patient: String,
     reason: String,

@@ -113,6 +113,7 @@ pub(crate) async fn users(
 
 #[derive(Deserialize)]
 pub(crate) struct AddForm {
+    #[serde(default)]
     csrf: String,
     username: String,
     role: String,
@@ -163,6 +164,7 @@ pub(crate) async fn add_user(
 
 #[derive(Deserialize)]
 pub(crate) struct ActionForm {
+    #[serde(default)]
     csrf: String,
     username: String,
     action: String,

@@ -133,6 +133,7 @@ pub(crate) async fn login_page(
 
 #[derive(Deserialize)]
 pub(crate) struct LoginForm {
+    #[serde(default)]
     csrf: String,
     username: String,
     password: String,
@@ -222,6 +223,7 @@ pub(crate) async fn code_page(MaybeSession(session): MaybeSession) -> Result<Res
 
 #[derive(Deserialize)]
 pub(crate) struct CodeForm {
+    #[serde(default)]
     csrf: String,
     code: String,
 }
@@ -323,6 +325,7 @@ pub(crate) async fn enrol(
 
 #[derive(Deserialize)]
 pub(crate) struct CsrfOnly {
+    #[serde(default)]
     csrf: String,
 }
 
@@ -390,6 +393,7 @@ pub(crate) async fn setup_page(
 
 #[derive(Deserialize)]
 pub(crate) struct SetupForm {
+    #[serde(default)]
     csrf: String,
     token: String,
     username: String,

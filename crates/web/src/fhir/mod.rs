@@ -1,5 +1,6 @@
 //! The FHIR R4 REST API: routes, request parsing at the edge, and responses.
 
+mod audit_event;
 mod bundle;
 mod capability;
 pub mod error;
@@ -113,6 +114,10 @@ async fn read(
     Path((rtype, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     check_accept(&headers, &q)?;
+    if rtype == "AuditEvent" {
+        let event = audit_event::read(&state, &actor, &id).await?;
+        return Ok(json_response(StatusCode::OK, &event));
+    }
     let res = state.records.read(&actor, &rtype, &id).await?;
     // If-None-Match: the client's copy is current.
     if let Some(tag) = headers
@@ -321,6 +326,9 @@ pub(crate) async fn search_bundle(
 ) -> Result<String, ApiError> {
     if !ironchart_fhir::is_resource_type(rtype) {
         return Err(ironchart_records::RecordsError::UnknownType(rtype.to_string()).into());
+    }
+    if rtype == "AuditEvent" {
+        return audit_event::search(state, actor, &pairs).await;
     }
     let query = SearchQuery::parse(rtype, &pairs).map_err(|e| search_error(rtype, e))?;
     if strict && !query.ignored.is_empty() {

@@ -8,3 +8,4 @@ mod bundles;
 mod crud;
 mod examples;
 mod search;
+mod signin;

@@ -1,0 +1,357 @@
+//! `/fhir/AuditEvent`: ironchart's own audit log as FHIR `AuditEvent` resources, for auditors
+//! (and the system token). Search by `date` (with prefixes), `agent`, `patient`, `action` (the
+//! FHIR C/R/U/D/E codes or ironchart's action names), `outcome` (0/4/8 or success/denied/
+//! failure), `_count`; newest first, paged. Read by id (the entry's sequence number). Every
+//! read of the log is itself audited.
+
+use ironchart_fhir::datetime::{format_instant, parse_date_range};
+use ironchart_records::{Actor, AuditQuery, AuditRow, RecordsError};
+use serde_json::{Value, json};
+
+use super::error::ApiError;
+use crate::AppState;
+
+const DEFAULT_COUNT: usize = 50;
+const MAX_COUNT: usize = 1000;
+
+fn bad(message: String) -> ApiError {
+    RecordsError::BadRequest {
+        message,
+        expression: None,
+    }
+    .into()
+}
+
+/// Our action names each FHIR action code covers.
+fn actions_for_code(code: &str) -> Option<Vec<&'static str>> {
+    Some(match code {
+        "C" => vec!["create"],
+        "R" => vec!["read", "vread", "history", "audit-read"],
+        "U" => vec!["update"],
+        "D" => vec!["delete"],
+        "E" => vec![
+            "search",
+            "import",
+            "transaction",
+            "sign-in",
+            "sign-out",
+            "mfa-enrol",
+            "mfa-reset",
+            "lockout",
+            "user-add",
+            "user-roles",
+            "user-disable",
+            "user-enable",
+            "password-change",
+            "token-issue",
+            "token-revoke",
+            "session-revoke",
+            "break-glass",
+            "key-rotate",
+            "config",
+            "setup",
+        ],
+        _ => return None,
+    })
+}
+
+fn action_code(action: &str) -> &'static str {
+    match action {
+        "create" => "C",
+        "read" | "vread" | "history" | "audit-read" => "R",
+        "update" => "U",
+        "delete" => "D",
+        _ => "E",
+    }
+}
+
+fn outcome_code(outcome: &str) -> &'static str {
+    match outcome {
+        "success" => "0",
+        "denied" => "4",
+        _ => "8",
+    }
+}
+
+/// Parses the search parameters into a store query; `_cursor` continues before a sequence
+/// number.
+fn query_of(pairs: &[(String, String)]) -> Result<AuditQuery, ApiError> {
+    let mut q = AuditQuery {
+        descending: true,
+        limit: DEFAULT_COUNT,
+        ..AuditQuery::default()
+    };
+    for (name, value) in pairs {
+        match name.as_str() {
+            "date" => {
+                let (prefix, rest) = match value.get(..2) {
+                    Some(p @ ("eq" | "ge" | "gt" | "le" | "lt")) => (p, &value[2..]),
+                    _ => ("eq", value.as_str()),
+                };
+                let range = parse_date_range(rest)
+                    .ok_or_else(|| bad(format!("date: '{value}' is not a FHIR date or dateTime")))?;
+                let (from, to) = match prefix {
+                    "eq" => (Some(range.low), Some(range.high)),
+                    "ge" => (Some(range.low), None),
+                    "gt" => (Some(range.high + 1), None),
+                    "le" => (None, Some(range.high)),
+                    _ => (None, Some(range.low - 1)),
+                };
+                if let Some(f) = from {
+                    q.from = Some(q.from.map_or(f, |x: i64| x.max(f)));
+                }
+                if let Some(t) = to {
+                    q.to = Some(q.to.map_or(t, |x: i64| x.min(t)));
+                }
+            }
+            "agent" | "agent-name" | "altid" => {
+                let v = value.trim();
+                q.actor = Some(if v == "system" || v.starts_with("user:") {
+                    v.to_string()
+                } else {
+                    ["user:", v].concat()
+                });
+            }
+            "patient" => {
+                q.patient = Some(value.trim().trim_start_matches("Patient/").to_string());
+            }
+            "action" | "subtype" => {
+                for v in value.split(',') {
+                    match actions_for_code(v) {
+                        Some(list) => q.actions.extend(list.into_iter().map(str::to_string)),
+                        None => q.actions.push(v.to_string()),
+                    }
+                }
+            }
+            "outcome" => {
+                q.outcome = Some(
+                    match value.as_str() {
+                        "0" | "success" => "success",
+                        "4" | "denied" => "denied",
+                        "8" | "failure" => "failure",
+                        other => return Err(bad(format!("outcome: '{other}' is not 0, 4 or 8"))),
+                    }
+                    .to_string(),
+                );
+            }
+            "_count" => {
+                q.limit = value
+                    .parse::<usize>()
+                    .map_err(|_| bad(format!("_count: '{value}' is not a number")))?
+                    .clamp(1, MAX_COUNT);
+            }
+            "_cursor" => {
+                q.after_seq = Some(
+                    value
+                        .parse()
+                        .map_err(|_| bad("invalid paging cursor".into()))?,
+                );
+            }
+            "_format" | "_total" => {}
+            other => {
+                return Err(bad(format!(
+                    "AuditEvent search supports date, agent, patient, action, outcome and _count, not '{other}'"
+                )));
+            }
+        }
+    }
+    Ok(q)
+}
+
+/// One audit entry as an AuditEvent.
+pub(crate) fn resource(row: &AuditRow) -> Value {
+    let data = matches!(
+        row.action.as_str(),
+        "read" | "vread" | "search" | "history" | "create" | "update" | "delete"
+    );
+    let event_type = if data {
+        json!({"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest", "display": "RESTful Operation"})
+    } else if matches!(row.action.as_str(), "sign-in" | "sign-out" | "lockout") {
+        json!({"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110114", "display": "User Authentication"})
+    } else {
+        json!({"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110113", "display": "Security Alert"})
+    };
+    let subtype = match row.action.as_str() {
+        "search" => json!({"system": "http://hl7.org/fhir/restful-interaction", "code": "search-type"}),
+        "history" => json!({"system": "http://hl7.org/fhir/restful-interaction", "code": "history-type"}),
+        a if data => json!({"system": "http://hl7.org/fhir/restful-interaction", "code": a}),
+        a => json!({"system": "https://ironchart.org/fhir/CodeSystem/audit-action", "code": a}),
+    };
+    let mut agent = json!({
+        "who": {"identifier": {"value": row.actor}, "display": row.actor},
+        "requestor": true,
+    });
+    if let Some(role) = &row.role {
+        agent["role"] = json!([{"text": role}]);
+    }
+    if let Some(source) = &row.source {
+        agent["network"] = json!({"address": source, "type": "2"});
+    }
+    let mut entities = Vec::new();
+    if let Some(t) = &row.res_type {
+        let reference = match (&row.res_id, row.version) {
+            (Some(id), Some(v)) => format!("{t}/{id}/_history/{v}"),
+            (Some(id), None) => format!("{t}/{id}"),
+            (None, _) => t.clone(),
+        };
+        entities.push(json!({
+            "what": {"reference": reference},
+            "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2", "display": "System Object"},
+        }));
+    }
+    for p in row.patients.iter().flat_map(|p| p.split(' ')).filter(|p| !p.is_empty()) {
+        entities.push(json!({
+            "what": {"reference": format!("Patient/{p}")},
+            "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "1", "display": "Person"},
+            "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "1", "display": "Patient"},
+        }));
+    }
+    let mut event = json!({
+        "resourceType": "AuditEvent",
+        "id": row.seq.to_string(),
+        "meta": {"lastUpdated": format_instant(row.recorded)},
+        "type": event_type,
+        "subtype": [subtype],
+        "action": action_code(&row.action),
+        "recorded": format_instant(row.recorded),
+        "outcome": outcome_code(&row.outcome),
+        "agent": [agent],
+        "source": {
+            "observer": {"display": "ironchart"},
+            "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4", "display": "Application Server"}],
+        },
+    });
+    if let Some(d) = &row.detail {
+        event["outcomeDesc"] = json!(d);
+    }
+    if let Some(p) = &row.purpose {
+        event["purposeOfEvent"] = json!([{"text": p}]);
+    }
+    if !entities.is_empty() {
+        event["entity"] = Value::Array(entities);
+    }
+    event
+}
+
+/// `GET /fhir/AuditEvent?…`: a searchset Bundle.
+pub(crate) async fn search(
+    state: &AppState,
+    actor: &Actor,
+    pairs: &[(String, String)],
+) -> Result<String, ApiError> {
+    let q = query_of(pairs)?;
+    let total = state.records.audit_count(actor, &q).await?;
+    let mut page_query = q.clone();
+    page_query.limit = q.limit + 1;
+    let mut rows = state.records.audit_entries(actor, &page_query).await?;
+    let more = rows.len() > q.limit;
+    rows.truncate(q.limit);
+    let base = &state.config.fhir_base;
+    let self_query = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs.iter().filter(|(k, _)| k != "_cursor"))
+        .finish();
+    let mut links = vec![json!({"relation": "self", "url": format!("{base}/AuditEvent?{self_query}")})];
+    if more && let Some(last) = rows.last() {
+        let sep = if self_query.is_empty() { "" } else { "&" };
+        links.push(json!({
+            "relation": "next",
+            "url": format!("{base}/AuditEvent?{self_query}{sep}_cursor={}", last.seq),
+        }));
+    }
+    let entries: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            json!({
+                "fullUrl": format!("{base}/AuditEvent/{}", r.seq),
+                "resource": resource(r),
+                "search": {"mode": "match"},
+            })
+        })
+        .collect();
+    let mut bundle = json!({
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": total,
+        "link": links,
+    });
+    if !entries.is_empty() {
+        bundle["entry"] = Value::Array(entries);
+    }
+    Ok(bundle.to_string())
+}
+
+/// `GET /fhir/AuditEvent/{seq}`.
+pub(crate) async fn read(state: &AppState, actor: &Actor, id: &str) -> Result<Value, ApiError> {
+    let not_found = || RecordsError::NotFound("AuditEvent".into(), id.into());
+    let seq: i64 = id.parse().map_err(|_| not_found())?;
+    let q = AuditQuery {
+        seq: Some(seq),
+        limit: 1,
+        ..AuditQuery::default()
+    };
+    let rows = state.records.audit_entries(actor, &q).await?;
+    let row = rows.first().ok_or_else(not_found)?;
+    Ok(resource(row))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_are_valid_audit_events() {
+        let row = AuditRow {
+            seq: 7,
+            recorded: 1_700_000_000_000,
+            actor: "user:dr".into(),
+            role: Some("physician".into()),
+            action: "read".into(),
+            res_type: Some("Observation".into()),
+            res_id: Some("o1".into()),
+            version: Some(2),
+            patients: Some("p1".into()),
+            outcome: "success".into(),
+            source: Some("127.0.0.1".into()),
+            detail: Some("params=code".into()),
+            ..AuditRow::default()
+        };
+        let v = resource(&row);
+        assert_eq!(v["entity"][0]["what"]["reference"], "Observation/o1/_history/2");
+        assert_eq!(v["entity"][1]["what"]["reference"], "Patient/p1");
+        ironchart_fhir::validate::validate_resource(&v).expect("a valid AuditEvent");
+        let denied = AuditRow {
+            action: "sign-in".into(),
+            outcome: "denied".into(),
+            ..row
+        };
+        let v = resource(&denied);
+        assert_eq!(v["outcome"], "4");
+        assert_eq!(v["action"], "E");
+        ironchart_fhir::validate::validate_resource(&v).expect("a valid AuditEvent");
+    }
+
+    #[test]
+    fn search_parameters() {
+        let pairs = |s: &[(&str, &str)]| {
+            s.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let q = query_of(&pairs(&[
+            ("date", "ge2026-01-01"),
+            ("date", "lt2026-02-01"),
+            ("agent", "dr"),
+            ("patient", "Patient/p1"),
+            ("action", "C"),
+            ("outcome", "4"),
+        ]))
+        .unwrap();
+        assert_eq!(q.actor.as_deref(), Some("user:dr"));
+        assert_eq!(q.patient.as_deref(), Some("p1"));
+        assert_eq!(q.actions, vec!["create"]);
+        assert_eq!(q.outcome.as_deref(), Some("denied"));
+        assert!(q.from.unwrap() < q.to.unwrap());
+        assert!(query_of(&pairs(&[("date", "yesterday")])).is_err());
+        assert!(query_of(&pairs(&[("bogus", "1")])).is_err());
+    }
+}

@@ -1,0 +1,755 @@
+//! Signing in to the web app over real HTTP: passwords, lockout and rate limits, two-step
+//! sign-in (enrolment, codes, replay, recovery codes), sessions (fixation, idle and absolute
+//! expiry, sign-out), CSRF, cookie attributes, the first-admin setup link, and the audit log as
+//! FHIR AuditEvents.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use ironchart_records::{
+    Actor, AuditQuery, DatabaseConfig, Records, Role, SessionPolicy,
+};
+use ironchart_security::totp::{TotpSecret, code_at};
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+
+const PASSWORD: &str = "correct horse battery staple 42";
+
+/// A server with its own records service.
+struct App {
+    records: Records,
+    origin: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+enum Db {
+    Sqlite,
+    Postgres,
+}
+
+async fn start(db: Db, policy: SessionPolicy) -> Option<App> {
+    let (records, dir) = match db {
+        Db::Sqlite => {
+            let dir = tempfile::tempdir().unwrap();
+            let records = Records::open(
+                &DatabaseConfig::Sqlite(dir.path().join("t.sqlite3")),
+                super::support::security(Some(dir.path())),
+            )
+            .await
+            .unwrap();
+            (records, Some(dir))
+        }
+        Db::Postgres => {
+            let url = std::env::var("IRONCHART_TEST_DATABASE_URL").ok()?;
+            let records = Records::open(
+                &DatabaseConfig::Postgres {
+                    url,
+                    schema: Some(format!("t_{}", uuid::Uuid::new_v4().simple())),
+                },
+                super::support::security(None),
+            )
+            .await
+            .unwrap();
+            (records, None)
+        }
+    };
+    let records = records.with_session_policy(policy);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    let mut config = ironchart_web::WebConfig::for_base(&origin);
+    config.rate_limit = None;
+    let app = ironchart_web::router(records.clone(), config);
+    tokio::spawn(async move {
+        let _ = ironchart_web::serve(listener, app, std::future::pending()).await;
+    });
+    Some(App {
+        records,
+        origin,
+        _dir: dir,
+    })
+}
+
+macro_rules! both {
+    ($case:ident) => {
+        mod $case {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$case(super::Db::Sqlite).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$case(super::Db::Postgres).await;
+            }
+        }
+    };
+}
+
+impl App {
+    async fn user(&self, name: &str, role: Role, patient: Option<&str>) {
+        self.records
+            .add_user(&Actor::local_operator(), name, &[role], patient, PASSWORD)
+            .await
+            .unwrap();
+    }
+
+    fn browser(&self) -> Browser {
+        Browser {
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            origin: self.origin.clone(),
+            cookies: HashMap::new(),
+            send_origin: true,
+        }
+    }
+
+    async fn audit_actions(&self, actor: &str) -> Vec<(String, String, Option<String>)> {
+        let rows = self
+            .records
+            .audit_entries(
+                &Actor::local_operator(),
+                &AuditQuery {
+                    actor: Some(actor.to_string()),
+                    limit: 1000,
+                    ..AuditQuery::default()
+                },
+            )
+            .await
+            .unwrap();
+        rows.into_iter()
+            .map(|r| (r.action, r.outcome, r.detail))
+            .collect()
+    }
+}
+
+/// A browser: keeps cookies, sends same-origin form posts, does not follow redirects.
+struct Browser {
+    client: reqwest::Client,
+    origin: String,
+    cookies: HashMap<String, String>,
+    send_origin: bool,
+}
+
+struct Page {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Page {
+    fn location(&self) -> &str {
+        self.headers
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// The value of a hidden form field.
+    fn field(&self, name: &str) -> String {
+        let marker = format!("name=\"{name}\" value=\"");
+        let start = self.body.find(&marker).map(|i| i + marker.len());
+        start
+            .and_then(|s| self.body[s..].find('"').map(|e| self.body[s..s + e].to_string()))
+            .unwrap_or_default()
+    }
+
+    fn set_cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_string))
+            .collect()
+    }
+}
+
+impl Browser {
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    async fn absorb(&mut self, r: reqwest::Response) -> Page {
+        let status = r.status();
+        let headers = r.headers().clone();
+        for c in headers.get_all("set-cookie") {
+            let c = c.to_str().unwrap();
+            let pair = c.split(';').next().unwrap();
+            let (k, v) = pair.split_once('=').unwrap();
+            if v.is_empty() || c.contains("Max-Age=0") {
+                self.cookies.remove(k);
+            } else {
+                self.cookies.insert(k.to_string(), v.to_string());
+            }
+        }
+        let body = r.text().await.unwrap();
+        Page {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> Page {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.origin))
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        self.absorb(r).await
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        let mut req = self
+            .client
+            .post(format!("{}{path}", self.origin))
+            .header("cookie", self.cookie_header())
+            .form(form);
+        if self.send_origin {
+            req = req.header("origin", &self.origin);
+        }
+        let r = req.send().await.unwrap();
+        self.absorb(r).await
+    }
+
+    /// Fills in and submits the sign-in form.
+    async fn sign_in(&mut self, username: &str, password: &str) -> Page {
+        let form = self.get("/login").await;
+        let csrf = form.field("csrf");
+        self.post(
+            "/login",
+            &[("csrf", &csrf), ("username", username), ("password", password)],
+        )
+        .await
+    }
+
+    fn session(&self) -> Option<String> {
+        self.cookies.get("__Host-ironchart").cloned()
+    }
+}
+
+fn default_policy() -> SessionPolicy {
+    SessionPolicy::default()
+}
+
+async fn password_sign_in_and_cookies(db: Db) {
+    let Some(app) = start(db, default_policy()).await else {
+        return;
+    };
+    app.user("nina", Role::Nurse, None).await;
+    let mut b = app.browser();
+    let r = b.sign_in("nina", PASSWORD).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert_eq!(r.location(), "/");
+    let cookie = r
+        .set_cookies()
+        .into_iter()
+        .find(|c| c.starts_with("__Host-ironchart="))
+        .expect("a session cookie");
+    for attribute in ["Path=/", "Secure", "HttpOnly", "SameSite=Strict"] {
+        assert!(cookie.contains(attribute), "{cookie} lacks {attribute}");
+    }
+    assert!(!cookie.to_ascii_lowercase().contains("domain="), "{cookie}");
+    let home = b.get("/").await;
+    assert_eq!(home.status, StatusCode::OK);
+    assert!(home.body.contains("Welcome, nina"));
+    // Pages forbid inline script and style.
+    let csp = home.headers["content-security-policy"].to_str().unwrap();
+    assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
+    assert!(csp.contains("frame-ancestors 'none'"));
+    assert!(!home.body.contains("<script") && !home.body.contains("style="));
+    // Sign out: the session ends on the server, not just in the browser.
+    let session = b.session().unwrap();
+    let csrf = home.field("csrf");
+    let out = b.post("/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    let mut replay = app.browser();
+    replay
+        .cookies
+        .insert("__Host-ironchart".into(), session.clone());
+    let after = replay.get("/").await;
+    assert_eq!(after.status, StatusCode::SEE_OTHER);
+    assert_eq!(after.location(), "/login");
+    let actions = app.audit_actions("user:nina").await;
+    assert!(actions.iter().any(|(a, o, _)| a == "sign-in" && o == "success"));
+    assert!(actions.iter().any(|(a, _, _)| a == "sign-out"));
+}
+both!(password_sign_in_and_cookies);
+
+async fn no_user_enumeration(db: Db) {
+    let Some(app) = start(db, default_policy()).await else {
+        return;
+    };
+    app.user("omar", Role::Physician, None).await;
+    let mut b = app.browser();
+    let mut wrong = Vec::new();
+    let mut unknown = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let w = b.sign_in("omar", "not the password at all").await;
+        wrong.push(t.elapsed());
+        let t = Instant::now();
+        let u = b.sign_in("nobody-here", "not the password at all").await;
+        unknown.push(t.elapsed());
+        assert_eq!(w.status, u.status);
+        assert_eq!(w.status, StatusCode::UNAUTHORIZED);
+        let message = |p: &Page| {
+            let i = p.body.find("role=\"alert\">").unwrap();
+            p.body[i..i + 60].to_string()
+        };
+        assert_eq!(message(&w), message(&u));
+        assert!(w.body.contains("The user name or password is not right") || w.body.contains("the user name or password is not right"));
+    }
+    wrong.sort();
+    unknown.sort();
+    // An unknown name costs a password verification too (no fast path to tell it apart).
+    assert!(
+        unknown[1] * 3 >= wrong[1],
+        "unknown user {:?} vs wrong password {:?}",
+        unknown,
+        wrong
+    );
+}
+both!(no_user_enumeration);
+
+async fn lockout_per_account_and_address(db: Db) {
+    let Some(app) = start(db, default_policy()).await else {
+        return;
+    };
+    app.user("petra", Role::FrontDesk, None).await;
+    let mut b = app.browser();
+    for _ in 0..5 {
+        let r = b.sign_in("petra", "wrong password number 1").await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    }
+    // Locked: even the right password is refused now, with backoff.
+    let r = b.sign_in("petra", PASSWORD).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.body);
+    assert!(r.body.contains("too many failed attempts"));
+    // An unknown name locks the same way (lockout does not reveal which names exist).
+    for _ in 0..5 {
+        b.sign_in("ghost-user", "wrong password number 1").await;
+    }
+    let r = b.sign_in("ghost-user", "wrong password number 1").await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    let actions = app.audit_actions("user:petra").await;
+    assert!(actions.iter().any(|(a, _, _)| a == "lockout"), "{actions:?}");
+    assert!(
+        actions
+            .iter()
+            .filter(|(a, o, _)| a == "sign-in" && o == "denied")
+            .count()
+            >= 6
+    );
+    // Per address: many names from one address lock the address out.
+    for i in 0..20 {
+        b.sign_in(&format!("spray{i}"), "wrong password number 1").await;
+    }
+    app.user("quinn", Role::Nurse, None).await;
+    let r = b.sign_in("quinn", PASSWORD).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "the address is locked");
+    // The administrator can lift an account's lockout, but not the address's.
+    let summary = app
+        .records
+        .list_users(&Actor::local_operator())
+        .await
+        .unwrap();
+    assert!(
+        summary
+            .iter()
+            .any(|u| u.username == "petra" && u.locked_until.is_some())
+    );
+}
+both!(lockout_per_account_and_address);
+
+/// The current TOTP code of an enrolment page's key, `ahead` steps from now.
+fn code_for(secret: &str, ahead: i64) -> String {
+    let secret = TotpSecret::from_base32(secret).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    code_at(&secret, (now + ahead * 30) as u64)
+}
+
+fn enrolment_secret(page: &Page) -> String {
+    let start = page.body.find("<code>").unwrap() + 6;
+    let end = page.body[start..].find("</code>").unwrap();
+    page.body[start..start + end].to_string()
+}
+
+async fn two_step_sign_in(db: Db) {
+    let Some(app) = start(db, default_policy()).await else {
+        return;
+    };
+    app.user("audra", Role::Auditor, None).await;
+    let mut b = app.browser();
+    let r = b.sign_in("audra", PASSWORD).await;
+    assert_eq!(r.location(), "/login/enrol", "MFA is required of auditors");
+    let pending = b.session().unwrap();
+    // Not signed in yet: pages send the browser back.
+    assert_eq!(b.get("/audit").await.location(), "/login");
+    let enrol = b.get("/login/enrol").await;
+    assert_eq!(enrol.status, StatusCode::OK);
+    assert!(enrol.body.contains("<svg") && !enrol.body.contains("style="));
+    assert!(!enrol.body.contains("<style") && !enrol.body.contains("<script"));
+    let secret = enrolment_secret(&enrol);
+    let csrf = enrol.field("csrf");
+    let bad = b.post("/login/enrol", &[("csrf", &csrf), ("code", "000000")]).await;
+    assert_eq!(bad.status, StatusCode::UNAUTHORIZED);
+    let enrol = b.get("/login/enrol").await;
+    let secret2 = enrolment_secret(&enrol);
+    assert_ne!(secret, secret2, "a refused code shows a new key");
+    let code = code_for(&secret2, 0);
+    let done = b
+        .post("/login/enrol", &[("csrf", &enrol.field("csrf")), ("code", &code)])
+        .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    let codes: Vec<String> = done
+        .body
+        .split("<li>")
+        .skip(1)
+        .map(|s| s.split("</li>").next().unwrap().to_string())
+        .collect();
+    assert_eq!(codes.len(), 10);
+    let active = b.session().unwrap();
+    assert_ne!(active, pending, "the session id changes at sign-in");
+    assert_eq!(b.get("/audit").await.status, StatusCode::OK);
+
+    // Next sign-in: the code step.
+    let mut b2 = app.browser();
+    let r = b2.sign_in("audra", PASSWORD).await;
+    assert_eq!(r.location(), "/login/code");
+    let page = b2.get("/login/code").await;
+    let csrf = page.field("csrf");
+    // The code used at enrolment is spent (replay protection).
+    let replay = b2.post("/login/code", &[("csrf", &csrf), ("code", &code)]).await;
+    assert_eq!(replay.status, StatusCode::UNAUTHORIZED, "{}", replay.body);
+    let next = code_for(&secret2, 1);
+    let ok = b2.post("/login/code", &[("csrf", &csrf), ("code", &next)]).await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
+    assert_eq!(b2.get("/").await.status, StatusCode::OK);
+    // ...and once accepted, the same code is refused at the next sign-in.
+    let mut b3 = app.browser();
+    b3.sign_in("audra", PASSWORD).await;
+    let page = b3.get("/login/code").await;
+    let csrf = page.field("csrf");
+    let again = b3.post("/login/code", &[("csrf", &csrf), ("code", &next)]).await;
+    assert_eq!(again.status, StatusCode::UNAUTHORIZED);
+    // A recovery code works once.
+    let ok = b3.post("/login/code", &[("csrf", &csrf), ("code", &codes[0])]).await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
+    let mut b4 = app.browser();
+    b4.sign_in("audra", PASSWORD).await;
+    let page = b4.get("/login/code").await;
+    let spent = b4
+        .post("/login/code", &[("csrf", &page.field("csrf")), ("code", &codes[0])])
+        .await;
+    assert_eq!(spent.status, StatusCode::UNAUTHORIZED);
+    let actions = app.audit_actions("user:audra").await;
+    assert!(actions.iter().any(|(a, o, _)| a == "mfa-enrol" && o == "success"));
+    assert!(actions.iter().any(|(a, _, d)| a == "sign-in"
+        && d.as_deref() == Some("signed in with recovery code")));
+}
+both!(two_step_sign_in);
+
+async fn csrf_is_required(db: Db) {
+    let Some(app) = start(db, default_policy()).await else {
+        return;
+    };
+    app.user("rosa", Role::Physician, None).await;
+    let mut b = app.browser();
+    b.sign_in("rosa", PASSWORD).await;
+    let home = b.get("/").await;
+    let csrf = home.field("csrf");
+    assert!(!csrf.is_empty());
+    // Missing token, wrong token: refused, and still signed in.
+    let missing = b.post("/logout", &[]).await;
+    assert_eq!(missing.status, StatusCode::FORBIDDEN);
+    let wrong = b.post("/logout", &[("csrf", "not-the-token")]).await;
+    assert_eq!(wrong.status, StatusCode::FORBIDDEN);
+    assert_eq!(b.get("/").await.status, StatusCode::OK);
+    // From another site (the browser says so), or saying nothing at all: refused before the
+    // handler, even with the right token.
+    let cross = b
+        .client
+        .post(format!("{}/logout", b.origin))
+        .header("cookie", b.cookie_header())
+        .header("sec-fetch-site", "cross-site")
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross.status(), StatusCode::FORBIDDEN);
+    let evil = b
+        .client
+        .post(format!("{}/logout", b.origin))
+        .header("cookie", b.cookie_header())
+        .header("origin", "https://evil.example")
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(evil.status(), StatusCode::FORBIDDEN);
+    b.send_origin = false;
+    let silent = b.post("/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(silent.status, StatusCode::FORBIDDEN);
+    assert_eq!(b.get("/").await.status, StatusCode::OK);
+    // The sign-in form's own token (double submit) is checked too.
+    b.send_origin = true;
+    let mut fresh = app.browser();
+    fresh.get("/login").await;
+    let forged = fresh
+        .post(
+            "/login",
+            &[("csrf", "forged"), ("username", "rosa"), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+}
+both!(csrf_is_required);
+
+async fn session_fixation_and_expiry(db: Db) {
+    let policy = SessionPolicy {
+        idle: Duration::from_secs(2),
+        lifetime: Duration::from_secs(5),
+    };
+    let Some(app) = start(db, policy).await else {
+        return;
+    };
+    app.user("sam", Role::Billing, None).await;
+    // A session id planted before sign-in is not the one after.
+    let mut b = app.browser();
+    b.cookies
+        .insert("__Host-ironchart".into(), "planted-by-an-attacker".into());
+    b.sign_in("sam", PASSWORD).await;
+    let first = b.session().unwrap();
+    assert_ne!(first, "planted-by-an-attacker");
+    // The planted id leads nowhere.
+    let mut planted = app.browser();
+    planted
+        .cookies
+        .insert("__Host-ironchart".into(), "planted-by-an-attacker".into());
+    assert_eq!(planted.get("/").await.location(), "/login");
+    // Idle timeout: 2 s without a request ends the session.
+    assert_eq!(b.get("/").await.status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    assert_eq!(b.get("/").await.location(), "/login", "idle timeout");
+    // Absolute lifetime: activity every second does not keep it past 5 s.
+    b.sign_in("sam", PASSWORD).await;
+    let started = Instant::now();
+    let mut ended = None;
+    while started.elapsed() < Duration::from_secs(9) {
+        let r = b.get("/").await;
+        if r.status != StatusCode::OK {
+            ended = Some(started.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    let ended = ended.expect("the session ended");
+    assert!(ended >= Duration::from_secs(4), "ended after {ended:?}");
+}
+both!(session_fixation_and_expiry);
+
+async fn sessions_page_and_sign_out_everywhere(db: Db) {
+    let Some(app) = start(db, default_policy()).await else {
+        return;
+    };
+    app.user("tara", Role::Physician, None).await;
+    let mut phone = app.browser();
+    let mut desk = app.browser();
+    phone.sign_in("tara", PASSWORD).await;
+    desk.sign_in("tara", PASSWORD).await;
+    let token = app
+        .records
+        .issue_user_token(&Actor::local_operator(), "tara", None, Duration::from_secs(600))
+        .await
+        .unwrap();
+    let page = desk.get("/account/sessions").await;
+    assert_eq!(page.body.matches("<tr>").count(), 3, "header and two sessions");
+    assert!(page.body.contains("this session"));
+    let csrf = page.field("csrf");
+    let out = desk.post("/logout/everywhere", &[("csrf", &csrf)]).await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    assert_eq!(phone.get("/").await.location(), "/login");
+    assert_eq!(desk.get("/").await.location(), "/login");
+    // Tokens of the user are revoked too.
+    let api = reqwest::Client::new()
+        .get(format!("{}/fhir/Patient", app.origin))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), StatusCode::UNAUTHORIZED);
+}
+both!(sessions_page_and_sign_out_everywhere);
+
+async fn first_admin_setup(db: Db) {
+    let Some(app) = start(db, default_policy()).await else {
+        return;
+    };
+    let token = app
+        .records
+        .issue_setup_token(Duration::from_secs(600))
+        .await
+        .unwrap()
+        .expect("no users yet");
+    let mut b = app.browser();
+    assert_eq!(b.get("/setup?token=wrong").await.status, StatusCode::NOT_FOUND);
+    let form = b.get(&format!("/setup?token={token}")).await;
+    assert_eq!(form.status, StatusCode::OK);
+    let csrf = form.field("csrf");
+    let weak = b
+        .post(
+            "/setup",
+            &[("csrf", &csrf), ("token", &token), ("username", "boss"), ("password", "password1234"), ("password2", "password1234")],
+        )
+        .await;
+    assert_eq!(weak.status, StatusCode::BAD_REQUEST, "a common password is refused");
+    let form = b.get(&format!("/setup?token={token}")).await;
+    let csrf = form.field("csrf");
+    let ok = b
+        .post(
+            "/setup",
+            &[("csrf", &csrf), ("token", &token), ("username", "boss"), ("password", PASSWORD), ("password2", PASSWORD)],
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
+    // The link is spent.
+    assert_eq!(
+        b.get(&format!("/setup?token={token}")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    // The new admin must set up two-step sign-in, then manages users.
+    let r = b.sign_in("boss", PASSWORD).await;
+    assert_eq!(r.location(), "/login/enrol");
+    let enrol = b.get("/login/enrol").await;
+    let code = code_for(&enrolment_secret(&enrol), 0);
+    b.post("/login/enrol", &[("csrf", &enrol.field("csrf")), ("code", &code)])
+        .await;
+    let users = b.get("/admin/users").await;
+    assert_eq!(users.status, StatusCode::OK);
+    assert!(users.body.contains("user/*.cruds"), "roles show their scopes");
+    let csrf = users.field("csrf");
+    let added = b
+        .post(
+            "/admin/users/add",
+            &[("csrf", &csrf), ("username", "newnurse"), ("role", "nurse"), ("patient", ""), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::OK, "{}", added.body);
+    assert!(added.body.contains("Added newnurse"));
+    let actions = app.audit_actions("system").await;
+    assert!(actions.iter().any(|(a, _, _)| a == "setup"));
+}
+both!(first_admin_setup);
+
+async fn audit_events_for_auditors(db: Db) {
+    let Some(app) = start(db, default_policy()).await else {
+        return;
+    };
+    app.user("dora", Role::Physician, None).await;
+    app.user("ulla", Role::Auditor, None).await;
+    let op = Actor::local_operator();
+    let system = app
+        .records
+        .issue_system_token(&op, Duration::from_secs(600))
+        .await
+        .unwrap();
+    let doctor = app
+        .records
+        .issue_user_token(&op, "dora", None, Duration::from_secs(600))
+        .await
+        .unwrap();
+    let auditor = app
+        .records
+        .issue_user_token(&op, "ulla", None, Duration::from_secs(600))
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let fhir = format!("{}/fhir", app.origin);
+    let patient: serde_json::Value = http
+        .post(format!("{fhir}/Patient"))
+        .bearer_auth(&system)
+        .json(&serde_json::json!({"resourceType": "Patient", "name": [{"family": "Zed"}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let pid = patient["id"].as_str().unwrap().to_string();
+    let read = http
+        .get(format!("{fhir}/Patient/{pid}"))
+        .bearer_auth(&doctor)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), StatusCode::OK);
+    // The physician's read, found by patient, agent and action.
+    let bundle: serde_json::Value = http
+        .get(format!("{fhir}/AuditEvent?patient={pid}&agent=dora&action=R&outcome=0"))
+        .bearer_auth(&auditor)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(bundle["total"], 1, "{bundle}");
+    let event = &bundle["entry"][0]["resource"];
+    assert_eq!(event["resourceType"], "AuditEvent");
+    assert_eq!(event["action"], "R");
+    assert_eq!(event["agent"][0]["who"]["display"], "user:dora");
+    assert_eq!(event["entity"][0]["what"]["reference"], format!("Patient/{pid}/_history/1"));
+    ironchart_fhir::validate::validate_resource(event).unwrap();
+    let id = event["id"].as_str().unwrap();
+    let one = http
+        .get(format!("{fhir}/AuditEvent/{id}"))
+        .bearer_auth(&auditor)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(one.status(), StatusCode::OK);
+    // Physicians do not read the audit log, whatever their wildcard scopes say; nobody writes it.
+    let denied = http
+        .get(format!("{fhir}/AuditEvent"))
+        .bearer_auth(&doctor)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), StatusCode::FORBIDDEN);
+    let forged = http
+        .post(format!("{fhir}/AuditEvent"))
+        .bearer_auth(&system)
+        .json(event)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    // Date filters.
+    let none: serde_json::Value = http
+        .get(format!("{fhir}/AuditEvent?date=lt2000-01-01"))
+        .bearer_auth(&auditor)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(none["total"], 0);
+    let bad = http
+        .get(format!("{fhir}/AuditEvent?date=soon"))
+        .bearer_auth(&auditor)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+}
+both!(audit_events_for_auditors);
