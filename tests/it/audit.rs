@@ -382,9 +382,6 @@ async fn audit_verify_finds_a_busy_log_intact_and_locates_each_tampering() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the final checkpoint at a clean stop covers only entries of the group-commit writer, \
-            not those appended inside write transactions (creates, updates, deletes, user changes), \
-            so deleting the newest entries goes unnoticed"]
 async fn deleting_the_newest_entries_after_a_clean_stop_is_detected() {
     for db in dbs() {
         let dir = tempfile::tempdir().unwrap();
@@ -422,9 +419,6 @@ async fn deleting_the_newest_entries_after_a_clean_stop_is_detected() {
 }
 
 #[test]
-#[ignore = "racy: Records::close() can run before the audit writer task records the entry it \
-            has just acknowledged (it acks first), so about half of short commands such as \
-            `admin token` write no final checkpoint"]
 fn every_command_vouches_for_its_own_audit_entry() {
     let dir = tempfile::tempdir().unwrap();
     for _ in 0..10 {

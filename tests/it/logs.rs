@@ -73,7 +73,6 @@ async fn debug_logs_hold_no_names_tokens_or_passwords_sqlite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "PostgreSQL: reading a user fails: users.failed_logins is INTEGER (int4) in store/migrations/postgres/0002_security.sql but store/src/users.rs decodes it as i64"]
 async fn debug_logs_hold_no_names_tokens_or_passwords_postgres() {
     if let Some(db) = Db::postgres() {
         debug_logs(db, true).await;

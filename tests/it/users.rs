@@ -76,7 +76,6 @@ async fn users_of_each_role_get_their_rights_and_no_more_sqlite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "PostgreSQL: reading a user fails: users.failed_logins is INTEGER (int4) in store/migrations/postgres/0002_security.sql but store/src/users.rs decodes it as i64"]
 async fn users_of_each_role_get_their_rights_and_no_more_postgres() {
     if let Some(db) = Db::postgres() {
         users_of_each_role_get_their_rights_and_no_more(db).await;
@@ -236,7 +235,6 @@ async fn refused_user_inputs_say_why_sqlite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "PostgreSQL: reading a user fails: users.failed_logins is INTEGER (int4) in store/migrations/postgres/0002_security.sql but store/src/users.rs decodes it as i64"]
 async fn refused_user_inputs_say_why_postgres() {
     if let Some(db) = Db::postgres() {
         refused_user_inputs_say_why(db).await;
@@ -395,7 +393,6 @@ async fn token_scopes_are_never_wider_than_the_roles_sqlite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "PostgreSQL: reading a user fails: users.failed_logins is INTEGER (int4) in store/migrations/postgres/0002_security.sql but store/src/users.rs decodes it as i64"]
 async fn token_scopes_are_never_wider_than_the_roles_postgres() {
     if let Some(db) = Db::postgres() {
         token_scopes_are_never_wider_than_the_roles(db).await;
@@ -493,7 +490,6 @@ async fn disabling_changing_roles_and_revoking_end_access_in_a_running_server_sq
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "PostgreSQL: reading a user fails: users.failed_logins is INTEGER (int4) in store/migrations/postgres/0002_security.sql but store/src/users.rs decodes it as i64"]
 async fn disabling_changing_roles_and_revoking_end_access_in_a_running_server_postgres() {
     if let Some(db) = Db::postgres() {
         disabling_changing_roles_and_revoking_end_access_in_a_running_server(db).await;

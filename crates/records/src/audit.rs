@@ -416,7 +416,11 @@ async fn verified_tail(
                 .map_err(|e| e.to_string())?;
             match rows.first() {
                 Some(r) if r.seq == *s && r.mac == *m => (*s, m.clone()),
-                _ => return Err(format!("entry {s}, vouched for by a checkpoint, is gone or changed")),
+                _ => {
+                    return Err(format!(
+                        "entry {s}, vouched for by a checkpoint, is gone or changed"
+                    ));
+                }
             }
         }
         None => (0, String::new()),

@@ -16,7 +16,8 @@ use crate::audit::{AuditAction, AuditEntry, Outcome};
 use crate::policy;
 use crate::resource::{Resource, WriteOutcome};
 use crate::service::{
-    WriteCtx, check_writable, conditional_match, delete_in, new_id, prepare, valid_id, write_version,
+    WriteCtx, check_writable, conditional_match, delete_in, new_id, prepare, valid_id,
+    write_version,
 };
 use crate::{Records, RecordsError, Result};
 

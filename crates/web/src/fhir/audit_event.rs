@@ -88,8 +88,9 @@ fn query_of(pairs: &[(String, String)]) -> Result<AuditQuery, ApiError> {
                     Some(p @ ("eq" | "ge" | "gt" | "le" | "lt")) => (p, &value[2..]),
                     _ => ("eq", value.as_str()),
                 };
-                let range = parse_date_range(rest)
-                    .ok_or_else(|| bad(format!("date: '{value}' is not a FHIR date or dateTime")))?;
+                let range = parse_date_range(rest).ok_or_else(|| {
+                    bad(format!("date: '{value}' is not a FHIR date or dateTime"))
+                })?;
                 let (from, to) = match prefix {
                     "eq" => (Some(range.low), Some(range.high)),
                     "ge" => (Some(range.low), None),
@@ -172,8 +173,12 @@ pub(crate) fn resource(row: &AuditRow) -> Value {
         json!({"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110113", "display": "Security Alert"})
     };
     let subtype = match row.action.as_str() {
-        "search" => json!({"system": "http://hl7.org/fhir/restful-interaction", "code": "search-type"}),
-        "history" => json!({"system": "http://hl7.org/fhir/restful-interaction", "code": "history-type"}),
+        "search" => {
+            json!({"system": "http://hl7.org/fhir/restful-interaction", "code": "search-type"})
+        }
+        "history" => {
+            json!({"system": "http://hl7.org/fhir/restful-interaction", "code": "history-type"})
+        }
         a if data => json!({"system": "http://hl7.org/fhir/restful-interaction", "code": a}),
         a => json!({"system": "https://ironchart.org/fhir/CodeSystem/audit-action", "code": a}),
     };
@@ -199,7 +204,12 @@ pub(crate) fn resource(row: &AuditRow) -> Value {
             "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2", "display": "System Object"},
         }));
     }
-    for p in row.patients.iter().flat_map(|p| p.split(' ')).filter(|p| !p.is_empty()) {
+    for p in row
+        .patients
+        .iter()
+        .flat_map(|p| p.split(' '))
+        .filter(|p| !p.is_empty())
+    {
         entities.push(json!({
             "what": {"reference": format!("Patient/{p}")},
             "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "1", "display": "Person"},
@@ -250,7 +260,8 @@ pub(crate) async fn search(
     let self_query = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(pairs.iter().filter(|(k, _)| k != "_cursor"))
         .finish();
-    let mut links = vec![json!({"relation": "self", "url": format!("{base}/AuditEvent?{self_query}")})];
+    let mut links =
+        vec![json!({"relation": "self", "url": format!("{base}/AuditEvent?{self_query}")})];
     if more && let Some(last) = rows.last() {
         let sep = if self_query.is_empty() { "" } else { "&" };
         links.push(json!({
@@ -316,7 +327,10 @@ mod tests {
             ..AuditRow::default()
         };
         let v = resource(&row);
-        assert_eq!(v["entity"][0]["what"]["reference"], "Observation/o1/_history/2");
+        assert_eq!(
+            v["entity"][0]["what"]["reference"],
+            "Observation/o1/_history/2"
+        );
         assert_eq!(v["entity"][1]["what"]["reference"], "Patient/p1");
         ironchart_fhir::validate::validate_resource(&v).expect("a valid AuditEvent");
         let denied = AuditRow {

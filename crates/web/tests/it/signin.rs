@@ -6,9 +6,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use ironchart_records::{
-    Actor, AuditQuery, DatabaseConfig, Records, Role, SessionPolicy,
-};
+use ironchart_records::{Actor, AuditQuery, DatabaseConfig, Records, Role, SessionPolicy};
 use ironchart_security::totp::{TotpSecret, code_at};
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
@@ -150,7 +148,11 @@ impl Page {
         let marker = format!("name=\"{name}\" value=\"");
         let start = self.body.find(&marker).map(|i| i + marker.len());
         start
-            .and_then(|s| self.body[s..].find('"').map(|e| self.body[s..s + e].to_string()))
+            .and_then(|s| {
+                self.body[s..]
+                    .find('"')
+                    .map(|e| self.body[s..s + e].to_string())
+            })
             .unwrap_or_default()
     }
 
@@ -223,7 +225,11 @@ impl Browser {
         let csrf = form.field("csrf");
         self.post(
             "/login",
-            &[("csrf", &csrf), ("username", username), ("password", password)],
+            &[
+                ("csrf", &csrf),
+                ("username", username),
+                ("password", password),
+            ],
         )
         .await
     }
@@ -260,7 +266,10 @@ async fn password_sign_in_and_cookies(db: Db) {
     assert!(home.body.contains("Welcome, nina"));
     // Pages forbid inline script and style.
     let csp = home.headers["content-security-policy"].to_str().unwrap();
-    assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
+    assert!(
+        !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+        "{csp}"
+    );
     assert!(csp.contains("frame-ancestors 'none'"));
     assert!(!home.body.contains("<script") && !home.body.contains("style="));
     // Sign out: the session ends on the server, not just in the browser.
@@ -276,7 +285,11 @@ async fn password_sign_in_and_cookies(db: Db) {
     assert_eq!(after.status, StatusCode::SEE_OTHER);
     assert_eq!(after.location(), "/login");
     let actions = app.audit_actions("user:nina").await;
-    assert!(actions.iter().any(|(a, o, _)| a == "sign-in" && o == "success"));
+    assert!(
+        actions
+            .iter()
+            .any(|(a, o, _)| a == "sign-in" && o == "success")
+    );
     assert!(actions.iter().any(|(a, _, _)| a == "sign-out"));
 }
 both!(password_sign_in_and_cookies);
@@ -303,7 +316,10 @@ async fn no_user_enumeration(db: Db) {
             p.body[i..i + 60].to_string()
         };
         assert_eq!(message(&w), message(&u));
-        assert!(w.body.contains("The user name or password is not right") || w.body.contains("the user name or password is not right"));
+        assert!(
+            w.body.contains("The user name or password is not right")
+                || w.body.contains("the user name or password is not right")
+        );
     }
     wrong.sort();
     unknown.sort();
@@ -338,7 +354,10 @@ async fn lockout_per_account_and_address(db: Db) {
     let r = b.sign_in("ghost-user", "wrong password number 1").await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
     let actions = app.audit_actions("user:petra").await;
-    assert!(actions.iter().any(|(a, _, _)| a == "lockout"), "{actions:?}");
+    assert!(
+        actions.iter().any(|(a, _, _)| a == "lockout"),
+        "{actions:?}"
+    );
     assert!(
         actions
             .iter()
@@ -348,11 +367,16 @@ async fn lockout_per_account_and_address(db: Db) {
     );
     // Per address: many names from one address lock the address out.
     for i in 0..20 {
-        b.sign_in(&format!("spray{i}"), "wrong password number 1").await;
+        b.sign_in(&format!("spray{i}"), "wrong password number 1")
+            .await;
     }
     app.user("quinn", Role::Nurse, None).await;
     let r = b.sign_in("quinn", PASSWORD).await;
-    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "the address is locked");
+    assert_eq!(
+        r.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the address is locked"
+    );
     // The administrator can lift an account's lockout, but not the address's.
     let summary = app
         .records
@@ -400,14 +424,19 @@ async fn two_step_sign_in(db: Db) {
     assert!(!enrol.body.contains("<style") && !enrol.body.contains("<script"));
     let secret = enrolment_secret(&enrol);
     let csrf = enrol.field("csrf");
-    let bad = b.post("/login/enrol", &[("csrf", &csrf), ("code", "000000")]).await;
+    let bad = b
+        .post("/login/enrol", &[("csrf", &csrf), ("code", "000000")])
+        .await;
     assert_eq!(bad.status, StatusCode::UNAUTHORIZED);
     let enrol = b.get("/login/enrol").await;
     let secret2 = enrolment_secret(&enrol);
     assert_ne!(secret, secret2, "a refused code shows a new key");
     let code = code_for(&secret2, 0);
     let done = b
-        .post("/login/enrol", &[("csrf", &enrol.field("csrf")), ("code", &code)])
+        .post(
+            "/login/enrol",
+            &[("csrf", &enrol.field("csrf")), ("code", &code)],
+        )
         .await;
     assert_eq!(done.status, StatusCode::OK, "{}", done.body);
     let codes: Vec<String> = done
@@ -428,10 +457,14 @@ async fn two_step_sign_in(db: Db) {
     let page = b2.get("/login/code").await;
     let csrf = page.field("csrf");
     // The code used at enrolment is spent (replay protection).
-    let replay = b2.post("/login/code", &[("csrf", &csrf), ("code", &code)]).await;
+    let replay = b2
+        .post("/login/code", &[("csrf", &csrf), ("code", &code)])
+        .await;
     assert_eq!(replay.status, StatusCode::UNAUTHORIZED, "{}", replay.body);
     let next = code_for(&secret2, 1);
-    let ok = b2.post("/login/code", &[("csrf", &csrf), ("code", &next)]).await;
+    let ok = b2
+        .post("/login/code", &[("csrf", &csrf), ("code", &next)])
+        .await;
     assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
     assert_eq!(b2.get("/").await.status, StatusCode::OK);
     // ...and once accepted, the same code is refused at the next sign-in.
@@ -439,20 +472,31 @@ async fn two_step_sign_in(db: Db) {
     b3.sign_in("audra", PASSWORD).await;
     let page = b3.get("/login/code").await;
     let csrf = page.field("csrf");
-    let again = b3.post("/login/code", &[("csrf", &csrf), ("code", &next)]).await;
+    let again = b3
+        .post("/login/code", &[("csrf", &csrf), ("code", &next)])
+        .await;
     assert_eq!(again.status, StatusCode::UNAUTHORIZED);
     // A recovery code works once.
-    let ok = b3.post("/login/code", &[("csrf", &csrf), ("code", &codes[0])]).await;
+    let ok = b3
+        .post("/login/code", &[("csrf", &csrf), ("code", &codes[0])])
+        .await;
     assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
     let mut b4 = app.browser();
     b4.sign_in("audra", PASSWORD).await;
     let page = b4.get("/login/code").await;
     let spent = b4
-        .post("/login/code", &[("csrf", &page.field("csrf")), ("code", &codes[0])])
+        .post(
+            "/login/code",
+            &[("csrf", &page.field("csrf")), ("code", &codes[0])],
+        )
         .await;
     assert_eq!(spent.status, StatusCode::UNAUTHORIZED);
     let actions = app.audit_actions("user:audra").await;
-    assert!(actions.iter().any(|(a, o, _)| a == "mfa-enrol" && o == "success"));
+    assert!(
+        actions
+            .iter()
+            .any(|(a, o, _)| a == "mfa-enrol" && o == "success")
+    );
     assert!(actions.iter().any(|(a, _, d)| a == "sign-in"
         && d.as_deref() == Some("signed in with recovery code")));
 }
@@ -507,7 +551,11 @@ async fn csrf_is_required(db: Db) {
     let forged = fresh
         .post(
             "/login",
-            &[("csrf", "forged"), ("username", "rosa"), ("password", PASSWORD)],
+            &[
+                ("csrf", "forged"),
+                ("username", "rosa"),
+                ("password", PASSWORD),
+            ],
         )
         .await;
     assert_eq!(forged.status, StatusCode::FORBIDDEN);
@@ -568,11 +616,20 @@ async fn sessions_page_and_sign_out_everywhere(db: Db) {
     desk.sign_in("tara", PASSWORD).await;
     let token = app
         .records
-        .issue_user_token(&Actor::local_operator(), "tara", None, Duration::from_secs(600))
+        .issue_user_token(
+            &Actor::local_operator(),
+            "tara",
+            None,
+            Duration::from_secs(600),
+        )
         .await
         .unwrap();
     let page = desk.get("/account/sessions").await;
-    assert_eq!(page.body.matches("<tr>").count(), 3, "header and two sessions");
+    assert_eq!(
+        page.body.matches("<tr>").count(),
+        3,
+        "header and two sessions"
+    );
     assert!(page.body.contains("this session"));
     let csrf = page.field("csrf");
     let out = desk.post("/logout/everywhere", &[("csrf", &csrf)]).await;
@@ -601,23 +658,42 @@ async fn first_admin_setup(db: Db) {
         .unwrap()
         .expect("no users yet");
     let mut b = app.browser();
-    assert_eq!(b.get("/setup?token=wrong").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        b.get("/setup?token=wrong").await.status,
+        StatusCode::NOT_FOUND
+    );
     let form = b.get(&format!("/setup?token={token}")).await;
     assert_eq!(form.status, StatusCode::OK);
     let csrf = form.field("csrf");
     let weak = b
         .post(
             "/setup",
-            &[("csrf", &csrf), ("token", &token), ("username", "boss"), ("password", "password1234"), ("password2", "password1234")],
+            &[
+                ("csrf", &csrf),
+                ("token", &token),
+                ("username", "boss"),
+                ("password", "password1234"),
+                ("password2", "password1234"),
+            ],
         )
         .await;
-    assert_eq!(weak.status, StatusCode::BAD_REQUEST, "a common password is refused");
+    assert_eq!(
+        weak.status,
+        StatusCode::BAD_REQUEST,
+        "a common password is refused"
+    );
     let form = b.get(&format!("/setup?token={token}")).await;
     let csrf = form.field("csrf");
     let ok = b
         .post(
             "/setup",
-            &[("csrf", &csrf), ("token", &token), ("username", "boss"), ("password", PASSWORD), ("password2", PASSWORD)],
+            &[
+                ("csrf", &csrf),
+                ("token", &token),
+                ("username", "boss"),
+                ("password", PASSWORD),
+                ("password2", PASSWORD),
+            ],
         )
         .await;
     assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
@@ -631,16 +707,28 @@ async fn first_admin_setup(db: Db) {
     assert_eq!(r.location(), "/login/enrol");
     let enrol = b.get("/login/enrol").await;
     let code = code_for(&enrolment_secret(&enrol), 0);
-    b.post("/login/enrol", &[("csrf", &enrol.field("csrf")), ("code", &code)])
-        .await;
+    b.post(
+        "/login/enrol",
+        &[("csrf", &enrol.field("csrf")), ("code", &code)],
+    )
+    .await;
     let users = b.get("/admin/users").await;
     assert_eq!(users.status, StatusCode::OK);
-    assert!(users.body.contains("user/*.cruds"), "roles show their scopes");
+    assert!(
+        users.body.contains("user/*.cruds"),
+        "roles show their scopes"
+    );
     let csrf = users.field("csrf");
     let added = b
         .post(
             "/admin/users/add",
-            &[("csrf", &csrf), ("username", "newnurse"), ("role", "nurse"), ("patient", ""), ("password", PASSWORD)],
+            &[
+                ("csrf", &csrf),
+                ("username", "newnurse"),
+                ("role", "nurse"),
+                ("patient", ""),
+                ("password", PASSWORD),
+            ],
         )
         .await;
     assert_eq!(added.status, StatusCode::OK, "{}", added.body);
@@ -694,7 +782,9 @@ async fn audit_events_for_auditors(db: Db) {
     assert_eq!(read.status(), StatusCode::OK);
     // The physician's read, found by patient, agent and action.
     let bundle: serde_json::Value = http
-        .get(format!("{fhir}/AuditEvent?patient={pid}&agent=dora&action=R&outcome=0"))
+        .get(format!(
+            "{fhir}/AuditEvent?patient={pid}&agent=dora&action=R&outcome=0"
+        ))
         .bearer_auth(&auditor)
         .send()
         .await
@@ -707,7 +797,10 @@ async fn audit_events_for_auditors(db: Db) {
     assert_eq!(event["resourceType"], "AuditEvent");
     assert_eq!(event["action"], "R");
     assert_eq!(event["agent"][0]["who"]["display"], "user:dora");
-    assert_eq!(event["entity"][0]["what"]["reference"], format!("Patient/{pid}/_history/1"));
+    assert_eq!(
+        event["entity"][0]["what"]["reference"],
+        format!("Patient/{pid}/_history/1")
+    );
     ironchart_fhir::validate::validate_resource(event).unwrap();
     let id = event["id"].as_str().unwrap();
     let one = http
