@@ -3,8 +3,10 @@
 
 mod support;
 
+mod access;
 mod bad_input;
 mod bundles;
 mod crud;
 mod examples;
+mod policy;
 mod search;
