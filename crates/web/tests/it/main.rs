@@ -3,9 +3,11 @@
 
 mod support;
 
+mod access;
 mod bad_input;
 mod bundles;
 mod crud;
 mod examples;
+mod policy;
 mod search;
 mod signin;

@@ -1,8 +1,11 @@
 //! A real server on an ephemeral port, with a fresh database per test.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use ironchart_records::{Actor, DatabaseConfig, MasterKey, Records, SecurityConfig};
+use ironchart_records::{
+    Actor, AuditQuery, AuditRow, DatabaseConfig, MasterKey, Records, Role, SecurityConfig,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
@@ -17,9 +20,27 @@ pub fn security(dir: Option<&std::path::Path>) -> SecurityConfig {
 pub struct Server {
     /// `http://127.0.0.1:PORT/fhir`
     pub base: String,
+    /// The full-access system token.
     pub token: String,
     pub client: reqwest::Client,
+    /// The service behind the server, for what HTTP does not offer (users, tokens, the log).
+    pub records: Records,
+    /// Where the data lives, for tests that reach around the service (fault injection).
+    pub database: Database,
     _dir: Option<tempfile::TempDir>,
+}
+
+/// A test server's database.
+#[derive(Debug, Clone)]
+pub enum Database {
+    Sqlite(PathBuf),
+    /// A PostgreSQL database and the test's own schema in it (`t_<uuid>`).
+    Postgres {
+        url: String,
+        schema: String,
+    },
+    /// Opened by the test itself ([`Server::start_with`]).
+    Unknown,
 }
 
 pub struct Reply {
@@ -32,13 +53,16 @@ pub struct Reply {
 impl Server {
     pub async fn sqlite() -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.sqlite3");
         let records = Records::open(
-            &DatabaseConfig::Sqlite(dir.path().join("t.sqlite3")),
+            &DatabaseConfig::Sqlite(path.clone()),
             security(Some(dir.path())),
         )
         .await
         .expect("open sqlite");
-        Server::start(records, Some(dir)).await
+        let mut server = Server::start(records, Some(dir)).await;
+        server.database = Database::Sqlite(path);
+        server
     }
 
     /// `None` when no PostgreSQL test database is configured.
@@ -50,14 +74,16 @@ impl Server {
         let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
         let records = Records::open(
             &DatabaseConfig::Postgres {
-                url,
-                schema: Some(schema),
+                url: url.clone(),
+                schema: Some(schema.clone()),
             },
             security(None),
         )
         .await
         .expect("open postgres");
-        Some(Server::start(records, None).await)
+        let mut server = Server::start(records, None).await;
+        server.database = Database::Postgres { url, schema };
+        Some(server)
     }
 
     async fn start(records: Records, dir: Option<tempfile::TempDir>) -> Server {
@@ -94,6 +120,8 @@ impl Server {
             base,
             token,
             client,
+            records,
+            database: Database::Unknown,
             _dir: dir,
         };
         // Wait until it answers.
@@ -120,6 +148,232 @@ impl Server {
         }
     }
 
+    /// Requests with the system token.
+    pub fn system(&self) -> Caller<'_> {
+        self.with_token(&self.token)
+    }
+
+    /// Requests with another bearer token.
+    pub fn with_token<'a>(&'a self, token: &'a str) -> Caller<'a> {
+        Caller {
+            server: self,
+            token,
+        }
+    }
+
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        self.system().send(method, path, body, headers).await
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.system().get(path).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Reply {
+        self.system().post(path, body).await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> Reply {
+        self.system().put(path, body).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.system().delete(path).await
+    }
+
+    /// Creates a resource and returns it as stored.
+    pub async fn create(&self, resource: &Value) -> Value {
+        let rt = resource["resourceType"].as_str().expect("resourceType");
+        let r = self.post(rt, resource).await;
+        assert_eq!(r.status, StatusCode::CREATED, "create {rt}: {}", r.text);
+        r.body
+    }
+
+    /// Searches and returns the ids of the matches (all pages).
+    pub async fn search_ids(&self, query: &str) -> Vec<String> {
+        self.system().search_ids(query).await
+    }
+
+    /// Adds a user with `roles` (a `patient` user linked to `patient`) under a fresh name made
+    /// from `prefix`, and returns the name.
+    pub async fn add_user(&self, prefix: &str, roles: &[Role], patient: Option<&str>) -> String {
+        let username = format!(
+            "{prefix}-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        self.records
+            .add_user(
+                &Actor::local_operator(),
+                &username,
+                roles,
+                patient,
+                PASSWORD,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("add user {username}: {e}"));
+        username
+    }
+
+    /// Issues an hour's token for `username`: its roles' scopes, or `scopes` when given.
+    pub async fn user_token(&self, username: &str, scopes: Option<&str>) -> String {
+        self.records
+            .issue_user_token(
+                &Actor::local_operator(),
+                username,
+                scopes,
+                Duration::from_secs(3600),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("token for {username} ({scopes:?}): {e}"))
+    }
+
+    /// A new user with `role` and a token with all of its scopes: (user name, token).
+    pub async fn user_with_token(&self, role: Role, patient: Option<&str>) -> (String, String) {
+        let username = self.add_user(role.as_str(), &[role], patient).await;
+        let token = self.user_token(&username, None).await;
+        (username, token)
+    }
+
+    /// The health-data entries of the audit log (reads, searches, writes …) by `actor`
+    /// (`user:NAME` or `system`) after sequence number `after`, oldest first, read as the
+    /// operator. (Reading the log adds `audit-read` entries, which this leaves out.)
+    pub async fn audit_after(&self, actor: &str, after: i64) -> Vec<AuditRow> {
+        let query = AuditQuery {
+            actor: Some(actor.to_string()),
+            actions: DATA_ACTIONS.iter().map(|a| a.to_string()).collect(),
+            after_seq: Some(after),
+            limit: 10_000,
+            ..AuditQuery::default()
+        };
+        self.records
+            .audit_entries(&Actor::local_operator(), &query)
+            .await
+            .expect("read the audit log")
+    }
+
+    /// The sequence number of the newest audit entry.
+    pub async fn audit_head(&self) -> i64 {
+        let query = AuditQuery {
+            descending: true,
+            limit: 1,
+            ..AuditQuery::default()
+        };
+        self.records
+            .audit_entries(&Actor::local_operator(), &query)
+            .await
+            .expect("read the audit log")
+            .first()
+            .map_or(0, |r| r.seq)
+    }
+
+    /// Runs SQL statements on the test's database over a connection of its own, beside the
+    /// server's (on PostgreSQL in the test's schema).
+    pub async fn execute_sql(&self, statements: &str) {
+        use sqlx::Connection;
+        match &self.database {
+            Database::Sqlite(path) => {
+                let options = sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(path)
+                    .busy_timeout(Duration::from_secs(10));
+                let mut conn = sqlx::SqliteConnection::connect_with(&options)
+                    .await
+                    .expect("connect to sqlite");
+                sqlx::raw_sql(statements)
+                    .execute(&mut conn)
+                    .await
+                    .unwrap_or_else(|e| panic!("{statements}: {e}"));
+                conn.close().await.expect("close");
+            }
+            Database::Postgres { url, schema } => {
+                let options: sqlx::postgres::PgConnectOptions = url.parse().expect("postgres url");
+                let options = options.options([("search_path", schema.as_str())]);
+                let mut conn = sqlx::PgConnection::connect_with(&options)
+                    .await
+                    .expect("connect to postgres");
+                sqlx::raw_sql(statements)
+                    .execute(&mut conn)
+                    .await
+                    .unwrap_or_else(|e| panic!("{statements}: {e}"));
+                conn.close().await.expect("close");
+            }
+            Database::Unknown => panic!("this server's database is not known to the test"),
+        }
+    }
+}
+
+/// A password the password rules accept for every user name the tests make.
+pub const PASSWORD: &str = "violet-Harbour-42-quartz";
+
+/// The audit actions of access to health data.
+pub const DATA_ACTIONS: &[&str] = &[
+    "read",
+    "vread",
+    "search",
+    "history",
+    "create",
+    "update",
+    "delete",
+    "transaction",
+];
+
+/// An audit entry in brief, for comparisons that read well when they fail:
+/// `action Type/id outcome [patients]`, with `-` for what the entry does not name.
+pub fn brief(row: &AuditRow) -> String {
+    format!(
+        "{} {}/{} {} [{}]",
+        row.action,
+        row.res_type.as_deref().unwrap_or("-"),
+        row.res_id.as_deref().unwrap_or("-"),
+        row.outcome,
+        row.patients.as_deref().unwrap_or(""),
+    )
+}
+
+/// Follows one actor's health-data entries in the audit log: each [`AuditTail::take`] returns
+/// the entries written since the last.
+pub struct AuditTail {
+    actor: String,
+    seen: i64,
+}
+
+impl AuditTail {
+    /// From now on, the entries of `actor` (`user:NAME` or `system`).
+    pub async fn new(s: &Server, actor: &str) -> AuditTail {
+        AuditTail {
+            actor: actor.to_string(),
+            seen: s.audit_head().await,
+        }
+    }
+
+    /// The new entries, in order.
+    pub async fn take_rows(&mut self, s: &Server) -> Vec<AuditRow> {
+        let rows = s.audit_after(&self.actor, self.seen).await;
+        if let Some(last) = rows.last() {
+            self.seen = last.seq;
+        }
+        rows
+    }
+
+    /// The new entries in brief (see [`brief`]).
+    pub async fn take(&mut self, s: &Server) -> Vec<String> {
+        self.take_rows(s).await.iter().map(brief).collect()
+    }
+}
+
+/// Requests to a [`Server`] with one bearer token.
+#[derive(Clone, Copy)]
+pub struct Caller<'a> {
+    pub server: &'a Server,
+    pub token: &'a str,
+}
+
+impl Caller<'_> {
     pub async fn send(
         &self,
         method: Method,
@@ -128,9 +382,10 @@ impl Server {
         headers: &[(&str, &str)],
     ) -> Reply {
         let mut req = self
+            .server
             .client
-            .request(method, self.url(path))
-            .bearer_auth(&self.token);
+            .request(method, self.server.url(path))
+            .bearer_auth(self.token);
         if let Some(b) = body {
             req = req
                 .header("content-type", "application/fhir+json")
@@ -158,18 +413,10 @@ impl Server {
         self.send(Method::DELETE, path, None, &[]).await
     }
 
-    /// Creates a resource and returns it as stored.
-    pub async fn create(&self, resource: &Value) -> Value {
-        let rt = resource["resourceType"].as_str().expect("resourceType");
-        let r = self.post(rt, resource).await;
-        assert_eq!(r.status, StatusCode::CREATED, "create {rt}: {}", r.text);
-        r.body
-    }
-
     /// Searches and returns the ids of the matches (all pages).
     pub async fn search_ids(&self, query: &str) -> Vec<String> {
         let mut ids = Vec::new();
-        let mut url = self.url(query);
+        let mut url = self.server.url(query);
         for _ in 0..1000 {
             let r = self.get(&url).await;
             assert_eq!(r.status, StatusCode::OK, "search {query}: {}", r.text);
