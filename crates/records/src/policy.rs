@@ -99,7 +99,8 @@ fn max_sensitivity(actor: &Actor) -> i64 {
 pub(crate) fn visibility(actor: &Actor, grants: &[String]) -> Visibility {
     let mut types: Option<Vec<String>> = Some(Vec::new());
     for scope in actor.scopes.iter() {
-        if !scope.permits(Interaction::Read) && !scope.permits(Interaction::Search) {
+        // Includes, chains and history hand out whole resources: they need read.
+        if !scope.permits(Interaction::Read) {
             continue;
         }
         match (&scope.resource_type, &mut types) {

@@ -242,6 +242,22 @@ impl Records {
         result
     }
 
+    /// Audits a request refused for want of valid credentials (no, unknown, expired or revoked
+    /// bearer token).
+    pub async fn audit_refused_credentials(
+        &self,
+        source: Option<String>,
+        request_id: Option<String>,
+        detail: &str,
+    ) -> Result<()> {
+        let actor = Actor::anonymous().for_request(source, request_id);
+        self.audit(
+            &actor,
+            vec![AuditEntry::new(AuditAction::SignIn, Outcome::Denied).detail(detail)],
+        )
+        .await
+    }
+
     /// Writes a signed checkpoint (outside the database) of the newest audit entry, after
     /// checking the chain up to it from the last checkpoint.
     pub async fn checkpoint(&self) -> Result<()> {
@@ -270,10 +286,14 @@ impl Records {
         let result = self
             .read_inner(actor, resource_type, id, None, &mut patient)
             .await;
+        let hidden = hidden_by_policy(&result, &patient);
         self.audited(actor, result, |outcome, r| {
-            AuditEntry::new(AuditAction::Read, outcome)
-                .resource(resource_type, id, r.map(|r| r.version))
-                .patients(patient)
+            AuditEntry::new(
+                AuditAction::Read,
+                if hidden { Outcome::Denied } else { outcome },
+            )
+            .resource(resource_type, id, r.map(|r| r.version))
+            .patients(patient)
         })
         .await
     }
@@ -297,10 +317,14 @@ impl Records {
                 [id, "/_history/", version].concat(),
             )),
         };
+        let hidden = hidden_by_policy(&result, &patient);
         self.audited(actor, result, |outcome, _| {
-            AuditEntry::new(AuditAction::Vread, outcome)
-                .resource(resource_type, id, version.parse().ok())
-                .patients(patient)
+            AuditEntry::new(
+                AuditAction::Vread,
+                if hidden { Outcome::Denied } else { outcome },
+            )
+            .resource(resource_type, id, version.parse().ok())
+            .patients(patient)
         })
         .await
     }
@@ -429,13 +453,8 @@ impl Records {
         let vis = self.visibility(actor).await?;
         match scope {
             HistoryScope::System => {
-                if !actor.is_system() && actor.scopes.iter().all(|s| s.resource_type.is_some()) {
-                    // Only scopes naming types: a system-wide history is theirs, restricted.
-                    policy::check(actor, "*", Interaction::Read).ok();
-                }
-                if actor.expires_at <= now_millis() {
-                    return Err(RecordsError::Unauthorized);
-                }
+                // Restricted, inside the query, to the types the actor may read.
+                policy::live(actor)?;
             }
             HistoryScope::Type(t) => {
                 check_type(t)?;
@@ -889,6 +908,12 @@ impl Records {
     }
 }
 
+/// Whether a read failed because policy hid an existing resource (answered as not found, but
+/// audited as denied).
+fn hidden_by_policy<T>(result: &Result<T>, patient: &Option<String>) -> bool {
+    matches!(result, Err(RecordsError::NotFound(..))) && patient.is_some()
+}
+
 /// The names of a search's parameters (never their values: those can be health data).
 fn search_detail(query: &SearchQuery) -> String {
     let mut names: Vec<&str> = query
@@ -1155,7 +1180,10 @@ pub(crate) async fn delete_in(
         return Ok((None, None));
     }
     check_current(tx, ctx, resource_type, id).await?;
-    let patient = tx.read(resource_type, id).await?.and_then(|v| v.patient);
+    let current = tx.read(resource_type, id).await?;
+    let patient = current.as_ref().and_then(|v| v.patient.clone());
+    // The deletion keeps the resource's sensitivity: its earlier versions stay as protected.
+    let sensitivity = current.as_ref().map_or(0, |v| v.sensitivity);
     let version = head.version + 1;
     tx.put(NewVersion {
         res_type: resource_type,
@@ -1167,7 +1195,7 @@ pub(crate) async fn delete_in(
         method: "DELETE",
         body: None,
         patient: patient.clone(),
-        sensitivity: 0,
+        sensitivity,
         index: &[],
     })
     .await?;

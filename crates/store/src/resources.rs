@@ -31,7 +31,8 @@ pub struct StoredVersion {
     pub body: Option<Vec<u8>>,
     /// The Patient whose compartment this version is in.
     pub patient: Option<String>,
-    /// The resource's current sensitivity (0 normal, 1 restricted, 2 very restricted).
+    /// The version's sensitivity (0 normal, 1 restricted, 2 very restricted): its own labels' or
+    /// the current version's, whichever is higher.
     pub sensitivity: i64,
 }
 
@@ -64,7 +65,11 @@ pub enum HistoryScope {
     Instance(String, String),
 }
 
-const VERSION_COLUMNS: &str = "SELECT r.rid, r.res_type, r.res_id, v.version, v.last_updated, v.deleted, v.method, v.body, v.patient, r.sensitivity FROM resources r JOIN resource_versions v ON v.rid = r.rid";
+const VERSION_COLUMNS: &str = "SELECT r.rid, r.res_type, r.res_id, v.version, v.last_updated, v.deleted, v.method, v.body, v.patient, (CASE WHEN v.sensitivity > r.sensitivity THEN v.sensitivity ELSE r.sensitivity END) FROM resources r JOIN resource_versions v ON v.rid = r.rid";
+
+/// A version's sensitivity: its own or its resource's current one, whichever is higher.
+pub(crate) const VERSION_SENSITIVITY: &str =
+    "(CASE WHEN v.sensitivity > r.sensitivity THEN v.sensitivity ELSE r.sensitivity END)";
 
 pub(crate) fn version_row(r: &dyn RowGet) -> Result<StoredVersion> {
     Ok(StoredVersion {
@@ -139,7 +144,13 @@ impl Store {
     ) -> Result<Vec<StoredVersion>> {
         let mut sql = Sql::new(VERSION_COLUMNS);
         sql.push(" WHERE 1 = 1");
-        visible(&mut sql, vis, "r.res_type", "v.patient", "r.sensitivity");
+        visible(
+            &mut sql,
+            vis,
+            "r.res_type",
+            "v.patient",
+            VERSION_SENSITIVITY,
+        );
         match scope {
             HistoryScope::System => {}
             HistoryScope::Type(t) => {
@@ -184,7 +195,13 @@ impl Store {
         let mut sql = Sql::new(
             "SELECT COUNT(*) FROM resources r JOIN resource_versions v ON v.rid = r.rid WHERE 1 = 1",
         );
-        visible(&mut sql, vis, "r.res_type", "v.patient", "r.sensitivity");
+        visible(
+            &mut sql,
+            vis,
+            "r.res_type",
+            "v.patient",
+            VERSION_SENSITIVITY,
+        );
         match scope {
             HistoryScope::System => {}
             HistoryScope::Type(t) => {
@@ -474,7 +491,7 @@ impl WriteTx {
         let mut iter = versions.into_iter().zip(rids.iter().copied()).peekable();
         while iter.peek().is_some() {
             let mut sql = Sql::new(
-                "INSERT INTO resource_versions (rid, version, last_updated, deleted, method, body, patient) VALUES ",
+                "INSERT INTO resource_versions (rid, version, last_updated, deleted, method, body, patient, sensitivity) VALUES ",
             );
             for (n, (v, rid)) in iter.by_ref().take(ROWS_PER_INSERT).enumerate() {
                 sql.row(
@@ -487,6 +504,7 @@ impl WriteTx {
                         Arg::Text(v.method.into()),
                         Arg::Bytes(v.body),
                         Arg::OptText(v.patient.clone()),
+                        Arg::I64(v.sensitivity),
                     ],
                 );
                 if !v.deleted {

@@ -2,8 +2,11 @@
 -- sensitivity), users and their sign-in state, break-the-glass grants, and the audit chain.
 ALTER TABLE resource_versions ADD COLUMN patient TEXT;
 UPDATE resource_versions SET patient = (SELECT r.patient FROM resources r WHERE r.rid = resource_versions.rid);
--- 0 = normal, 1 = restricted (v3-Confidentiality R), 2 = very restricted (V).
+-- 0 = normal, 1 = restricted (v3-Confidentiality R), 2 = very restricted (V): of the current
+-- version (resources) and of each version (resource_versions); a version is as sensitive as the
+-- higher of the two.
 ALTER TABLE resources ADD COLUMN sensitivity BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE resource_versions ADD COLUMN sensitivity BIGINT NOT NULL DEFAULT 0;
 
 CREATE TABLE users (
     user_id INTEGER PRIMARY KEY,

@@ -21,6 +21,12 @@ impl FromRequestParts<AppState> for Authed {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        let source = parts
+            .extensions
+            .get::<crate::client::ClientIp>()
+            .and_then(|c| c.0)
+            .map(|ip| ip.to_string());
+        let request_id = uuid::Uuid::new_v4().simple().to_string();
         let token = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -28,16 +34,23 @@ impl FromRequestParts<AppState> for Authed {
             .and_then(|v| {
                 let (scheme, rest) = v.split_once(' ')?;
                 scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-            })
-            .ok_or(RecordsError::Unauthorized)?;
-        let actor = state.records.authenticate(token).await?;
-        let source = parts
-            .extensions
-            .get::<crate::client::ClientIp>()
-            .and_then(|c| c.0)
-            .map(|ip| ip.to_string());
-        let request_id = uuid::Uuid::new_v4().simple().to_string();
-        Ok(Authed(actor.for_request(source, Some(request_id))))
+            });
+        let refused = match token {
+            None => "no bearer token",
+            Some(token) => match state.records.authenticate(token).await {
+                Ok(actor) => return Ok(Authed(actor.for_request(source, Some(request_id)))),
+                Err(RecordsError::Unauthorized) => {
+                    "bearer token refused (unknown, expired or revoked)"
+                }
+                Err(e) => return Err(e.into()),
+            },
+        };
+        // Refusals are audited too (the per-address rate limit bounds their number).
+        state
+            .records
+            .audit_refused_credentials(source, Some(request_id), refused)
+            .await?;
+        Err(RecordsError::Unauthorized.into())
     }
 }
 
