@@ -10,3 +10,4 @@ mod logs;
 mod users;
 
 mod process;
+mod tls;

@@ -21,6 +21,8 @@ pub struct Options {
     pub threads: usize,
     pub database_url: String,
     pub reuse: bool,
+    /// Measure with a token of a user of this role instead of the system token.
+    pub role: Option<String>,
 }
 
 impl Options {
@@ -34,6 +36,7 @@ impl Options {
             database_url: std::env::var("IRONCHART_TEST_DATABASE_URL")
                 .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
             reuse: false,
+            role: None,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -56,6 +59,7 @@ impl Options {
                 "--threads" => o.threads = value()?.parse().map_err(|_| "--threads: a number")?,
                 "--database-url" => o.database_url = value()?,
                 "--reuse" => o.reuse = true,
+                "--as" => o.role = Some(value()?),
                 other => return Err(format!("unknown argument {other}")),
             }
         }
@@ -379,6 +383,27 @@ pub fn run(root: &Path, opts: &Options) -> Result<(), String> {
         let mut cmd = Command::new(&bin);
         cmd.args(["admin", "token", "--ttl", "2h", "--data"])
             .arg(&data);
+        if let Some(role) = &opts.role {
+            // A user of that role (created once), so that the measurement includes its policy.
+            let username = format!("bench-{}", role.replace('_', "-"));
+            let mut add = Command::new(&bin);
+            add.args(["admin", "user", "add", "--password-stdin", "--data"])
+                .arg(&data)
+                .args(["--username", &username, "--role", role])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            for (k, v) in &db_env {
+                add.env(k, v);
+            }
+            let mut child = add.spawn().map_err(|e| e.to_string())?;
+            if let Some(mut stdin) = child.stdin.take() {
+                use std::io::Write;
+                let _ = stdin.write_all(b"benchmark password 2026\n");
+            }
+            let _ = child.wait();
+            cmd.args(["--user", &username]);
+        }
         for (k, v) in &db_env {
             cmd.env(k, v);
         }
@@ -475,6 +500,7 @@ fn clone_opts(o: &Options) -> Options {
         threads: o.threads,
         database_url: o.database_url.clone(),
         reuse: o.reuse,
+        role: o.role.clone(),
     }
 }
 

@@ -20,7 +20,7 @@ commands:
                                 (default DIR: ../shared/fhir-r4/definitions, relative to the
                                 workspace root)
   bench [--patients N] [--backend sqlite|postgres|both] [--duration SECS]
-        [--connections N] [--threads N] [--database-url URL] [--reuse]
+        [--connections N] [--threads N] [--database-url URL] [--reuse] [--as ROLE]
                                 load a generated cohort and measure import, reads and
                                 searches with wrk, next to the HTTP and storage ceilings
 ";

@@ -11,7 +11,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
 use hmac::{Hmac, Mac};
@@ -279,16 +279,11 @@ fn checkpoint_message(seq: i64, mac: &str, at: i64) -> String {
 pub(crate) async fn append_in(
     tx: &mut WriteTx,
     keys: &ChainKeys,
-    rows: &mut [AuditRow],
+    rows: Vec<AuditRow>,
 ) -> Result<()> {
-    let (mut seq, mut prev) = tx.audit_tail().await?.unwrap_or((0, String::new()));
-    for row in rows.iter_mut() {
-        seq += 1;
-        row.seq = seq;
-        row.mac = keys.mac(&prev, row);
-        prev.clone_from(&row.mac);
-    }
-    tx.audit_append(rows).await?;
+    let tail = tx.audit_tail().await?;
+    let rows = chained(keys, tail, rows);
+    tx.audit_append(&rows).await?;
     Ok(())
 }
 
@@ -305,9 +300,9 @@ pub(crate) struct AuditWriter {
 }
 
 /// Most entries one group commit writes.
-const MAX_BATCH: usize = 4096;
-/// Checkpoints are written at most this often by the writer.
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
+const MAX_BATCH: usize = 1000;
+/// How often the upkeep runs (patient index, durability, checkpoint).
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 impl AuditWriter {
     pub(crate) fn start(
@@ -316,10 +311,11 @@ impl AuditWriter {
         checkpoints: Option<PathBuf>,
     ) -> AuditWriter {
         let (queue, mut rx) = mpsc::channel::<(Vec<AuditRow>, Ack)>(8192);
+        // Group commits since the upkeep last ran.
+        let appended = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        Self::start_upkeep(store.clone(), keys.clone(), checkpoints, appended.clone());
         tokio::spawn(async move {
-            let mut last_checkpoint = Instant::now();
-            // The newest entry this process has verified and signed.
-            let mut signed: Option<(i64, String)> = None;
+            let mut tail: Option<(i64, String)> = None;
             while let Some(first) = rx.recv().await {
                 let mut batch = vec![first];
                 let mut n = batch[0].0.len();
@@ -338,23 +334,80 @@ impl AuditWriter {
                     rows.extend(r);
                     acks.push(ack);
                 }
-                let result = write_batch(&store, &keys, &mut rows).await;
+                let started = std::time::Instant::now();
+                let result = write_batch(&store, &keys, &mut tail, &mut rows).await;
+                if result.is_err() {
+                    tail = None;
+                }
+                tracing::debug!(
+                    entries = rows.len(),
+                    micros = started.elapsed().as_micros() as u64,
+                    "audit group commit"
+                );
                 if result.is_err() {
                     tracing::error!("the audit log could not be written; requests are failing");
                 }
                 for ack in acks {
                     let _ = ack.send(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
                 }
-                if result.is_ok()
-                    && let Some(path) = &checkpoints
-                    && last_checkpoint.elapsed() >= CHECKPOINT_EVERY
-                {
-                    last_checkpoint = Instant::now();
-                    signed = sign_tail(&store, &keys, path, signed).await;
+                if result.is_ok() {
+                    appended.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
             }
         });
         AuditWriter { queue }
+    }
+
+    /// Beside the writer, never in its way: every [`CHECKPOINT_EVERY`] after new entries, makes
+    /// them durable and signs a checkpoint of the verified tail.
+    fn start_upkeep(
+        store: Store,
+        keys: std::sync::Arc<ChainKeys>,
+        checkpoints: Option<PathBuf>,
+        appended: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) {
+        tokio::spawn(async move {
+            // The newest entry this process has verified and signed.
+            let mut signed: Option<(i64, String)> = None;
+            let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if std::sync::Arc::strong_count(&appended) == 1 {
+                    // The writer is gone (the service was dropped).
+                    break;
+                }
+                // Entries written inside write transactions count too: index whatever is new, in
+                // short transactions that let the writer in between.
+                let mut indexed = 0;
+                loop {
+                    match store.index_audit_patients().await {
+                        Ok(n) => {
+                            indexed += n;
+                            if n < ironchart_store::INDEX_BATCH {
+                                break;
+                            }
+                            tokio::task::yield_now().await;
+                        }
+                        Err(e) => {
+                            tracing::warn!("cannot index the audit log by patient: {e}");
+                            break;
+                        }
+                    }
+                }
+                let grouped = appended.swap(0, std::sync::atomic::Ordering::Relaxed);
+                if grouped > 0
+                    && let Err(e) = store.audit_sync().await
+                {
+                    tracing::warn!("cannot sync the audit log to disk: {e}");
+                }
+                if (grouped > 0 || indexed > 0)
+                    && let Some(path) = &checkpoints
+                {
+                    signed = sign_tail(&store, &keys, path, signed).await;
+                }
+            }
+        });
     }
 
     /// Appends rows and waits until they are committed.
@@ -371,24 +424,58 @@ impl AuditWriter {
     }
 }
 
-async fn write_batch(store: &Store, keys: &ChainKeys, rows: &mut [AuditRow]) -> Result<()> {
-    let mut attempt = 0;
-    loop {
-        let mut tx = store.begin().await?;
-        let result = async {
-            append_in(&mut tx, keys, rows).await?;
-            tx.commit().await?;
-            Ok::<(), RecordsError>(())
+/// Chains `rows` after `tail` (seq and MAC of the newest entry).
+fn chained(
+    keys: &ChainKeys,
+    tail: Option<(i64, String)>,
+    mut rows: Vec<AuditRow>,
+) -> Vec<AuditRow> {
+    let (mut seq, mut prev) = tail.unwrap_or((0, String::new()));
+    for row in rows.iter_mut() {
+        seq += 1;
+        row.seq = seq;
+        row.mac = keys.mac(&prev, row);
+        prev.clone_from(&row.mac);
+    }
+    rows
+}
+
+/// One group commit: the entries chained after the tail the writer knows and appended in one
+/// conditional statement per [`ironchart_store::AUDIT_ROWS_PER_INSERT`] rows; when another
+/// writer appended first, the tail is read again and the rest chained anew. `tail` is the
+/// writer's idea of the newest entry, kept between batches.
+async fn write_batch(
+    store: &Store,
+    keys: &ChainKeys,
+    tail: &mut Option<(i64, String)>,
+    rows: &mut Vec<AuditRow>,
+) -> Result<()> {
+    let mut done = 0;
+    let mut attempts = 0;
+    while done < rows.len() {
+        if tail.is_none() {
+            *tail = Some(store.audit_tail().await?.unwrap_or((0, String::new())));
         }
-        .await;
-        match result {
-            Err(RecordsError::Store(e)) if e.is_conflict() && attempt < 10 => {
-                attempt += 1;
-                tokio::time::sleep(Duration::from_millis(2 << attempt.min(6))).await;
+        let (after, prev) = tail.clone().unwrap_or((0, String::new()));
+        let end = (done + ironchart_store::AUDIT_ROWS_PER_INSERT).min(rows.len());
+        let chunk = chained(keys, Some((after, prev)), rows[done..end].to_vec());
+        if store.audit_append_after(after, &chunk).await? {
+            if let Some(last) = chunk.last() {
+                *tail = Some((last.seq, last.mac.clone()));
             }
-            other => return other,
+            rows.splice(done..end, chunk);
+            done = end;
+            attempts = 0;
+        } else {
+            *tail = None;
+            attempts += 1;
+            if attempts > 50 {
+                return Err(RecordsError::AuditUnavailable);
+            }
+            tokio::time::sleep(Duration::from_millis(attempts.min(20))).await;
         }
     }
+    Ok(())
 }
 
 /// The newest checkpoint in the file whose signature holds, if any.
@@ -559,6 +646,10 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// How long a new entry may wait for its patient index rows (they are added every few seconds;
+/// an older entry without them means the index was tampered with).
+const INDEX_LAG_ALLOWED_MS: i64 = 10 * 60 * 1000;
+
 /// What `ironchart audit verify` found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VerifyReport {
@@ -590,6 +681,10 @@ pub(crate) async fn verify(
         None => Vec::new(),
     };
     let wanted_seqs: std::collections::HashSet<i64> = wanted.iter().map(|c| c.seq).collect();
+    // Entries up to here must have their patient rows; newer ones may not have them yet, but
+    // not for long.
+    let indexed_upto = store.audit_patients_indexed().await?;
+    let stale_before = crate::service::now_millis() - INDEX_LAG_ALLOWED_MS;
     loop {
         let rows = store.audit_chain(last_seq, PAGE).await?;
         if rows.is_empty() {
@@ -639,7 +734,17 @@ pub(crate) async fn verify(
             listed.dedup();
             let mut indexed = patient_rows.remove(&row.seq).unwrap_or_default();
             indexed.sort();
-            if listed != indexed {
+            let pending = row.seq > indexed_upto && indexed.is_empty();
+            if pending && !listed.is_empty() && row.recorded < stale_before {
+                return Ok(VerifyReport::Broken {
+                    seq: row.seq,
+                    problem: format!(
+                        "entry {} is missing from the patient index (the index claims to end at entry {indexed_upto})",
+                        row.seq
+                    ),
+                });
+            }
+            if listed != indexed && !pending {
                 return Ok(VerifyReport::Broken {
                     seq: row.seq,
                     problem: format!(

@@ -128,8 +128,12 @@ impl Records {
         self.store.backend()
     }
 
-    /// Writes a final audit checkpoint and closes the database.
+    /// Indexes the newest audit entries by patient, writes a final audit checkpoint and closes
+    /// the database.
     pub async fn close(&self) {
+        if let Err(e) = self.store.index_audit_patients().await {
+            tracing::warn!("cannot index the newest audit entries: {e}");
+        }
         if let Err(e) = self.checkpoint().await {
             tracing::warn!("cannot write the final audit checkpoint: {e}");
         }
@@ -220,8 +224,8 @@ impl Records {
         actor: &Actor,
         entries: Vec<AuditEntry>,
     ) -> Result<()> {
-        let mut rows = crate::audit::rows_of(actor, entries, now_millis());
-        crate::audit::append_in(tx, &self.chain, &mut rows).await
+        let rows = crate::audit::rows_of(actor, entries, now_millis());
+        crate::audit::append_in(tx, &self.chain, rows).await
     }
 
     /// Audits a request's outcome, then returns it. When the entry cannot be written the

@@ -3,7 +3,7 @@
 //! refuse updates and deletes on both databases).
 
 use crate::Result;
-use crate::db::{Arg, RowGet, Sql, Store};
+use crate::db::{Arg, Conn, PoolConn, RowGet, Sql, Store};
 use crate::resources::WriteTx;
 
 /// One audit entry as stored.
@@ -104,19 +104,85 @@ fn audit_row(r: &dyn RowGet) -> Result<AuditRow> {
 }
 
 /// Rows per multi-row insert (15 values each).
-const ROWS_PER_INSERT: usize = 200;
+pub const ROWS_PER_INSERT: usize = 200;
+
+/// The chain's tail, locked for the transaction `conn` is in (on PostgreSQL an advisory lock;
+/// SQLite's write transaction already excludes other writers).
+async fn tail(conn: &mut Conn<'_>, postgres: bool) -> Result<Option<(i64, String)>> {
+    if postgres {
+        conn.execute("SELECT pg_advisory_xact_lock(7352090581)", vec![])
+            .await?;
+    }
+    let rows = conn
+        .fetch(
+            "SELECT seq, mac FROM audit_log ORDER BY seq DESC LIMIT 1",
+            vec![],
+            |r| Ok((r.i64(0)?, r.text(1)?)),
+        )
+        .await?;
+    Ok(rows.into_iter().next())
+}
 
 impl WriteTx {
     /// The last entry's sequence number and MAC, with the chain locked until the transaction
-    /// ends (on SQLite the write transaction already excludes other writers).
+    /// ends.
     pub async fn audit_tail(&mut self) -> Result<Option<(i64, String)>> {
-        if self.is_postgres() {
-            self.conn()
-                .execute("SELECT pg_advisory_xact_lock(7352090581)", vec![])
-                .await?;
+        let postgres = self.is_postgres();
+        tail(&mut self.conn(), postgres).await
+    }
+
+    /// Appends entries (already chained by the caller) and their patient rows.
+    pub async fn audit_append(&mut self, rows: &[AuditRow]) -> Result<()> {
+        append(&mut self.conn(), rows).await
+    }
+}
+
+/// Inserts chained entries. Their patient index rows are added afterwards, in bulk, by
+/// [`Store::index_audit_patients`] (one random-order index insert per entry would multiply the
+/// cost of every audited request).
+async fn append(conn: &mut Conn<'_>, rows: &[AuditRow]) -> Result<()> {
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let mut sql = Sql::new(
+            "INSERT INTO audit_log (seq, recorded, actor, role, action, res_type, res_id, version, patients, outcome, source, purpose, request_id, detail, mac) VALUES ",
+        );
+        for (n, row) in chunk.iter().enumerate() {
+            sql.row(
+                n == 0,
+                vec![
+                    Arg::I64(row.seq),
+                    Arg::I64(row.recorded),
+                    Arg::Text(row.actor.clone()),
+                    Arg::OptText(row.role.clone()),
+                    Arg::Text(row.action.clone()),
+                    Arg::OptText(row.res_type.clone()),
+                    Arg::OptText(row.res_id.clone()),
+                    Arg::OptI64(row.version),
+                    Arg::OptText(row.patients.clone()),
+                    Arg::Text(row.outcome.clone()),
+                    Arg::OptText(row.source.clone()),
+                    Arg::OptText(row.purpose.clone()),
+                    Arg::OptText(row.request_id.clone()),
+                    Arg::OptText(row.detail.clone()),
+                    Arg::Text(row.mac.clone()),
+                ],
+            );
         }
-        let rows = self
-            .conn()
+        conn.execute(&sql.text, sql.args).await?;
+    }
+    Ok(())
+}
+
+/// The setting that holds the last entry whose patients are in `audit_patients`.
+const INDEXED: &str = "audit.patients_indexed";
+
+/// Most entries indexed in one transaction (a short one: it holds the write lock).
+pub const INDEX_BATCH: i64 = 2_000;
+
+impl Store {
+    /// The newest entry's sequence number and MAC (no lock).
+    pub async fn audit_tail(&self) -> Result<Option<(i64, String)>> {
+        let mut conn = self.reader().await?;
+        let rows = conn
             .fetch(
                 "SELECT seq, mac FROM audit_log ORDER BY seq DESC LIMIT 1",
                 vec![],
@@ -126,48 +192,113 @@ impl WriteTx {
         Ok(rows.into_iter().next())
     }
 
-    /// Appends entries (already chained by the caller) and their patient rows.
-    pub async fn audit_append(&mut self, rows: &[AuditRow]) -> Result<()> {
-        for chunk in rows.chunks(ROWS_PER_INSERT) {
-            let mut sql = Sql::new(
-                "INSERT INTO audit_log (seq, recorded, actor, role, action, res_type, res_id, version, patients, outcome, source, purpose, request_id, detail, mac) VALUES ",
+    /// Appends entries chained after entry `after` in one statement (its own transaction), but
+    /// only if `after` is still the newest entry; false (nothing written) when another writer
+    /// got there first. At most [`ROWS_PER_INSERT`] rows.
+    pub async fn audit_append_after(&self, after: i64, rows: &[AuditRow]) -> Result<bool> {
+        if rows.is_empty() {
+            return Ok(true);
+        }
+        let mut sql = Sql::new(
+            "INSERT INTO audit_log (seq, recorded, actor, role, action, res_type, res_id, version, patients, outcome, source, purpose, request_id, detail, mac) SELECT * FROM (VALUES ",
+        );
+        for (n, row) in rows.iter().take(ROWS_PER_INSERT).enumerate() {
+            sql.row(
+                n == 0,
+                vec![
+                    Arg::I64(row.seq),
+                    Arg::I64(row.recorded),
+                    Arg::Text(row.actor.clone()),
+                    Arg::OptText(row.role.clone()),
+                    Arg::Text(row.action.clone()),
+                    Arg::OptText(row.res_type.clone()),
+                    Arg::OptText(row.res_id.clone()),
+                    Arg::OptI64(row.version),
+                    Arg::OptText(row.patients.clone()),
+                    Arg::Text(row.outcome.clone()),
+                    Arg::OptText(row.source.clone()),
+                    Arg::OptText(row.purpose.clone()),
+                    Arg::OptText(row.request_id.clone()),
+                    Arg::OptText(row.detail.clone()),
+                    Arg::Text(row.mac.clone()),
+                ],
             );
-            let mut patients = Sql::new("INSERT INTO audit_patients (patient, seq) VALUES ");
-            let mut any_patient = false;
-            for (n, row) in chunk.iter().enumerate() {
-                sql.row(
-                    n == 0,
-                    vec![
-                        Arg::I64(row.seq),
-                        Arg::I64(row.recorded),
-                        Arg::Text(row.actor.clone()),
-                        Arg::OptText(row.role.clone()),
-                        Arg::Text(row.action.clone()),
-                        Arg::OptText(row.res_type.clone()),
-                        Arg::OptText(row.res_id.clone()),
-                        Arg::OptI64(row.version),
-                        Arg::OptText(row.patients.clone()),
-                        Arg::Text(row.outcome.clone()),
-                        Arg::OptText(row.source.clone()),
-                        Arg::OptText(row.purpose.clone()),
-                        Arg::OptText(row.request_id.clone()),
-                        Arg::OptText(row.detail.clone()),
-                        Arg::Text(row.mac.clone()),
-                    ],
-                );
-                let mut seen = std::collections::HashSet::new();
-                for p in row.patients.iter().flat_map(|p| p.split(' ')) {
-                    if p.is_empty() || !seen.insert(p) {
-                        continue;
-                    }
-                    patients.row(!any_patient, vec![Arg::Text(p.into()), Arg::I64(row.seq)]);
-                    any_patient = true;
+        }
+        sql.push(") AS v WHERE (SELECT COALESCE(MAX(seq), 0) FROM audit_log) = ")
+            .bind_i64(after);
+        let mut conn = self.writer().await?;
+        match conn.execute(&sql.text, sql.args).await {
+            Ok(n) => Ok(n > 0),
+            // Two writers chose the same sequence number: the other one won.
+            Err(e) if e.is_conflict() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The last entry whose patients are in the patient index (0 for none).
+    pub async fn audit_patients_indexed(&self) -> Result<i64> {
+        Ok(self
+            .setting(INDEXED)
+            .await?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// Adds the patient index rows of the entries appended since the last call, sorted so that
+    /// each index page is touched once. Returns how many entries it covered.
+    pub async fn index_audit_patients(&self) -> Result<i64> {
+        let mut tx = self.begin().await?;
+        let done: i64 = tx
+            .setting(INDEXED)
+            .await?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let entries = tx
+            .conn()
+            .fetch(
+                "SELECT seq, patients FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
+                vec![Arg::I64(done), Arg::I64(INDEX_BATCH)],
+                |r| Ok((r.i64(0)?, r.opt_text(1)?)),
+            )
+            .await?;
+        let Some(last) = entries.last().map(|e| e.0) else {
+            tx.rollback().await?;
+            return Ok(0);
+        };
+        let mut pairs: Vec<(String, i64)> = Vec::new();
+        for (seq, patients) in &entries {
+            let mut seen = std::collections::HashSet::new();
+            for p in patients.iter().flat_map(|p| p.split(' ')) {
+                if !p.is_empty() && seen.insert(p) {
+                    pairs.push((p.to_string(), *seq));
                 }
             }
-            self.conn().execute(&sql.text, sql.args).await?;
-            if any_patient {
-                self.conn().execute(&patients.text, patients.args).await?;
+        }
+        pairs.sort();
+        for chunk in pairs.chunks(400) {
+            let mut sql = Sql::new("INSERT INTO audit_patients (patient, seq) VALUES ");
+            for (n, (p, seq)) in chunk.iter().enumerate() {
+                sql.row(n == 0, vec![Arg::Text(p.clone()), Arg::I64(*seq)]);
             }
+            sql.push(" ON CONFLICT (patient, seq) DO NOTHING");
+            tx.conn().execute(&sql.text, sql.args).await?;
+        }
+        tx.set_setting(INDEXED, &last.to_string()).await?;
+        tx.commit().await?;
+        Ok(entries.len() as i64)
+    }
+
+    /// Upkeep after a burst of appends (SQLite: a passive WAL checkpoint from the maintenance
+    /// connection, so that checkpoints run beside the writer instead of inside its commits;
+    /// PostgreSQL: nothing to do).
+    pub async fn audit_sync(&self) -> Result<()> {
+        let mut conn = self.maintenance().await?;
+        match &conn {
+            PoolConn::Sqlite(_) => {
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)", vec![])
+                    .await?;
+            }
+            PoolConn::Postgres(_) => {}
         }
         Ok(())
     }
@@ -271,8 +402,13 @@ fn audit_conditions(sql: &mut Sql, q: &AuditQuery) {
         sql.push(")");
     }
     if let Some(p) = &q.patient {
-        sql.push(" AND seq IN (SELECT seq FROM audit_patients WHERE patient = ")
+        // Indexed entries through the index; the newest (not yet indexed) by their own list.
+        sql.push(" AND (seq IN (SELECT seq FROM audit_patients WHERE patient = ")
             .bind_text(p)
-            .push(")");
+            .push(") OR (seq > (SELECT COALESCE(MAX(CAST(value AS BIGINT)), 0) FROM settings WHERE key = ")
+            .bind_text(INDEXED)
+            .push(") AND (' ' || patients || ' ') LIKE ")
+            .bind_text(&format!("% {} %", p.replace(['%', '_', '\\'], "")))
+            .push("))");
     }
 }

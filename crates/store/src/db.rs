@@ -27,6 +27,9 @@ pub(crate) enum Pools {
     Sqlite {
         read: SqlitePool,
         write: SqlitePool,
+        /// One connection for WAL checkpoints, so that they run beside the writer (a passive
+        /// checkpoint does not block it) instead of inside its commits.
+        maintenance: SqlitePool,
     },
     Postgres(PgPool),
 }
@@ -64,18 +67,29 @@ impl Store {
             pools: Pools::Sqlite {
                 read: write.clone(),
                 write: write.clone(),
+                maintenance: write.clone(),
             },
             bulk: Default::default(),
         };
         store.migrate().await?;
         let readers = std::thread::available_parallelism().map_or(4, |n| n.get().max(2) * 2);
+        let maintenance = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(60))
+            .connect_with(options.clone())
+            .await?;
+
         let read = SqlitePoolOptions::new()
             .max_connections(readers as u32)
             .acquire_timeout(Duration::from_secs(60))
             .connect_with(options.read_only(true))
             .await?;
         Ok(Store {
-            pools: Pools::Sqlite { read, write },
+            pools: Pools::Sqlite {
+                read,
+                write,
+                maintenance,
+            },
             bulk: Default::default(),
         })
     }
@@ -124,8 +138,13 @@ impl Store {
     /// Closes all connections (checkpointing SQLite's WAL).
     pub async fn close(&self) {
         match &self.pools {
-            Pools::Sqlite { read, write } => {
+            Pools::Sqlite {
+                read,
+                write,
+                maintenance,
+            } => {
                 read.close().await;
+                maintenance.close().await;
                 write.close().await;
             }
             Pools::Postgres(pool) => pool.close().await,
@@ -192,6 +211,15 @@ impl Store {
     pub(crate) async fn reader(&self) -> Result<PoolConn> {
         Ok(match &self.pools {
             Pools::Sqlite { read, .. } => PoolConn::Sqlite(read.acquire().await?),
+            Pools::Postgres(pool) => PoolConn::Postgres(pool.acquire().await?),
+        })
+    }
+
+    /// The connection for background upkeep (SQLite: WAL checkpoints); the writer on
+    /// PostgreSQL.
+    pub(crate) async fn maintenance(&self) -> Result<PoolConn> {
+        Ok(match &self.pools {
+            Pools::Sqlite { maintenance, .. } => PoolConn::Sqlite(maintenance.acquire().await?),
             Pools::Postgres(pool) => PoolConn::Postgres(pool.acquire().await?),
         })
     }

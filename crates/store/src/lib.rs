@@ -17,7 +17,9 @@ pub mod search;
 mod tokens;
 mod users;
 
-pub use audit::{AuditColumn, AuditQuery, AuditRow};
+pub use audit::{
+    AuditColumn, AuditQuery, AuditRow, INDEX_BATCH, ROWS_PER_INSERT as AUDIT_ROWS_PER_INSERT,
+};
 pub use db::{Backend, Store};
 pub use error::StoreError;
 pub use migrate::SCHEMA_VERSION;

@@ -5,11 +5,20 @@ use axum::Form;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use ironchart_records::RecordsError;
+use ironchart_records::{AuditQuery, RecordsError, Role};
 use serde::Deserialize;
 
 use super::{Nav, PageError, SESSION_COOKIE, SignedIn, clear_cookie, display_time, page};
 use crate::AppState;
+
+/// A security alert shown to auditors on their home page.
+struct Alert {
+    time: String,
+    actor: String,
+    action: String,
+    patients: String,
+    detail: String,
+}
 
 #[derive(Template)]
 #[template(path = "home.html")]
@@ -18,19 +27,58 @@ struct HomePage {
     username: String,
     roles: String,
     patient: Option<String>,
+    alerts: Option<Vec<Alert>>,
 }
 
-pub(crate) async fn home(me: SignedIn) -> Response {
+/// How far back the auditor's alert list reaches.
+const ALERT_DAYS: i64 = 7;
+
+pub(crate) async fn home(
+    State(state): State<AppState>,
+    me: SignedIn,
+) -> Result<Response, PageError> {
     let roles: Vec<&str> = me.session.user.roles.iter().map(|r| r.as_str()).collect();
-    page(
+    let alerts = if me.actor.has_role(Role::Auditor) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let rows = state
+            .records
+            .audit_entries(
+                &me.actor,
+                &AuditQuery {
+                    from: Some(now - ALERT_DAYS * 86_400_000),
+                    actions: vec!["break-glass".into(), "lockout".into()],
+                    descending: true,
+                    limit: 50,
+                    ..AuditQuery::default()
+                },
+            )
+            .await?;
+        Some(
+            rows.into_iter()
+                .map(|r| Alert {
+                    time: display_time(r.recorded),
+                    actor: r.actor,
+                    action: r.action,
+                    patients: r.patients.unwrap_or_default(),
+                    detail: r.detail.unwrap_or_default(),
+                })
+                .collect(),
+        )
+    } else {
+        None
+    };
+    Ok(page(
         StatusCode::OK,
         &HomePage {
             nav: Some(me.nav()),
             username: me.session.user.username.clone(),
             roles: roles.join(", "),
             patient: me.session.user.patient.clone(),
+            alerts,
         },
-    )
+    ))
 }
 
 struct SessionRow {

@@ -26,6 +26,14 @@ enum Db {
 }
 
 async fn start(db: Db, policy: SessionPolicy) -> Option<App> {
+    start_with(db, policy, Vec::new()).await
+}
+
+async fn start_with(
+    db: Db,
+    policy: SessionPolicy,
+    trusted_proxies: Vec<std::net::IpAddr>,
+) -> Option<App> {
     let (records, dir) = match db {
         Db::Sqlite => {
             let dir = tempfile::tempdir().unwrap();
@@ -56,6 +64,7 @@ async fn start(db: Db, policy: SessionPolicy) -> Option<App> {
     let origin = format!("http://{}", listener.local_addr().unwrap());
     let mut config = ironchart_web::WebConfig::for_base(&origin);
     config.rate_limit = None;
+    config.trusted_proxies = trusted_proxies;
     let app = ironchart_web::router(records.clone(), config);
     tokio::spawn(async move {
         let _ = ironchart_web::serve(listener, app, std::future::pending()).await;
@@ -846,3 +855,181 @@ async fn audit_events_for_auditors(db: Db) {
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
 }
 both!(audit_events_for_auditors);
+
+async fn break_the_glass(db: Db) {
+    let Some(app) = start(db, default_policy()).await else {
+        return;
+    };
+    let op = Actor::local_operator();
+    let system = app
+        .records
+        .issue_system_token(&op, Duration::from_secs(600))
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let fhir = format!("{}/fhir", app.origin);
+    let put = |path: String, body: serde_json::Value| {
+        let http = http.clone();
+        let system = system.clone();
+        async move {
+            let r = http
+                .put(path)
+                .bearer_auth(&system)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        }
+    };
+    put(
+        format!("{fhir}/Patient/vip"),
+        serde_json::json!({"resourceType": "Patient", "id": "vip"}),
+    )
+    .await;
+    let label = |code: &str| serde_json::json!({"security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": code}]});
+    put(
+        format!("{fhir}/Observation/secret"),
+        serde_json::json!({"resourceType": "Observation", "id": "secret", "meta": label("R"),
+            "status": "final", "code": {"text": "test"}, "subject": {"reference": "Patient/vip"}}),
+    )
+    .await;
+    app.user("vera", Role::Physician, None).await;
+    app.user("nell", Role::Nurse, None).await;
+    app.user("abe", Role::Auditor, None).await;
+    let token = app
+        .records
+        .issue_user_token(&op, "vera", None, Duration::from_secs(600))
+        .await
+        .unwrap();
+    let read = || async {
+        http.get(format!("{fhir}/Observation/secret"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(read().await, StatusCode::FORBIDDEN, "restricted before");
+    let mut b = app.browser();
+    b.sign_in("vera", PASSWORD).await;
+    let form = b.get("/break-glass").await;
+    assert_eq!(form.status, StatusCode::OK);
+    let csrf = form.field("csrf");
+    let short = b
+        .post(
+            "/break-glass",
+            &[
+                ("csrf", &csrf),
+                ("patient", "vip"),
+                ("reason", "need"),
+                ("minutes", "30"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        short.status,
+        StatusCode::BAD_REQUEST,
+        "a reason is required"
+    );
+    let opened = b
+        .post(
+            "/break-glass",
+            &[
+                ("csrf", &csrf),
+                ("patient", "Patient/vip"),
+                ("reason", "unconscious in the emergency room"),
+                ("minutes", "30"),
+            ],
+        )
+        .await;
+    assert_eq!(opened.status, StatusCode::OK, "{}", opened.body);
+    assert!(opened.body.contains("auditors have been alerted"));
+    assert_eq!(
+        read().await,
+        StatusCode::OK,
+        "open after breaking the glass"
+    );
+    // Front desk and billing cannot; the page is for clinicians.
+    app.user("fred", Role::FrontDesk, None).await;
+    let mut f = app.browser();
+    f.sign_in("fred", PASSWORD).await;
+    assert_eq!(f.get("/break-glass").await.status, StatusCode::FORBIDDEN);
+    // The auditor sees the alert on their home page (after setting up two-step sign-in).
+    let mut a = app.browser();
+    a.sign_in("abe", PASSWORD).await;
+    let enrol = a.get("/login/enrol").await;
+    let code = code_for(&enrolment_secret(&enrol), 0);
+    a.post(
+        "/login/enrol",
+        &[("csrf", &enrol.field("csrf")), ("code", &code)],
+    )
+    .await;
+    let home = a.get("/").await;
+    assert!(home.body.contains("Security alerts"), "{}", home.body);
+    assert!(home.body.contains("break-glass") && home.body.contains("user:vera"));
+    let actions = app.audit_actions("user:vera").await;
+    assert!(actions.iter().any(|(a, o, d)| a == "break-glass"
+        && o == "success"
+        && d.as_deref().is_some_and(|d| d.starts_with("alert"))));
+}
+both!(break_the_glass);
+
+async fn client_address_and_trusted_proxy(db: Db) {
+    let pg = matches!(db, Db::Postgres);
+    for trusted in [false, true] {
+        let db = if pg { Db::Postgres } else { Db::Sqlite };
+        let proxies = if trusted {
+            vec!["127.0.0.1".parse().unwrap()]
+        } else {
+            Vec::new()
+        };
+        let Some(app) = start_with(db, default_policy(), proxies).await else {
+            return;
+        };
+        app.user("xavi", Role::Nurse, None).await;
+        let token = app
+            .records
+            .issue_user_token(
+                &Actor::local_operator(),
+                "xavi",
+                None,
+                Duration::from_secs(600),
+            )
+            .await
+            .unwrap();
+        let r = reqwest::Client::new()
+            .get(format!("{}/fhir/Patient", app.origin))
+            .bearer_auth(&token)
+            .header("x-forwarded-for", "198.51.100.23")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let rows = app
+            .records
+            .audit_entries(
+                &Actor::local_operator(),
+                &AuditQuery {
+                    actor: Some("user:xavi".into()),
+                    actions: vec!["search".into()],
+                    limit: 10,
+                    ..AuditQuery::default()
+                },
+            )
+            .await
+            .unwrap();
+        let source = rows[0].source.clone().unwrap_or_default();
+        // Only a configured proxy's X-Forwarded-For is believed.
+        assert_eq!(
+            source,
+            if trusted {
+                "198.51.100.23"
+            } else {
+                "127.0.0.1"
+            },
+            "trusted proxy: {trusted}"
+        );
+    }
+}
+both!(client_address_and_trusted_proxy);
