@@ -137,6 +137,27 @@ impl WriteTx {
     }
 }
 
+/// The bound values of one entry, in the column order of the inserts below.
+fn values(row: &AuditRow) -> Vec<Arg> {
+    vec![
+        Arg::I64(row.seq),
+        Arg::I64(row.recorded),
+        Arg::Text(row.actor.clone()),
+        Arg::OptText(row.role.clone()),
+        Arg::Text(row.action.clone()),
+        Arg::OptText(row.res_type.clone()),
+        Arg::OptText(row.res_id.clone()),
+        Arg::OptI64(row.version),
+        Arg::OptText(row.patients.clone()),
+        Arg::Text(row.outcome.clone()),
+        Arg::OptText(row.source.clone()),
+        Arg::OptText(row.purpose.clone()),
+        Arg::OptText(row.request_id.clone()),
+        Arg::OptText(row.detail.clone()),
+        Arg::Text(row.mac.clone()),
+    ]
+}
+
 /// Inserts chained entries. Their patient index rows are added afterwards, in bulk, by
 /// [`Store::index_audit_patients`] (one random-order index insert per entry would multiply the
 /// cost of every audited request).
@@ -146,26 +167,7 @@ async fn append(conn: &mut Conn<'_>, rows: &[AuditRow]) -> Result<()> {
             "INSERT INTO audit_log (seq, recorded, actor, role, action, res_type, res_id, version, patients, outcome, source, purpose, request_id, detail, mac) VALUES ",
         );
         for (n, row) in chunk.iter().enumerate() {
-            sql.row(
-                n == 0,
-                vec![
-                    Arg::I64(row.seq),
-                    Arg::I64(row.recorded),
-                    Arg::Text(row.actor.clone()),
-                    Arg::OptText(row.role.clone()),
-                    Arg::Text(row.action.clone()),
-                    Arg::OptText(row.res_type.clone()),
-                    Arg::OptText(row.res_id.clone()),
-                    Arg::OptI64(row.version),
-                    Arg::OptText(row.patients.clone()),
-                    Arg::Text(row.outcome.clone()),
-                    Arg::OptText(row.source.clone()),
-                    Arg::OptText(row.purpose.clone()),
-                    Arg::OptText(row.request_id.clone()),
-                    Arg::OptText(row.detail.clone()),
-                    Arg::Text(row.mac.clone()),
-                ],
-            );
+            sql.row(n == 0, values(row));
         }
         conn.execute(&sql.text, sql.args).await?;
     }
@@ -203,26 +205,7 @@ impl Store {
             "INSERT INTO audit_log (seq, recorded, actor, role, action, res_type, res_id, version, patients, outcome, source, purpose, request_id, detail, mac) SELECT * FROM (VALUES ",
         );
         for (n, row) in rows.iter().take(ROWS_PER_INSERT).enumerate() {
-            sql.row(
-                n == 0,
-                vec![
-                    Arg::I64(row.seq),
-                    Arg::I64(row.recorded),
-                    Arg::Text(row.actor.clone()),
-                    Arg::OptText(row.role.clone()),
-                    Arg::Text(row.action.clone()),
-                    Arg::OptText(row.res_type.clone()),
-                    Arg::OptText(row.res_id.clone()),
-                    Arg::OptI64(row.version),
-                    Arg::OptText(row.patients.clone()),
-                    Arg::Text(row.outcome.clone()),
-                    Arg::OptText(row.source.clone()),
-                    Arg::OptText(row.purpose.clone()),
-                    Arg::OptText(row.request_id.clone()),
-                    Arg::OptText(row.detail.clone()),
-                    Arg::Text(row.mac.clone()),
-                ],
-            );
+            sql.row(n == 0, values(row));
         }
         sql.push(") AS v WHERE (SELECT COALESCE(MAX(seq), 0) FROM audit_log) = ")
             .bind_i64(after);
