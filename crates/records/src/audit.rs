@@ -293,6 +293,18 @@ pub(crate) fn rows_of(actor: &Actor, entries: Vec<AuditEntry>, now: i64) -> Vec<
 
 type Ack = oneshot::Sender<std::result::Result<(), String>>;
 
+/// The stretch of the chain this process's writer appended without anyone else appending in
+/// between: from `start` (the tail it read from the database) to `end` (its newest entry). The
+/// writer computed every MAC after `start` itself, so the upkeep can vouch for `end` without
+/// reading the stretch back.
+#[derive(Debug, Clone, Default)]
+struct Segment {
+    start: Option<(i64, String)>,
+    end: Option<(i64, String)>,
+}
+
+type SharedSegment = std::sync::Arc<std::sync::Mutex<Segment>>;
+
 /// The group-commit writer: a task that appends queued entries in batches.
 #[derive(Clone)]
 pub(crate) struct AuditWriter {
@@ -313,7 +325,14 @@ impl AuditWriter {
         let (queue, mut rx) = mpsc::channel::<(Vec<AuditRow>, Ack)>(8192);
         // Group commits since the upkeep last ran.
         let appended = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        Self::start_upkeep(store.clone(), keys.clone(), checkpoints, appended.clone());
+        let segment = SharedSegment::default();
+        Self::start_upkeep(
+            store.clone(),
+            keys.clone(),
+            checkpoints,
+            appended.clone(),
+            segment.clone(),
+        );
         tokio::spawn(async move {
             let mut tail: Option<(i64, String)> = None;
             while let Some(first) = rx.recv().await {
@@ -335,7 +354,7 @@ impl AuditWriter {
                     acks.push(ack);
                 }
                 let started = std::time::Instant::now();
-                let result = write_batch(&store, &keys, &mut tail, &mut rows).await;
+                let result = write_batch(&store, &keys, &mut tail, &segment, &mut rows).await;
                 if result.is_err() {
                     tail = None;
                 }
@@ -365,6 +384,7 @@ impl AuditWriter {
         keys: std::sync::Arc<ChainKeys>,
         checkpoints: Option<PathBuf>,
         appended: std::sync::Arc<std::sync::atomic::AtomicU64>,
+        segment: SharedSegment,
     ) {
         tokio::spawn(async move {
             // The newest entry this process has verified and signed.
@@ -404,7 +424,17 @@ impl AuditWriter {
                 if (grouped > 0 || indexed > 0)
                     && let Some(path) = &checkpoints
                 {
-                    signed = sign_tail(&store, &keys, path, signed).await;
+                    let own = segment.lock().ok().map(|s| s.clone()).unwrap_or_default();
+                    signed = match own_stretch(signed.as_ref(), &own) {
+                        Some(end) => match write_checkpoint(path, &keys, end.0, &end.1) {
+                            Ok(()) => Some(end),
+                            Err(e) => {
+                                tracing::warn!("cannot write an audit checkpoint: {e}");
+                                signed
+                            }
+                        },
+                        None => sign_tail(&store, &keys, path, signed).await,
+                    };
                 }
             }
         });
@@ -448,13 +478,22 @@ async fn write_batch(
     store: &Store,
     keys: &ChainKeys,
     tail: &mut Option<(i64, String)>,
+    segment: &SharedSegment,
     rows: &mut Vec<AuditRow>,
 ) -> Result<()> {
     let mut done = 0;
     let mut attempts = 0;
     while done < rows.len() {
         if tail.is_none() {
-            *tail = Some(store.audit_tail().await?.unwrap_or((0, String::new())));
+            let read = store.audit_tail().await?.unwrap_or((0, String::new()));
+            // Someone else appended (or this is the first batch): a new stretch starts here.
+            if let Ok(mut s) = segment.lock() {
+                *s = Segment {
+                    start: Some(read.clone()),
+                    end: Some(read.clone()),
+                };
+            }
+            *tail = Some(read);
         }
         let (after, prev) = tail.clone().unwrap_or((0, String::new()));
         let end = (done + ironchart_store::AUDIT_ROWS_PER_INSERT).min(rows.len());
@@ -462,6 +501,9 @@ async fn write_batch(
         if store.audit_append_after(after, &chunk).await? {
             if let Some(last) = chunk.last() {
                 *tail = Some((last.seq, last.mac.clone()));
+                if let Ok(mut s) = segment.lock() {
+                    s.end = Some((last.seq, last.mac.clone()));
+                }
             }
             rows.splice(done..end, chunk);
             done = end;
@@ -476,6 +518,16 @@ async fn write_batch(
         }
     }
     Ok(())
+}
+
+/// The newest entry of the writer's own stretch when the last signed entry lies on it (so
+/// everything after it is the writer's own work) and it is newer; otherwise the chain must be
+/// read back and checked.
+fn own_stretch(signed: Option<&(i64, String)>, own: &Segment) -> Option<(i64, String)> {
+    let (signed, start, end) = (signed?, own.start.as_ref()?, own.end.as_ref()?);
+    let on_stretch =
+        signed.0 > start.0 && signed.0 <= end.0 || (signed.0 == start.0 && signed.1 == start.1);
+    (on_stretch && end.0 > signed.0).then(|| end.clone())
 }
 
 /// The newest checkpoint in the file whose signature holds, if any.
@@ -836,5 +888,31 @@ impl crate::Records {
         }
         crate::policy::live(by)?;
         Ok(self.store.audit_count(query).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seq: i64, mac: &str) -> Option<(i64, String)> {
+        Some((seq, mac.to_string()))
+    }
+
+    #[test]
+    fn vouches_only_for_its_own_unbroken_stretch() {
+        let own = Segment {
+            start: at(10, "a"),
+            end: at(20, "b"),
+        };
+        // Signed at the start of the stretch (same MAC) or inside it: the end can be signed.
+        assert_eq!(own_stretch(at(10, "a").as_ref(), &own), at(20, "b"));
+        assert_eq!(own_stretch(at(15, "x").as_ref(), &own), at(20, "b"));
+        // The start's MAC differs from what was signed: read the chain back instead.
+        assert_eq!(own_stretch(at(10, "z").as_ref(), &own), None);
+        // Signed before the stretch began (someone else appended in between), or nothing new.
+        assert_eq!(own_stretch(at(9, "q").as_ref(), &own), None);
+        assert_eq!(own_stretch(at(20, "b").as_ref(), &own), None);
+        assert_eq!(own_stretch(None, &own), None);
     }
 }
