@@ -178,7 +178,7 @@ async fn append(conn: &mut Conn<'_>, rows: &[AuditRow]) -> Result<()> {
 const INDEXED: &str = "audit.patients_indexed";
 
 /// Most entries indexed in one transaction (a short one: it holds the write lock).
-pub const INDEX_BATCH: i64 = 2_000;
+pub const INDEX_BATCH: i64 = 500;
 
 impl Store {
     /// The newest entry's sequence number and MAC (no lock).
