@@ -206,6 +206,9 @@ impl AuditEntry {
 pub(crate) struct ChainKeys {
     mac: Zeroizing<[u8; 32]>,
     signing: SigningKey,
+    /// The newest entry this process has written a checkpoint of (the upkeep task and a closing
+    /// command may both want to; each entry is vouched for once).
+    checkpointed: std::sync::Mutex<i64>,
 }
 
 impl ChainKeys {
@@ -213,6 +216,7 @@ impl ChainKeys {
         ChainKeys {
             mac,
             signing: SigningKey::from_bytes(&signing_seed),
+            checkpointed: std::sync::Mutex::new(0),
         }
     }
 
@@ -624,13 +628,22 @@ pub(crate) fn write_checkpoint(
     seq: i64,
     mac: &str,
 ) -> std::io::Result<()> {
+    let mut done = keys
+        .checkpointed
+        .lock()
+        .map_err(|_| std::io::Error::other("checkpoint lock poisoned"))?;
+    if seq <= *done {
+        return Ok(());
+    }
     let line = keys.checkpoint_line(seq, mac, crate::service::now_millis());
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)?;
     file.write_all(line.as_bytes())?;
-    file.sync_data()
+    file.sync_data()?;
+    *done = seq;
+    Ok(())
 }
 
 /// A checkpoint read back from the file.
