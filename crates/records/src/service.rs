@@ -55,9 +55,15 @@ pub(crate) const CACHE_MAX: usize = 10_000;
 pub(crate) type Cache<V> =
     Arc<std::sync::Mutex<std::collections::HashMap<String, (V, std::time::Instant)>>>;
 
-/// The records service. Cheap to clone; share one per process.
+/// The records service. Cheap to clone (one shared pointer); share one per process.
 #[derive(Clone)]
 pub struct Records {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) session_policy: crate::signin::SessionPolicy,
+}
+
+/// What every clone of a [`Records`] shares (nothing of it is public).
+pub struct Shared {
     pub(crate) store: Store,
     /// Recently checked tokens by hash (never the token itself).
     pub(crate) tokens: Cache<Actor>,
@@ -67,7 +73,14 @@ pub struct Records {
     pub(crate) chain: Arc<ChainKeys>,
     pub(crate) audit_writer: AuditWriter,
     pub(crate) checkpoints: Option<PathBuf>,
-    pub(crate) session_policy: crate::signin::SessionPolicy,
+}
+
+impl std::ops::Deref for Records {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
 }
 
 /// The outcome of importing one resource: its type and id.
@@ -104,13 +117,15 @@ impl Records {
             security.checkpoint_file.clone(),
         );
         let records = Records {
-            store,
-            tokens: Cache::default(),
-            grants: Cache::default(),
-            keys,
-            chain,
-            audit_writer,
-            checkpoints: security.checkpoint_file,
+            shared: Arc::new(Shared {
+                store,
+                tokens: Cache::default(),
+                grants: Cache::default(),
+                keys,
+                chain,
+                audit_writer,
+                checkpoints: security.checkpoint_file,
+            }),
             session_policy: crate::signin::SessionPolicy::default(),
         };
         if records.store.setting("keys.sealed").await?.is_none() {
