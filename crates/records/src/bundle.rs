@@ -16,8 +16,7 @@ use crate::audit::{AuditAction, AuditEntry, Outcome};
 use crate::policy;
 use crate::resource::{Resource, WriteOutcome};
 use crate::service::{
-    WriteCtx, check_writable, conditional_match, delete_in, new_id, prepare, valid_id,
-    write_version,
+    check_writable, conditional_match, delete_in, new_id, prepare, valid_id, write_version,
 };
 use crate::{Records, RecordsError, Result};
 
@@ -361,14 +360,7 @@ impl Records {
         let mut sequence: Vec<usize> = (0..prepared.len()).collect();
         sequence.sort_by_key(|&i| order(&prepared[i]));
 
-        let vis = self.visibility(actor).await?;
-        self.keys.refresh(&self.store, false).await?;
-        let ctx = WriteCtx {
-            actor,
-            vis: &vis,
-            keys: &self.keys,
-        };
-        let ctx = &ctx;
+        let ctx = &self.write_ctx(actor).await?;
         let writes = self
             .retrying(|mut tx| {
                 let prepared = &prepared;
@@ -396,7 +388,7 @@ impl Records {
                                         RecordsError::bad(e.message, Some("ifNoneExist")),
                                     )
                                 })?;
-                            if let Some(found) = conditional_match(&mut tx, &query, ctx.vis)
+                            if let Some(found) = conditional_match(&mut tx, &query, &ctx.vis)
                                 .await
                                 .map_err(|e| entry_error(i, e))?
                             {

@@ -92,7 +92,7 @@ pub struct PreparedBatch(Vec<Prepared>);
 /// What a write needs besides the transaction: who writes, what they may see, the keys.
 pub(crate) struct WriteCtx<'a> {
     pub(crate) actor: &'a Actor,
-    pub(crate) vis: &'a Visibility,
+    pub(crate) vis: Visibility,
     pub(crate) keys: &'a Keys,
 }
 
@@ -204,6 +204,17 @@ impl Records {
             _ => Vec::new(),
         };
         Ok(policy::visibility(actor, &grants))
+    }
+
+    /// What a write by `actor` needs: what they may see and the current data keys.
+    pub(crate) async fn write_ctx<'a>(&'a self, actor: &'a Actor) -> Result<WriteCtx<'a>> {
+        let vis = self.visibility(actor).await?;
+        self.keys.refresh(&self.store, false).await?;
+        Ok(WriteCtx {
+            actor,
+            vis,
+            keys: &self.keys,
+        })
     }
 
     async fn grants_of(&self, user_id: i64) -> Result<Vec<String>> {
@@ -556,20 +567,13 @@ impl Records {
         check_writable(resource_type)?;
         policy::check(actor, resource_type, Interaction::Create)?;
         let value = prepare(resource_type, value, None)?;
-        let vis = self.visibility(actor).await?;
-        self.keys.refresh(&self.store, false).await?;
-        let ctx = WriteCtx {
-            actor,
-            vis: &vis,
-            keys: &self.keys,
-        };
-        let ctx = &ctx;
+        let ctx = &self.write_ctx(actor).await?;
         let existing = self
             .retrying(|mut tx| {
                 let value = value.clone();
                 async move {
                     if let Some(q) = if_none_exist
-                        && let Some(existing) = conditional_match(&mut tx, q, ctx.vis).await?
+                        && let Some(existing) = conditional_match(&mut tx, q, &ctx.vis).await?
                     {
                         tx.rollback().await?;
                         return Ok(Err(existing));
@@ -656,14 +660,7 @@ impl Records {
             ));
         }
         let value = prepare(resource_type, value, Some(id))?;
-        let vis = self.visibility(actor).await?;
-        self.keys.refresh(&self.store, false).await?;
-        let ctx = WriteCtx {
-            actor,
-            vis: &vis,
-            keys: &self.keys,
-        };
-        let ctx = &ctx;
+        let ctx = &self.write_ctx(actor).await?;
         let result = self
             .retrying(|mut tx| {
                 let value = value.clone();
@@ -714,13 +711,7 @@ impl Records {
         if !valid_id(id) {
             return Ok(None);
         }
-        let vis = self.visibility(actor).await?;
-        let ctx = WriteCtx {
-            actor,
-            vis: &vis,
-            keys: &self.keys,
-        };
-        let ctx = &ctx;
+        let ctx = &self.write_ctx(actor).await?;
         self.retrying(|mut tx| async move {
             let (version, entry) = delete_in(&mut tx, ctx, resource_type, id).await?;
             if let Some(entry) = entry {
@@ -1094,7 +1085,7 @@ async fn check_current(tx: &mut WriteTx, ctx: &WriteCtx<'_>, rt: &str, id: &str)
     if let Some(current) = tx.read(rt, id).await?
         && !current.deleted
     {
-        match policy::hidden(ctx.actor, ctx.vis, &current) {
+        match policy::hidden(ctx.actor, &ctx.vis, &current) {
             Some(Hidden::NotThere) => {
                 return Err(RecordsError::NotFound(rt.into(), id.into()));
             }
