@@ -384,6 +384,7 @@ pub async fn open_records_at(
     let security = SecurityConfig {
         master_key,
         checkpoint_file: Some(dir.join("audit-checkpoints.log")),
+        journal_dir: dir.to_path_buf(),
     };
     Records::open(&config, security).await.map_err(|e| {
         if created {

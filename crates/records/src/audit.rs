@@ -17,7 +17,6 @@ use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
 use hmac::{Hmac, Mac};
 use ironchart_store::{AuditRow, Store, WriteTx};
 use sha2::Sha256;
-use tokio::sync::{mpsc, oneshot};
 use zeroize::Zeroizing;
 
 use crate::actor::Actor;
@@ -54,6 +53,8 @@ pub enum AuditAction {
     Config,
     Setup,
     AuditRead,
+    /// A journal of entries waiting to be moved into the log was found damaged.
+    JournalDamaged,
 }
 
 impl AuditAction {
@@ -86,6 +87,7 @@ impl AuditAction {
             AuditAction::Config => "config",
             AuditAction::Setup => "setup",
             AuditAction::AuditRead => "audit-read",
+            AuditAction::JournalDamaged => "audit-journal-damaged",
         }
     }
 
@@ -248,6 +250,11 @@ impl ChainKeys {
         ironchart_security::hex(&m.finalize().into_bytes())
     }
 
+    /// The key of the entries' MACs (other keys of the log are derived from it).
+    pub(crate) fn mac_key(&self) -> &[u8] {
+        self.mac.as_ref()
+    }
+
     pub(crate) fn public_key_hex(&self) -> String {
         ironchart_security::hex(self.signing.verifying_key().as_bytes())
     }
@@ -295,171 +302,87 @@ pub(crate) fn rows_of(actor: &Actor, entries: Vec<AuditEntry>, now: i64) -> Vec<
     entries.into_iter().map(|e| e.row(actor, now)).collect()
 }
 
-type Ack = oneshot::Sender<std::result::Result<(), String>>;
-
-/// The stretch of the chain this process's writer appended without anyone else appending in
+/// The stretch of the chain this process's mover appended without anyone else appending in
 /// between: from `start` (the tail it read from the database) to `end` (its newest entry). The
-/// writer computed every MAC after `start` itself, so the upkeep can vouch for `end` without
+/// mover computed every MAC after `start` itself, so the upkeep can vouch for `end` without
 /// reading the stretch back.
 #[derive(Debug, Clone, Default)]
-struct Segment {
-    start: Option<(i64, String)>,
-    end: Option<(i64, String)>,
+pub(crate) struct Segment {
+    pub(crate) start: Option<(i64, String)>,
+    pub(crate) end: Option<(i64, String)>,
 }
 
-type SharedSegment = std::sync::Arc<std::sync::Mutex<Segment>>;
+pub(crate) type SharedSegment = std::sync::Arc<std::sync::Mutex<Segment>>;
 
-/// The group-commit writer: a task that appends queued entries in batches.
-#[derive(Clone)]
-pub(crate) struct AuditWriter {
-    queue: mpsc::Sender<(Vec<AuditRow>, Ack)>,
-}
-
-/// Most entries one group commit writes.
-const MAX_BATCH: usize = 1000;
 /// How often the upkeep runs (patient index, durability, checkpoint).
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
-impl AuditWriter {
-    pub(crate) fn start(
-        store: Store,
-        keys: std::sync::Arc<ChainKeys>,
-        checkpoints: Option<PathBuf>,
-    ) -> AuditWriter {
-        let (queue, mut rx) = mpsc::channel::<(Vec<AuditRow>, Ack)>(8192);
-        // Group commits since the upkeep last ran.
-        let appended = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let segment = SharedSegment::default();
-        Self::start_upkeep(
-            store.clone(),
-            keys.clone(),
-            checkpoints,
-            appended.clone(),
-            segment.clone(),
-        );
-        tokio::spawn(async move {
-            let mut tail: Option<(i64, String)> = None;
-            while let Some(first) = rx.recv().await {
-                let mut batch = vec![first];
-                let mut n = batch[0].0.len();
-                while n < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(more) => {
-                            n += more.0.len();
-                            batch.push(more);
-                        }
-                        Err(_) => break,
-                    }
-                }
-                let mut rows: Vec<AuditRow> = Vec::with_capacity(n);
-                let mut acks = Vec::with_capacity(batch.len());
-                for (r, ack) in batch {
-                    rows.extend(r);
-                    acks.push(ack);
-                }
-                let started = std::time::Instant::now();
-                let result = write_batch(&store, &keys, &mut tail, &segment, &mut rows).await;
-                if result.is_err() {
-                    tail = None;
-                }
-                tracing::debug!(
-                    entries = rows.len(),
-                    micros = started.elapsed().as_micros() as u64,
-                    "audit group commit"
-                );
-                if result.is_err() {
-                    tracing::error!("the audit log could not be written; requests are failing");
-                }
-                for ack in acks {
-                    let _ = ack.send(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
-                }
-                if result.is_ok() {
-                    appended.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
+/// Beside the mover, never in its way: every [`CHECKPOINT_EVERY`] after new entries, indexes
+/// them by patient, makes them durable and signs a checkpoint of the verified tail. Stops when
+/// the mover is gone (`appended` has no other owner).
+pub(crate) fn start_upkeep(
+    store: Store,
+    keys: std::sync::Arc<ChainKeys>,
+    checkpoints: Option<PathBuf>,
+    appended: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    segment: SharedSegment,
+) {
+    tokio::spawn(async move {
+        // The newest entry this process has verified and signed.
+        let mut signed: Option<(i64, String)> = None;
+        let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if std::sync::Arc::strong_count(&appended) == 1 {
+                // The writer is gone (the service was dropped).
+                break;
             }
-        });
-        AuditWriter { queue }
-    }
-
-    /// Beside the writer, never in its way: every [`CHECKPOINT_EVERY`] after new entries, makes
-    /// them durable and signs a checkpoint of the verified tail.
-    fn start_upkeep(
-        store: Store,
-        keys: std::sync::Arc<ChainKeys>,
-        checkpoints: Option<PathBuf>,
-        appended: std::sync::Arc<std::sync::atomic::AtomicU64>,
-        segment: SharedSegment,
-    ) {
-        tokio::spawn(async move {
-            // The newest entry this process has verified and signed.
-            let mut signed: Option<(i64, String)> = None;
-            let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // Entries written inside write transactions count too: index whatever is new, in
+            // short transactions that let the writer in between.
+            let mut indexed = 0;
             loop {
-                tick.tick().await;
-                if std::sync::Arc::strong_count(&appended) == 1 {
-                    // The writer is gone (the service was dropped).
-                    break;
-                }
-                // Entries written inside write transactions count too: index whatever is new, in
-                // short transactions that let the writer in between.
-                let mut indexed = 0;
-                loop {
-                    match store.index_audit_patients().await {
-                        Ok(n) => {
-                            indexed += n;
-                            if n < ironchart_store::INDEX_BATCH {
-                                break;
-                            }
-                            tokio::task::yield_now().await;
-                        }
-                        Err(e) => {
-                            tracing::warn!("cannot index the audit log by patient: {e}");
+                match store.index_audit_patients().await {
+                    Ok(n) => {
+                        indexed += n;
+                        if n < ironchart_store::INDEX_BATCH {
                             break;
                         }
+                        tokio::task::yield_now().await;
+                    }
+                    Err(e) => {
+                        tracing::warn!("cannot index the audit log by patient: {e}");
+                        break;
                     }
                 }
-                let grouped = appended.swap(0, std::sync::atomic::Ordering::Relaxed);
-                if grouped > 0
-                    && let Err(e) = store.audit_sync().await
-                {
-                    tracing::warn!("cannot sync the audit log to disk: {e}");
-                }
-                if (grouped > 0 || indexed > 0)
-                    && let Some(path) = &checkpoints
-                {
-                    let own = segment.lock().ok().map(|s| s.clone()).unwrap_or_default();
-                    signed = match own_stretch(signed.as_ref(), &own) {
-                        Some(end) => match write_checkpoint(path, &keys, end.0, &end.1) {
-                            Ok(()) => Some(end),
-                            Err(e) => {
-                                tracing::warn!("cannot write an audit checkpoint: {e}");
-                                signed
-                            }
-                        },
-                        None => sign_tail(&store, &keys, path, signed).await,
-                    };
-                }
             }
-        });
-    }
-
-    /// Appends rows and waits until they are committed.
-    pub(crate) async fn append(&self, rows: Vec<AuditRow>) -> Result<()> {
-        let (ack, done) = oneshot::channel();
-        self.queue
-            .send((rows, ack))
-            .await
-            .map_err(|_| RecordsError::AuditUnavailable)?;
-        match done.await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(RecordsError::AuditUnavailable),
+            let grouped = appended.swap(0, std::sync::atomic::Ordering::Relaxed);
+            if grouped > 0
+                && let Err(e) = store.audit_sync().await
+            {
+                tracing::warn!("cannot sync the audit log to disk: {e}");
+            }
+            if (grouped > 0 || indexed > 0)
+                && let Some(path) = &checkpoints
+            {
+                let own = segment.lock().ok().map(|s| s.clone()).unwrap_or_default();
+                signed = match own_stretch(signed.as_ref(), &own) {
+                    Some(end) => match write_checkpoint(path, &keys, end.0, &end.1) {
+                        Ok(()) => Some(end),
+                        Err(e) => {
+                            tracing::warn!("cannot write an audit checkpoint: {e}");
+                            signed
+                        }
+                    },
+                    None => sign_tail(&store, &keys, path, signed).await,
+                };
+            }
         }
-    }
+    });
 }
 
 /// Chains `rows` after `tail` (seq and MAC of the newest entry).
-fn chained(
+pub(crate) fn chained(
     keys: &ChainKeys,
     tail: Option<(i64, String)>,
     mut rows: Vec<AuditRow>,
@@ -472,56 +395,6 @@ fn chained(
         prev.clone_from(&row.mac);
     }
     rows
-}
-
-/// One group commit: the entries chained after the tail the writer knows and appended in one
-/// conditional statement per [`ironchart_store::AUDIT_ROWS_PER_INSERT`] rows; when another
-/// writer appended first, the tail is read again and the rest chained anew. `tail` is the
-/// writer's idea of the newest entry, kept between batches.
-async fn write_batch(
-    store: &Store,
-    keys: &ChainKeys,
-    tail: &mut Option<(i64, String)>,
-    segment: &SharedSegment,
-    rows: &mut Vec<AuditRow>,
-) -> Result<()> {
-    let mut done = 0;
-    let mut attempts = 0;
-    while done < rows.len() {
-        if tail.is_none() {
-            let read = store.audit_tail().await?.unwrap_or((0, String::new()));
-            // Someone else appended (or this is the first batch): a new stretch starts here.
-            if let Ok(mut s) = segment.lock() {
-                *s = Segment {
-                    start: Some(read.clone()),
-                    end: Some(read.clone()),
-                };
-            }
-            *tail = Some(read);
-        }
-        let (after, prev) = tail.clone().unwrap_or((0, String::new()));
-        let end = (done + ironchart_store::AUDIT_ROWS_PER_INSERT).min(rows.len());
-        let chunk = chained(keys, Some((after, prev)), rows[done..end].to_vec());
-        if store.audit_append_after(after, &chunk).await? {
-            if let Some(last) = chunk.last() {
-                *tail = Some((last.seq, last.mac.clone()));
-                if let Ok(mut s) = segment.lock() {
-                    s.end = Some((last.seq, last.mac.clone()));
-                }
-            }
-            rows.splice(done..end, chunk);
-            done = end;
-            attempts = 0;
-        } else {
-            *tail = None;
-            attempts += 1;
-            if attempts > 50 {
-                return Err(RecordsError::AuditUnavailable);
-            }
-            tokio::time::sleep(Duration::from_millis(attempts.min(20))).await;
-        }
-    }
-    Ok(())
 }
 
 /// The newest entry of the writer's own stretch when the last signed entry lies on it (so
@@ -876,6 +749,7 @@ impl crate::Records {
             return refused;
         }
         crate::policy::live(by)?;
+        self.flush_audit().await?;
         let rows = self.store.audit_search(query).await?;
         self.audit(
             by,
@@ -900,6 +774,7 @@ impl crate::Records {
             ));
         }
         crate::policy::live(by)?;
+        self.flush_audit().await?;
         Ok(self.store.audit_count(query).await?)
     }
 }

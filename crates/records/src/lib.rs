@@ -12,6 +12,7 @@ mod actor;
 pub mod audit;
 mod bundle;
 mod error;
+mod journal;
 mod keys;
 mod policy;
 mod resource;

@@ -19,7 +19,8 @@ use serde_json::{Map, Value};
 use tracing::instrument;
 
 use crate::actor::Actor;
-use crate::audit::{AuditAction, AuditEntry, AuditWriter, ChainKeys, Outcome};
+use crate::audit::{AuditAction, AuditEntry, ChainKeys, Outcome};
+use crate::journal::AuditWriter;
 use crate::keys::Keys;
 use crate::policy::{self, Hidden};
 use crate::resource::{HistoryPage, Resource, ResourcePage, WriteOutcome};
@@ -40,6 +41,9 @@ pub struct SecurityConfig {
     pub master_key: MasterKey,
     /// Where signed audit checkpoints are appended (outside the database); none to skip them.
     pub checkpoint_file: Option<PathBuf>,
+    /// The directory of the audit journals (the data directory): where each process's audit
+    /// entries are on disk before they are moved into the database (see `journal.rs`).
+    pub journal_dir: PathBuf,
 }
 
 /// How many times a write is retried when a concurrent writer got there first.
@@ -111,10 +115,29 @@ impl Records {
             keys.derive("ironchart audit chain v1"),
             keys.derive("ironchart audit checkpoint v1"),
         ));
+        // What processes that are gone left in their journals goes first.
+        let recovered = crate::journal::recover(&security.journal_dir, &store, &chain).await?;
+        if recovered > 0 {
+            tracing::info!(
+                entries = recovered,
+                "moved the audit journal of a process that stopped into the log"
+            );
+        }
+        let appended = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let segment = crate::audit::SharedSegment::default();
         let audit_writer = AuditWriter::start(
+            &security.journal_dir,
+            store.clone(),
+            chain.clone(),
+            segment.clone(),
+            appended.clone(),
+        )?;
+        crate::audit::start_upkeep(
             store.clone(),
             chain.clone(),
             security.checkpoint_file.clone(),
+            appended,
+            segment,
         );
         let records = Records {
             shared: Arc::new(Shared {
@@ -146,6 +169,9 @@ impl Records {
     /// Indexes the newest audit entries by patient, writes a final audit checkpoint and closes
     /// the database.
     pub async fn close(&self) {
+        if let Err(e) = self.audit_writer.close().await {
+            tracing::warn!("cannot move the audit journal into the log: {e}");
+        }
         if let Err(e) = self.store.index_audit_patients().await {
             tracing::warn!("cannot index the newest audit entries: {e}");
         }
@@ -237,7 +263,14 @@ impl Records {
 
     // ----- audit -----
 
-    /// Appends entries to the audit log (group commit) and waits for them to be on disk.
+    /// Waits until every audit entry acknowledged so far is in the database (readers of the log
+    /// call it first, so that they see everything).
+    pub async fn flush_audit(&self) -> Result<()> {
+        self.audit_writer.flush().await
+    }
+
+    /// Appends entries to the audit log (its journal, group commit) and waits for them to be on
+    /// disk.
     pub(crate) async fn audit(&self, actor: &Actor, entries: Vec<AuditEntry>) -> Result<()> {
         let rows = crate::audit::rows_of(actor, entries, now_millis());
         self.audit_writer.append(rows).await
@@ -292,6 +325,7 @@ impl Records {
     /// checking the chain up to it from the last checkpoint.
     pub async fn checkpoint(&self) -> Result<()> {
         if let Some(path) = &self.checkpoints {
+            self.flush_audit().await?;
             crate::audit::sign_tail(&self.store, &self.chain, path, None).await;
         }
         Ok(())
@@ -299,6 +333,9 @@ impl Records {
 
     /// Checks the whole audit chain and the signed checkpoints.
     pub async fn verify_audit(&self) -> Result<crate::audit::VerifyReport> {
+        if let Err(e) = self.flush_audit().await {
+            tracing::warn!("verifying without the newest entries, still in the journal: {e}");
+        }
         crate::audit::verify(&self.store, &self.chain, self.checkpoints.as_deref()).await
     }
 

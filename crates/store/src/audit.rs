@@ -131,9 +131,51 @@ impl WriteTx {
         tail(&mut self.conn(), postgres).await
     }
 
-    /// Appends entries (already chained by the caller) and their patient rows.
+    /// Appends entries (already chained by the caller); their patient rows are added by
+    /// [`WriteTx::audit_index_patients`].
     pub async fn audit_append(&mut self, rows: &[AuditRow]) -> Result<()> {
         append(&mut self.conn(), rows).await
+    }
+
+    /// Adds the patient index rows of at most `limit` entries appended since the last call,
+    /// sorted so that each index page is touched once. Returns how many entries it covered.
+    pub async fn audit_index_patients(&mut self, limit: i64) -> Result<i64> {
+        let done: i64 = self
+            .setting(INDEXED)
+            .await?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let entries = self
+            .conn()
+            .fetch(
+                "SELECT seq, patients FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
+                vec![Arg::I64(done), Arg::I64(limit)],
+                |r| Ok((r.i64(0)?, r.opt_text(1)?)),
+            )
+            .await?;
+        let Some(last) = entries.last().map(|e| e.0) else {
+            return Ok(0);
+        };
+        let mut pairs: Vec<(String, i64)> = Vec::new();
+        for (seq, patients) in &entries {
+            let mut seen = std::collections::HashSet::new();
+            for p in patients.iter().flat_map(|p| p.split(' ')) {
+                if !p.is_empty() && seen.insert(p) {
+                    pairs.push((p.to_string(), *seq));
+                }
+            }
+        }
+        pairs.sort();
+        for chunk in pairs.chunks(400) {
+            let mut sql = Sql::new("INSERT INTO audit_patients (patient, seq) VALUES ");
+            for (n, (p, seq)) in chunk.iter().enumerate() {
+                sql.row(n == 0, vec![Arg::Text(p.clone()), Arg::I64(*seq)]);
+            }
+            sql.push(" ON CONFLICT (patient, seq) DO NOTHING");
+            self.conn().execute(&sql.text, sql.args).await?;
+        }
+        self.set_setting(INDEXED, &last.to_string()).await?;
+        Ok(entries.len() as i64)
     }
 }
 
@@ -227,48 +269,17 @@ impl Store {
             .unwrap_or(0))
     }
 
-    /// Adds the patient index rows of the entries appended since the last call, sorted so that
-    /// each index page is touched once. Returns how many entries it covered.
+    /// Adds the patient index rows of the entries appended since the last call (at most
+    /// [`INDEX_BATCH`], in a short transaction of its own). Returns how many entries it covered.
     pub async fn index_audit_patients(&self) -> Result<i64> {
         let mut tx = self.begin().await?;
-        let done: i64 = tx
-            .setting(INDEXED)
-            .await?
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let entries = tx
-            .conn()
-            .fetch(
-                "SELECT seq, patients FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
-                vec![Arg::I64(done), Arg::I64(INDEX_BATCH)],
-                |r| Ok((r.i64(0)?, r.opt_text(1)?)),
-            )
-            .await?;
-        let Some(last) = entries.last().map(|e| e.0) else {
+        let n = tx.audit_index_patients(INDEX_BATCH).await?;
+        if n == 0 {
             tx.rollback().await?;
-            return Ok(0);
-        };
-        let mut pairs: Vec<(String, i64)> = Vec::new();
-        for (seq, patients) in &entries {
-            let mut seen = std::collections::HashSet::new();
-            for p in patients.iter().flat_map(|p| p.split(' ')) {
-                if !p.is_empty() && seen.insert(p) {
-                    pairs.push((p.to_string(), *seq));
-                }
-            }
+        } else {
+            tx.commit().await?;
         }
-        pairs.sort();
-        for chunk in pairs.chunks(400) {
-            let mut sql = Sql::new("INSERT INTO audit_patients (patient, seq) VALUES ");
-            for (n, (p, seq)) in chunk.iter().enumerate() {
-                sql.row(n == 0, vec![Arg::Text(p.clone()), Arg::I64(*seq)]);
-            }
-            sql.push(" ON CONFLICT (patient, seq) DO NOTHING");
-            tx.conn().execute(&sql.text, sql.args).await?;
-        }
-        tx.set_setting(INDEXED, &last.to_string()).await?;
-        tx.commit().await?;
-        Ok(entries.len() as i64)
+        Ok(n)
     }
 
     /// Upkeep after a burst of appends (SQLite: a passive WAL checkpoint from the maintenance

@@ -197,6 +197,17 @@ impl Store {
         Ok(rows.into_iter().next())
     }
 
+    /// Removes a setting (nothing when there is none).
+    pub async fn delete_setting(&self, key: &str) -> Result<()> {
+        let mut conn = self.writer().await?;
+        conn.execute(
+            "DELETE FROM settings WHERE key = $1",
+            vec![Arg::Text(key.to_string())],
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Writes a setting.
     pub async fn set_setting(&self, key: &str, value: &str) -> Result<()> {
         let mut conn = self.writer().await?;

@@ -999,12 +999,20 @@ async fn a_failed_audit_write_fails_the_request(s: Server) {
     )
     .await;
     put(&s, &observation("oa1", "pa", "weight")).await;
-    let (_, token) = s.user_with_token(Role::Nurse, None).await;
+    let (name, token) = s.user_with_token(Role::Nurse, None).await;
     let nurse = s.with_token(&token);
     assert_eq!(nurse.get("Patient/pa").await.status, StatusCode::OK);
     let mut oa1 = s.get("Observation/oa1").await.body;
+    let head = s.audit_head().await;
 
     break_the_audit_log(&s, true).await;
+    // A read's entry is on disk in the journal before the answer; moving it into the log
+    // fails, and from then on every request that needs the log fails until it can be written.
+    assert_eq!(nurse.get("Patient/pa").await.status, StatusCode::OK);
+    assert!(
+        s.records.flush_audit().await.is_err(),
+        "the entry cannot be moved into the log"
+    );
     assert_unavailable(&nurse.get("Patient/pa").await, "read");
     assert_unavailable(&nurse.get("Patient/pa/_history/1").await, "vread");
     assert_unavailable(&nurse.get("Patient?_id=pa").await, "search");
@@ -1023,6 +1031,17 @@ async fn a_failed_audit_write_fails_the_request(s: Server) {
     // A refusal cannot be logged either, so it is not answered as a refusal.
     assert_unavailable(&nurse.delete("Observation/oa1").await, "refused delete");
     break_the_audit_log(&s, false).await;
+    s.records
+        .flush_audit()
+        .await
+        .expect("the waiting entry is moved once the log can be written");
+    // The read answered while the log was down is on file; nothing refused is.
+    let entries = s.audit_after(&format!("user:{name}"), head).await;
+    let seen: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|e| (e.action.as_str(), e.outcome.as_str()))
+        .collect();
+    assert_eq!(seen, [("read", "success")], "{entries:?}");
 
     // Nothing was written, and the log is whole.
     assert_eq!(s.search_ids("Observation").await, ["oa1"]);

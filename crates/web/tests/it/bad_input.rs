@@ -246,7 +246,7 @@ async fn body_limit(_s: Server) {
     let dir = tempfile::tempdir().unwrap();
     let records = ironchart_records::Records::open(
         &ironchart_records::DatabaseConfig::Sqlite(dir.path().join("small.sqlite3")),
-        super::support::security(Some(dir.path())),
+        super::support::security(dir.path(), true),
     )
     .await
     .unwrap();
@@ -284,7 +284,7 @@ async fn rate_limited(_s: Server) {
     let dir = tempfile::tempdir().unwrap();
     let records = ironchart_records::Records::open(
         &ironchart_records::DatabaseConfig::Sqlite(dir.path().join("limited.sqlite3")),
-        super::support::security(Some(dir.path())),
+        super::support::security(dir.path(), true),
     )
     .await
     .unwrap();

@@ -39,7 +39,7 @@ async fn start_with(
             let dir = tempfile::tempdir().unwrap();
             let records = Records::open(
                 &DatabaseConfig::Sqlite(dir.path().join("t.sqlite3")),
-                super::support::security(Some(dir.path())),
+                super::support::security(dir.path(), true),
             )
             .await
             .unwrap();
@@ -47,16 +47,17 @@ async fn start_with(
         }
         Db::Postgres => {
             let url = std::env::var("IRONCHART_TEST_DATABASE_URL").ok()?;
+            let dir = tempfile::tempdir().unwrap();
             let records = Records::open(
                 &DatabaseConfig::Postgres {
                     url,
                     schema: Some(format!("t_{}", uuid::Uuid::new_v4().simple())),
                 },
-                super::support::security(None),
+                super::support::security(dir.path(), false),
             )
             .await
             .unwrap();
-            (records, None)
+            (records, Some(dir))
         }
     };
     let records = records.with_session_policy(policy);

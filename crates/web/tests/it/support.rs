@@ -9,11 +9,12 @@ use ironchart_records::{
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-/// A fresh master key; audit checkpoints in `dir` when given.
-pub fn security(dir: Option<&std::path::Path>) -> SecurityConfig {
+/// A fresh master key; the audit journal in `dir`, and the checkpoints too when asked for.
+pub fn security(dir: &std::path::Path, checkpoints: bool) -> SecurityConfig {
     SecurityConfig {
         master_key: MasterKey::generate(),
-        checkpoint_file: dir.map(|d| d.join("audit-checkpoints.log")),
+        checkpoint_file: checkpoints.then(|| dir.join("audit-checkpoints.log")),
+        journal_dir: dir.to_path_buf(),
     }
 }
 
@@ -56,7 +57,7 @@ impl Server {
         let path = dir.path().join("t.sqlite3");
         let records = Records::open(
             &DatabaseConfig::Sqlite(path.clone()),
-            security(Some(dir.path())),
+            security(dir.path(), true),
         )
         .await
         .expect("open sqlite");
@@ -72,16 +73,17 @@ impl Server {
             return None;
         };
         let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let dir = tempfile::tempdir().expect("tempdir");
         let records = Records::open(
             &DatabaseConfig::Postgres {
                 url: url.clone(),
                 schema: Some(schema.clone()),
             },
-            security(None),
+            security(dir.path(), false),
         )
         .await
         .expect("open postgres");
-        let mut server = Server::start(records, None).await;
+        let mut server = Server::start(records, Some(dir)).await;
         server.database = Database::Postgres { url, schema };
         Some(server)
     }
