@@ -270,9 +270,15 @@ pub enum AuditCommand {
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
     /// Start a new data key and re-seal every stored record under it, online, in batches.
+    /// With --new-master-key-file, replace the master key as well.
     Rotate {
         #[command(flatten)]
         data: DataArgs,
+        /// Replace the master key by this one (created, readable only by its owner, when the
+        /// file does not exist). Afterwards only this key opens the database: restart every
+        /// server with --master-key-file set to it.
+        #[arg(long, value_name = "FILE")]
+        new_master_key_file: Option<PathBuf>,
         /// Do not show a progress bar.
         #[arg(long)]
         quiet: bool,
@@ -356,6 +362,63 @@ fn master_key(dir: &Path, file: Option<&Path>) -> Result<(MasterKey, PathBuf, bo
     }
 }
 
+fn database_config(dir: &Path, url: Option<&str>, schema: Option<&str>) -> DatabaseConfig {
+    match url {
+        Some(url) => DatabaseConfig::Postgres {
+            url: url.to_string(),
+            schema: schema.map(str::to_string),
+        },
+        None => DatabaseConfig::Sqlite(dir.join("ironchart.sqlite3")),
+    }
+}
+
+/// `keys rotate --new-master-key-file`: makes the key in `new_file` (created when missing) the
+/// master key of the database; returns the new data-key generation.
+async fn replace_master_key(data: &DataArgs, new_file: &Path) -> Result<u32, CliError> {
+    prepare_data_dir(&data.data)?;
+    let created_new = !new_file.exists();
+    let new = if created_new {
+        MasterKey::create(new_file).map_err(|e| msg(e.to_string()))?
+    } else {
+        MasterKey::load(new_file).map_err(|e| msg(e.to_string()))?
+    };
+    let forget_new = |e: CliError| {
+        if created_new {
+            let _ = std::fs::remove_file(new_file);
+        }
+        e
+    };
+    let (current, _, created) =
+        master_key(&data.data, data.master_key_file.as_deref()).map_err(forget_new)?;
+    if created {
+        let _ = std::fs::remove_file(data.data.join("master.key"));
+        return Err(forget_new(msg(
+            "there is no master key to replace: give the one in use with --master-key-file",
+        )));
+    }
+    let security = SecurityConfig {
+        master_key: current,
+        checkpoint_file: Some(data.data.join("audit-checkpoints.log")),
+        journal_dir: data.data.clone(),
+    };
+    eprintln!("Replacing the master key…");
+    let config = database_config(
+        &data.data,
+        data.database_url.as_deref(),
+        data.database_schema.as_deref(),
+    );
+    let generation = Records::replace_master_key(&config, security, new, &Actor::local_operator())
+        .await
+        .map_err(|e| forget_new(msg(e.to_string())))?;
+    if created_new {
+        eprintln!(
+            "Created the new master key at {}: back it up now, apart from the data.",
+            new_file.display()
+        );
+    }
+    Ok(generation)
+}
+
 pub async fn open_records(data: &DataArgs) -> Result<Records, CliError> {
     open_records_at(
         &data.data,
@@ -373,13 +436,7 @@ pub async fn open_records_at(
     key_file: Option<&Path>,
 ) -> Result<Records, CliError> {
     prepare_data_dir(dir)?;
-    let config = match url {
-        Some(url) => DatabaseConfig::Postgres {
-            url: url.to_string(),
-            schema: schema.map(str::to_string),
-        },
-        None => DatabaseConfig::Sqlite(dir.join("ironchart.sqlite3")),
-    };
+    let config = database_config(dir, url, schema);
     let (master_key, key_path, created) = master_key(dir, key_file)?;
     let security = SecurityConfig {
         master_key,
@@ -615,8 +672,21 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
         Command::Keys {
-            command: KeysCommand::Rotate { data, quiet },
+            command:
+                KeysCommand::Rotate {
+                    data,
+                    new_master_key_file,
+                    quiet,
+                },
         } => {
+            let replaced = match &new_master_key_file {
+                Some(path) => Some(replace_master_key(&data, path).await?),
+                None => None,
+            };
+            let data = DataArgs {
+                master_key_file: new_master_key_file.or(data.master_key_file),
+                ..data
+            };
             let records = open_records(&data).await?;
             let bar = if quiet {
                 indicatif::ProgressBar::hidden()
@@ -630,20 +700,41 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 );
                 bar
             };
-            eprintln!("Starting a new data key; waiting for running servers to pick it up…");
             let progress = |done: u64, resealed: u64| {
                 bar.set_position(done);
                 bar.set_message(format!("{resealed} re-sealed"));
             };
-            let result = records
-                .rotate_keys(&Actor::local_operator(), &progress)
-                .await;
+            let result = match replaced {
+                Some(generation) => {
+                    eprintln!("Re-sealing everything under the new master key…");
+                    records
+                        .reseal_all(&Actor::local_operator(), &progress)
+                        .await
+                        .map(|n| (generation, n))
+                }
+                None => {
+                    eprintln!(
+                        "Starting a new data key; waiting for running servers to pick it up…"
+                    );
+                    records
+                        .rotate_keys(&Actor::local_operator(), &progress)
+                        .await
+                }
+            };
             bar.finish_and_clear();
             records.close().await;
             let (generation, resealed) = result?;
             println!(
                 "data key generation {generation} is current; {resealed} stored versions were re-sealed"
             );
+            if let (Some(new), Some(_)) = (&data.master_key_file, replaced) {
+                println!(
+                    "the master key was replaced: from now on start ironchart with --master-key-file {} \
+                     (the old key no longer opens this database; keep it only as long as you keep \
+                     backups made before now)",
+                    new.display()
+                );
+            }
             Ok(())
         }
     }

@@ -326,6 +326,30 @@ async fn a_wrong_or_missing_master_key_stops_the_server() {
     }
 }
 
+/// The notes of [`write_notes`] and `patients` patients of two versions each; returns the ids.
+async fn write_chart(api: &Api, tok: &str, patients: usize) -> Vec<String> {
+    let mut ids = write_notes(api, tok).await;
+    for i in 0..patients {
+        let p = api
+            .create(
+                tok,
+                json!({"resourceType": "Patient", "name": [{"family": format!("Rotor{i}")}]}),
+            )
+            .await;
+        let (status, _) = api
+            .put(
+                tok,
+                &format!("Patient/{p}"),
+                &json!({"resourceType": "Patient", "id": p, "active": true,
+                        "name": [{"family": format!("Rotor{i}")}]}),
+            )
+            .await;
+        assert_eq!(status, 200);
+        ids.push(format!("Patient/{p}"));
+    }
+    ids
+}
+
 /// Every version of every resource the system token can find: (type/id/version, body).
 async fn all_versions(api: &Api, tok: &str, ids: &[String]) -> Vec<(String, Value)> {
     let mut out = Vec::new();
@@ -360,25 +384,7 @@ async fn key_rotation_keeps_every_record_readable_and_is_audited() {
         wait_healthy(&served.base).await;
         let api = Api::new(&served);
         let tok = token(data, &db);
-        let mut ids = write_notes(&api, &tok).await;
-        for i in 0..20 {
-            let p = api
-                .create(
-                    &tok,
-                    json!({"resourceType": "Patient", "name": [{"family": format!("Rotor{i}")}]}),
-                )
-                .await;
-            let (status, _) = api
-                .put(
-                    &tok,
-                    &format!("Patient/{p}"),
-                    &json!({"resourceType": "Patient", "id": p, "active": true,
-                            "name": [{"family": format!("Rotor{i}")}]}),
-                )
-                .await;
-            assert_eq!(status, 200);
-            ids.push(format!("Patient/{p}"));
-        }
+        let ids = write_chart(&api, &tok, 20).await;
         let before = all_versions(&api, &tok, &ids).await;
         let mut sql = Sql::open(data, &db).await;
         let stored = sql.integers("SELECT COUNT(*) FROM resource_versions").await[0];
@@ -465,5 +471,224 @@ async fn key_rotation_keeps_every_record_readable_and_is_audited() {
         assert_eq!(all_versions(&api, &tok, &ids).await, before);
         drop(api);
         assert!(served.interrupt().success());
+    }
+}
+
+/// The public keys that signed lines of a checkpoint file (the last field of each line).
+fn checkpoint_signers(data: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(data.join("audit-checkpoints.log")).unwrap_or_default();
+    let mut keys: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.rsplit(' ').next())
+        .map(str::to_string)
+        .collect();
+    keys.dedup();
+    keys
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacing_the_master_key_keeps_everything_readable_and_retires_the_old_key() {
+    for db in dbs() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path();
+        let data_s = data.to_str().unwrap();
+        let mut served = Served::start(data, &db);
+        wait_healthy(&served.base).await;
+        let api = Api::new(&served);
+        let tok = token(data, &db);
+        let ids = write_chart(&api, &tok, 10).await;
+        let before = all_versions(&api, &tok, &ids).await;
+        drop(api);
+        assert!(served.interrupt().success());
+        let old_signers = checkpoint_signers(data);
+        assert_eq!(
+            old_signers.len(),
+            1,
+            "{db:?}: one key signed the checkpoints"
+        );
+
+        // A server keeps running with the old key while the key is replaced.
+        let mut stale = Served::start(data, &db);
+        wait_healthy(&stale.base).await;
+        let api = Api::new(&stale);
+        assert_eq!(api.get(&tok, &ids[0]).await.0, 200);
+        let keys = tempfile::tempdir().unwrap();
+        let new_key = keys.path().join("new.key");
+        let new_key_s = new_key.to_str().unwrap();
+        let out = run(
+            &[
+                "keys",
+                "rotate",
+                "--data",
+                data_s,
+                "--new-master-key-file",
+                new_key_s,
+                "--quiet",
+            ],
+            &db,
+        );
+        ok(&out, "keys rotate --new-master-key-file");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.starts_with("data key generation 2 is current")
+                && stdout.contains(&format!(
+                    "the master key was replaced: from now on start ironchart with --master-key-file {new_key_s}"
+                )),
+            "{db:?}: {stdout}"
+        );
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&new_key).unwrap().permissions(),
+        );
+        assert_eq!(
+            mode & 0o777,
+            0o400,
+            "{db:?}: the new key is owner-read-only"
+        );
+
+        // The server with the old key stops serving: writes at once, reads as soon as their
+        // audit entries cannot go into the chain.
+        let (status, body) = api
+            .post(
+                &tok,
+                "Patient",
+                &json!({"resourceType": "Patient", "name": [{"family": "Stale"}]}),
+            )
+            .await;
+        assert_eq!(status, 503, "{db:?}: a write on the stale server: {body}");
+        let mut refused = false;
+        for _ in 0..100 {
+            if api.get(&tok, &ids[0]).await.0 == 503 {
+                refused = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(refused, "{db:?}: the stale server went on reading");
+        drop(api);
+        stale.interrupt();
+
+        // The old key opens nothing any more.
+        let out = run(&["audit", "verify", "--data", data_s], &db);
+        assert!(
+            !out.status.success(),
+            "{db:?}: the old key still opens the database"
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("the master key does not match"),
+            "{db:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+
+        // The new key opens everything, with every version as it was.
+        let args = serve_args(data, Some(&new_key));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut served = Served::start_cmd(&args, &db);
+        wait_healthy(&served.base).await;
+        let api = Api::new(&served);
+        assert_eq!(all_versions(&api, &tok, &ids).await, before, "{db:?}");
+        api.create(
+            &tok,
+            json!({"resourceType": "Patient", "name": [{"family": "AfterRekey"}]}),
+        )
+        .await;
+        drop(api);
+        assert!(served.interrupt().success());
+
+        // One chain across both keys, its checkpoints signed by each in turn; the stale
+        // server's journal (reads it answered just before it stopped) moved in intact.
+        let out = run(
+            &[
+                "audit",
+                "verify",
+                "--data",
+                data_s,
+                "--master-key-file",
+                new_key_s,
+            ],
+            &db,
+        );
+        ok(&out, "audit verify with the new key");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains("intact") && stdout.contains("signed checkpoint"),
+            "{db:?}: {stdout}"
+        );
+        let signers = checkpoint_signers(data);
+        assert_eq!(signers.len(), 2, "{db:?}: {signers:?}");
+        assert_eq!(signers[0], old_signers[0]);
+        let leftovers: Vec<String> = std::fs::read_dir(data)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with("audit-journal"))
+            .collect();
+        assert!(leftovers.is_empty(), "{db:?}: {leftovers:?}");
+
+        let mut sql = Sql::open(data, &db).await;
+        let bodies = sql.blobs("SELECT body FROM resource_versions").await;
+        let old = bodies
+            .iter()
+            .filter(|b| b.get(1..5) != Some(&2u32.to_be_bytes()[..]))
+            .count();
+        assert_eq!(old, 0, "{db:?}: {old} bodies are not under generation 2");
+        let settings = sql
+            .texts(
+                "SELECT key || '=' || value FROM settings \
+                 WHERE key IN ('keys.data', 'keys.wrapped', 'keys.current') ORDER BY key",
+            )
+            .await;
+        let settings: Vec<String> = settings.into_iter().flatten().collect();
+        assert_eq!(settings.len(), 3, "{db:?}: {settings:?}");
+        assert!(settings[0].starts_with("keys.current=2"), "{settings:?}");
+        assert!(
+            settings[1].starts_with("keys.data=2:") && !settings[1].contains(' '),
+            "{db:?}: only the new generation is listed: {settings:?}"
+        );
+        assert_eq!(
+            settings[2], "keys.wrapped=",
+            "{db:?}: no wrapped keys are left"
+        );
+        let rotations = sql
+            .texts("SELECT detail FROM audit_log WHERE action = 'key-rotate' ORDER BY seq")
+            .await;
+        let damaged = sql
+            .integers("SELECT COUNT(*) FROM audit_log WHERE action = 'audit-journal-damaged'")
+            .await[0];
+        sql.close().await;
+        assert_eq!(damaged, 0, "{db:?}");
+        assert_eq!(rotations.len(), 2, "{db:?}: {rotations:?}");
+        assert_eq!(
+            rotations[0].as_deref(),
+            Some("the master key was replaced; data key generation 2 is current")
+        );
+        assert!(
+            rotations[1]
+                .as_deref()
+                .is_some_and(|r| r.starts_with("re-sealed ")
+                    && r.ends_with(
+                        "under generation 2; deleted the 1 data keys of the replaced master key"
+                    )),
+            "{db:?}: {rotations:?}"
+        );
+
+        // The same key again, or no key to replace, is refused.
+        let out = run(
+            &[
+                "keys",
+                "rotate",
+                "--data",
+                data_s,
+                "--master-key-file",
+                new_key_s,
+                "--new-master-key-file",
+                new_key_s,
+            ],
+            &db,
+        );
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("the new master key is the one in use"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

@@ -3,11 +3,14 @@
 //!
 //! Entries form a chain: each entry's MAC is HMAC-SHA256, under a key derived from the master
 //! key, over the previous entry's MAC and the entry's own fields, so a changed, deleted,
-//! inserted or reordered row breaks the chain at that row. Appends from many requests are
-//! batched into one transaction (group commit) by a single writer task; writes of health data
-//! append their entries inside their own transaction instead, so a write and its audit entry
-//! land together or not at all. Signed checkpoints (sequence number and MAC of the newest entry,
-//! Ed25519) are written to a file outside the database, which is how a truncated tail is caught.
+//! inserted or reordered row breaks the chain at that row. Entries of reads and security events
+//! go through the process's journal ([`crate::journal`]) and are moved into the chain in large
+//! transactions; writes of health data append their entries inside their own transaction, so a
+//! write and its audit entry land together or not at all. Signed checkpoints (sequence number and
+//! MAC of the newest entry, Ed25519) are written to a file outside the database, which is how a
+//! truncated tail is caught. When the master key is replaced, the chain's keys retire (kept
+//! wrapped under the new master key, for the entries they made) and the chain goes on under the
+//! new key's.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -18,6 +21,8 @@ use hmac::{Hmac, Mac};
 use ironchart_store::{AuditRow, Store, WriteTx};
 use sha2::Sha256;
 use zeroize::Zeroizing;
+
+use ironchart_security::keyring::MasterKey;
 
 use crate::actor::Actor;
 use crate::{RecordsError, Result};
@@ -204,27 +209,133 @@ impl AuditEntry {
     }
 }
 
-/// The chain's keys: the MAC key of the entries and the checkpoint signing key.
+/// The setting listing the chain keys of earlier master keys: `upto:wrapped` pairs, each the
+/// MAC key and checkpoint public key of the entries up to `upto`, wrapped under the current
+/// master key.
+pub(crate) const RETIRED_KEYS: &str = "audit.keys.retired";
+
+/// The chain's keys: the MAC key of the entries and the checkpoint signing key, derived from
+/// the master key; and those of earlier master keys, for the entries they made.
 pub(crate) struct ChainKeys {
     mac: Zeroizing<[u8; 32]>,
     signing: SigningKey,
+    /// The key-check value of the master key these keys come from: an append checks, under the
+    /// chain's lock, that the database is still sealed with it.
+    check: String,
+    /// Oldest first.
+    retired: Vec<RetiredKeys>,
     /// The newest entry this process has written a checkpoint of (the upkeep task and a closing
     /// command may both want to; each entry is vouched for once).
     checkpointed: std::sync::Mutex<i64>,
 }
 
+/// The keys of the entries up to `upto`, made under an earlier master key.
+struct RetiredKeys {
+    upto: i64,
+    mac: Zeroizing<[u8; 32]>,
+    public: VerifyingKey,
+}
+
 impl ChainKeys {
-    pub(crate) fn new(mac: Zeroizing<[u8; 32]>, signing_seed: Zeroizing<[u8; 32]>) -> ChainKeys {
+    /// The keys of `master`, and the retired keys the database keeps wrapped under it.
+    pub(crate) fn of(master: &MasterKey, retired: Option<&str>) -> Result<ChainKeys> {
+        let mut keys = ChainKeys::new(
+            master.derive(b"", "ironchart audit chain v1"),
+            master.derive(b"", "ironchart audit checkpoint v1"),
+        );
+        keys.check = master.check_value();
+        for pair in retired.unwrap_or("").split_whitespace() {
+            let damaged = || {
+                RecordsError::Integrity(format!(
+                    "the retired audit keys ({RETIRED_KEYS}) failed their integrity check"
+                ))
+            };
+            let (upto, wrapped) = pair.split_once(':').ok_or_else(damaged)?;
+            let upto: i64 = upto.parse().map_err(|_| damaged())?;
+            let bytes = master
+                .unwrap(&retired_label(upto), wrapped)
+                .map_err(|_| damaged())?;
+            if bytes.len() != 64 {
+                return Err(damaged());
+            }
+            let mut mac = Zeroizing::new([0u8; 32]);
+            mac.copy_from_slice(&bytes[..32]);
+            let public: [u8; 32] = bytes[32..].try_into().map_err(|_| damaged())?;
+            keys.retired.push(RetiredKeys {
+                upto,
+                mac,
+                public: VerifyingKey::from_bytes(&public).map_err(|_| damaged())?,
+            });
+        }
+        keys.retired.sort_by_key(|r| r.upto);
+        Ok(keys)
+    }
+
+    fn new(mac: Zeroizing<[u8; 32]>, signing_seed: Zeroizing<[u8; 32]>) -> ChainKeys {
         ChainKeys {
             mac,
             signing: SigningKey::from_bytes(&signing_seed),
+            check: String::new(),
+            retired: Vec::new(),
             checkpointed: std::sync::Mutex::new(0),
         }
     }
 
+    /// The value of [`RETIRED_KEYS`] once the master key is replaced by `new`: these keys retire
+    /// for the entries up to `upto` (the newest entry), the retired ones stay, all wrapped
+    /// under `new`.
+    pub(crate) fn retire(&self, upto: Option<i64>, new: &MasterKey) -> String {
+        let mut list: Vec<(i64, Vec<u8>)> = self
+            .retired
+            .iter()
+            .map(|r| (r.upto, [&r.mac[..], r.public.as_bytes()].concat()))
+            .collect();
+        let newest_retired = self.retired.last().map_or(0, |r| r.upto);
+        if let Some(upto) = upto.filter(|u| *u > newest_retired) {
+            list.push((
+                upto,
+                [&self.mac[..], self.signing.verifying_key().as_bytes()].concat(),
+            ));
+        }
+        list.iter()
+            .map(|(upto, secret)| {
+                let secret = Zeroizing::new(secret.clone());
+                format!("{upto}:{}", new.wrap(&retired_label(*upto), &secret))
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// The MAC key of the entry `seq`.
+    fn mac_key_of(&self, seq: i64) -> &[u8] {
+        match self.retired.iter().find(|r| seq <= r.upto) {
+            Some(r) => r.mac.as_ref(),
+            None => self.mac.as_ref(),
+        }
+    }
+
+    /// The journal keys to try on a journal a process left: this one's first.
+    pub(crate) fn mac_keys(&self) -> impl Iterator<Item = &[u8]> {
+        std::iter::once(self.mac.as_ref()).chain(self.retired.iter().rev().map(|r| r.mac.as_ref()))
+    }
+
+    /// The public key that may have signed a checkpoint of entry `seq`, given the one named on
+    /// its line.
+    fn checkpoint_key_of(&self, seq: i64, named: &str) -> Option<VerifyingKey> {
+        if named == self.public_key_hex() {
+            // Entries older than the current keys may be signed by them (a newer process signs
+            // the whole tail it checked).
+            return Some(self.signing.verifying_key());
+        }
+        self.retired
+            .iter()
+            .find(|r| seq <= r.upto && ironchart_security::hex(r.public.as_bytes()) == named)
+            .map(|r| r.public)
+    }
+
     /// The MAC of `row` following an entry whose MAC was `prev` (empty for the first entry).
     pub(crate) fn mac(&self, prev: &str, row: &AuditRow) -> String {
-        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(self.mac.as_ref())
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(self.mac_key_of(row.seq))
             .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
         field(&mut m, Some(prev));
         m.update(&row.seq.to_be_bytes());
@@ -248,11 +359,6 @@ impl ChainKeys {
         field(&mut m, row.request_id.as_deref());
         field(&mut m, row.detail.as_deref());
         ironchart_security::hex(&m.finalize().into_bytes())
-    }
-
-    /// The key of the entries' MACs (other keys of the log are derived from it).
-    pub(crate) fn mac_key(&self) -> &[u8] {
-        self.mac.as_ref()
     }
 
     pub(crate) fn public_key_hex(&self) -> String {
@@ -286,13 +392,31 @@ fn checkpoint_message(seq: i64, mac: &str, at: i64) -> String {
     format!("ironchart-audit-checkpoint-v1 {seq} {mac} {at}")
 }
 
+fn retired_label(upto: i64) -> String {
+    format!("ironchart audit keys up to {upto}")
+}
+
+/// Locks the chain's tail inside `tx` and returns it, after checking that the database is still
+/// sealed with the master key `keys` come from (a process still running with a replaced master
+/// key must not append entries the chain cannot check).
+pub(crate) async fn locked_tail(
+    tx: &mut WriteTx,
+    keys: &ChainKeys,
+) -> Result<Option<(i64, String)>> {
+    let tail = tx.audit_tail().await?;
+    if tx.setting(crate::keys::KEY_CHECK).await?.as_deref() != Some(keys.check.as_str()) {
+        return Err(RecordsError::KeyReplaced);
+    }
+    Ok(tail)
+}
+
 /// Computes seq and MAC for new rows after the locked tail, and appends them.
 pub(crate) async fn append_in(
     tx: &mut WriteTx,
     keys: &ChainKeys,
     rows: Vec<AuditRow>,
 ) -> Result<()> {
-    let tail = tx.audit_tail().await?;
+    let tail = locked_tail(tx, keys).await?;
     let rows = chained(keys, tail, rows);
     tx.audit_append(&rows).await?;
     Ok(())
@@ -409,7 +533,7 @@ fn own_stretch(signed: Option<&(i64, String)>, own: &Segment) -> Option<(i64, St
 
 /// The newest checkpoint in the file whose signature holds, if any.
 fn latest_checkpoint(path: &Path, keys: &ChainKeys) -> Option<(i64, String)> {
-    read_checkpoints(path, &keys.public_key_hex())
+    read_checkpoints(path, keys)
         .ok()?
         .into_iter()
         .max_by_key(|c| c.seq)
@@ -473,6 +597,17 @@ pub(crate) async fn sign_tail(
     path: &Path,
     known: Option<(i64, String)>,
 ) -> Option<(i64, String)> {
+    if store
+        .setting(crate::keys::KEY_CHECK)
+        .await
+        .ok()
+        .flatten()
+        .as_deref()
+        != Some(keys.check.as_str())
+    {
+        tracing::error!("{}", RecordsError::KeyReplaced);
+        return known;
+    }
     let anchor = known.or_else(|| latest_checkpoint(path, keys));
     match verified_tail(store, keys, anchor.clone()).await {
         Ok(Some(tail)) if Some(&tail) != anchor.as_ref() => {
@@ -528,19 +663,17 @@ pub(crate) struct Checkpoint {
     pub line: usize,
 }
 
-/// Reads and checks the signatures of a checkpoint file against `public_key_hex`.
+/// Reads a checkpoint file and checks each line's signature against the chain's keys (those
+/// of earlier master keys only for the entries they made).
 pub(crate) fn read_checkpoints(
     path: &Path,
-    public_key_hex: &str,
+    keys: &ChainKeys,
 ) -> std::result::Result<Vec<Checkpoint>, String> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
     };
-    let key_bytes = unhex(public_key_hex).ok_or("bad public key")?;
-    let key_array: [u8; 32] = key_bytes.try_into().map_err(|_| "bad public key")?;
-    let key = VerifyingKey::from_bytes(&key_array).map_err(|_| "bad public key")?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let n = i + 1;
@@ -551,11 +684,11 @@ pub(crate) fn read_checkpoints(
         }
         let seq: i64 = parts[1].parse().map_err(|_| bad())?;
         let at: i64 = parts[3].parse().map_err(|_| bad())?;
-        if parts[5] != public_key_hex {
+        let Some(key) = keys.checkpoint_key_of(seq, parts[5]) else {
             return Err(format!(
                 "checkpoint file line {n} was signed by another key (not this database's master key)"
             ));
-        }
+        };
         let sig_bytes: [u8; 64] = unhex(parts[4])
             .and_then(|b| b.try_into().ok())
             .ok_or_else(bad)?;
@@ -612,7 +745,7 @@ pub(crate) async fn verify(
     let mut last_seq = 0i64;
     let mut macs_at: std::collections::HashMap<i64, String> = std::collections::HashMap::new();
     let wanted: Vec<Checkpoint> = match checkpoints {
-        Some(path) => match read_checkpoints(path, &keys.public_key_hex()) {
+        Some(path) => match read_checkpoints(path, keys) {
             Ok(c) => c,
             Err(problem) => return Ok(VerifyReport::Broken { seq: 0, problem }),
         },

@@ -39,6 +39,13 @@ pub enum RecordsError {
     /// A restricted record (sensitivity label) of this patient: break the glass to see it.
     #[error("this record is restricted; break the glass (with a reason) to see it")]
     Restricted(String),
+    /// The database's master key was replaced while this process was running with the old
+    /// one: it can neither read nor write until it is restarted with the new key.
+    #[error(
+        "the master key of this database was replaced: restart this server with the new \
+         --master-key-file"
+    )]
+    KeyReplaced,
     /// The audit log could not be written, so the request was not carried out (or answered).
     #[error("the audit log is unavailable; the request was not completed")]
     AuditUnavailable,

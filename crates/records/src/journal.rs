@@ -156,9 +156,9 @@ impl State {
     }
 }
 
-/// The journal's MAC key, derived from the chain's.
-fn journal_key(keys: &ChainKeys) -> [u8; 32] {
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(keys.mac_key())
+/// The journal's MAC key, derived from the chain's (`chain_mac`).
+fn journal_key(chain_mac: &[u8]) -> [u8; 32] {
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(chain_mac)
         .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
     m.update(b"ironchart audit journal v1");
     m.finalize().into_bytes().into()
@@ -271,7 +271,7 @@ impl AuditWriter {
             writer_gone: AtomicBool::new(false),
         });
         let (queue, rx) = mpsc::channel::<Msg>(8192);
-        let key = journal_key(&keys);
+        let key = keys.mac_keys().next().map(journal_key).unwrap_or_default();
         let thread_state = state.clone();
         let dir = dir.to_path_buf();
         std::thread::Builder::new()
@@ -580,7 +580,7 @@ async fn move_rows(
     rows: &[AuditRow],
 ) -> Result<Option<(Option<(i64, String)>, (i64, String))>> {
     let mut tx = store.begin().await?;
-    let before = tx.audit_tail().await?;
+    let before = crate::audit::locked_tail(&mut tx, keys).await?;
     let key = moved_key(file);
     let done: u64 = tx
         .setting(&key)
@@ -595,7 +595,12 @@ async fn move_rows(
     let chained = crate::audit::chained(keys, before.clone(), rows[skip..].to_vec());
     tx.audit_append(&chained).await?;
     // Index them by patient in the same write (and whatever writes appended before them).
-    tx.audit_index_patients(2 * MOVE_BATCH as i64).await?;
+    // (In pages: PostgreSQL plans a large LIMIT on `seq > $1` as a scan of the whole log.)
+    while tx
+        .audit_index_patients(ironchart_store::INDEX_BATCH)
+        .await?
+        == ironchart_store::INDEX_BATCH
+    {}
     tx.set_setting(&key, &(first + rows.len() as u64).to_string())
         .await?;
     tx.commit().await?;
@@ -616,7 +621,6 @@ pub(crate) async fn recover(dir: &Path, store: &Store, keys: &ChainKeys) -> Resu
         .filter(|n| n.starts_with(PREFIX) && n.ends_with(SUFFIX))
         .collect();
     names.sort();
-    let key = journal_key(keys);
     let mut moved = 0;
     for name in names {
         let path = dir.join(&name);
@@ -630,7 +634,19 @@ pub(crate) async fn recover(dir: &Path, store: &Store, keys: &ChainKeys) -> Resu
         let bytes = std::fs::read(&path).map_err(|e| {
             RecordsError::Config(format!("cannot read the audit journal {name}: {e}"))
         })?;
-        let (rows, damage) = read_journal(&key, &name, &bytes);
+        // Written under this process's keys, or under those of a master key since replaced
+        // (the process was stopped before it could move its journal).
+        let mut read = Vec::new();
+        for key in keys.mac_keys().map(journal_key) {
+            read.push(read_journal(&key, &name, &bytes));
+            if read.last().is_some_and(|(_, damage)| damage.is_none()) {
+                break;
+            }
+        }
+        let (rows, damage) = match read.iter().position(|(_, d)| d.is_none()) {
+            Some(i) => read.swap_remove(i),
+            None => read.swap_remove(0),
+        };
         for (n, chunk) in rows.chunks(MOVE_BATCH).enumerate() {
             move_rows(store, keys, &name, (n * MOVE_BATCH) as u64, chunk).await?;
         }

@@ -1,6 +1,14 @@
 //! Encryption at rest, as the records service uses it: the keyring loaded from the database's
 //! key settings and the master key, sealing and opening resource bodies, the key-check value
-//! that refuses a wrong master key at start-up, and re-sealing everything under a new data key.
+//! that refuses a wrong master key at start-up, re-sealing everything under a new data key, and
+//! replacing the master key.
+//!
+//! Data keys are derived from the master key and a per-generation salt. When the master key is
+//! replaced, the data keys of the generations in use are wrapped under the new master key
+//! (`keys.wrapped`) and a new generation derived from the new master key becomes current, in one
+//! transaction: from then on only the new master key opens the database. Once everything is
+//! re-sealed under the new generation, the wrapped keys are deleted, and the old master key opens
+//! nothing in the database.
 
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
@@ -11,7 +19,10 @@ use zeroize::Zeroizing;
 
 use crate::{RecordsError, Result};
 
-const KEY_CHECK: &str = "keys.check";
+/// The key-check value of the master key the database is sealed with.
+pub(crate) const KEY_CHECK: &str = "keys.check";
+/// `generation:wrapped-key` pairs: data keys of an earlier master key, wrapped under this one.
+const WRAPPED: &str = "keys.wrapped";
 /// `generation:salt` pairs, space-separated.
 const DATA_KEYS: &str = "keys.data";
 const CURRENT: &str = "keys.current";
@@ -64,6 +75,10 @@ impl Keys {
                 at: Instant::now(),
             }),
         })
+    }
+
+    pub(crate) fn master(&self) -> &MasterKey {
+        &self.master
     }
 
     fn current_ring(&self) -> std::sync::Arc<Keyring> {
@@ -120,6 +135,10 @@ impl Keys {
         }
     }
 
+    pub(crate) fn current_generation(&self) -> u32 {
+        self.current_ring().current()
+    }
+
     pub(crate) fn generation_is_current(&self, stored: &[u8]) -> bool {
         envelope_generation(stored) == Some(self.current_ring().current())
     }
@@ -142,11 +161,6 @@ impl Keys {
             .map_err(|_| {
                 RecordsError::Integrity(format!("a stored {purpose} failed its integrity check"))
             })
-    }
-
-    /// A key for one purpose derived from the master key (the audit chain's MAC key …).
-    pub(crate) fn derive(&self, info: &str) -> Zeroizing<[u8; 32]> {
-        self.master.derive(b"", info)
     }
 
     /// Adds a data-key generation and makes it current; returns its number.
@@ -187,6 +201,107 @@ fn secret_aad(purpose: &str, row: i64) -> String {
     format!("ironchart secret v1\0{purpose}\0{row}")
 }
 
+impl Keys {
+    /// The first step of replacing the master key, inside `tx` (which holds the audit chain's
+    /// lock): wraps the data keys in use under `new`, adds a generation derived from `new` and
+    /// makes it current, and makes `new` the key the database is checked against. Returns the
+    /// new generation.
+    pub(crate) async fn switch_master(&self, tx: &mut WriteTx, new: &MasterKey) -> Result<u32> {
+        let generations = parse_generations(&tx.setting(DATA_KEYS).await?.unwrap_or_default());
+        let wrapped = parse_generations(&tx.setting(WRAPPED).await?.unwrap_or_default());
+        let mut rewrapped = Vec::new();
+        for (generation, key) in data_keys(&self.master, &generations, &wrapped)? {
+            rewrapped.push(format!(
+                "{generation}:{}",
+                new.wrap(&wrap_label(generation), key.as_ref())
+            ));
+        }
+        let next = generations.iter().map(|(g, _)| *g).max().unwrap_or(0) + 1;
+        let mut list: Vec<String> = generations
+            .iter()
+            .map(|(g, s)| format!("{g}:{s}"))
+            .collect();
+        list.push(format!("{next}:{}", new_salt()));
+        tx.set_setting(DATA_KEYS, &list.join(" ")).await?;
+        tx.set_setting(WRAPPED, &rewrapped.join(" ")).await?;
+        tx.set_setting(CURRENT, &next.to_string()).await?;
+        tx.set_setting(KEY_CHECK, &new.check_value()).await?;
+        Ok(next)
+    }
+
+    /// After everything is re-sealed under the current generation: deletes the wrapped data
+    /// keys of an earlier master key (and their generations). Returns how many were deleted.
+    pub(crate) async fn delete_wrapped(&self, store: &Store) -> Result<usize> {
+        let mut tx = store.begin().await?;
+        let wrapped = parse_generations(&tx.setting(WRAPPED).await?.unwrap_or_default());
+        let current: u32 = tx
+            .setting(CURRENT)
+            .await?
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let gone: Vec<u32> = wrapped
+            .iter()
+            .map(|(g, _)| *g)
+            .filter(|g| *g != current)
+            .collect();
+        if gone.is_empty() {
+            tx.rollback().await?;
+            return Ok(0);
+        }
+        let kept: Vec<String> =
+            parse_generations(&tx.setting(DATA_KEYS).await?.unwrap_or_default())
+                .into_iter()
+                .filter(|(g, _)| !gone.contains(g))
+                .map(|(g, s)| format!("{g}:{s}"))
+                .collect();
+        tx.set_setting(DATA_KEYS, &kept.join(" ")).await?;
+        let kept_wrapped: Vec<String> = wrapped
+            .into_iter()
+            .filter(|(g, _)| !gone.contains(g))
+            .map(|(g, w)| format!("{g}:{w}"))
+            .collect();
+        tx.set_setting(WRAPPED, &kept_wrapped.join(" ")).await?;
+        tx.commit().await?;
+        self.refresh(store, true).await?;
+        Ok(gone.len())
+    }
+}
+
+/// What a wrapped data key is bound to.
+fn wrap_label(generation: u32) -> String {
+    format!("ironchart data key {generation}")
+}
+
+/// The data key of each generation: unwrapped when it belongs to an earlier master key,
+/// otherwise derived from `master`.
+fn data_keys(
+    master: &MasterKey,
+    generations: &[(u32, String)],
+    wrapped: &[(u32, String)],
+) -> Result<Vec<(u32, Zeroizing<[u8; 32]>)>> {
+    generations
+        .iter()
+        .map(|(g, salt)| match wrapped.iter().find(|(w, _)| w == g) {
+            Some((_, text)) => {
+                let bytes = master.unwrap(&wrap_label(*g), text).map_err(|_| {
+                    RecordsError::Integrity(format!(
+                        "the wrapped data key of generation {g} failed its integrity check"
+                    ))
+                })?;
+                let mut key = Zeroizing::new([0u8; 32]);
+                if bytes.len() != key.len() {
+                    return Err(RecordsError::Integrity(format!(
+                        "the wrapped data key of generation {g} has the wrong length"
+                    )));
+                }
+                key.copy_from_slice(&bytes);
+                Ok((*g, key))
+            }
+            None => Ok((*g, master.data_key(salt))),
+        })
+        .collect()
+}
+
 fn parse_generations(text: &str) -> Vec<(u32, String)> {
     text.split_whitespace()
         .filter_map(|pair| {
@@ -197,7 +312,11 @@ fn parse_generations(text: &str) -> Vec<(u32, String)> {
 }
 
 async fn load(store: &Store, master: &MasterKey) -> Result<Keyring> {
+    if store.setting(KEY_CHECK).await?.as_deref() != Some(master.check_value().as_str()) {
+        return Err(RecordsError::KeyReplaced);
+    }
     let generations = parse_generations(&store.setting(DATA_KEYS).await?.unwrap_or_default());
+    let wrapped = parse_generations(&store.setting(WRAPPED).await?.unwrap_or_default());
     let current: u32 = store
         .setting(CURRENT)
         .await?
@@ -208,7 +327,10 @@ async fn load(store: &Store, master: &MasterKey) -> Result<Keyring> {
             "the database's key settings are incomplete (no current data key)".into(),
         ));
     }
-    Ok(Keyring::new(master, &generations, current))
+    Ok(Keyring::from_keys(
+        &data_keys(master, &generations, &wrapped)?,
+        current,
+    ))
 }
 
 #[cfg(test)]

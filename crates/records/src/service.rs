@@ -111,10 +111,8 @@ impl Records {
             }
         };
         let keys = Arc::new(Keys::load(&store, security.master_key).await?);
-        let chain = Arc::new(ChainKeys::new(
-            keys.derive("ironchart audit chain v1"),
-            keys.derive("ironchart audit checkpoint v1"),
-        ));
+        let retired = store.setting(crate::audit::RETIRED_KEYS).await?;
+        let chain = Arc::new(ChainKeys::of(keys.master(), retired.as_deref())?);
         // What processes that are gone left in their journals goes first.
         let recovered = crate::journal::recover(&security.journal_dir, &store, &chain).await?;
         if recovered > 0 {
@@ -169,13 +167,17 @@ impl Records {
     /// Indexes the newest audit entries by patient, writes a final audit checkpoint and closes
     /// the database.
     pub async fn close(&self) {
+        self.shut_down(true).await
+    }
+
+    async fn shut_down(&self, checkpoint: bool) {
         if let Err(e) = self.audit_writer.close().await {
             tracing::warn!("cannot move the audit journal into the log: {e}");
         }
         if let Err(e) = self.store.index_audit_patients().await {
             tracing::warn!("cannot index the newest audit entries: {e}");
         }
-        if let Err(e) = self.checkpoint().await {
+        if checkpoint && let Err(e) = self.checkpoint().await {
             tracing::warn!("cannot write the final audit checkpoint: {e}");
         }
         self.store.close().await;
@@ -885,6 +887,24 @@ impl Records {
             ],
         )
         .await?;
+        let total = self.reseal_all(by, progress).await?;
+        Ok((generation, total))
+    }
+
+    /// Re-seals every stored body and sealed secret under the current data key, online, then
+    /// deletes the wrapped keys of a replaced master key (nothing needs them any more). Waits
+    /// first until every running process has read the current generation. Returns how many
+    /// bodies were re-sealed. Also finishes a master-key replacement that was interrupted.
+    pub async fn reseal_all(
+        &self,
+        by: &Actor,
+        progress: &(dyn Fn(u64, u64) + Sync),
+    ) -> Result<u64> {
+        if !by.is_system() {
+            return Err(RecordsError::Forbidden(
+                "re-sealing is for the operator".into(),
+            ));
+        }
         // Other processes read the current generation again within REFRESH.
         tokio::time::sleep(crate::keys::REFRESH + Duration::from_secs(1)).await;
         let mut total = 0;
@@ -896,19 +916,82 @@ impl Records {
             }
         }
         let secrets = self.reseal_user_secrets().await?;
+        let deleted = self.keys.delete_wrapped(&self.store).await?;
+        let generation = self.keys.current_generation();
+        let mut detail =
+            format!("re-sealed {total} bodies and {secrets} secrets under generation {generation}");
+        if deleted > 0 {
+            detail.push_str(&format!(
+                "; deleted the {deleted} data keys of the replaced master key"
+            ));
+        }
         self.audit(
+            by,
+            vec![AuditEntry::new(AuditAction::KeyRotate, Outcome::Success).detail(detail)],
+        )
+        .await?;
+        Ok(total)
+    }
+
+    /// `ironchart keys rotate --new-master-key-file`, its first step: makes `new` the master
+    /// key of the database opened with `config` and `current` (the master key in use). In one
+    /// transaction, holding the audit chain's lock: the data keys in use are wrapped under
+    /// `new`, a data-key generation derived from `new` becomes current, the audit chain's keys
+    /// retire (kept wrapped under `new`, to check the entries they made) and the chain goes on
+    /// under keys derived from `new`, starting with a `key-rotate` entry. From then on only
+    /// `new` opens the database, and processes still running with the old key refuse to serve.
+    /// Open the database with `new` and run [`Records::reseal_all`] next. Returns the new
+    /// generation.
+    pub async fn replace_master_key(
+        config: &DatabaseConfig,
+        current: SecurityConfig,
+        new: MasterKey,
+        by: &Actor,
+    ) -> Result<u32> {
+        if !by.is_system() {
+            return Err(RecordsError::Forbidden(
+                "replacing the master key is for the operator".into(),
+            ));
+        }
+        if new.check_value() == current.master_key.check_value() {
+            return Err(RecordsError::Config(
+                "the new master key is the one in use".into(),
+            ));
+        }
+        // Opening moves what journals of stopped processes hold into the log; closing moves
+        // this one's and signs a checkpoint of the chain under the keys that made it.
+        let records = Records::open(config, current).await?;
+        records.flush_audit().await?;
+        let store = records.store.clone();
+        let keys = records.keys.clone();
+        let chain = records.chain.clone();
+        records.checkpoint().await?;
+
+        let mut tx = store.begin().await?;
+        let tail = crate::audit::locked_tail(&mut tx, &chain).await?;
+        let generation = keys.switch_master(&mut tx, &new).await?;
+        let retired = chain.retire(tail.as_ref().map(|t| t.0), &new);
+        tx.set_setting(crate::audit::RETIRED_KEYS, &retired).await?;
+        let new_chain = ChainKeys::of(&new, Some(&retired))?;
+        let rows = crate::audit::rows_of(
             by,
             vec![
                 AuditEntry::new(AuditAction::KeyRotate, Outcome::Success).detail(format!(
-                    "re-sealed {total} bodies and {secrets} secrets under generation {generation}"
+                    "the master key was replaced; data key generation {generation} is current"
                 )),
             ],
-        )
-        .await?;
-        Ok((generation, total))
+            now_millis(),
+        );
+        tx.audit_append(&crate::audit::chained(&new_chain, tail, rows))
+            .await?;
+        tx.commit().await?;
+        // (Its keys sign no more checkpoints: the next process does, with the new ones.)
+        records.shut_down(false).await;
+        Ok(generation)
     }
 
-    /// Re-seals users' TOTP secrets under the current data key.
+    /// Re-seals users' TOTP secrets (and those of enrolments under way) under the current data
+    /// key.
     async fn reseal_user_secrets(&self) -> Result<u64> {
         let mut n = 0;
         for user in self.store.users().await? {
@@ -926,6 +1009,27 @@ impl Records {
             {
                 current.mfa_secret = Some(resealed);
                 tx.save_user(&current).await?;
+                n += 1;
+            }
+            tx.commit().await?;
+        }
+        // Authenticator secrets shown for enrolment, not confirmed yet.
+        for session in self.store.pending_enrolments().await? {
+            let Some(sealed) = &session.pending_secret else {
+                continue;
+            };
+            if self.keys.generation_is_current(sealed) {
+                continue;
+            }
+            let row = crate::signin::hash_row(&session.session_hash);
+            let secret = self.keys.open_secret("totp-pending", row, sealed)?;
+            let resealed = self.keys.seal_secret("totp-pending", row, &secret);
+            let mut tx = self.store.begin().await?;
+            if let Some(mut current) = tx.session(&session.session_hash).await?
+                && current.pending_secret.as_ref() == Some(sealed)
+            {
+                current.pending_secret = Some(resealed);
+                tx.update_session(&current).await?;
                 n += 1;
             }
             tx.commit().await?;

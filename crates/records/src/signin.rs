@@ -875,6 +875,6 @@ impl Records {
 }
 
 /// A row number for binding a pending secret to its session (the first 8 bytes of the hash).
-fn hash_row(hash: &str) -> i64 {
+pub(crate) fn hash_row(hash: &str) -> i64 {
     i64::from_str_radix(&hash[..15], 16).unwrap_or(0)
 }

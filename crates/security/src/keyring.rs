@@ -129,6 +129,61 @@ impl MasterKey {
         out
     }
 
+    /// The data key of a generation whose (base64) salt is `salt`.
+    pub fn data_key(&self, salt: &str) -> Zeroizing<[u8; 32]> {
+        let salt = URL_SAFE_NO_PAD
+            .decode(salt)
+            .unwrap_or_else(|_| salt.as_bytes().to_vec());
+        self.derive(&salt, "ironchart data key v1")
+    }
+
+    /// Wraps (seals) another key under this master key, for the row named by `label`: the keys
+    /// of an earlier master key that the data still needs are kept in the database this way.
+    /// The result is text (base64 of nonce and ciphertext).
+    pub fn wrap(&self, label: &str, secret: &[u8]) -> String {
+        let mut nonce = [0u8; 24];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let sealed = self
+            .wrapping_cipher()
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: secret,
+                    aad: label.as_bytes(),
+                },
+            )
+            .unwrap_or_else(|_| unreachable!("XChaCha20-Poly1305 seals any key length"));
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&sealed);
+        URL_SAFE_NO_PAD.encode(out)
+    }
+
+    /// Opens what [`MasterKey::wrap`] wrapped for `label`.
+    pub fn unwrap(&self, label: &str, wrapped: &str) -> Result<Zeroizing<Vec<u8>>, SealError> {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(wrapped)
+            .map_err(|_| SealError::Integrity)?;
+        if bytes.len() < 24 + TAG {
+            return Err(SealError::Integrity);
+        }
+        self.wrapping_cipher()
+            .decrypt(
+                XNonce::from_slice(&bytes[..24]),
+                Payload {
+                    msg: &bytes[24..],
+                    aad: label.as_bytes(),
+                },
+            )
+            .map(Zeroizing::new)
+            .map_err(|_| SealError::Integrity)
+    }
+
+    fn wrapping_cipher(&self) -> XChaCha20Poly1305 {
+        let key = self.derive(b"", "ironchart key wrap v1");
+        XChaCha20Poly1305::new_from_slice(key.as_ref())
+            .unwrap_or_else(|_| unreachable!("the key is 32 bytes"))
+    }
+
     /// The key-check value stored in the database: it shows whether a master key is the one
     /// the data was sealed with, without revealing anything about the key.
     pub fn check_value(&self) -> String {
@@ -165,13 +220,18 @@ impl std::fmt::Debug for Keyring {
 impl Keyring {
     /// Derives the data key of each `(generation, salt)` from `master`; `current` seals.
     pub fn new(master: &MasterKey, salts: &[(u32, String)], current: u32) -> Keyring {
-        let generations = salts
+        let keys: Vec<(u32, Zeroizing<[u8; 32]>)> = salts
             .iter()
-            .map(|(generation, salt)| {
-                let salt = URL_SAFE_NO_PAD
-                    .decode(salt)
-                    .unwrap_or_else(|_| salt.as_bytes().to_vec());
-                let key = master.derive(&salt, "ironchart data key v1");
+            .map(|(generation, salt)| (*generation, master.data_key(salt)))
+            .collect();
+        Keyring::from_keys(&keys, current)
+    }
+
+    /// A keyring of the given data keys; `current` seals.
+    pub fn from_keys(keys: &[(u32, Zeroizing<[u8; 32]>)], current: u32) -> Keyring {
+        let generations = keys
+            .iter()
+            .map(|(generation, key)| {
                 let cipher = XChaCha20Poly1305::new_from_slice(key.as_ref())
                     .unwrap_or_else(|_| unreachable!("the key is 32 bytes"));
                 (*generation, cipher)
@@ -296,6 +356,45 @@ mod tests {
             newer.open(b"a", &sealed),
             Err(SealError::UnknownGeneration(1))
         );
+    }
+
+    #[test]
+    fn wrapped_keys_open_only_under_their_master_and_label() {
+        let old = MasterKey::generate();
+        let new = MasterKey::generate();
+        let data_key = old.data_key(&new_salt());
+        let wrapped = new.wrap("data key 1", data_key.as_ref());
+        assert!(!wrapped.contains(&URL_SAFE_NO_PAD.encode(data_key.as_ref())));
+        assert_eq!(
+            new.unwrap("data key 1", &wrapped).unwrap().as_slice(),
+            data_key.as_ref()
+        );
+        assert_eq!(
+            new.unwrap("data key 2", &wrapped).unwrap_err(),
+            SealError::Integrity
+        );
+        assert_eq!(
+            old.unwrap("data key 1", &wrapped).unwrap_err(),
+            SealError::Integrity
+        );
+        assert_eq!(
+            new.unwrap("data key 1", "not base64!").unwrap_err(),
+            SealError::Integrity
+        );
+        assert_eq!(
+            new.unwrap("data key 1", &wrapped[..10]).unwrap_err(),
+            SealError::Integrity
+        );
+        // A keyring of unwrapped keys opens what the derived one sealed.
+        let salt = new_salt();
+        let sealed = Keyring::new(&old, &[(3, salt.clone())], 3).seal(b"row", b"body");
+        let key = new
+            .unwrap("k", &new.wrap("k", old.data_key(&salt).as_ref()))
+            .unwrap();
+        let mut raw = Zeroizing::new([0u8; 32]);
+        raw.copy_from_slice(&key);
+        let ring = Keyring::from_keys(&[(3, raw)], 3);
+        assert_eq!(ring.open(b"row", &sealed).unwrap(), b"body");
     }
 
     #[test]

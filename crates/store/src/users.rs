@@ -140,6 +140,13 @@ impl Store {
         conn.fetch(&sql, vec![Arg::I64(user_id)], session_row).await
     }
 
+    /// Sessions holding an authenticator secret that is not confirmed yet.
+    pub async fn pending_enrolments(&self) -> Result<Vec<SessionRecord>> {
+        let mut conn = self.reader().await?;
+        let sql = [SESSION_COLUMNS, " WHERE pending_secret IS NOT NULL"].concat();
+        conn.fetch(&sql, vec![], session_row).await
+    }
+
     /// Patients `user_id` holds an unexpired break-the-glass grant for at `now`.
     pub async fn granted_patients(&self, user_id: i64, now: i64) -> Result<Vec<String>> {
         let mut conn = self.reader().await?;

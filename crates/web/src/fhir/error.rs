@@ -85,6 +85,15 @@ fn from_records(e: RecordsError, prefix: Option<&str>) -> ApiError {
             "the audit log is unavailable, so the request was not completed; try again",
             None,
         ),
+        RecordsError::KeyReplaced => {
+            tracing::error!("{}", RecordsError::KeyReplaced);
+            ApiError::new(
+                S::SERVICE_UNAVAILABLE,
+                "transient",
+                "this server must be restarted by the operator (its master key was replaced)",
+                None,
+            )
+        }
         RecordsError::Integrity(m) => {
             tracing::error!(error = %m, "integrity failure");
             ApiError::new(

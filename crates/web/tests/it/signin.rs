@@ -6,7 +6,10 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use ironchart_records::{Actor, AuditQuery, DatabaseConfig, Records, Role, SessionPolicy};
+use ironchart_records::{
+    Actor, AuditQuery, Client, DatabaseConfig, MasterKey, Records, Role, SecurityConfig,
+    SessionPolicy, SessionStage,
+};
 use ironchart_security::totp::{TotpSecret, code_at};
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
@@ -416,6 +419,104 @@ fn enrolment_secret(page: &Page) -> String {
     let end = page.body[start..].find("</code>").unwrap();
     page.body[start..start + end].to_string()
 }
+
+/// Authenticator secrets, confirmed and being enrolled, survive replacing the master key.
+async fn authenticator_secrets_survive_a_new_master_key(db: Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = match db {
+        Db::Sqlite => DatabaseConfig::Sqlite(dir.path().join("t.sqlite3")),
+        Db::Postgres => {
+            let Ok(url) = std::env::var("IRONCHART_TEST_DATABASE_URL") else {
+                return;
+            };
+            DatabaseConfig::Postgres {
+                url,
+                schema: Some(format!("t_{}", uuid::Uuid::new_v4().simple())),
+            }
+        }
+    };
+    let old_key = dir.path().join("old.key");
+    let new_key = dir.path().join("new.key");
+    MasterKey::create(&old_key).unwrap();
+    MasterKey::create(&new_key).unwrap();
+    let security = |key: &std::path::Path| SecurityConfig {
+        master_key: MasterKey::load(key).unwrap(),
+        checkpoint_file: Some(dir.path().join("audit-checkpoints.log")),
+        journal_dir: dir.path().to_path_buf(),
+    };
+    let operator = Actor::local_operator();
+    let client = Client::default();
+    let records = Records::open(&config, security(&old_key)).await.unwrap();
+    for name in ["audra", "audrey"] {
+        records
+            .add_user(&operator, name, &[Role::Auditor], None, PASSWORD)
+            .await
+            .unwrap();
+    }
+    let first = records.sign_in("audra", PASSWORD, &client).await.unwrap();
+    assert_eq!(first.stage, SessionStage::Enrol);
+    let audra = records.begin_enrolment(&first.cookie).await.unwrap();
+    records
+        .confirm_enrolment(&first.cookie, &code_for(&audra.secret_base32, 0), &client)
+        .await
+        .unwrap();
+    // Audrey is half-way through enrolling when the key is replaced.
+    let half = records.sign_in("audrey", PASSWORD, &client).await.unwrap();
+    let audrey = records.begin_enrolment(&half.cookie).await.unwrap();
+    records.close().await;
+
+    Records::replace_master_key(
+        &config,
+        security(&old_key),
+        MasterKey::load(&new_key).unwrap(),
+        &operator,
+    )
+    .await
+    .unwrap();
+    let refused = Records::open(&config, security(&old_key)).await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("does not match")),
+        "the old key opens nothing"
+    );
+    let records = Records::open(&config, security(&new_key)).await.unwrap();
+    records.reseal_all(&operator, &|_, _| {}).await.unwrap();
+    let details: Vec<String> = records
+        .audit_entries(
+            &operator,
+            &AuditQuery {
+                limit: 1000,
+                ..AuditQuery::default()
+            },
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.action == "key-rotate")
+        .filter_map(|r| r.detail)
+        .collect();
+    assert!(
+        details
+            .iter()
+            .any(|d| d.contains(" and 2 secrets under generation 2")),
+        "{details:?}"
+    );
+
+    records
+        .confirm_enrolment(&half.cookie, &code_for(&audrey.secret_base32, 0), &client)
+        .await
+        .unwrap();
+    let next = records.sign_in("audra", PASSWORD, &client).await.unwrap();
+    assert_eq!(next.stage, SessionStage::Code);
+    let signed_in = records
+        .verify_code(&next.cookie, &code_for(&audra.secret_base32, 1), &client)
+        .await
+        .unwrap();
+    assert_eq!(signed_in.stage, SessionStage::Active);
+    records.close().await;
+}
+both!(authenticator_secrets_survive_a_new_master_key);
 
 async fn two_step_sign_in(db: Db) {
     let Some(app) = start(db, default_policy()).await else {
