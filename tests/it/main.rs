@@ -1,8 +1,10 @@
 //! The `ironchart` command line as a process: serve, demo, import, admin token, and failure
 //! modes (newer schema, unwritable directory, port in use, `kill -9`); user administration,
-//! the audit log's verification, encryption at rest and what the logs may hold.
+//! the audit log's verification, encryption at rest, what the logs may hold, and the sign-in
+//! pages in a real browser.
 
 mod audit;
+mod browser;
 mod cli;
 mod clients;
 mod encryption;

@@ -1,0 +1,396 @@
+//! The sign-in pages in a real browser (headless Chromium through ChromeDriver, spoken to over
+//! the W3C WebDriver protocol): the stylesheet loads under the Content-Security-Policy, nothing
+//! is blocked or logged as an error, the session cookie is set with its attributes and hidden
+//! from scripts, a wrong password is shown, two-step enrolment and sign-in with an authenticator
+//! code work, and signing out ends the session.
+//!
+//! Runs when ChromeDriver is installed (`apt-get install chromium chromium-driver`; CI does, and
+//! sets `IRONCHART_REQUIRE_BROWSER=1` so that a missing browser fails instead of skipping).
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ironchart_security::totp::{TotpSecret, code_at};
+use serde_json::{Value, json};
+
+use crate::process::{Db, Served, add_user, wait_healthy};
+
+const PASSWORD: &str = "correct horse battery staple 42";
+/// The key WebDriver names an element by.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+fn chromedriver() -> Option<String> {
+    let path = std::env::var("IRONCHART_CHROMEDRIVER").unwrap_or("/usr/bin/chromedriver".into());
+    if Path::new(&path).exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("IRONCHART_REQUIRE_BROWSER").is_none(),
+        "IRONCHART_REQUIRE_BROWSER is set, but there is no ChromeDriver at {path}"
+    );
+    eprintln!("no ChromeDriver at {path}: skipping the browser test");
+    None
+}
+
+/// A ChromeDriver process, stopped when dropped.
+struct Driver {
+    child: Child,
+    url: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One browser session.
+struct Browser {
+    http: reqwest::Client,
+    session: String,
+    driver: Driver,
+}
+
+impl Browser {
+    async fn start(chromedriver: &str) -> Browser {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let driver = Driver {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            _profile: tempfile::tempdir().unwrap(),
+        };
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = http.get(format!("{}/status", driver.url)).send().await;
+            if let Ok(r) = ready
+                && let Ok(v) = r.json::<Value>().await
+                && v["value"]["ready"] == true
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let profile = driver._profile.path().to_str().unwrap().to_string();
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": std::env::var("IRONCHART_CHROMIUM").unwrap_or("/usr/bin/chromium".into()),
+                "args": ["--headless", "--no-sandbox", "--disable-gpu",
+                         "--disable-background-networking", "--disable-component-update",
+                         "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+                         format!("--user-data-dir={profile}")]
+            },
+            "goog:loggingPrefs": {"browser": "ALL"}
+        }}});
+        let r: Value = http
+            .post(format!("{}/session", driver.url))
+            .json(&caps)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let session = r["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no browser session: {r}"))
+            .to_string();
+        Browser {
+            http,
+            session,
+            driver,
+        }
+    }
+
+    /// Closes the browser (the driver stops when dropped).
+    async fn quit(self) {
+        let _ = self
+            .http
+            .delete(format!("{}/session/{}", self.driver.url, self.session))
+            .send()
+            .await;
+    }
+
+    fn at(&self, path: &str) -> String {
+        format!("{}/session/{}{path}", self.driver.url, self.session)
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut req = self.http.request(method.clone(), self.at(path));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r: Value = req.send().await.unwrap().json().await.unwrap();
+        assert!(
+            r["value"]["error"].is_null(),
+            "WebDriver {method} {path}: {r}"
+        );
+        r["value"].clone()
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    async fn open(&self, url: &str) {
+        self.post("/url", json!({ "url": url })).await;
+    }
+
+    /// The path of the page shown.
+    async fn path(&self) -> String {
+        let url = self.get("/url").await;
+        let url = url
+            .as_str()
+            .unwrap_or_else(|| panic!("no URL: {url}"))
+            .to_string();
+        let rest = url.splitn(4, '/').nth(3).unwrap_or("");
+        format!("/{rest}")
+    }
+
+    async fn find(&self, css: &str) -> String {
+        let v = self
+            .post("/element", json!({"using": "css selector", "value": css}))
+            .await;
+        v[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element {css}: {v}"))
+            .to_string()
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let e = self.find(css).await;
+        self.post(&format!("/element/{e}/value"), json!({ "text": text }))
+            .await;
+    }
+
+    /// Clicks what submits a form or follows a link, and waits for the next page to load.
+    async fn click(&self, css: &str) {
+        self.script("window.ironchartOldPage = true; return null;")
+            .await;
+        let e = self.find(css).await;
+        self.post(&format!("/element/{e}/click"), json!({})).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let loaded = self
+                .script(
+                    "return window.ironchartOldPage === undefined && \
+                     document.readyState === 'complete';",
+                )
+                .await;
+            if loaded == true {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no new page after clicking {css}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn text(&self, css: &str) -> String {
+        let e = self.find(css).await;
+        self.get(&format!("/element/{e}/text"))
+            .await
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    async fn script(&self, script: &str) -> Value {
+        self.post("/execute/sync", json!({"script": script, "args": []}))
+            .await
+    }
+
+    async fn cookies(&self) -> Vec<Value> {
+        self.get("/cookie")
+            .await
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The browser console's messages since the last call (CSP violations are logged here).
+    async fn console(&self) -> Vec<Value> {
+        self.post("/se/log", json!({"type": "browser"}))
+            .await
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Signs in with a user name and password; returns where the browser landed.
+    async fn sign_in(&self, base: &str, username: &str, password: &str) -> String {
+        self.open(&format!("{base}/login")).await;
+        self.type_into("#username", username).await;
+        self.type_into("#password", password).await;
+        self.click("form[action='/login'] button[type=submit]")
+            .await;
+        self.path().await
+    }
+
+    /// Checks what every page must be: styled by the one stylesheet, nothing blocked or failing.
+    async fn check_page(&self, what: &str) {
+        let styled = self
+            .script(
+                "const s = document.styleSheets; \
+                 return s.length === 1 && s[0].cssRules.length > 10 && \
+                   getComputedStyle(document.body).backgroundColor === 'rgb(246, 248, 250)';",
+            )
+            .await;
+        assert_eq!(styled, true, "{what}: the stylesheet did not apply");
+        let inline = self
+            .script("return document.querySelectorAll('script, style, [style]').length;")
+            .await;
+        assert_eq!(inline, 0, "{what}: inline script or style");
+        // (A refused form answers 401 or 403 itself: the browser logs that status of the
+        // page, which is not a problem of the page.)
+        let page = self.get("/url").await.as_str().unwrap_or("").to_string();
+        let own_status =
+            format!("{page} - Failed to load resource: the server responded with a status of 4");
+        let problems: Vec<Value> = self
+            .console()
+            .await
+            .into_iter()
+            .filter(|m| m["level"] == "SEVERE" || m["level"] == "WARNING")
+            .filter(|m| {
+                let message = m["message"].as_str().unwrap_or("");
+                !message.contains("favicon.ico") && !message.starts_with(&own_status)
+            })
+            .collect();
+        assert!(problems.is_empty(), "{what}: {problems:?}");
+    }
+}
+
+/// The current code of a TOTP key as shown on the enrolment page, `ahead` steps from now.
+fn code_for(secret: &str, ahead: i64) -> String {
+    let secret = TotpSecret::from_base32(secret).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    code_at(&secret, (now + ahead * 30) as u64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_in_works_in_a_real_browser() {
+    let Some(chromedriver) = chromedriver() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let db = Db::Sqlite;
+    add_user(data, &db, "nina", "nurse", PASSWORD);
+    add_user(data, &db, "audra", "auditor", PASSWORD);
+    let mut served = Served::start(data, &db);
+    wait_healthy(&served.base).await;
+    let base = served.base.clone();
+    let browser = Browser::start(&chromedriver).await;
+
+    // The sign-in page.
+    browser.open(&format!("{base}/")).await;
+    assert_eq!(
+        browser.path().await,
+        "/login",
+        "signed out: sent to sign in"
+    );
+    browser.check_page("the sign-in page").await;
+    let title = browser.script("return document.title;").await;
+    assert_eq!(title, "Sign in · ironchart");
+
+    // A wrong password is shown as such, and signs nobody in.
+    let landed = browser.sign_in(&base, "nina", "not her password").await;
+    assert_eq!(landed, "/login");
+    assert!(
+        browser.text("[role=alert]").await.contains("not right"),
+        "{}",
+        browser.text("[role=alert]").await
+    );
+    browser.check_page("the refused sign-in").await;
+
+    // The right one: a session cookie scripts cannot read.
+    let landed = browser.sign_in(&base, "nina", PASSWORD).await;
+    assert_eq!(landed, "/", "a nurse signs in with a password alone");
+    assert!(browser.text("h1").await.contains("Welcome, nina"));
+    browser.check_page("the home page").await;
+    let cookies = browser.cookies().await;
+    let session = cookies
+        .iter()
+        .find(|c| c["name"] == "__Host-ironchart")
+        .unwrap_or_else(|| panic!("no session cookie: {cookies:?}"));
+    assert_eq!(session["httpOnly"], true);
+    assert_eq!(session["secure"], true);
+    assert_eq!(session["sameSite"], "Strict");
+    assert_eq!(session["path"], "/");
+    let visible = browser.script("return document.cookie;").await;
+    assert!(
+        !visible.as_str().unwrap().contains("ironchart"),
+        "scripts see the cookie: {visible}"
+    );
+
+    // Signing out ends the session.
+    browser.click("form[action='/logout'] button").await;
+    assert_eq!(browser.path().await, "/login?done=out");
+    assert!(browser.text(".notice").await.contains("signed out"));
+    browser.open(&format!("{base}/account/sessions")).await;
+    assert_eq!(browser.path().await, "/login", "signed out for good");
+
+    // An auditor must set up two-step sign-in first.
+    let landed = browser.sign_in(&base, "audra", PASSWORD).await;
+    assert_eq!(landed, "/login/enrol");
+    browser.check_page("the enrolment page").await;
+    let qr = browser
+        .script("return document.querySelectorAll('.qr svg').length;")
+        .await;
+    assert_eq!(qr, 1, "the QR code is drawn");
+    let secret = browser.text(".muted code").await;
+    browser.type_into("#code", &code_for(&secret, 0)).await;
+    browser.click("form[action='/login/enrol'] button").await;
+    assert_eq!(browser.text("h1").await, "Your recovery codes");
+    let codes = browser
+        .script("return document.querySelectorAll('ul.codes li').length;")
+        .await;
+    assert_eq!(codes, 10);
+    browser.check_page("the recovery codes").await;
+    browser.click("a.button").await;
+    assert_eq!(browser.path().await, "/");
+    browser.open(&format!("{base}/audit")).await;
+    assert_eq!(browser.path().await, "/audit");
+    browser.check_page("the audit log").await;
+    let rows = browser
+        .script("return document.querySelectorAll('table tbody tr').length;")
+        .await;
+    assert!(rows.as_u64().unwrap() > 0, "the audit log lists entries");
+    browser.click("form[action='/logout'] button").await;
+
+    // Next time: the code step, with the authenticator's next code.
+    let landed = browser.sign_in(&base, "audra", PASSWORD).await;
+    assert_eq!(landed, "/login/code");
+    browser.check_page("the code page").await;
+    browser.type_into("#code", &code_for(&secret, 1)).await;
+    browser.click("form[action='/login/code'] button").await;
+    assert_eq!(browser.path().await, "/");
+    assert!(browser.text("h1").await.contains("Welcome, audra"));
+
+    browser.quit().await;
+    assert!(served.interrupt().success());
+}
