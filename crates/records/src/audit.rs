@@ -936,4 +936,84 @@ mod tests {
         assert_eq!(own_stretch(at(20, "b").as_ref(), &own), None);
         assert_eq!(own_stretch(None, &own), None);
     }
+
+    #[test]
+    fn retired_keys_check_only_the_entries_they_made() {
+        let old_master = MasterKey::generate();
+        let new_master = MasterKey::generate();
+        let old = ChainKeys::of(&old_master, None).unwrap();
+        let retired = old.retire(Some(10), &new_master);
+        assert!(
+            ChainKeys::of(&old_master, Some(&retired)).is_err(),
+            "wrapped under the new key"
+        );
+        let new = ChainKeys::of(&new_master, Some(&retired)).unwrap();
+        let entry = |seq| AuditRow {
+            seq,
+            actor: "system".into(),
+            action: "read".into(),
+            outcome: "success".into(),
+            ..Default::default()
+        };
+        // Entries up to 10 are checked with the old MAC key, later ones with the new.
+        assert_eq!(new.mac("p", &entry(10)), old.mac("p", &entry(10)));
+        assert_ne!(new.mac("p", &entry(11)), old.mac("p", &entry(11)));
+        // The old checkpoint key vouches for entries up to 10 only; the new one for any.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.log");
+        let mac = "ab".repeat(32);
+        let old_line = old.checkpoint_line(10, &mac, 1);
+        let new_line = new.checkpoint_line(5, &mac, 2);
+        std::fs::write(&path, [old_line.as_str(), new_line.as_str()].concat()).unwrap();
+        assert_eq!(read_checkpoints(&path, &new).unwrap().len(), 2);
+        std::fs::write(&path, old.checkpoint_line(11, &mac, 3)).unwrap();
+        assert!(read_checkpoints(&path, &new).is_err());
+        // Retiring again keeps the older keys.
+        let newest_master = MasterKey::generate();
+        let again =
+            ChainKeys::of(&newest_master, Some(&new.retire(Some(20), &newest_master))).unwrap();
+        assert_eq!(again.mac("p", &entry(3)), old.mac("p", &entry(3)));
+        assert_eq!(again.mac("p", &entry(15)), new.mac("p", &entry(15)));
+        assert_ne!(again.mac("p", &entry(21)), new.mac("p", &entry(21)));
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn keys() -> ChainKeys {
+            ChainKeys::of(&MasterKey::generate(), None).expect("keys")
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+            /// Whatever the checkpoint file holds, reading it never panics.
+            #[test]
+            fn arbitrary_checkpoint_files_are_read_safely(text in "(ironchart-audit-checkpoint-v1 |[0-9a-f ]{1,20}|.{0,30}|\n){0,8}") {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let path = dir.path().join("c.log");
+                std::fs::write(&path, &text).expect("write");
+                let _ = read_checkpoints(&path, &keys());
+            }
+
+            /// A signed line with any one character changed is refused, never taken.
+            #[test]
+            fn a_changed_checkpoint_is_refused(seq in 1i64..1_000_000, at in any::<prop::sample::Index>(), to in "[0-9a-z ]") {
+                let keys = keys();
+                let line = keys.checkpoint_line(seq, &"ab".repeat(32), 1_700_000_000_000);
+                let mut chars: Vec<char> = line.trim_end().chars().collect();
+                let i = at.index(chars.len());
+                let new = to.chars().next().expect("one char");
+                prop_assume!(chars[i] != new);
+                chars[i] = new;
+                let dir = tempfile::tempdir().expect("tempdir");
+                let path = dir.path().join("c.log");
+                std::fs::write(&path, format!("{}\n", chars.iter().collect::<String>())).expect("write");
+                prop_assert!(read_checkpoints(&path, &keys).is_err());
+                std::fs::write(&path, &line).expect("write");
+                prop_assert_eq!(read_checkpoints(&path, &keys).expect("the signed line").len(), 1);
+            }
+        }
+    }
 }

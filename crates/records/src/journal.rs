@@ -792,4 +792,74 @@ mod tests {
         check(other, 0);
         check(journal(&[8u8; 32], "j", &rows).concat(), 0);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+            /// Whatever a journal file holds, reading it never panics, and what it yields are
+            /// entries the key vouched for: with a wrong key, nothing.
+            #[test]
+            fn arbitrary_bytes_are_read_safely(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
+                let (rows, _) = read_journal(&[7u8; 32], "j", &bytes);
+                prop_assert!(rows.is_empty() || !bytes.is_empty());
+                let with_lines: Vec<u8> = bytes.iter().map(|b| if b % 7 == 0 { b'\n' } else { *b }).collect();
+                let (rows, _) = read_journal(&[7u8; 32], "j", &with_lines);
+                prop_assert!(rows.is_empty(), "unsigned lines were taken");
+            }
+
+            /// A journal changed anywhere (one byte flipped, or cut short) yields a prefix of its
+            /// entries, never a changed one.
+            #[test]
+            fn a_changed_journal_yields_only_a_prefix(
+                n in 1usize..6,
+                at in any::<prop::sample::Index>(),
+                flip in 1u8..=255,
+                cut in any::<bool>(),
+            ) {
+                let key = [7u8; 32];
+                let rows: Vec<AuditRow> = (1..=n as i64).map(row).collect();
+                let mut bytes = journal(&key, "j", &rows).concat().into_bytes();
+                let i = at.index(bytes.len());
+                if cut {
+                    bytes.truncate(i);
+                } else {
+                    bytes[i] ^= flip;
+                }
+                let (read, _) = read_journal(&key, "j", &bytes);
+                prop_assert!(read.len() <= rows.len());
+                prop_assert_eq!(&read[..], &rows[..read.len()]);
+                if !cut {
+                    prop_assert!(read.len() < rows.len(), "a changed line was taken");
+                }
+            }
+
+            /// Any entry the door can make survives the journal exactly.
+            #[test]
+            fn entries_round_trip(
+                actor in ".{0,30}",
+                res_id in proptest::option::of(".{0,20}"),
+                detail in proptest::option::of(".{0,60}"),
+                version in proptest::option::of(any::<i64>()),
+                recorded in any::<i64>(),
+            ) {
+                let entry = AuditRow {
+                    recorded,
+                    actor,
+                    action: "read".into(),
+                    res_id,
+                    version,
+                    outcome: "success".into(),
+                    detail,
+                    ..Default::default()
+                };
+                let key = [9u8; 32];
+                let text = journal(&key, "j", std::slice::from_ref(&entry)).concat();
+                prop_assert_eq!(read_journal(&key, "j", text.as_bytes()), (vec![entry], None));
+            }
+        }
+    }
 }

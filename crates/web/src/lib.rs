@@ -18,6 +18,26 @@ pub mod tls;
 
 pub use rate_limit::RateLimiter;
 
+/// What the fuzz targets in `fuzz/` reach that is not public: the parsers of what browsers and
+/// clients send. Built only by `cargo fuzz` (which sets `--cfg fuzzing`).
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing {
+    use axum::http::{HeaderMap, HeaderValue, header};
+
+    /// Reads cookie `name` from one `Cookie` header value.
+    pub fn cookie(header_value: &str, name: &str) -> Option<String> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::COOKIE, HeaderValue::from_str(header_value).ok()?);
+        crate::app::cookie(&headers, name)
+    }
+
+    /// Parses AuditEvent search parameters; whether they made a query.
+    pub fn audit_event_query(pairs: &[(String, String)]) -> bool {
+        crate::fhir::audit_event::query_of(pairs).is_ok()
+    }
+}
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 

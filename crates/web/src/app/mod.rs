@@ -305,3 +305,55 @@ pub(crate) fn display_time(ms: i64) -> String {
         iso.get(11..16).unwrap_or_default()
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn headers(values: &[String]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            if let Ok(v) = HeaderValue::from_str(v) {
+                h.append(header::COOKIE, v);
+            }
+        }
+        h
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// Whatever `Cookie` headers a client sends, reading one never panics and yields a
+        /// short, non-empty value or nothing.
+        #[test]
+        fn any_cookie_header_is_read_safely(values in prop::collection::vec("[ -~]{0,120}", 0..4)) {
+            let h = headers(&values);
+            for name in [SESSION_COOKIE, PRE_COOKIE, ""] {
+                if let Some(v) = cookie(&h, name) {
+                    prop_assert!(!v.is_empty() && v.len() <= 100);
+                }
+            }
+        }
+
+        /// Our cookie is found among any others, in any header, and never confused with a
+        /// cookie whose name merely contains ours.
+        #[test]
+        fn the_session_cookie_is_found_among_others(
+            others in prop::collection::vec(("[a-zA-Z_-]{1,12}", "[a-zA-Z0-9]{0,20}"), 0..5),
+            value in "[a-f0-9]{1,64}",
+            place in any::<prop::sample::Index>(),
+        ) {
+            let mut pairs: Vec<String> = others
+                .iter()
+                .filter(|(n, _)| n != SESSION_COOKIE)
+                .map(|(n, v)| format!("{n}={v}"))
+                .collect();
+            pairs.push(format!("x{SESSION_COOKIE}=decoy"));
+            let at = place.index(pairs.len() + 1);
+            pairs.insert(at, format!("{SESSION_COOKIE}={value}"));
+            let h = headers(&[pairs.join("; ")]);
+            prop_assert_eq!(cookie(&h, SESSION_COOKIE), Some(value));
+        }
+    }
+}

@@ -75,7 +75,7 @@ fn outcome_code(outcome: &str) -> &'static str {
 
 /// Parses the search parameters into a store query; `_cursor` continues before a sequence
 /// number.
-fn query_of(pairs: &[(String, String)]) -> Result<AuditQuery, ApiError> {
+pub(crate) fn query_of(pairs: &[(String, String)]) -> Result<AuditQuery, ApiError> {
     let mut q = AuditQuery {
         descending: true,
         limit: DEFAULT_COUNT,
@@ -367,5 +367,64 @@ mod tests {
         assert!(q.from.unwrap() < q.to.unwrap());
         assert!(query_of(&pairs(&[("date", "yesterday")])).is_err());
         assert!(query_of(&pairs(&[("bogus", "1")])).is_err());
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn name() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("date".to_string()),
+                Just("agent".to_string()),
+                Just("patient".to_string()),
+                Just("action".to_string()),
+                Just("subtype".to_string()),
+                Just("outcome".to_string()),
+                Just("_count".to_string()),
+                Just("_cursor".to_string()),
+                Just("_sort".to_string()),
+                ".{0,10}",
+            ]
+        }
+
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "(eq|ge|gt|le|lt|sa|)[0-9]{1,4}(-[0-9]{1,2}(-[0-9]{1,2}(T[0-9:.+Z-]{0,20})?)?)?",
+                "-?[0-9]{1,25}",
+                "[CRUDE0-9,a-z-]{0,20}",
+                ".{0,30}",
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+            /// Whatever the search says, the answer is a query or a 400, never a panic, and a
+            /// query never asks for more than a page's worth or an empty date range by mistake.
+            #[test]
+            fn any_search_is_a_query_or_a_bad_request(pairs in prop::collection::vec((name(), value()), 0..6)) {
+                match query_of(&pairs) {
+                    Ok(q) => {
+                        prop_assert!(q.limit >= 1 && q.limit <= MAX_COUNT);
+                    }
+                    Err(e) => prop_assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST),
+                }
+            }
+
+            /// One date, any prefix: `ge` and `le` of the same date keep that date inside.
+            #[test]
+            fn a_date_is_inside_its_own_range(y in 1900u32..2100, m in 1u32..=12, d in 1u32..=28) {
+                let day = format!("{y:04}-{m:02}-{d:02}");
+                let q = query_of(&[
+                    ("date".to_string(), format!("ge{day}")),
+                    ("date".to_string(), format!("le{day}")),
+                ]).expect("a valid date");
+                let eq = query_of(&[("date".to_string(), day)]).expect("a valid date");
+                prop_assert_eq!(q.from, eq.from);
+                prop_assert_eq!(q.to, eq.to);
+                prop_assert!(q.from.expect("from") <= q.to.expect("to"));
+            }
+        }
     }
 }

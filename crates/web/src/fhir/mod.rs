@@ -1,6 +1,6 @@
 //! The FHIR R4 REST API: routes, request parsing at the edge, and responses.
 
-mod audit_event;
+pub(crate) mod audit_event;
 mod bundle;
 mod capability;
 pub mod error;
