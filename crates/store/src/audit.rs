@@ -287,12 +287,9 @@ impl Store {
     /// PostgreSQL: nothing to do).
     pub async fn audit_sync(&self) -> Result<()> {
         let mut conn = self.maintenance().await?;
-        match &conn {
-            PoolConn::Sqlite(_) => {
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)", vec![])
-                    .await?;
-            }
-            PoolConn::Postgres(_) => {}
+        if !matches!(conn, PoolConn::Postgres(_)) {
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)", vec![])
+                .await?;
         }
         Ok(())
     }

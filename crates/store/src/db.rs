@@ -25,7 +25,7 @@ pub(crate) enum Pools {
     /// SQLite: many readers, one writer (writes are serialized by SQLite anyway; one connection
     /// avoids busy-waiting between our own writers).
     Sqlite {
-        read: SqlitePool,
+        read: std::sync::Arc<ReadPool>,
         write: SqlitePool,
         /// One connection for WAL checkpoints, so that they run beside the writer (a passive
         /// checkpoint does not block it) instead of inside its commits.
@@ -57,32 +57,29 @@ impl Store {
             .pragma("cache_size", "-65536")
             .pragma("temp_store", "memory")
             .statement_cache_capacity(512);
+        // Connections to a file in this process do not go stale: no ping before each use (it is
+        // a round trip to the connection's thread, as costly as the query).
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(60))
             .connect_with(options.clone())
             .await?;
+        let readers = std::thread::available_parallelism().map_or(4, |n| n.get().max(2) * 2);
+        let read = ReadPool::open(&options.clone().read_only(true), readers).await?;
         let store = Store {
             pools: Pools::Sqlite {
-                read: write.clone(),
+                read: read.clone(),
                 write: write.clone(),
                 maintenance: write.clone(),
             },
             bulk: Default::default(),
         };
         store.migrate().await?;
-        let readers = std::thread::available_parallelism().map_or(4, |n| n.get().max(2) * 2);
         let maintenance = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(60))
             .connect_with(options.clone())
-            .await?;
-
-        let read = SqlitePoolOptions::new()
-            .max_connections(readers as u32)
-            .acquire_timeout(Duration::from_secs(60))
-            .connect_with(options.read_only(true))
             .await?;
         Ok(Store {
             pools: Pools::Sqlite {
@@ -160,7 +157,7 @@ impl Store {
         self.bulk.store(on, std::sync::atomic::Ordering::SeqCst);
         let mut conn = self.writer().await?;
         match &mut conn {
-            PoolConn::Sqlite(_) => {
+            PoolConn::Sqlite(_) | PoolConn::SqliteRead(_) => {
                 if on {
                     conn.execute("PRAGMA synchronous = NORMAL", vec![]).await?;
                 } else {
@@ -221,7 +218,7 @@ impl Store {
 
     pub(crate) async fn reader(&self) -> Result<PoolConn> {
         Ok(match &self.pools {
-            Pools::Sqlite { read, .. } => PoolConn::Sqlite(read.acquire().await?),
+            Pools::Sqlite { read, .. } => PoolConn::SqliteRead(read.acquire().await?),
             Pools::Postgres(pool) => PoolConn::Postgres(pool.acquire().await?),
         })
     }
@@ -245,6 +242,7 @@ impl Store {
 
 pub(crate) enum PoolConn {
     Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
+    SqliteRead(ReadConn),
     Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
 }
 
@@ -252,6 +250,7 @@ impl PoolConn {
     pub(crate) fn conn(&mut self) -> Conn<'_> {
         match self {
             PoolConn::Sqlite(c) => Conn::Sqlite(c),
+            PoolConn::SqliteRead(c) => Conn::Sqlite(c.connection()),
             PoolConn::Postgres(c) => Conn::Postgres(c),
         }
     }
@@ -267,6 +266,88 @@ impl PoolConn {
 
     pub(crate) async fn execute(&mut self, sql: &str, args: Vec<Arg>) -> Result<u64> {
         self.conn().execute(sql, args).await
+    }
+}
+
+/// SQLite's read-only connections, handed out and taken back without sqlx's pool, whose return
+/// path asks the connection's thread for a ping after every use: a second round trip between
+/// threads per query, which costs as much as the query. A read connection holds no transaction
+/// between uses, and its thread runs commands in order, so one dropped in the middle of a query
+/// is safe to hand out again.
+pub(crate) struct ReadPool {
+    idle: std::sync::Mutex<Vec<SqliteConnection>>,
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+impl ReadPool {
+    async fn open(options: &SqliteConnectOptions, n: usize) -> Result<std::sync::Arc<ReadPool>> {
+        use sqlx::ConnectOptions;
+        let mut idle = Vec::with_capacity(n);
+        for _ in 0..n {
+            idle.push(options.connect().await?);
+        }
+        Ok(std::sync::Arc::new(ReadPool {
+            idle: std::sync::Mutex::new(idle),
+            permits: std::sync::Arc::new(tokio::sync::Semaphore::new(n)),
+        }))
+    }
+
+    async fn acquire(self: &std::sync::Arc<Self>) -> Result<ReadConn> {
+        let permit = tokio::time::timeout(
+            Duration::from_secs(60),
+            self.permits.clone().acquire_owned(),
+        )
+        .await
+        .map_err(|_| sqlx::Error::PoolTimedOut)?
+        .map_err(|_| sqlx::Error::PoolClosed)?;
+        let conn = self
+            .idle
+            .lock()
+            .ok()
+            .and_then(|mut idle| idle.pop())
+            .ok_or(sqlx::Error::PoolClosed)?;
+        Ok(ReadConn {
+            conn: Some(conn),
+            pool: self.clone(),
+            _permit: permit,
+        })
+    }
+
+    /// Closes every connection (waiting for those in use).
+    async fn close(&self) {
+        use sqlx::Connection;
+        self.permits.close();
+        let conns: Vec<SqliteConnection> = match self.idle.lock() {
+            Ok(mut idle) => idle.drain(..).collect(),
+            Err(_) => Vec::new(),
+        };
+        for c in conns {
+            let _ = c.close().await;
+        }
+    }
+}
+
+/// A read connection lent by [`ReadPool`]; back to the pool when dropped.
+pub(crate) struct ReadConn {
+    conn: Option<SqliteConnection>,
+    pool: std::sync::Arc<ReadPool>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl ReadConn {
+    fn connection(&mut self) -> &mut SqliteConnection {
+        match self.conn.as_mut() {
+            Some(c) => c,
+            None => unreachable!("a lent connection is present until dropped"),
+        }
+    }
+}
+
+impl Drop for ReadConn {
+    fn drop(&mut self) {
+        if let (Some(c), Ok(mut idle)) = (self.conn.take(), self.pool.idle.lock()) {
+            idle.push(c);
+        }
     }
 }
 
