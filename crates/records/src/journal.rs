@@ -461,12 +461,17 @@ impl Mover {
         }
     }
 
-    /// Moves everything waiting, in order; false when the database refused.
+    /// Moves everything waiting when it starts, in order; false when the database refused.
+    /// What arrives meanwhile waits for the next round: chasing it would make a commit for every
+    /// batch that came in during the last commit, and every commit costs each SQLite reader its
+    /// page cache.
     async fn drain(&self) -> bool {
-        loop {
-            let Some(batch) = self.take() else {
+        let mut budget = self.state.queue.lock().map_or(0, |q| q.len());
+        while budget > 0 {
+            let Some((batch, items)) = self.take() else {
                 return true;
             };
+            budget = budget.saturating_sub(items);
             match batch {
                 Pending::Rows { file, first, rows } => {
                     let n = rows.len();
@@ -508,10 +513,12 @@ impl Mover {
                 }
             }
         }
+        true
     }
 
-    /// The next thing to do: a marker, or up to [`MOVE_BATCH`] consecutive entries of one file.
-    fn take(&self) -> Option<Pending> {
+    /// The next thing to do: a marker, or up to [`MOVE_BATCH`] consecutive entries of one file;
+    /// and how many queued items it took.
+    fn take(&self) -> Option<(Pending, usize)> {
         let mut q = self.state.queue.lock().ok()?;
         match q.pop_front()? {
             Pending::Rows {
@@ -519,6 +526,7 @@ impl Mover {
                 first,
                 mut rows,
             } => {
+                let mut items = 1;
                 while rows.len() < MOVE_BATCH {
                     match q.front_mut() {
                         Some(Pending::Rows {
@@ -528,13 +536,14 @@ impl Mover {
                         }) if Arc::ptr_eq(f, &file) && *next == first + rows.len() as u64 => {
                             rows.append(more);
                             q.pop_front();
+                            items += 1;
                         }
                         _ => break,
                     }
                 }
-                Some(Pending::Rows { file, first, rows })
+                Some((Pending::Rows { file, first, rows }, items))
             }
-            other => Some(other),
+            other => Some((other, 1)),
         }
     }
 
