@@ -362,6 +362,15 @@ fn master_key(dir: &Path, file: Option<&Path>) -> Result<(MasterKey, PathBuf, bo
     }
 }
 
+/// Where the data directory keeps the audit checkpoints and journals.
+fn security_config(dir: &Path, master_key: MasterKey) -> SecurityConfig {
+    SecurityConfig {
+        master_key,
+        checkpoint_file: Some(dir.join("audit-checkpoints.log")),
+        journal_dir: dir.to_path_buf(),
+    }
+}
+
 fn database_config(dir: &Path, url: Option<&str>, schema: Option<&str>) -> DatabaseConfig {
     match url {
         Some(url) => DatabaseConfig::Postgres {
@@ -396,11 +405,7 @@ async fn replace_master_key(data: &DataArgs, new_file: &Path) -> Result<u32, Cli
             "there is no master key to replace: give the one in use with --master-key-file",
         )));
     }
-    let security = SecurityConfig {
-        master_key: current,
-        checkpoint_file: Some(data.data.join("audit-checkpoints.log")),
-        journal_dir: data.data.clone(),
-    };
+    let security = security_config(&data.data, current);
     eprintln!("Replacing the master key…");
     let config = database_config(
         &data.data,
@@ -438,11 +443,7 @@ pub async fn open_records_at(
     prepare_data_dir(dir)?;
     let config = database_config(dir, url, schema);
     let (master_key, key_path, created) = master_key(dir, key_file)?;
-    let security = SecurityConfig {
-        master_key,
-        checkpoint_file: Some(dir.join("audit-checkpoints.log")),
-        journal_dir: dir.to_path_buf(),
-    };
+    let security = security_config(dir, master_key);
     Records::open(&config, security).await.map_err(|e| {
         if created {
             // The database was sealed with another key: the new file is of no use.

@@ -350,6 +350,22 @@ async fn write_chart(api: &Api, tok: &str, patients: usize) -> Vec<String> {
     ids
 }
 
+/// Serves `data`, writes a chart of `patients` patients ([`write_chart`]) with the system token,
+/// and reads every version back: the server, its client, the token, the ids and the versions.
+async fn serve_chart(
+    data: &Path,
+    db: &Db,
+    patients: usize,
+) -> (Served, Api, String, Vec<String>, Vec<(String, Value)>) {
+    let served = Served::start(data, db);
+    wait_healthy(&served.base).await;
+    let api = Api::new(&served);
+    let tok = token(data, db);
+    let ids = write_chart(&api, &tok, patients).await;
+    let before = all_versions(&api, &tok, &ids).await;
+    (served, api, tok, ids, before)
+}
+
 /// Every version of every resource the system token can find: (type/id/version, body).
 async fn all_versions(api: &Api, tok: &str, ids: &[String]) -> Vec<(String, Value)> {
     let mut out = Vec::new();
@@ -380,12 +396,7 @@ async fn key_rotation_keeps_every_record_readable_and_is_audited() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path();
         let data_s = data.to_str().unwrap();
-        let mut served = Served::start(data, &db);
-        wait_healthy(&served.base).await;
-        let api = Api::new(&served);
-        let tok = token(data, &db);
-        let ids = write_chart(&api, &tok, 20).await;
-        let before = all_versions(&api, &tok, &ids).await;
+        let (mut served, api, tok, ids, before) = serve_chart(data, &db, 20).await;
         let mut sql = Sql::open(data, &db).await;
         let stored = sql.integers("SELECT COUNT(*) FROM resource_versions").await[0];
         sql.close().await;
@@ -492,12 +503,7 @@ async fn replacing_the_master_key_keeps_everything_readable_and_retires_the_old_
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path();
         let data_s = data.to_str().unwrap();
-        let mut served = Served::start(data, &db);
-        wait_healthy(&served.base).await;
-        let api = Api::new(&served);
-        let tok = token(data, &db);
-        let ids = write_chart(&api, &tok, 10).await;
-        let before = all_versions(&api, &tok, &ids).await;
+        let (mut served, api, tok, ids, before) = serve_chart(data, &db, 10).await;
         drop(api);
         assert!(served.interrupt().success());
         let old_signers = checkpoint_signers(data);

@@ -234,11 +234,7 @@ impl Keys {
     pub(crate) async fn delete_wrapped(&self, store: &Store) -> Result<usize> {
         let mut tx = store.begin().await?;
         let wrapped = parse_generations(&tx.setting(WRAPPED).await?.unwrap_or_default());
-        let current: u32 = tx
-            .setting(CURRENT)
-            .await?
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
+        let current = generation_number(tx.setting(CURRENT).await?);
         let gone: Vec<u32> = wrapped
             .iter()
             .map(|(g, _)| *g)
@@ -302,6 +298,11 @@ fn data_keys(
         .collect()
 }
 
+/// The current generation as stored (0: none).
+fn generation_number(text: Option<String>) -> u32 {
+    text.and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
 fn parse_generations(text: &str) -> Vec<(u32, String)> {
     text.split_whitespace()
         .filter_map(|pair| {
@@ -317,11 +318,7 @@ async fn load(store: &Store, master: &MasterKey) -> Result<Keyring> {
     }
     let generations = parse_generations(&store.setting(DATA_KEYS).await?.unwrap_or_default());
     let wrapped = parse_generations(&store.setting(WRAPPED).await?.unwrap_or_default());
-    let current: u32 = store
-        .setting(CURRENT)
-        .await?
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
+    let current = generation_number(store.setting(CURRENT).await?);
     if !generations.iter().any(|(g, _)| *g == current) {
         return Err(RecordsError::Config(
             "the database's key settings are incomplete (no current data key)".into(),
