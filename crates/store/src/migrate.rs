@@ -21,10 +21,15 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0002_security.sql"),
         postgres: include_str!("../migrations/postgres/0002_security.sql"),
     },
+    Migration {
+        version: 3,
+        sqlite: include_str!("../migrations/sqlite/0003_version_rows.sql"),
+        postgres: include_str!("../migrations/postgres/0003_version_rows.sql"),
+    },
 ];
 
 /// The schema version this build creates and understands.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const CREATE_VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS ironchart_schema (version BIGINT NOT NULL, applied_at BIGINT NOT NULL)";
 
@@ -52,6 +57,14 @@ impl Store {
         }
         let is_sqlite = matches!(self.pools, Pools::Sqlite { .. });
         for m in MIGRATIONS.iter().filter(|m| m.version > current) {
+            if current > 0 {
+                // Some upgrades rebuild a large table: say why start-up takes its time.
+                tracing::info!(
+                    "upgrading the database schema to version {} (from {})",
+                    m.version,
+                    m.version - 1
+                );
+            }
             c.execute("BEGIN", vec![]).await?;
             let script = if is_sqlite { m.sqlite } else { m.postgres };
             let applied = async {
@@ -109,20 +122,144 @@ mod tests {
             assert!(!m.sqlite.trim().is_empty() && !m.postgres.trim().is_empty());
         }
         assert_eq!(MIGRATIONS.last().map(|m| m.version), Some(SCHEMA_VERSION));
-        // Both backends create the same tables and indexes.
-        for m in MIGRATIONS {
-            let names = |s: &str| {
-                let mut v: Vec<String> = s
-                    .split_whitespace()
-                    .collect::<Vec<_>>()
-                    .windows(3)
-                    .filter(|w| w[0] == "CREATE" && (w[1] == "TABLE" || w[1] == "INDEX"))
-                    .map(|w| w[2].to_string())
+        // Both backends end with the same tables and indexes (a migration may rebuild a table
+        // on one backend only, as 3 does on SQLite).
+        let schema = |script: fn(&Migration) -> &'static str| {
+            let mut names = std::collections::BTreeSet::new();
+            for m in MIGRATIONS {
+                let mut words: Vec<String> = script(m)
+                    .lines()
+                    .filter(|l| !l.trim_start().starts_with("--"))
+                    .flat_map(str::split_whitespace)
+                    .map(|w| w.trim_end_matches([';', '(']).to_string())
+                    .filter(|w| !w.is_empty())
                     .collect();
-                v.sort();
-                v
-            };
-            assert_eq!(names(m.sqlite), names(m.postgres));
+                // Room for a statement of three words at the end.
+                words.extend(std::iter::repeat_n(String::new(), 5));
+                for w in words.windows(6) {
+                    match (w[0].as_str(), w[1].as_str()) {
+                        ("CREATE", "TABLE" | "INDEX") => {
+                            names.insert(w[2].clone());
+                        }
+                        ("DROP", "TABLE" | "INDEX") => {
+                            names.remove(&w[2]);
+                        }
+                        ("ALTER", "TABLE") if w[3] == "RENAME" && w[4] == "TO" => {
+                            names.remove(&w[2]);
+                            names.insert(w[5].clone());
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            names
+        };
+        let sqlite = schema(|m| m.sqlite);
+        assert!(sqlite.contains("resource_versions") && sqlite.contains("audit_log"));
+        assert!(!sqlite.contains("resource_versions_v3"));
+        assert_eq!(sqlite, schema(|m| m.postgres));
+    }
+
+    /// A database made by schema 2 (resource_versions as a WITHOUT ROWID table) upgrades with
+    /// every version, body and column intact, and its versions are then a rowid table.
+    #[tokio::test]
+    async fn a_schema_2_database_upgrades_with_every_version_intact() {
+        use sqlx::Connection;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sqlite3");
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
+        let mut c = sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .unwrap();
+        sqlx::raw_sql(CREATE_VERSION_TABLE)
+            .execute(&mut c)
+            .await
+            .unwrap();
+        for m in &MIGRATIONS[..2] {
+            sqlx::raw_sql(m.sqlite).execute(&mut c).await.unwrap();
+            sqlx::query("INSERT INTO ironchart_schema (version, applied_at) VALUES (?, 0)")
+                .bind(m.version)
+                .execute(&mut c)
+                .await
+                .unwrap();
         }
+        let old: String =
+            sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE name = 'resource_versions'")
+                .fetch_one(&mut c)
+                .await
+                .unwrap();
+        assert!(old.contains("WITHOUT ROWID"));
+        // Two resources: one with three versions (the last a delete, no body), one restricted.
+        sqlx::raw_sql(
+            "INSERT INTO resources (rid, res_type, res_id, version, last_updated, deleted, patient, sensitivity) \
+             VALUES (1, 'Patient', 'p1', 3, 30, TRUE, 'p1', 0), (2, 'Observation', 'o1', 1, 40, FALSE, 'p1', 1)",
+        )
+        .execute(&mut c)
+        .await
+        .unwrap();
+        let body = |n: u8| vec![n; 3000 + n as usize];
+        for (rid, version, updated, deleted, method, b, sensitivity) in [
+            (1, 1, 10, false, "POST", Some(body(1)), 0),
+            (1, 2, 20, false, "PUT", Some(body(2)), 2),
+            (1, 3, 30, true, "DELETE", None, 0),
+            (2, 1, 40, false, "POST", Some(body(4)), 1),
+        ] {
+            sqlx::query(
+                "INSERT INTO resource_versions (rid, version, last_updated, deleted, method, body, patient, sensitivity) \
+                 VALUES (?, ?, ?, ?, ?, ?, 'p1', ?)",
+            )
+            .bind(rid)
+            .bind(version)
+            .bind(updated)
+            .bind(deleted)
+            .bind(method)
+            .bind(b)
+            .bind(sensitivity)
+            .execute(&mut c)
+            .await
+            .unwrap();
+        }
+        c.close().await.unwrap();
+
+        let store = Store::open_sqlite(&path).await.unwrap();
+        assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION);
+        let v1 = store.vread("Patient", "p1", 1).await.unwrap().unwrap();
+        assert_eq!(
+            (v1.body, v1.method.as_str(), v1.last_updated, v1.deleted),
+            (Some(body(1)), "POST", 10, false)
+        );
+        let v2 = store.vread("Patient", "p1", 2).await.unwrap().unwrap();
+        assert_eq!(
+            (v2.body, v2.sensitivity, v2.patient.as_deref()),
+            (Some(body(2)), 2, Some("p1"))
+        );
+        let v3 = store.read("Patient", "p1").await.unwrap().unwrap();
+        assert_eq!((v3.version, v3.deleted, v3.body), (3, true, None));
+        let o = store.read("Observation", "o1").await.unwrap().unwrap();
+        assert_eq!((o.body, o.sensitivity), (Some(body(4)), 1));
+        assert!(store.vread("Patient", "p1", 4).await.unwrap().is_none());
+        let mut conn = store.reader().await.unwrap();
+        let new = conn
+            .fetch(
+                "SELECT sql FROM sqlite_master WHERE name = 'resource_versions'",
+                vec![],
+                |r| r.text(0),
+            )
+            .await
+            .unwrap();
+        assert!(!new[0].contains("WITHOUT ROWID"), "{}", new[0]);
+        let indexes = conn
+            .fetch(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'resource_versions_updated'",
+                vec![],
+                |r| r.i64(0),
+            )
+            .await
+            .unwrap();
+        assert_eq!(indexes, vec![1]);
+        drop(conn);
+        store.close().await;
     }
 }
