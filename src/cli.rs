@@ -104,6 +104,11 @@ pub struct HttpArgs {
     /// Require two-step sign-in of every user (it is always required of admins and auditors).
     #[arg(long, env = "IRONCHART_MFA_FOR_ALL")]
     pub mfa_for_all: bool,
+    /// Answer a read or search only once its audit entry is on the disk, not only written to
+    /// the journal (slower; without it the entry reaches the disk within 10 ms). Every other
+    /// entry always waits for the disk.
+    #[arg(long, env = "IRONCHART_AUDIT_SYNC_READS")]
+    pub audit_sync_reads: bool,
 }
 
 #[derive(Debug, Args)]
@@ -363,11 +368,12 @@ fn master_key(dir: &Path, file: Option<&Path>) -> Result<(MasterKey, PathBuf, bo
 }
 
 /// Where the data directory keeps the audit checkpoints and journals.
-fn security_config(dir: &Path, master_key: MasterKey) -> SecurityConfig {
+fn security_config(dir: &Path, master_key: MasterKey, sync_reads: bool) -> SecurityConfig {
     SecurityConfig {
         master_key,
         checkpoint_file: Some(dir.join("audit-checkpoints.log")),
         journal_dir: dir.to_path_buf(),
+        sync_reads,
     }
 }
 
@@ -405,7 +411,7 @@ async fn replace_master_key(data: &DataArgs, new_file: &Path) -> Result<u32, Cli
             "there is no master key to replace: give the one in use with --master-key-file",
         )));
     }
-    let security = security_config(&data.data, current);
+    let security = security_config(&data.data, current, false);
     eprintln!("Replacing the master key…");
     let config = database_config(
         &data.data,
@@ -425,11 +431,17 @@ async fn replace_master_key(data: &DataArgs, new_file: &Path) -> Result<u32, Cli
 }
 
 pub async fn open_records(data: &DataArgs) -> Result<Records, CliError> {
+    open_records_with(data, false).await
+}
+
+/// As [`open_records`]; `sync_reads` as in [`SecurityConfig::sync_reads`].
+pub async fn open_records_with(data: &DataArgs, sync_reads: bool) -> Result<Records, CliError> {
     open_records_at(
         &data.data,
         data.database_url.as_deref(),
         data.database_schema.as_deref(),
         data.master_key_file.as_deref(),
+        sync_reads,
     )
     .await
 }
@@ -439,11 +451,12 @@ pub async fn open_records_at(
     url: Option<&str>,
     schema: Option<&str>,
     key_file: Option<&Path>,
+    sync_reads: bool,
 ) -> Result<Records, CliError> {
     prepare_data_dir(dir)?;
     let config = database_config(dir, url, schema);
     let (master_key, key_path, created) = master_key(dir, key_file)?;
-    let security = security_config(dir, master_key);
+    let security = security_config(dir, master_key, sync_reads);
     Records::open(&config, security).await.map_err(|e| {
         if created {
             // The database was sealed with another key: the new file is of no use.
@@ -602,7 +615,7 @@ async fn run_user_change(command: UserCommand) -> Result<(), CliError> {
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Serve(args) => {
-            let records = open_records(&args.data).await?;
+            let records = open_records_with(&args.data, args.http.audit_sync_reads).await?;
             serve(records, &args.http, None).await
         }
         Command::Demo(args) => {
@@ -611,6 +624,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 args.database_url.as_deref(),
                 None,
                 args.master_key_file.as_deref(),
+                false,
             )
             .await?;
             seed_demo(&records, args.patients, args.seed).await?;

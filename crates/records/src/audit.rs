@@ -96,6 +96,14 @@ impl AuditAction {
         }
     }
 
+    /// Whether the action only reads health data (the high-volume part of the log).
+    pub fn is_read(self) -> bool {
+        matches!(
+            self,
+            AuditAction::Read | AuditAction::Vread | AuditAction::Search | AuditAction::History
+        )
+    }
+
     /// Whether the action touches health data (the rest are security events).
     pub fn is_data_access(self) -> bool {
         matches!(

@@ -1,14 +1,18 @@
-//! The audit journal: how an entry is on disk before the response is sent, without a database
+//! The audit journal: how an entry is written before the response is sent, without a database
 //! commit per request.
 //!
 //! Each process appends its entries to its own journal file in the data directory
-//! (`audit-journal-<random>.log`, locked while the process lives) and acknowledges them once
-//! they are flushed to the disk (`fdatasync`; many requests share one flush). A mover task then
-//! appends them to the database's chain in large transactions, every [`MOVE_EVERY`] or sooner
-//! when many are waiting, recording in the same transaction how far it got in the journal, so
-//! that a crash never loses or repeats an entry: the next process to open the database moves
-//! what a dead process left behind. Readers of the log (the auditor's searches, `audit verify`,
-//! checkpoints) move everything first, so they see every entry acknowledged so far.
+//! (`audit-journal-<random>.log`, locked while the process lives). The request writes its own
+//! entries to the file (no hand-off to another thread) before its response goes out: from then
+//! on they survive any end of the process (a crash, a kill). A flusher thread puts them on the
+//! disk (`fdatasync`, many entries per flush): at once for entries someone waits for (every
+//! security event, every write's and, with `sync_reads`, every read's), otherwise within
+//! [`FLUSH_EVERY`]. A mover task then appends them to the database's chain in large
+//! transactions, every [`MOVE_EVERY`] or sooner when many are waiting, recording in the same
+//! transaction how far it got in the journal, so that a crash never loses or repeats an entry:
+//! the next process to open the database moves what a dead process left behind. Readers of the
+//! log (the auditor's searches, `audit verify`, checkpoints) move everything first, so they see
+//! every entry written so far.
 //!
 //! Each journal line carries an HMAC (a key derived from the chain's) over the file's name, the
 //! line's number, the previous line's MAC and the entry, so a line changed, inserted, removed
@@ -24,14 +28,14 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use ironchart_store::{AuditRow, Store};
 use serde_json::{Value, json};
 use sha2::Sha256;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, oneshot, watch};
 
 use crate::audit::{ChainKeys, SharedSegment};
 use crate::{RecordsError, Result};
@@ -50,19 +54,11 @@ const MOVE_SOON: usize = 10_000;
 const MOVE_BATCH: usize = 10_000;
 /// Most entries waiting to be moved; beyond it appends wait for the mover (back-pressure).
 const MAX_BACKLOG: usize = 200_000;
-/// Most appends flushed to the disk together.
-const MAX_GROUP: usize = 1_000;
+/// How long an entry that nobody waits for may stay in the journal before it is flushed to the
+/// disk.
+pub(crate) const FLUSH_EVERY: Duration = Duration::from_millis(10);
 
 type Ack = oneshot::Sender<std::result::Result<(), String>>;
-
-/// What the journal thread is asked to do, in order.
-enum Msg {
-    Append(Vec<AuditRow>, Ack),
-    /// Answer once everything appended before has been moved into the database.
-    Flush(Ack),
-    /// As `Flush`, then refuse further appends and delete the journal.
-    Close(Ack),
-}
 
 /// What waits for the mover, in journal order.
 enum Pending {
@@ -126,7 +122,7 @@ fn moved_key(name: &str) -> String {
     format!("audit.journal.{name}")
 }
 
-/// State shared by the journal thread, the mover and the door.
+/// State shared by the writers, the flusher thread and the mover.
 struct State {
     queue: Mutex<VecDeque<Pending>>,
     wake: Notify,
@@ -136,7 +132,9 @@ struct State {
     failing: AtomicBool,
     /// The journal was closed: appends fail.
     closed: AtomicBool,
-    /// The journal thread is gone (every sender dropped): the mover stops when done.
+    /// The disk refused a flush: appends fail until the process is restarted.
+    broken: AtomicBool,
+    /// Every writer is gone (the journal was dropped): the mover stops when done.
     writer_gone: AtomicBool,
 }
 
@@ -234,7 +232,49 @@ fn parse_payload(text: &str) -> Option<AuditRow> {
 /// The journal writer and mover of one process. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct AuditWriter {
-    queue: mpsc::Sender<Msg>,
+    journal: Arc<Journal>,
+}
+
+/// What the writers share: the file's tail (taken for each append), the mover's queue and the
+/// flusher.
+struct Journal {
+    key: [u8; 32],
+    dir: PathBuf,
+    tail: Mutex<Tail>,
+    state: Arc<State>,
+    flush: Arc<Flush>,
+    durable: watch::Receiver<u64>,
+}
+
+/// Where the next entry goes.
+struct Tail {
+    file: Arc<JournalFile>,
+    /// The next line's number in `file`.
+    index: u64,
+    /// The last line's MAC.
+    prev: String,
+    /// Bytes in `file`.
+    len: u64,
+    /// Entries this process has written (all files).
+    written: u64,
+}
+
+/// Between the writers and the flusher thread.
+struct Flush {
+    inner: Mutex<FlushInner>,
+    wake: Condvar,
+    /// Entries on the disk so far (all files); `u64::MAX` when the disk refused a flush.
+    durable: watch::Sender<u64>,
+}
+
+struct FlushInner {
+    file: Arc<JournalFile>,
+    written: u64,
+    flushed: u64,
+    /// Someone waits for the disk: flush now.
+    urgent: bool,
+    /// The journal is closed or dropped: flush what is left, then stop.
+    stop: bool,
 }
 
 /// What the mover needs besides the queue.
@@ -247,7 +287,7 @@ struct Mover {
 }
 
 impl AuditWriter {
-    /// Starts a journal in `dir`, its writer thread and its mover. `appended` counts moves,
+    /// Starts a journal in `dir`, its flusher thread and its mover. `appended` counts moves,
     /// `segment` is the stretch of the chain this process appended (for the checkpoints).
     pub(crate) fn start(
         dir: &Path,
@@ -256,184 +296,289 @@ impl AuditWriter {
         segment: SharedSegment,
         appended: Arc<AtomicU64>,
     ) -> Result<AuditWriter> {
-        let first = JournalFile::create(dir).map_err(|e| {
+        let first = Arc::new(JournalFile::create(dir).map_err(|e| {
             RecordsError::Config(format!(
                 "cannot create the audit journal in {}: {e}",
                 dir.display()
             ))
-        })?;
+        })?);
         let state = Arc::new(State {
             queue: Mutex::new(VecDeque::new()),
             wake: Notify::new(),
             backlog: AtomicUsize::new(0),
             failing: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            broken: AtomicBool::new(false),
             writer_gone: AtomicBool::new(false),
         });
-        let (queue, rx) = mpsc::channel::<Msg>(8192);
+        let (durable_tx, durable) = watch::channel(0);
+        let flush = Arc::new(Flush {
+            inner: Mutex::new(FlushInner {
+                file: first.clone(),
+                written: 0,
+                flushed: 0,
+                urgent: false,
+                stop: false,
+            }),
+            wake: Condvar::new(),
+            durable: durable_tx,
+        });
         let key = keys.mac_keys().next().map(journal_key).unwrap_or_default();
-        let thread_state = state.clone();
-        let dir = dir.to_path_buf();
+        let (thread_state, thread_flush) = (state.clone(), flush.clone());
         std::thread::Builder::new()
             .name("audit-journal".into())
-            .spawn(move || {
-                journal_thread(rx, dir, Arc::new(first), key, &thread_state);
-                thread_state.writer_gone.store(true, Ordering::SeqCst);
-                thread_state.wake.notify_one();
-            })
+            .spawn(move || flusher(&thread_flush, &thread_state))
             .map_err(|e| RecordsError::Config(format!("cannot start the audit journal: {e}")))?;
         let mover = Mover {
             store,
             keys,
-            state,
+            state: state.clone(),
             segment,
             appended,
         };
         tokio::spawn(mover.run());
-        Ok(AuditWriter { queue })
+        let journal = Journal {
+            key,
+            dir: dir.to_path_buf(),
+            tail: Mutex::new(Tail {
+                file: first,
+                index: 0,
+                prev: String::new(),
+                len: 0,
+                written: 0,
+            }),
+            state,
+            flush,
+            durable,
+        };
+        Ok(AuditWriter {
+            journal: Arc::new(journal),
+        })
     }
 
-    async fn ask(&self, msg: impl FnOnce(Ack) -> Msg) -> Result<()> {
-        let (ack, done) = oneshot::channel();
-        self.queue
-            .send(msg(ack))
-            .await
-            .map_err(|_| RecordsError::AuditUnavailable)?;
-        match done.await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(RecordsError::AuditUnavailable),
+    /// Appends entries to the journal file before it returns: once it has, the entries survive
+    /// any end of this process. With `durable` it also waits until they are on the disk;
+    /// otherwise the flusher puts them there within [`FLUSH_EVERY`] (see `docs/security.md`,
+    /// "What the audit log records"). Fails when the entries cannot be written.
+    pub(crate) async fn append(&self, rows: Vec<AuditRow>, durable: bool) -> Result<()> {
+        let j = &*self.journal;
+        // Back-pressure: the database is slow to take the entries.
+        let mut waited = 0;
+        while j.state.backlog.load(Ordering::SeqCst) > MAX_BACKLOG && waited < 6_000 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            waited += 1;
         }
-    }
-
-    /// Appends entries and waits until they are on disk.
-    pub(crate) async fn append(&self, rows: Vec<AuditRow>) -> Result<()> {
-        self.ask(|ack| Msg::Append(rows, ack)).await
+        let payloads: Vec<String> = rows.iter().map(payload).collect();
+        let mine = j.write(rows, &payloads, durable)?;
+        if durable {
+            let mut on_disk = j.durable.clone();
+            let flushed = on_disk
+                .wait_for(|d| *d >= mine)
+                .await
+                .map(|d| *d)
+                .map_err(|_| RecordsError::AuditUnavailable)?;
+            if flushed == u64::MAX {
+                return Err(RecordsError::AuditUnavailable);
+            }
+        }
+        Ok(())
     }
 
     /// Waits until every entry appended so far is in the database.
     pub(crate) async fn flush(&self) -> Result<()> {
-        self.ask(Msg::Flush).await
+        let (ack, done) = oneshot::channel();
+        {
+            let _tail = self.journal.lock_tail()?;
+            self.journal.state.push(Pending::Flush(ack));
+        }
+        answered(done).await
     }
 
     /// Moves everything into the database, then deletes the journal; later appends fail.
     pub(crate) async fn close(&self) -> Result<()> {
-        self.ask(Msg::Close).await
+        let (ack, done) = oneshot::channel();
+        {
+            let tail = self.journal.lock_tail()?;
+            self.journal.state.closed.store(true, Ordering::SeqCst);
+            self.journal.state.push(Pending::Retire {
+                file: tail.file.clone(),
+                ack: Some(ack),
+            });
+            self.journal.flush.stop();
+        }
+        answered(done).await
     }
 }
 
-/// The journal thread: appends entries to the file in groups, one flush to the disk per group.
-fn journal_thread(
-    mut rx: mpsc::Receiver<Msg>,
-    dir: PathBuf,
-    mut file: Arc<JournalFile>,
-    key: [u8; 32],
-    state: &State,
-) {
-    let mut index: u64 = 0;
-    let mut prev = String::new();
-    let mut len: u64 = 0;
-    let mut buf = String::new();
-    while let Some(first) = rx.blocking_recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(m) => group.push(m),
-                Err(_) => break,
-            }
+async fn answered(done: oneshot::Receiver<std::result::Result<(), String>>) -> Result<()> {
+    match done.await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(RecordsError::AuditUnavailable),
+    }
+}
+
+impl Journal {
+    fn lock_tail(&self) -> Result<std::sync::MutexGuard<'_, Tail>> {
+        self.tail.lock().map_err(|_| RecordsError::AuditUnavailable)
+    }
+
+    /// Writes the entries (their `payloads`) at the end of the journal and hands them to the
+    /// mover; returns how many entries this process has written with them.
+    fn write(&self, rows: Vec<AuditRow>, payloads: &[String], durable: bool) -> Result<u64> {
+        let mut t = self.lock_tail()?;
+        let state = &self.state;
+        if state.closed.load(Ordering::SeqCst)
+            || state.failing.load(Ordering::SeqCst)
+            || state.broken.load(Ordering::SeqCst)
+        {
+            return Err(RecordsError::AuditUnavailable);
         }
-        // Entries to write and whom to answer, in order; flushes and closes after them.
-        let mut rows: Vec<AuditRow> = Vec::new();
-        let mut acks: Vec<Ack> = Vec::new();
-        let mut after: Vec<Msg> = Vec::new();
-        for m in group {
-            match m {
-                Msg::Append(r, ack) => {
-                    if state.closed.load(Ordering::SeqCst) || state.failing.load(Ordering::SeqCst) {
-                        let _ = ack.send(Err("the audit log cannot be written".into()));
-                    } else {
-                        rows.extend(r);
-                        acks.push(ack);
-                    }
-                }
-                other => after.push(other),
-            }
+        let mut buf = String::with_capacity(payloads.iter().map(|p| p.len() + 66).sum());
+        let mut mac = t.prev.clone();
+        for (i, p) in payloads.iter().enumerate() {
+            mac = line_mac(&self.key, &t.file.name, t.index + i as u64, &mac, p);
+            buf.push_str(p);
+            buf.push('\t');
+            buf.push_str(&mac);
+            buf.push('\n');
         }
-        if !rows.is_empty() {
-            // Back-pressure: the database is slow to take the entries.
-            let mut waited = 0;
-            while state.backlog.load(Ordering::SeqCst) > MAX_BACKLOG && waited < 6_000 {
-                std::thread::sleep(Duration::from_millis(5));
-                waited += 1;
+        if let Err(e) = (&t.file.file).write_all(buf.as_bytes()) {
+            tracing::error!("the audit journal cannot be written ({e}); requests are failing");
+            // Cut off whatever part of the entries reached the file.
+            if let Err(e) = t.file.file.set_len(t.len) {
+                tracing::error!("cannot repair the audit journal: {e}");
+                state.closed.store(true, Ordering::SeqCst);
             }
-            buf.clear();
-            let mut mac = prev.clone();
-            for (i, row) in rows.iter().enumerate() {
-                let p = payload(row);
-                mac = line_mac(&key, &file.name, index + i as u64, &mac, &p);
-                buf.push_str(&p);
-                buf.push('\t');
-                buf.push_str(&mac);
-                buf.push('\n');
-            }
-            let written = (&file.file)
-                .write_all(buf.as_bytes())
-                .and_then(|()| file.file.sync_data());
-            match written {
-                Ok(()) => {
-                    let n = rows.len() as u64;
-                    state.push(Pending::Rows {
-                        file: file.clone(),
-                        first: index,
-                        rows,
-                    });
-                    index += n;
-                    prev = mac;
-                    len += buf.len() as u64;
-                    for ack in acks {
-                        let _ = ack.send(Ok(()));
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(
-                        "the audit journal cannot be written ({e}); requests are failing"
-                    );
-                    // Cut off whatever part of the group reached the file.
-                    if let Err(e) = file.file.set_len(len) {
-                        tracing::error!("cannot repair the audit journal: {e}");
-                        state.closed.store(true, Ordering::SeqCst);
-                    }
-                    for ack in acks {
-                        let _ = ack.send(Err("the audit journal cannot be written".into()));
-                    }
-                }
-            }
-            if len >= ROTATE_AT && !state.closed.load(Ordering::SeqCst) {
-                match JournalFile::create(&dir) {
-                    Ok(next) => {
-                        let old = std::mem::replace(&mut file, Arc::new(next));
-                        state.push(Pending::Retire {
-                            file: old,
-                            ack: None,
-                        });
-                        index = 0;
-                        prev.clear();
-                        len = 0;
-                    }
-                    Err(e) => tracing::warn!("cannot start a new audit journal: {e}"),
-                }
-            }
+            return Err(RecordsError::AuditUnavailable);
         }
-        for m in after {
-            match m {
-                Msg::Flush(ack) => state.push(Pending::Flush(ack)),
-                Msg::Close(ack) => {
-                    state.closed.store(true, Ordering::SeqCst);
-                    state.push(Pending::Retire {
-                        file: file.clone(),
-                        ack: Some(ack),
-                    });
+        let n = rows.len() as u64;
+        state.push(Pending::Rows {
+            file: t.file.clone(),
+            first: t.index,
+            rows,
+        });
+        t.index += n;
+        t.prev = mac;
+        t.len += buf.len() as u64;
+        t.written += n;
+        let mine = t.written;
+        self.flush.written(mine, durable);
+        if t.len >= ROTATE_AT {
+            self.rotate(&mut t);
+        }
+        Ok(mine)
+    }
+
+    /// Continues in a new file; the full one goes to the mover, which deletes it once moved.
+    fn rotate(&self, t: &mut Tail) {
+        let next = match JournalFile::create(&self.dir) {
+            Ok(next) => Arc::new(next),
+            Err(e) => {
+                tracing::warn!("cannot start a new audit journal: {e}");
+                return;
+            }
+        };
+        // The flusher only flushes the newest file: this one's last entries go to the disk now.
+        if let Err(e) = t.file.file.sync_data() {
+            tracing::warn!("cannot flush the full audit journal: {e}");
+            next.delete();
+            return;
+        }
+        let old = std::mem::replace(&mut t.file, next.clone());
+        self.flush.switch(next);
+        self.state.push(Pending::Retire {
+            file: old,
+            ack: None,
+        });
+        t.index = 0;
+        t.prev.clear();
+        t.len = 0;
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        self.flush.stop();
+        // Nothing more comes: the mover stops once it has moved what is queued.
+        self.state.writer_gone.store(true, Ordering::SeqCst);
+        self.state.wake.notify_one();
+    }
+}
+
+impl Flush {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FlushInner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// `written` entries are in the file; `urgent` when someone waits for the disk.
+    fn written(&self, written: u64, urgent: bool) {
+        let mut f = self.lock();
+        let was_clean = f.written == f.flushed;
+        f.written = written;
+        f.urgent |= urgent;
+        if urgent || was_clean {
+            self.wake.notify_one();
+        }
+    }
+
+    fn switch(&self, file: Arc<JournalFile>) {
+        self.lock().file = file;
+    }
+
+    fn stop(&self) {
+        self.lock().stop = true;
+        self.wake.notify_one();
+    }
+}
+
+/// The flusher thread: puts what was written on the disk (`fdatasync`), at once for those who
+/// wait for it, otherwise within [`FLUSH_EVERY`] of the first entry written since the last
+/// flush. Stops when told to, after a last flush.
+fn flusher(flush: &Flush, state: &State) {
+    loop {
+        let (file, target) = {
+            let mut f = flush.lock();
+            let mut deadline: Option<std::time::Instant> = None;
+            loop {
+                let pending = f.written > f.flushed;
+                if pending && (f.urgent || f.stop) {
+                    break;
                 }
-                Msg::Append(..) => unreachable!("appends were taken above"),
+                if f.stop {
+                    return;
+                }
+                if !pending {
+                    deadline = None;
+                    f = flush.wake.wait(f).unwrap_or_else(|p| p.into_inner());
+                    continue;
+                }
+                let due = *deadline.get_or_insert_with(|| std::time::Instant::now() + FLUSH_EVERY);
+                let now = std::time::Instant::now();
+                if now >= due {
+                    break;
+                }
+                f = flush
+                    .wake
+                    .wait_timeout(f, due - now)
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|p| p.into_inner().0);
+            }
+            f.urgent = false;
+            (f.file.clone(), f.written)
+        };
+        match file.file.sync_data() {
+            Ok(()) => {
+                flush.lock().flushed = target;
+                flush.durable.send_replace(target);
+            }
+            Err(e) => {
+                // The entries since the last flush may not be on the disk: stop accepting any.
+                tracing::error!("the audit journal cannot be flushed ({e}); requests are failing");
+                state.broken.store(true, Ordering::SeqCst);
+                flush.durable.send_replace(u64::MAX);
+                return;
             }
         }
     }
@@ -756,6 +901,72 @@ mod tests {
                 format!("{p}\t{prev}\n")
             })
             .collect()
+    }
+
+    /// The journal file of `dir` and its lines.
+    fn journal_lines(dir: &Path) -> Vec<String> {
+        let file = std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| Some(e.ok()?.path()))
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(PREFIX))
+            })
+            .expect("a journal");
+        std::fs::read_to_string(file)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn an_entry_is_written_before_append_returns_and_on_the_disk_when_asked_or_soon_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("db.sqlite3"))
+            .await
+            .unwrap();
+        let master = ironchart_security::keyring::MasterKey::generate();
+        let data_keys = crate::keys::Keys::load(&store, master).await.unwrap();
+        let keys = Arc::new(ChainKeys::of(data_keys.master(), None).unwrap());
+        let writer = AuditWriter::start(
+            dir.path(),
+            store.clone(),
+            keys,
+            SharedSegment::default(),
+            Arc::new(AtomicU64::new(0)),
+        )
+        .unwrap();
+        let on_disk = || *writer.journal.durable.borrow();
+
+        // Waiting for the disk: flushed when append returns.
+        writer.append(vec![row(1)], true).await.unwrap();
+        assert!(on_disk() >= 1);
+        assert_eq!(journal_lines(dir.path()).len(), 1);
+
+        // Not waiting: in the file when append returns, on the disk soon after.
+        writer.append(vec![row(2), row(3)], false).await.unwrap();
+        assert_eq!(journal_lines(dir.path()).len(), 3);
+        let start = std::time::Instant::now();
+        while on_disk() < 3 {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the flusher never flushed"
+            );
+            tokio::time::sleep(FLUSH_EVERY).await;
+        }
+
+        // Closing moves everything into the log; later appends fail, a flush still answers.
+        writer.close().await.unwrap();
+        writer.flush().await.unwrap();
+        assert!(writer.append(vec![row(4)], false).await.is_err());
+        assert!(writer.append(vec![row(4)], true).await.is_err());
+        let moved = store.audit_chain(0, 10).await.unwrap();
+        assert_eq!(
+            moved.iter().map(|r| r.recorded).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        store.close().await;
     }
 
     #[test]

@@ -42,8 +42,12 @@ pub struct SecurityConfig {
     /// Where signed audit checkpoints are appended (outside the database); none to skip them.
     pub checkpoint_file: Option<PathBuf>,
     /// The directory of the audit journals (the data directory): where each process's audit
-    /// entries are on disk before they are moved into the database (see `journal.rs`).
+    /// entries are written before they are moved into the database (see `journal.rs`).
     pub journal_dir: PathBuf,
+    /// Whether a read or search also waits until its audit entry is on the disk before it is
+    /// answered. Without it the entry is written before the answer and flushed to the disk
+    /// within 10 ms; every other entry always waits for the disk.
+    pub sync_reads: bool,
 }
 
 /// How many times a write is retried when a concurrent writer got there first.
@@ -76,6 +80,8 @@ pub struct Shared {
     pub(crate) keys: Arc<Keys>,
     pub(crate) chain: Arc<ChainKeys>,
     pub(crate) audit_writer: AuditWriter,
+    /// See [`SecurityConfig::sync_reads`].
+    pub(crate) sync_reads: bool,
     pub(crate) checkpoints: Option<PathBuf>,
 }
 
@@ -145,6 +151,7 @@ impl Records {
                 keys,
                 chain,
                 audit_writer,
+                sync_reads: security.sync_reads,
                 checkpoints: security.checkpoint_file,
             }),
             session_policy: crate::signin::SessionPolicy::default(),
@@ -271,11 +278,12 @@ impl Records {
         self.audit_writer.flush().await
     }
 
-    /// Appends entries to the audit log (its journal, group commit) and waits for them to be on
-    /// disk.
+    /// Appends entries to the audit log (its journal) before it returns; security events and
+    /// writes wait until they are on the disk, reads and searches only with `sync_reads`.
     pub(crate) async fn audit(&self, actor: &Actor, entries: Vec<AuditEntry>) -> Result<()> {
+        let durable = self.sync_reads || entries.iter().any(|e| !e.action.is_read());
         let rows = crate::audit::rows_of(actor, entries, now_millis());
-        self.audit_writer.append(rows).await
+        self.audit_writer.append(rows, durable).await
     }
 
     /// Appends entries inside a write transaction (they commit with it).

@@ -1006,7 +1006,7 @@ async fn a_failed_audit_write_fails_the_request(s: Server) {
     let head = s.audit_head().await;
 
     break_the_audit_log(&s, true).await;
-    // A read's entry is on disk in the journal before the answer; moving it into the log
+    // A read's entry is written to the journal before the answer; moving it into the log
     // fails, and from then on every request that needs the log fails until it can be written.
     assert_eq!(nurse.get("Patient/pa").await.status, StatusCode::OK);
     assert!(

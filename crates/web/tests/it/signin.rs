@@ -443,6 +443,7 @@ async fn authenticator_secrets_survive_a_new_master_key(db: Db) {
         master_key: MasterKey::load(key).unwrap(),
         checkpoint_file: Some(dir.path().join("audit-checkpoints.log")),
         journal_dir: dir.path().to_path_buf(),
+        sync_reads: false,
     };
     let operator = Actor::local_operator();
     let client = Client::default();

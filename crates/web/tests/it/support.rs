@@ -15,6 +15,7 @@ pub fn security(dir: &std::path::Path, checkpoints: bool) -> SecurityConfig {
         master_key: MasterKey::generate(),
         checkpoint_file: checkpoints.then(|| dir.join("audit-checkpoints.log")),
         journal_dir: dir.to_path_buf(),
+        sync_reads: false,
     }
 }
 
