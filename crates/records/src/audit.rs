@@ -466,8 +466,8 @@ pub(crate) fn start_upkeep(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            if std::sync::Arc::strong_count(&appended) == 1 {
-                // The writer is gone (the service was dropped).
+            if std::sync::Arc::strong_count(&appended) == 1 || store.is_closed() {
+                // The writer is gone (the service was dropped) or the database closed.
                 break;
             }
             // Entries written inside write transactions count too: index whatever is new, in
@@ -483,7 +483,10 @@ pub(crate) fn start_upkeep(
                         tokio::task::yield_now().await;
                     }
                     Err(e) => {
-                        tracing::warn!("cannot index the audit log by patient: {e}");
+                        // (Not worth a warning when the process is closing the database.)
+                        if !store.is_closed() {
+                            tracing::warn!("cannot index the audit log by patient: {e}");
+                        }
                         break;
                     }
                 }

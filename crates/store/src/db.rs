@@ -132,6 +132,14 @@ impl Store {
         }
     }
 
+    /// Whether [`Store::close`] has been called.
+    pub fn is_closed(&self) -> bool {
+        match &self.pools {
+            Pools::Sqlite { write, .. } => write.is_closed(),
+            Pools::Postgres(pool) => pool.is_closed(),
+        }
+    }
+
     /// Closes all connections (checkpointing SQLite's WAL).
     pub async fn close(&self) {
         match &self.pools {
