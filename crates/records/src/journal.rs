@@ -270,7 +270,6 @@ struct Flush {
 struct FlushInner {
     file: Arc<JournalFile>,
     written: u64,
-    flushed: u64,
     /// Someone waits for the disk: flush now.
     urgent: bool,
     /// The journal is closed or dropped: flush what is left, then stop.
@@ -316,7 +315,6 @@ impl AuditWriter {
             inner: Mutex::new(FlushInner {
                 file: first.clone(),
                 written: 0,
-                flushed: 0,
                 urgent: false,
                 stop: false,
             }),
@@ -515,7 +513,7 @@ impl Flush {
     /// `written` entries are in the file; `urgent` when someone waits for the disk.
     fn written(&self, written: u64, urgent: bool) {
         let mut f = self.lock();
-        let was_clean = f.written == f.flushed;
+        let was_clean = f.written == *self.durable.borrow();
         f.written = written;
         f.urgent |= urgent;
         if urgent || was_clean {
@@ -542,7 +540,7 @@ fn flusher(flush: &Flush, state: &State) {
             let mut f = flush.lock();
             let mut deadline: Option<std::time::Instant> = None;
             loop {
-                let pending = f.written > f.flushed;
+                let pending = f.written > *flush.durable.borrow();
                 if pending && (f.urgent || f.stop) {
                     break;
                 }
@@ -570,7 +568,8 @@ fn flusher(flush: &Flush, state: &State) {
         };
         match file.file.sync_data() {
             Ok(()) => {
-                flush.lock().flushed = target;
+                // Under the lock: writers compare it with `written` there.
+                let _f = flush.lock();
                 flush.durable.send_replace(target);
             }
             Err(e) => {
