@@ -746,14 +746,8 @@ async fn move_rows(
         return Ok(None);
     }
     let chained = crate::audit::chained(keys, before.clone(), rows[skip..].to_vec());
-    tx.audit_append(&chained).await?;
-    // Index them by patient in the same write (and whatever writes appended before them).
-    // (In pages: PostgreSQL plans a large LIMIT on `seq > $1` as a scan of the whole log.)
-    while tx
-        .audit_index_patients(ironchart_store::INDEX_BATCH)
-        .await?
-        == ironchart_store::INDEX_BATCH
-    {}
+    // Indexed by patient in the same write (with whatever writes appended before them).
+    tx.audit_append_indexed(&chained).await?;
     tx.set_setting(&key, &(first + rows.len() as u64).to_string())
         .await?;
     tx.commit().await?;
@@ -966,6 +960,111 @@ mod tests {
             vec![1, 2, 3]
         );
         store.close().await;
+    }
+
+    /// Entries whose text holds every character a bulk copy must escape, so that a mangled
+    /// field would show (and break the chain).
+    fn awkward(n: i64) -> AuditRow {
+        AuditRow {
+            recorded: 1_000 + n,
+            actor: format!("user:a\\b\tc{n}"),
+            role: Some(String::new()),
+            action: "search".into(),
+            res_type: Some("Observation".into()),
+            res_id: None,
+            version: (n % 2 == 0).then_some(n),
+            patients: Some(format!("pa{n} pb pa{n}")),
+            outcome: "success".into(),
+            source: Some("\\N".into()),
+            purpose: Some("line one\nline two\r\n\ttabbed \\. end".into()),
+            request_id: Some("é—✓ \"quoted\" 'single'".into()),
+            detail: (n % 3 != 0).then(|| format!("detail {n}\\")),
+            ..Default::default()
+        }
+    }
+
+    /// Journal → log: entries arrive unchanged, chained and indexed by patient, whether the
+    /// patient index was complete before the move or entries written inside a transaction wait.
+    async fn moved_entries_arrive_unchanged_and_indexed(store: Store, dir: &Path) {
+        let master = ironchart_security::keyring::MasterKey::generate();
+        let data_keys = crate::keys::Keys::load(&store, master).await.unwrap();
+        let keys = Arc::new(ChainKeys::of(data_keys.master(), None).unwrap());
+        let writer = AuditWriter::start(
+            dir,
+            store.clone(),
+            keys.clone(),
+            SharedSegment::default(),
+            Arc::new(AtomicU64::new(0)),
+        )
+        .unwrap();
+        let mut expected: Vec<AuditRow> = (1..=3).map(awkward).collect();
+        writer.append(expected.clone(), false).await.unwrap();
+        writer.flush().await.unwrap();
+        // One written inside a write transaction: not indexed by patient until later.
+        let mut tx = store.begin().await.unwrap();
+        crate::audit::append_in(&mut tx, &keys, vec![awkward(4)])
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        expected.push(awkward(4));
+        let later: Vec<AuditRow> = (5..=700).map(awkward).collect();
+        writer.append(later.clone(), true).await.unwrap();
+        expected.extend(later);
+        writer.close().await.unwrap();
+
+        let stored = store.audit_chain(0, 1_000).await.unwrap();
+        assert_eq!(stored.len(), expected.len());
+        for (n, (got, want)) in stored.iter().zip(&expected).enumerate() {
+            let mut want = want.clone();
+            want.seq = n as i64 + 1;
+            want.mac.clone_from(&got.mac);
+            assert_eq!(got, &want);
+        }
+        assert!(matches!(
+            crate::audit::verify(&store, &keys, None).await.unwrap(),
+            crate::audit::VerifyReport::Intact { entries: 700, .. }
+        ));
+        assert_eq!(store.audit_patients_indexed().await.unwrap(), 700);
+        let by_patient = |p: &str| ironchart_store::AuditQuery {
+            patient: Some(p.into()),
+            limit: 1_000,
+            ..Default::default()
+        };
+        for n in [1, 4, 5, 700] {
+            let found = store
+                .audit_search(&by_patient(&format!("pa{n}")))
+                .await
+                .unwrap();
+            assert_eq!(found.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![n]);
+        }
+        let all = store.audit_patient_rows(1, 700).await.unwrap();
+        assert_eq!(all.len(), 1_400, "two patients per entry, each once");
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn moved_entries_arrive_unchanged_and_indexed_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("db.sqlite3"))
+            .await
+            .unwrap();
+        moved_entries_arrive_unchanged_and_indexed(store, dir.path()).await;
+    }
+
+    #[tokio::test]
+    async fn moved_entries_arrive_unchanged_and_indexed_on_postgres() {
+        let Ok(url) = std::env::var("IRONCHART_TEST_DATABASE_URL") else {
+            eprintln!("IRONCHART_TEST_DATABASE_URL is not set: skipping the PostgreSQL run");
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let schema = format!("t_journal_{}_{nanos}", std::process::id());
+        let store = Store::open_postgres(&url, Some(&schema)).await.unwrap();
+        moved_entries_arrive_unchanged_and_indexed(store, dir.path()).await;
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! refuse updates and deletes on both databases).
 
 use crate::Result;
-use crate::db::{Arg, Conn, PoolConn, RowGet, Sql, Store};
+use crate::db::{Arg, Conn, CopyText, PoolConn, RowGet, Sql, Store, copy_in};
 use crate::resources::WriteTx;
 
 /// One audit entry as stored.
@@ -137,14 +137,55 @@ impl WriteTx {
         append(&mut self.conn(), rows).await
     }
 
-    /// Adds the patient index rows of at most `limit` entries appended since the last call,
-    /// sorted so that each index page is touched once. Returns how many entries it covered.
-    pub async fn audit_index_patients(&mut self, limit: i64) -> Result<i64> {
-        let done: i64 = self
+    /// Appends entries (already chained by the caller, after the tail this transaction locked)
+    /// and indexes them by patient, with whatever earlier entries are not indexed yet.
+    pub async fn audit_append_indexed(&mut self, rows: &[AuditRow]) -> Result<()> {
+        let Some(first) = rows.first().map(|r| r.seq) else {
+            return Ok(());
+        };
+        let done = self.audit_indexed().await?;
+        append(&mut self.conn(), rows).await?;
+        if done != first - 1 {
+            // Earlier entries wait (appended inside write transactions): index in pages.
+            // (PostgreSQL plans a large LIMIT on `seq > $1` as a scan of the whole log.)
+            while self.audit_index_patients(INDEX_BATCH).await? == INDEX_BATCH {}
+            return Ok(());
+        }
+        // The index is complete up to these entries, which are new in this transaction: their
+        // rows come from memory, and none of them can be there already.
+        let pairs = patient_pairs(rows.iter().map(|r| (r.seq, r.patients.as_deref())));
+        match self.conn() {
+            Conn::Postgres(c) => {
+                let mut data = CopyText::new();
+                for (p, seq) in &pairs {
+                    data.text(p).i64(*seq).end_row();
+                }
+                copy_in(c, "COPY audit_patients (patient, seq) FROM STDIN", data).await?;
+            }
+            mut conn => insert_pairs(&mut conn, &pairs).await?,
+        }
+        let last = rows.last().map_or(first, |r| r.seq);
+        self.set_setting(INDEXED, &last.to_string()).await
+    }
+
+    async fn audit_indexed(&mut self) -> Result<i64> {
+        Ok(self
             .setting(INDEXED)
             .await?
             .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+            .unwrap_or(0))
+    }
+
+    /// Adds the patient index rows of at most `limit` entries appended since the last call,
+    /// sorted so that each index page is touched once. Returns how many entries it covered.
+    pub async fn audit_index_patients(&mut self, limit: i64) -> Result<i64> {
+        if self.is_postgres() {
+            // One indexer at a time (the chain's lock): the mover indexes too.
+            self.conn()
+                .execute("SELECT pg_advisory_xact_lock(7352090581)", vec![])
+                .await?;
+        }
+        let done = self.audit_indexed().await?;
         let entries = self
             .conn()
             .fetch(
@@ -156,27 +197,39 @@ impl WriteTx {
         let Some(last) = entries.last().map(|e| e.0) else {
             return Ok(0);
         };
-        let mut pairs: Vec<(String, i64)> = Vec::new();
-        for (seq, patients) in &entries {
-            let mut seen = std::collections::HashSet::new();
-            for p in patients.iter().flat_map(|p| p.split(' ')) {
-                if !p.is_empty() && seen.insert(p) {
-                    pairs.push((p.to_string(), *seq));
-                }
-            }
-        }
-        pairs.sort();
-        for chunk in pairs.chunks(400) {
-            let mut sql = Sql::new("INSERT INTO audit_patients (patient, seq) VALUES ");
-            for (n, (p, seq)) in chunk.iter().enumerate() {
-                sql.row(n == 0, vec![Arg::Text(p.clone()), Arg::I64(*seq)]);
-            }
-            sql.push(" ON CONFLICT (patient, seq) DO NOTHING");
-            self.conn().execute(&sql.text, sql.args).await?;
-        }
+        let pairs = patient_pairs(entries.iter().map(|(seq, p)| (*seq, p.as_deref())));
+        insert_pairs(&mut self.conn(), &pairs).await?;
         self.set_setting(INDEXED, &last.to_string()).await?;
         Ok(entries.len() as i64)
     }
+}
+
+/// The (patient, seq) rows of entries, sorted, each patient once per entry.
+fn patient_pairs<'a>(entries: impl Iterator<Item = (i64, Option<&'a str>)>) -> Vec<(String, i64)> {
+    let mut pairs: Vec<(String, i64)> = Vec::new();
+    for (seq, patients) in entries {
+        let mut seen = std::collections::HashSet::new();
+        for p in patients.iter().flat_map(|p| p.split(' ')) {
+            if !p.is_empty() && seen.insert(p) {
+                pairs.push((p.to_string(), seq));
+            }
+        }
+    }
+    pairs.sort();
+    pairs
+}
+
+/// Inserts patient index rows; rows already there are left alone.
+async fn insert_pairs(conn: &mut Conn<'_>, pairs: &[(String, i64)]) -> Result<()> {
+    for chunk in pairs.chunks(400) {
+        let mut sql = Sql::new("INSERT INTO audit_patients (patient, seq) VALUES ");
+        for (n, (p, seq)) in chunk.iter().enumerate() {
+            sql.row(n == 0, vec![Arg::Text(p.clone()), Arg::I64(*seq)]);
+        }
+        sql.push(" ON CONFLICT (patient, seq) DO NOTHING");
+        conn.execute(&sql.text, sql.args).await?;
+    }
+    Ok(())
 }
 
 /// The bound values of one entry, in the column order of the inserts below.
@@ -200,10 +253,38 @@ fn values(row: &AuditRow) -> Vec<Arg> {
     ]
 }
 
-/// Inserts chained entries. Their patient index rows are added afterwards, in bulk, by
-/// [`Store::index_audit_patients`] (one random-order index insert per entry would multiply the
-/// cost of every audited request).
+/// Inserts chained entries (on PostgreSQL with `COPY`). Their patient index rows are added
+/// afterwards, in bulk (one random-order index insert per entry would multiply the cost of
+/// every audited request).
 async fn append(conn: &mut Conn<'_>, rows: &[AuditRow]) -> Result<()> {
+    if let Conn::Postgres(c) = conn {
+        let mut data = CopyText::new();
+        for row in rows {
+            data.i64(row.seq)
+                .i64(row.recorded)
+                .text(&row.actor)
+                .opt_text(row.role.as_deref())
+                .text(&row.action)
+                .opt_text(row.res_type.as_deref())
+                .opt_text(row.res_id.as_deref())
+                .opt_i64(row.version)
+                .opt_text(row.patients.as_deref())
+                .text(&row.outcome)
+                .opt_text(row.source.as_deref())
+                .opt_text(row.purpose.as_deref())
+                .opt_text(row.request_id.as_deref())
+                .opt_text(row.detail.as_deref())
+                .text(&row.mac)
+                .end_row();
+        }
+        copy_in(
+            c,
+            "COPY audit_log (seq, recorded, actor, role, action, res_type, res_id, version, patients, outcome, source, purpose, request_id, detail, mac) FROM STDIN",
+            data,
+        )
+        .await?;
+        return Ok(());
+    }
     for chunk in rows.chunks(ROWS_PER_INSERT) {
         let mut sql = Sql::new(
             "INSERT INTO audit_log (seq, recorded, actor, role, action, res_type, res_id, version, patients, outcome, source, purpose, request_id, detail, mac) VALUES ",

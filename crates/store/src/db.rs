@@ -448,6 +448,87 @@ impl Conn<'_> {
     }
 }
 
+/// Rows in the text format of PostgreSQL's `COPY`: tab-separated fields, `\N` for NULL,
+/// backslash escapes for backslash, tab, newline and carriage return.
+#[derive(Debug)]
+pub(crate) struct CopyText {
+    pub(crate) data: Vec<u8>,
+    first: bool,
+}
+
+impl CopyText {
+    pub(crate) fn new() -> CopyText {
+        CopyText {
+            data: Vec::new(),
+            first: true,
+        }
+    }
+
+    fn sep(&mut self) {
+        if !std::mem::replace(&mut self.first, false) {
+            self.data.push(b'\t');
+        }
+    }
+
+    pub(crate) fn text(&mut self, v: &str) -> &mut Self {
+        self.sep();
+        for &b in v.as_bytes() {
+            match b {
+                b'\\' => self.data.extend_from_slice(b"\\\\"),
+                b'\t' => self.data.extend_from_slice(b"\\t"),
+                b'\n' => self.data.extend_from_slice(b"\\n"),
+                b'\r' => self.data.extend_from_slice(b"\\r"),
+                _ => self.data.push(b),
+            }
+        }
+        self
+    }
+
+    pub(crate) fn opt_text(&mut self, v: Option<&str>) -> &mut Self {
+        match v {
+            Some(v) => self.text(v),
+            None => self.null(),
+        }
+    }
+
+    pub(crate) fn i64(&mut self, v: i64) -> &mut Self {
+        use std::io::Write;
+        self.sep();
+        let _ = write!(self.data, "{v}");
+        self
+    }
+
+    pub(crate) fn opt_i64(&mut self, v: Option<i64>) -> &mut Self {
+        match v {
+            Some(v) => self.i64(v),
+            None => self.null(),
+        }
+    }
+
+    fn null(&mut self) -> &mut Self {
+        self.sep();
+        self.data.extend_from_slice(b"\\N");
+        self
+    }
+
+    /// Ends the current row.
+    pub(crate) fn end_row(&mut self) {
+        self.data.push(b'\n');
+        self.first = true;
+    }
+}
+
+/// PostgreSQL's `COPY … FROM STDIN` with `rows` in its text format; returns the rows copied.
+/// For bulk appends: no parameters to bind and no plan per statement.
+pub(crate) async fn copy_in(c: &mut PgConnection, statement: &str, rows: CopyText) -> Result<u64> {
+    let mut copy = c.copy_in_raw(statement).await?;
+    if let Err(e) = copy.send(rows.data).await {
+        let _ = copy.abort("the rows could not be sent").await;
+        return Err(e.into());
+    }
+    Ok(copy.finish().await?)
+}
+
 /// Renders `$1, $2, …` placeholders as SQLite's anonymous `?` when they appear exactly in order
 /// (which the builder guarantees). SQLite resolves a *named* parameter by walking a list, so
 /// binding the thousands of parameters of a multi-row insert by name is quadratic; anonymous
