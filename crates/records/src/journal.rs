@@ -913,23 +913,29 @@ mod tests {
             .collect()
     }
 
+    /// A journal in `dir` moving into `store`, under a new master key; and the chain's keys.
+    async fn started_writer(store: &Store, dir: &Path) -> (AuditWriter, Arc<ChainKeys>) {
+        let master = ironchart_security::keyring::MasterKey::generate();
+        let data_keys = crate::keys::Keys::load(store, master).await.unwrap();
+        let keys = Arc::new(ChainKeys::of(data_keys.master(), None).unwrap());
+        let writer = AuditWriter::start(
+            dir,
+            store.clone(),
+            keys.clone(),
+            SharedSegment::default(),
+            Arc::new(AtomicU64::new(0)),
+        )
+        .unwrap();
+        (writer, keys)
+    }
+
     #[tokio::test]
     async fn an_entry_is_written_before_append_returns_and_on_the_disk_when_asked_or_soon_after() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_sqlite(&dir.path().join("db.sqlite3"))
             .await
             .unwrap();
-        let master = ironchart_security::keyring::MasterKey::generate();
-        let data_keys = crate::keys::Keys::load(&store, master).await.unwrap();
-        let keys = Arc::new(ChainKeys::of(data_keys.master(), None).unwrap());
-        let writer = AuditWriter::start(
-            dir.path(),
-            store.clone(),
-            keys,
-            SharedSegment::default(),
-            Arc::new(AtomicU64::new(0)),
-        )
-        .unwrap();
+        let (writer, _) = started_writer(&store, dir.path()).await;
         let on_disk = || *writer.journal.durable.borrow();
 
         // Waiting for the disk: flushed when append returns.
@@ -986,17 +992,7 @@ mod tests {
     /// Journal → log: entries arrive unchanged, chained and indexed by patient, whether the
     /// patient index was complete before the move or entries written inside a transaction wait.
     async fn moved_entries_arrive_unchanged_and_indexed(store: Store, dir: &Path) {
-        let master = ironchart_security::keyring::MasterKey::generate();
-        let data_keys = crate::keys::Keys::load(&store, master).await.unwrap();
-        let keys = Arc::new(ChainKeys::of(data_keys.master(), None).unwrap());
-        let writer = AuditWriter::start(
-            dir,
-            store.clone(),
-            keys.clone(),
-            SharedSegment::default(),
-            Arc::new(AtomicU64::new(0)),
-        )
-        .unwrap();
+        let (writer, keys) = started_writer(&store, dir).await;
         let mut expected: Vec<AuditRow> = (1..=3).map(awkward).collect();
         writer.append(expected.clone(), false).await.unwrap();
         writer.flush().await.unwrap();
