@@ -13,6 +13,9 @@ use sqlx::{PgConnection, PgPool, Row, SqliteConnection, SqlitePool};
 
 use crate::Result;
 
+/// A PostgreSQL connection idle at least this long is pinged before it is lent again.
+const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
 /// Which database a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -25,13 +28,17 @@ pub(crate) enum Pools {
     /// SQLite: many readers, one writer (writes are serialized by SQLite anyway; one connection
     /// avoids busy-waiting between our own writers).
     Sqlite {
-        read: std::sync::Arc<ReadPool>,
+        read: std::sync::Arc<ReadPool<SqliteConnection>>,
         write: SqlitePool,
         /// One connection for WAL checkpoints, so that they run beside the writer (a passive
         /// checkpoint does not block it) instead of inside its commits.
         maintenance: SqlitePool,
     },
-    Postgres(PgPool),
+    Postgres {
+        /// Writes, transactions and upkeep.
+        pool: PgPool,
+        read: std::sync::Arc<ReadPool<PgConnection>>,
+    },
 }
 
 /// The resource store. Cheap to clone.
@@ -66,7 +73,7 @@ impl Store {
             .connect_with(options.clone())
             .await?;
         let readers = std::thread::available_parallelism().map_or(4, |n| n.get().max(2) * 2);
-        let read = ReadPool::open(&options.clone().read_only(true), readers).await?;
+        let read = ReadPool::open(options.clone().read_only(true), readers).await?;
         let store = Store {
             pools: Pools::Sqlite {
                 read: read.clone(),
@@ -115,10 +122,24 @@ impl Store {
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(60))
-            .connect_with(options)
+            // sqlx pings every connection it lends, a round trip before each request's query.
+            // Ping only those that sat idle long enough for the server to have gone away (a
+            // restart, a dropped link); under load a connection is lent again within
+            // milliseconds. A ping that fails closes the connection and the pool lends another.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_AFTER_IDLE {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
+            .connect_with(options.clone())
             .await?;
+        let read = ReadPool::open(options, 16).await?;
         let store = Store {
-            pools: Pools::Postgres(pool),
+            pools: Pools::Postgres { pool, read },
             bulk: Default::default(),
         };
         store.migrate().await?;
@@ -128,7 +149,7 @@ impl Store {
     pub fn backend(&self) -> Backend {
         match self.pools {
             Pools::Sqlite { .. } => Backend::Sqlite,
-            Pools::Postgres(_) => Backend::Postgres,
+            Pools::Postgres { .. } => Backend::Postgres,
         }
     }
 
@@ -136,7 +157,7 @@ impl Store {
     pub fn is_closed(&self) -> bool {
         match &self.pools {
             Pools::Sqlite { write, .. } => write.is_closed(),
-            Pools::Postgres(pool) => pool.is_closed(),
+            Pools::Postgres { pool, .. } => pool.is_closed(),
         }
     }
 
@@ -152,7 +173,10 @@ impl Store {
                 maintenance.close().await;
                 write.close().await;
             }
-            Pools::Postgres(pool) => pool.close().await,
+            Pools::Postgres { pool, read } => {
+                read.close().await;
+                pool.close().await;
+            }
         }
     }
 
@@ -174,7 +198,7 @@ impl Store {
                     conn.execute("PRAGMA synchronous = FULL", vec![]).await?;
                 }
             }
-            PoolConn::Postgres(_) => {
+            PoolConn::Postgres(_) | PoolConn::PostgresRead(_) => {
                 if !on {
                     // A synchronous commit flushes the write-ahead log up to it, and with it
                     // every asynchronous commit before.
@@ -227,7 +251,7 @@ impl Store {
     pub(crate) async fn reader(&self) -> Result<PoolConn> {
         Ok(match &self.pools {
             Pools::Sqlite { read, .. } => PoolConn::SqliteRead(read.acquire().await?),
-            Pools::Postgres(pool) => PoolConn::Postgres(pool.acquire().await?),
+            Pools::Postgres { read, .. } => PoolConn::PostgresRead(read.acquire().await?),
         })
     }
 
@@ -236,22 +260,23 @@ impl Store {
     pub(crate) async fn maintenance(&self) -> Result<PoolConn> {
         Ok(match &self.pools {
             Pools::Sqlite { maintenance, .. } => PoolConn::Sqlite(maintenance.acquire().await?),
-            Pools::Postgres(pool) => PoolConn::Postgres(pool.acquire().await?),
+            Pools::Postgres { pool, .. } => PoolConn::Postgres(pool.acquire().await?),
         })
     }
 
     pub(crate) async fn writer(&self) -> Result<PoolConn> {
         Ok(match &self.pools {
             Pools::Sqlite { write, .. } => PoolConn::Sqlite(write.acquire().await?),
-            Pools::Postgres(pool) => PoolConn::Postgres(pool.acquire().await?),
+            Pools::Postgres { pool, .. } => PoolConn::Postgres(pool.acquire().await?),
         })
     }
 }
 
 pub(crate) enum PoolConn {
     Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
-    SqliteRead(ReadConn),
+    SqliteRead(ReadConn<SqliteConnection>),
     Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
+    PostgresRead(ReadConn<PgConnection>),
 }
 
 impl PoolConn {
@@ -260,6 +285,7 @@ impl PoolConn {
             PoolConn::Sqlite(c) => Conn::Sqlite(c),
             PoolConn::SqliteRead(c) => Conn::Sqlite(c.connection()),
             PoolConn::Postgres(c) => Conn::Postgres(c),
+            PoolConn::PostgresRead(c) => Conn::Postgres(c.connection()),
         }
     }
 
@@ -277,30 +303,35 @@ impl PoolConn {
     }
 }
 
-/// SQLite's read-only connections, handed out and taken back without sqlx's pool, whose return
-/// path asks the connection's thread for a ping after every use: a second round trip between
-/// threads per query, which costs as much as the query. A read connection holds no transaction
-/// between uses, and its thread runs commands in order, so one dropped in the middle of a query
-/// is safe to hand out again.
-pub(crate) struct ReadPool {
-    idle: std::sync::Mutex<Vec<SqliteConnection>>,
+/// The connections that reads use, handed out and taken back without sqlx's pool. sqlx's pool
+/// pings every connection it takes back (and, by default, every one it lends): one more round
+/// trip per query, to SQLite's connection thread or to the PostgreSQL server, costing about as
+/// much as the query. A read connection holds no transaction between uses (one that does is
+/// closed instead of kept), and sqlx drains whatever a query dropped halfway left unread before
+/// the connection's next query, so a connection is safe to hand out again without a ping. One
+/// that sat idle for [`PING_AFTER_IDLE`] is pinged first (the server may have restarted), and
+/// replaced when the ping fails. Connections are opened as needed, up to the pool's size.
+pub(crate) struct ReadPool<C: sqlx::Connection> {
+    idle: std::sync::Mutex<Vec<(C, std::time::Instant)>>,
     permits: std::sync::Arc<tokio::sync::Semaphore>,
+    options: C::Options,
 }
 
-impl ReadPool {
-    async fn open(options: &SqliteConnectOptions, n: usize) -> Result<std::sync::Arc<ReadPool>> {
+impl<C: sqlx::Connection> ReadPool<C> {
+    /// A pool of up to `n` connections; the first is opened now, so that a wrong address or
+    /// file fails here.
+    async fn open(options: C::Options, n: usize) -> Result<std::sync::Arc<ReadPool<C>>> {
         use sqlx::ConnectOptions;
-        let mut idle = Vec::with_capacity(n);
-        for _ in 0..n {
-            idle.push(options.connect().await?);
-        }
+        let first = options.connect().await?;
         Ok(std::sync::Arc::new(ReadPool {
-            idle: std::sync::Mutex::new(idle),
+            idle: std::sync::Mutex::new(vec![(first, std::time::Instant::now())]),
             permits: std::sync::Arc::new(tokio::sync::Semaphore::new(n)),
+            options,
         }))
     }
 
-    async fn acquire(self: &std::sync::Arc<Self>) -> Result<ReadConn> {
+    async fn acquire(self: &std::sync::Arc<Self>) -> Result<ReadConn<C>> {
+        use sqlx::ConnectOptions;
         let permit = tokio::time::timeout(
             Duration::from_secs(60),
             self.permits.clone().acquire_owned(),
@@ -308,12 +339,17 @@ impl ReadPool {
         .await
         .map_err(|_| sqlx::Error::PoolTimedOut)?
         .map_err(|_| sqlx::Error::PoolClosed)?;
-        let conn = self
-            .idle
-            .lock()
-            .ok()
-            .and_then(|mut idle| idle.pop())
-            .ok_or(sqlx::Error::PoolClosed)?;
+        let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let conn = match idle {
+            Some((mut c, since)) => {
+                if since.elapsed() < PING_AFTER_IDLE || c.ping().await.is_ok() {
+                    c
+                } else {
+                    self.options.connect().await?
+                }
+            }
+            None => self.options.connect().await?,
+        };
         Ok(ReadConn {
             conn: Some(conn),
             pool: self.clone(),
@@ -323,10 +359,9 @@ impl ReadPool {
 
     /// Closes every connection (waiting for those in use).
     async fn close(&self) {
-        use sqlx::Connection;
         self.permits.close();
-        let conns: Vec<SqliteConnection> = match self.idle.lock() {
-            Ok(mut idle) => idle.drain(..).collect(),
+        let conns: Vec<C> = match self.idle.lock() {
+            Ok(mut idle) => idle.drain(..).map(|(c, _)| c).collect(),
             Err(_) => Vec::new(),
         };
         for c in conns {
@@ -336,14 +371,14 @@ impl ReadPool {
 }
 
 /// A read connection lent by [`ReadPool`]; back to the pool when dropped.
-pub(crate) struct ReadConn {
-    conn: Option<SqliteConnection>,
-    pool: std::sync::Arc<ReadPool>,
+pub(crate) struct ReadConn<C: sqlx::Connection> {
+    conn: Option<C>,
+    pool: std::sync::Arc<ReadPool<C>>,
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
-impl ReadConn {
-    fn connection(&mut self) -> &mut SqliteConnection {
+impl<C: sqlx::Connection> ReadConn<C> {
+    fn connection(&mut self) -> &mut C {
         match self.conn.as_mut() {
             Some(c) => c,
             None => unreachable!("a lent connection is present until dropped"),
@@ -351,10 +386,14 @@ impl ReadConn {
     }
 }
 
-impl Drop for ReadConn {
+impl<C: sqlx::Connection> Drop for ReadConn<C> {
     fn drop(&mut self) {
-        if let (Some(c), Ok(mut idle)) = (self.conn.take(), self.pool.idle.lock()) {
-            idle.push(c);
+        // One left inside a transaction is dropped (closed), not lent again.
+        if let Some(c) = self.conn.take()
+            && !c.is_in_transaction()
+            && let Ok(mut idle) = self.pool.idle.lock()
+        {
+            idle.push((c, std::time::Instant::now()));
         }
     }
 }
@@ -713,6 +752,82 @@ mod tests {
         assert_eq!(sqlite_placeholders("a = $1 OR a = $1"), "a = $1 OR a = $1");
         assert_eq!(sqlite_placeholders("no params"), "no params");
         assert_eq!(sqlite_placeholders("($1, $2), ($3, $4)"), "(?, ?), (?, ?)");
+    }
+
+    /// A PostgreSQL store on a schema of its own, when a test database is configured.
+    async fn postgres_store(name: &str) -> Option<Store> {
+        let Ok(url) = std::env::var("IRONCHART_TEST_DATABASE_URL") else {
+            eprintln!("IRONCHART_TEST_DATABASE_URL is not set: skipping the PostgreSQL run");
+            return None;
+        };
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let schema = format!("t_{name}_{}_{nanos}", std::process::id());
+        Some(Store::open_postgres(&url, Some(&schema)).await.unwrap())
+    }
+
+    async fn backend_pid(store: &Store) -> i32 {
+        let mut conn = store.reader().await.unwrap();
+        conn.fetch("SELECT pg_backend_pid()::BIGINT", vec![], |r| r.i64(0))
+            .await
+            .unwrap()[0] as i32
+    }
+
+    #[tokio::test]
+    async fn a_read_connection_dropped_mid_query_is_lent_again_and_answers() {
+        let Some(store) = postgres_store("readpool_cancel").await else {
+            return;
+        };
+        let pid = backend_pid(&store).await;
+        // The caller gives up while the server is still answering: the answer stays unread.
+        let mut conn = store.reader().await.unwrap();
+        let slow = conn.fetch("SELECT 1 FROM pg_sleep(0.3)", vec![], |r| r.i64(0));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), slow)
+                .await
+                .is_err()
+        );
+        drop(conn);
+        // The same connection is lent next (the pool keeps the most recent on top) and gives
+        // this query's answer, not the abandoned one's.
+        let mut conn = store.reader().await.unwrap();
+        let rows = conn
+            .fetch(
+                "SELECT $1::BIGINT, pg_backend_pid()::BIGINT",
+                vec![Arg::I64(42)],
+                |r| Ok((r.i64(0)?, r.i64(1)? as i32)),
+            )
+            .await
+            .unwrap();
+        assert_eq!(rows, vec![(42, pid)]);
+        drop(conn);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_read_connection_the_server_closed_is_replaced_after_idling() {
+        let Some(store) = postgres_store("readpool_stale").await else {
+            return;
+        };
+        let pid = backend_pid(&store).await;
+        // The server ends that session (as a restart would), while the connection is idle.
+        let mut writer = store.writer().await.unwrap();
+        writer
+            .fetch(
+                "SELECT pg_terminate_backend($1::INT)",
+                vec![Arg::I64(pid.into())],
+                |r| r.bool(0),
+            )
+            .await
+            .unwrap();
+        drop(writer);
+        tokio::time::sleep(PING_AFTER_IDLE + Duration::from_millis(200)).await;
+        // The ping before lending it fails: a new connection answers instead.
+        let other = backend_pid(&store).await;
+        assert_ne!(other, pid);
+        store.close().await;
     }
 
     #[test]

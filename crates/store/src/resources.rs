@@ -233,7 +233,7 @@ impl Store {
             Pools::Sqlite { write, .. } => {
                 TxInner::Sqlite(write.begin_with("BEGIN IMMEDIATE").await?)
             }
-            Pools::Postgres(pool) => TxInner::Postgres(pool.begin().await?),
+            Pools::Postgres { pool, .. } => TxInner::Postgres(pool.begin().await?),
         };
         let mut tx = WriteTx { inner };
         if matches!(tx.inner, TxInner::Postgres(_)) {
