@@ -285,7 +285,7 @@ impl PoolConn {
             PoolConn::Sqlite(c) => Conn::Sqlite(c),
             PoolConn::SqliteRead(c) => Conn::Sqlite(c.connection()),
             PoolConn::Postgres(c) => Conn::Postgres(c),
-            PoolConn::PostgresRead(c) => Conn::Postgres(c.connection()),
+            PoolConn::PostgresRead(c) => Conn::PostgresRead(c),
         }
     }
 
@@ -306,11 +306,11 @@ impl PoolConn {
 /// The connections that reads use, handed out and taken back without sqlx's pool. sqlx's pool
 /// pings every connection it takes back (and, by default, every one it lends): one more round
 /// trip per query, to SQLite's connection thread or to the PostgreSQL server, costing about as
-/// much as the query. A read connection holds no transaction between uses (one that does is
-/// closed instead of kept), and sqlx drains whatever a query dropped halfway left unread before
-/// the connection's next query, so a connection is safe to hand out again without a ping. One
-/// that sat idle for [`PING_AFTER_IDLE`] is pinged first (the server may have restarted), and
-/// replaced when the ping fails. Connections are opened as needed, up to the pool's size.
+/// much as the query. A read connection holds no transaction between uses, and one whose last
+/// query did not end with the server's answer (abandoned halfway, or cut off) is closed instead
+/// of kept, so a connection taken back is safe to hand out again without a ping. One that sat
+/// idle for [`PING_AFTER_IDLE`] is pinged first (the server may have restarted), and replaced
+/// when the ping fails. Connections are opened as needed, up to the pool's size.
 pub(crate) struct ReadPool<C: sqlx::Connection> {
     idle: std::sync::Mutex<Vec<(C, std::time::Instant)>>,
     permits: std::sync::Arc<tokio::sync::Semaphore>,
@@ -354,6 +354,7 @@ impl<C: sqlx::Connection> ReadPool<C> {
             conn: Some(conn),
             pool: self.clone(),
             _permit: permit,
+            settled: true,
         })
     }
 
@@ -370,11 +371,16 @@ impl<C: sqlx::Connection> ReadPool<C> {
     }
 }
 
-/// A read connection lent by [`ReadPool`]; back to the pool when dropped.
+/// A read connection lent by [`ReadPool`]; back to the pool when dropped, unless its last query
+/// did not end cleanly.
 pub(crate) struct ReadConn<C: sqlx::Connection> {
     conn: Option<C>,
     pool: std::sync::Arc<ReadPool<C>>,
     _permit: tokio::sync::OwnedSemaphorePermit,
+    /// False from the start of a query until it ends with an answer from the server (rows or a
+    /// refusal). A query abandoned halfway, or one that met a broken link or a server going away,
+    /// leaves it false, and the connection is closed instead of lent again.
+    settled: bool,
 }
 
 impl<C: sqlx::Connection> ReadConn<C> {
@@ -384,12 +390,46 @@ impl<C: sqlx::Connection> ReadConn<C> {
             None => unreachable!("a lent connection is present until dropped"),
         }
     }
+
+    /// Runs one query on the connection, noting whether it ended cleanly.
+    async fn run<T>(
+        &mut self,
+        query: impl AsyncFnOnce(&mut C) -> std::result::Result<T, sqlx::Error>,
+    ) -> std::result::Result<T, sqlx::Error> {
+        self.settled = false;
+        let result = query(self.connection()).await;
+        self.settled = match &result {
+            Ok(_) => true,
+            Err(e) => !connection_lost(e),
+        };
+        result
+    }
+}
+
+/// Whether an error means the connection itself is no longer usable: the link broke, the protocol
+/// went out of step, or the server ended the session (SQLSTATE classes 08, connection exception,
+/// and 57, operator intervention: a shutdown, a restart, `pg_terminate_backend`).
+pub(crate) fn connection_lost(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57")),
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        _ => false,
+    }
 }
 
 impl<C: sqlx::Connection> Drop for ReadConn<C> {
     fn drop(&mut self) {
-        // One left inside a transaction is dropped (closed), not lent again.
+        // One whose last query did not end cleanly, or left inside a transaction, is dropped
+        // (closed), not lent again.
         if let Some(c) = self.conn.take()
+            && self.settled
             && !c.is_in_transaction()
             && let Ok(mut idle) = self.pool.idle.lock()
         {
@@ -402,6 +442,8 @@ impl<C: sqlx::Connection> Drop for ReadConn<C> {
 pub(crate) enum Conn<'a> {
     Sqlite(&'a mut SqliteConnection),
     Postgres(&'a mut PgConnection),
+    /// A read connection of the store's own pool (it keeps track of how each query ended).
+    PostgresRead(&'a mut ReadConn<PgConnection>),
 }
 
 /// A bound value.
@@ -455,6 +497,12 @@ impl Conn<'_> {
                     .await?;
                 rows.iter().map(|r| map(r)).collect()
             }
+            Conn::PostgresRead(c) => {
+                let rows = c
+                    .run(async |c| bind_args!(sqlx::query(sql), args).fetch_all(c).await)
+                    .await?;
+                rows.iter().map(|r| map(r)).collect()
+            }
         }
     }
 
@@ -471,6 +519,10 @@ impl Conn<'_> {
                 .execute(&mut **c)
                 .await?
                 .rows_affected(),
+            Conn::PostgresRead(c) => c
+                .run(async |c| bind_args!(sqlx::query(sql), args).execute(c).await)
+                .await?
+                .rows_affected(),
         })
     }
 
@@ -481,6 +533,9 @@ impl Conn<'_> {
             }
             Conn::Postgres(c) => {
                 sqlx::raw_sql(sql).execute(&mut **c).await?;
+            }
+            Conn::PostgresRead(c) => {
+                c.run(async |c| sqlx::raw_sql(sql).execute(c).await).await?;
             }
         }
         Ok(())
@@ -776,12 +831,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_read_connection_dropped_mid_query_is_lent_again_and_answers() {
+    async fn a_read_connection_keeps_its_session_across_refusals_but_not_an_abandoned_query() {
         let Some(store) = postgres_store("readpool_cancel").await else {
             return;
         };
         let pid = backend_pid(&store).await;
-        // The caller gives up while the server is still answering: the answer stays unread.
+        // A query the server refuses ends cleanly: the connection is lent again.
+        let mut conn = store.reader().await.unwrap();
+        let refused = conn.fetch("SELECT 1 / 0", vec![], |r| r.i64(0)).await;
+        assert!(refused.is_err_and(|e| !e.is_unavailable()));
+        drop(conn);
+        assert_eq!(backend_pid(&store).await, pid);
+        // The caller gives up while the server is still answering: the answer stays unread, so
+        // that connection is closed and the next read gets another, which answers its own query.
         let mut conn = store.reader().await.unwrap();
         let slow = conn.fetch("SELECT 1 FROM pg_sleep(0.3)", vec![], |r| r.i64(0));
         assert!(
@@ -790,8 +852,6 @@ mod tests {
                 .is_err()
         );
         drop(conn);
-        // The same connection is lent next (the pool keeps the most recent on top) and gives
-        // this query's answer, not the abandoned one's.
         let mut conn = store.reader().await.unwrap();
         let rows = conn
             .fetch(
@@ -801,32 +861,46 @@ mod tests {
             )
             .await
             .unwrap();
-        assert_eq!(rows, vec![(42, pid)]);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].0, 42);
+        assert_ne!(rows[0].1, pid);
         drop(conn);
         store.close().await;
     }
 
-    #[tokio::test]
-    async fn a_read_connection_the_server_closed_is_replaced_after_idling() {
-        let Some(store) = postgres_store("readpool_stale").await else {
-            return;
-        };
-        let pid = backend_pid(&store).await;
-        // The server ends that session (as a restart would), while the connection is idle.
+    async fn terminate(store: &Store, pid: i32) {
         let mut writer = store.writer().await.unwrap();
         writer
             .fetch(
-                "SELECT pg_terminate_backend($1::INT)",
+                "SELECT pg_terminate_backend($1::INT, 5000)",
                 vec![Arg::I64(pid.into())],
                 |r| r.bool(0),
             )
             .await
             .unwrap();
-        drop(writer);
-        tokio::time::sleep(PING_AFTER_IDLE + Duration::from_millis(200)).await;
-        // The ping before lending it fails: a new connection answers instead.
+    }
+
+    #[tokio::test]
+    async fn a_read_connection_the_server_closed_is_replaced() {
+        let Some(store) = postgres_store("readpool_stale").await else {
+            return;
+        };
+        // The server ends the session (as a restart would) while the connection is idle; it is
+        // lent again at once, without a ping: that read fails as "unavailable" (a 503, not a
+        // 500), and the connection is closed, so the next read gets a new one.
+        let pid = backend_pid(&store).await;
+        terminate(&store, pid).await;
+        let mut conn = store.reader().await.unwrap();
+        let lost = conn.fetch("SELECT 1::BIGINT", vec![], |r| r.i64(0)).await;
+        assert!(lost.is_err_and(|e| e.is_unavailable()));
+        drop(conn);
         let other = backend_pid(&store).await;
         assert_ne!(other, pid);
+        // After a quiet second the ping before lending finds it gone: no read fails at all.
+        terminate(&store, other).await;
+        tokio::time::sleep(PING_AFTER_IDLE + Duration::from_millis(200)).await;
+        let third = backend_pid(&store).await;
+        assert!(third != other && third != pid);
         store.close().await;
     }
 

@@ -31,4 +31,10 @@ impl StoreError {
             _ => false,
         }
     }
+
+    /// Whether the database could not be reached or ended the session (the server is down,
+    /// restarting, or the link broke): the request may succeed if tried again.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Database(e) if crate::db::connection_lost(e))
+    }
 }

@@ -165,6 +165,15 @@ fn from_records(e: RecordsError, prefix: Option<&str>) -> ApiError {
                 None,
             )
         }
+        RecordsError::Store(err) if err.is_unavailable() => {
+            tracing::error!(error = %err, "the database is unavailable");
+            ApiError::new(
+                S::SERVICE_UNAVAILABLE,
+                "transient",
+                "the database is unavailable, so the request was not completed; try again",
+                None,
+            )
+        }
         RecordsError::Store(err) => {
             tracing::error!(error = %err, "store error");
             ApiError::new(
@@ -208,4 +217,35 @@ pub async fn method_not_allowed() -> ApiError {
         "this interaction is not supported on this URL",
         None,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ironchart_store::StoreError;
+
+    fn status_of(e: sqlx::Error) -> StatusCode {
+        ApiError::from(RecordsError::Store(StoreError::Database(e))).status
+    }
+
+    #[test]
+    fn a_database_out_of_reach_is_503_and_other_database_errors_500() {
+        let io = || std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert_eq!(
+            status_of(sqlx::Error::Io(io())),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            status_of(sqlx::Error::PoolTimedOut),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            status_of(sqlx::Error::RowNotFound),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        let unavailable = ApiError::from(RecordsError::Store(StoreError::Database(
+            sqlx::Error::Io(io()),
+        )));
+        assert_eq!(unavailable.outcome["issue"][0]["code"], "transient");
+    }
 }
