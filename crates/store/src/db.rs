@@ -122,22 +122,12 @@ impl Store {
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(60))
-            // sqlx pings every connection it lends, a round trip before each request's query.
-            // Ping only those that sat idle long enough for the server to have gone away (a
-            // restart, a dropped link); under load a connection is lent again within
-            // milliseconds. A ping that fails closes the connection and the pool lends another.
-            .test_before_acquire(false)
-            .before_acquire(|conn, meta| {
-                Box::pin(async move {
-                    if meta.idle_for >= PING_AFTER_IDLE {
-                        sqlx::Connection::ping(conn).await?;
-                    }
-                    Ok(true)
-                })
-            })
             .connect_with(options.clone())
             .await?;
-        let read = ReadPool::open(options, 16).await?;
+        // Read connections cannot write, as SQLite's are opened read-only: a read that runs again
+        // after a lost connection can change nothing.
+        let read_only = options.options([("default_transaction_read_only", "on")]);
+        let read = ReadPool::open(read_only, 16).await?;
         let store = Store {
             pools: Pools::Postgres { pool, read },
             bulk: Default::default(),
@@ -340,21 +330,22 @@ impl<C: sqlx::Connection> ReadPool<C> {
         .map_err(|_| sqlx::Error::PoolTimedOut)?
         .map_err(|_| sqlx::Error::PoolClosed)?;
         let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
-        let conn = match idle {
+        let (conn, reused) = match idle {
             Some((mut c, since)) => {
                 if since.elapsed() < PING_AFTER_IDLE || c.ping().await.is_ok() {
-                    c
+                    (c, true)
                 } else {
-                    self.options.connect().await?
+                    (self.options.connect().await?, false)
                 }
             }
-            None => self.options.connect().await?,
+            None => (self.options.connect().await?, false),
         };
         Ok(ReadConn {
             conn: Some(conn),
             pool: self.clone(),
             _permit: permit,
             settled: true,
+            reused,
         })
     }
 
@@ -381,6 +372,8 @@ pub(crate) struct ReadConn<C: sqlx::Connection> {
     /// refusal). A query abandoned halfway, or one that met a broken link or a server going away,
     /// leaves it false, and the connection is closed instead of lent again.
     settled: bool,
+    /// Taken from the pool without a ping: the server may have ended its session meanwhile.
+    reused: bool,
 }
 
 impl<C: sqlx::Connection> ReadConn<C> {
@@ -391,18 +384,36 @@ impl<C: sqlx::Connection> ReadConn<C> {
         }
     }
 
-    /// Runs one query on the connection, noting whether it ended cleanly.
-    async fn run<T>(
-        &mut self,
-        query: impl AsyncFnOnce(&mut C) -> std::result::Result<T, sqlx::Error>,
-    ) -> std::result::Result<T, sqlx::Error> {
+    /// The connection, for a query about to start: until [`ReadConn::settle`], it counts as
+    /// not ended cleanly.
+    fn start(&mut self) -> &mut C {
         self.settled = false;
-        let result = query(self.connection()).await;
-        self.settled = match &result {
+        self.connection()
+    }
+
+    /// After a query's first try: whether to run it once more, on a new connection. So it is
+    /// when the connection, lent without a ping, turns out to be gone (the server restarted or
+    /// ended the session while it sat in the pool): after a restart no read fails for it. Every
+    /// query on a read connection only reads, so running it again is safe.
+    async fn renewed<T>(
+        &mut self,
+        first: &std::result::Result<T, sqlx::Error>,
+    ) -> std::result::Result<bool, sqlx::Error> {
+        use sqlx::ConnectOptions;
+        if !(self.reused && first.as_ref().is_err_and(connection_lost)) {
+            return Ok(false);
+        }
+        self.reused = false;
+        self.conn = Some(self.pool.options.connect().await?);
+        Ok(true)
+    }
+
+    /// Notes how a query ended.
+    fn settle<T>(&mut self, result: &std::result::Result<T, sqlx::Error>) {
+        self.settled = match result {
             Ok(_) => true,
             Err(e) => !connection_lost(e),
         };
-        result
     }
 }
 
@@ -498,10 +509,16 @@ impl Conn<'_> {
                 rows.iter().map(|r| map(r)).collect()
             }
             Conn::PostgresRead(c) => {
-                let rows = c
-                    .run(async |c| bind_args!(sqlx::query(sql), args).fetch_all(c).await)
-                    .await?;
-                rows.iter().map(|r| map(r)).collect()
+                let mut rows = bind_args!(sqlx::query(sql), args.clone())
+                    .fetch_all(c.start())
+                    .await;
+                if c.renewed(&rows).await? {
+                    rows = bind_args!(sqlx::query(sql), args)
+                        .fetch_all(c.connection())
+                        .await;
+                }
+                c.settle(&rows);
+                rows?.iter().map(|r| map(r)).collect()
             }
         }
     }
@@ -519,10 +536,18 @@ impl Conn<'_> {
                 .execute(&mut **c)
                 .await?
                 .rows_affected(),
-            Conn::PostgresRead(c) => c
-                .run(async |c| bind_args!(sqlx::query(sql), args).execute(c).await)
-                .await?
-                .rows_affected(),
+            Conn::PostgresRead(c) => {
+                let mut done = bind_args!(sqlx::query(sql), args.clone())
+                    .execute(c.start())
+                    .await;
+                if c.renewed(&done).await? {
+                    done = bind_args!(sqlx::query(sql), args)
+                        .execute(c.connection())
+                        .await;
+                }
+                c.settle(&done);
+                done?.rows_affected()
+            }
         })
     }
 
@@ -535,7 +560,12 @@ impl Conn<'_> {
                 sqlx::raw_sql(sql).execute(&mut **c).await?;
             }
             Conn::PostgresRead(c) => {
-                c.run(async |c| sqlx::raw_sql(sql).execute(c).await).await?;
+                let mut done = sqlx::raw_sql(sql).execute(c.start()).await;
+                if c.renewed(&done).await? {
+                    done = sqlx::raw_sql(sql).execute(c.connection()).await;
+                }
+                c.settle(&done);
+                done?;
             }
         }
         Ok(())
@@ -881,26 +911,28 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_read_connection_the_server_closed_is_replaced() {
+    async fn a_read_connection_the_server_closed_is_replaced_without_failing_a_read() {
         let Some(store) = postgres_store("readpool_stale").await else {
             return;
         };
         // The server ends the session (as a restart would) while the connection is idle; it is
-        // lent again at once, without a ping: that read fails as "unavailable" (a 503, not a
-        // 500), and the connection is closed, so the next read gets a new one.
+        // lent again at once, without a ping: the read finds it gone and runs again on a new one.
         let pid = backend_pid(&store).await;
         terminate(&store, pid).await;
-        let mut conn = store.reader().await.unwrap();
-        let lost = conn.fetch("SELECT 1::BIGINT", vec![], |r| r.i64(0)).await;
-        assert!(lost.is_err_and(|e| e.is_unavailable()));
-        drop(conn);
         let other = backend_pid(&store).await;
         assert_ne!(other, pid);
-        // After a quiet second the ping before lending finds it gone: no read fails at all.
+        // After a quiet second the ping before lending finds it gone.
         terminate(&store, other).await;
         tokio::time::sleep(PING_AFTER_IDLE + Duration::from_millis(200)).await;
         let third = backend_pid(&store).await;
         assert!(third != other && third != pid);
+        // Read connections cannot write.
+        let mut conn = store.reader().await.unwrap();
+        let refused = conn
+            .execute("CREATE TABLE read_only_check (x BIGINT)", vec![])
+            .await;
+        assert!(refused.is_err_and(|e| !e.is_unavailable()));
+        drop(conn);
         store.close().await;
     }
 
