@@ -13,7 +13,7 @@ use sqlx::{PgConnection, PgPool, Row, SqliteConnection, SqlitePool};
 
 use crate::Result;
 
-/// A PostgreSQL connection idle at least this long is pinged before it is lent again.
+/// A read connection idle at least this long is pinged before it is lent again.
 const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
 
 /// Which database a store runs on.
