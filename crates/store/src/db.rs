@@ -449,6 +449,23 @@ impl<C: sqlx::Connection> Drop for ReadConn<C> {
     }
 }
 
+/// Runs a query on a [`ReadConn`]: marks it started, runs it once more on a new connection when
+/// [`ReadConn::renewed`] says so, and notes how it ended. `$run` is the query, on `$conn`.
+macro_rules! on_read_conn {
+    ($c:expr, $conn:ident => $run:expr) => {{
+        let mut result = {
+            let $conn = $c.start();
+            $run
+        };
+        if $c.renewed(&result).await? {
+            let $conn = $c.connection();
+            result = $run;
+        }
+        $c.settle(&result);
+        result
+    }};
+}
+
 /// A borrowed connection (pooled or inside a transaction) on either database.
 pub(crate) enum Conn<'a> {
     Sqlite(&'a mut SqliteConnection),
@@ -509,16 +526,10 @@ impl Conn<'_> {
                 rows.iter().map(|r| map(r)).collect()
             }
             Conn::PostgresRead(c) => {
-                let mut rows = bind_args!(sqlx::query(sql), args.clone())
-                    .fetch_all(c.start())
-                    .await;
-                if c.renewed(&rows).await? {
-                    rows = bind_args!(sqlx::query(sql), args)
-                        .fetch_all(c.connection())
-                        .await;
-                }
-                c.settle(&rows);
-                rows?.iter().map(|r| map(r)).collect()
+                let rows = on_read_conn!(c, conn => bind_args!(sqlx::query(sql), args.clone())
+                    .fetch_all(conn)
+                    .await)?;
+                rows.iter().map(|r| map(r)).collect()
             }
         }
     }
@@ -537,16 +548,10 @@ impl Conn<'_> {
                 .await?
                 .rows_affected(),
             Conn::PostgresRead(c) => {
-                let mut done = bind_args!(sqlx::query(sql), args.clone())
-                    .execute(c.start())
-                    .await;
-                if c.renewed(&done).await? {
-                    done = bind_args!(sqlx::query(sql), args)
-                        .execute(c.connection())
-                        .await;
-                }
-                c.settle(&done);
-                done?.rows_affected()
+                on_read_conn!(c, conn => bind_args!(sqlx::query(sql), args.clone())
+                .execute(conn)
+                .await)?
+                .rows_affected()
             }
         })
     }
@@ -560,12 +565,7 @@ impl Conn<'_> {
                 sqlx::raw_sql(sql).execute(&mut **c).await?;
             }
             Conn::PostgresRead(c) => {
-                let mut done = sqlx::raw_sql(sql).execute(c.start()).await;
-                if c.renewed(&done).await? {
-                    done = sqlx::raw_sql(sql).execute(c.connection()).await;
-                }
-                c.settle(&done);
-                done?;
+                on_read_conn!(c, conn => sqlx::raw_sql(sql).execute(conn).await)?;
             }
         }
         Ok(())
