@@ -25,30 +25,83 @@ pub(crate) const SHARED_TYPES: &[&str] = &[
 ];
 
 /// `meta.security` codes (v3-Confidentiality) and the sensitivity they mean.
-const CONFIDENTIALITY: &str = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality";
 pub(crate) const RESTRICTED: i64 = 1;
 pub(crate) const VERY_RESTRICTED: i64 = 2;
 
+/// The names the v3 Confidentiality code system goes by: its R4 URL, its OID, and the URL of
+/// FHIR DSTU2/STU3. Compared without case, scheme (`http`/`https`) or a trailing slash.
+const CONFIDENTIALITY_SYSTEMS: &[&str] = &[
+    "terminology.hl7.org/codesystem/v3-confidentiality",
+    "hl7.org/fhir/v3/confidentiality",
+    "urn:oid:2.16.840.1.113883.5.25",
+];
+
+fn is_confidentiality_system(system: &str) -> bool {
+    let s = system.trim().trim_end_matches('/').to_ascii_lowercase();
+    let s = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+        .unwrap_or(&s);
+    CONFIDENTIALITY_SYSTEMS.contains(&s)
+}
+
 /// The sensitivity a resource's labels give it: 0 normal, 1 restricted (R), 2 very restricted
-/// (V).
-pub(crate) fn sensitivity(value: &Value) -> i64 {
+/// (V). A confidentiality label is recognised in every standard form of its system and code
+/// (case, aliases); one that cannot be read — an unknown code in that system, or a bare `R` or
+/// `V` without a system — is refused rather than stored as open.
+pub(crate) fn sensitivity(value: &Value) -> Result<i64> {
     let Some(labels) = value
         .get("meta")
         .and_then(|m| m.get("security"))
         .and_then(Value::as_array)
     else {
-        return 0;
+        return Ok(0);
     };
-    labels
-        .iter()
-        .filter(|l| l.get("system").and_then(Value::as_str) == Some(CONFIDENTIALITY))
-        .map(|l| match l.get("code").and_then(Value::as_str) {
-            Some("V") => VERY_RESTRICTED,
+    let mut level = 0;
+    for (i, label) in labels.iter().enumerate() {
+        let system = label.get("system").and_then(Value::as_str);
+        let code = label.get("code").and_then(Value::as_str).map(str::trim);
+        let confidentiality = match system {
+            Some(s) => is_confidentiality_system(s),
+            // A bare restricted code: most likely a confidentiality label missing its system.
+            None => {
+                code.is_some_and(|c| c.eq_ignore_ascii_case("r") || c.eq_ignore_ascii_case("v"))
+            }
+        };
+        if !confidentiality {
+            continue;
+        }
+        let refuse = |message: String| {
+            let rt = value
+                .get("resourceType")
+                .and_then(Value::as_str)
+                .unwrap_or("Resource");
+            RecordsError::Invalid(vec![ironchart_fhir::validate::Issue {
+                severity: ironchart_fhir::validate::Severity::Error,
+                code: ironchart_fhir::validate::IssueCode::CodeInvalid,
+                expression: format!("{rt}.meta.security[{i}]"),
+                message,
+            }])
+        };
+        if system.is_none() {
+            return Err(refuse(
+                "a confidentiality code needs its system, \
+                 http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
+                    .into(),
+            ));
+        }
+        level = level.max(match code.map(str::to_ascii_uppercase).as_deref() {
+            Some("U" | "L" | "M" | "N") => 0,
             Some("R") => RESTRICTED,
-            _ => 0,
-        })
-        .max()
-        .unwrap_or(0)
+            Some("V") => VERY_RESTRICTED,
+            _ => {
+                return Err(refuse(
+                    "not a v3 Confidentiality code (U, L, M, N, R or V)".into(),
+                ));
+            }
+        });
+    }
+    Ok(level)
 }
 
 /// Refuses an actor whose credentials have expired.
@@ -78,6 +131,18 @@ fn interaction_name(i: Interaction) -> &'static str {
         Interaction::Update => "update",
         Interaction::Delete => "delete",
         Interaction::Search => "search",
+    }
+}
+
+/// The highest sensitivity a break-the-glass grant opens to an actor: a physician's opens very
+/// restricted records, a nurse's only restricted ones; other roles cannot break the glass.
+fn grant_ceiling(actor: &Actor) -> i64 {
+    if actor.has_role(Role::Physician) {
+        VERY_RESTRICTED
+    } else if actor.roles.iter().any(|r| r.can_break_glass()) {
+        RESTRICTED
+    } else {
+        0
     }
 }
 
@@ -120,6 +185,7 @@ pub(crate) fn visibility(actor: &Actor, grants: &[String]) -> Visibility {
         }),
         max_sensitivity: max_sensitivity(actor),
         unrestricted_patients: grants.to_vec(),
+        grant_ceiling: grant_ceiling(actor),
     }
 }
 
@@ -132,31 +198,33 @@ pub(crate) enum Hidden {
     Restricted,
 }
 
-/// The row-level decision of [`visibility`], for one version already read.
+/// The row-level decision of [`visibility`], for one version already read: judged by its own
+/// compartment and sensitivity and by its resource's current ones (the stricter wins).
 pub(crate) fn hidden(actor: &Actor, vis: &Visibility, v: &StoredVersion) -> Option<Hidden> {
     if let Some(types) = &vis.types
         && !types.contains(&v.res_type)
     {
         return Some(Hidden::NotThere);
     }
+    let patients = [&v.patient, &v.record_patient];
     if let Some(c) = &vis.compartment {
-        let inside = match &v.patient {
+        let inside = patients.iter().all(|p| match p {
             Some(p) => *p == c.patient,
             None => c.shared_types.contains(&v.res_type),
-        };
+        });
         if !inside {
             return Some(Hidden::NotThere);
         }
     }
-    if v.sensitivity > vis.max_sensitivity
-        && !v
-            .patient
-            .as_ref()
-            .is_some_and(|p| vis.unrestricted_patients.contains(p))
-    {
-        let can_break = v.patient.is_some()
-            && actor.roles.iter().any(|r| r.can_break_glass())
-            && (v.sensitivity < VERY_RESTRICTED || actor.has_role(Role::Physician));
+    if v.sensitivity > vis.max_sensitivity {
+        let granted = patients.iter().all(|p| {
+            p.as_ref()
+                .is_some_and(|p| vis.unrestricted_patients.contains(p))
+        });
+        if granted && v.sensitivity <= vis.grant_ceiling {
+            return None;
+        }
+        let can_break = v.patient.is_some() && v.sensitivity <= grant_ceiling(actor);
         return Some(if can_break {
             Hidden::Restricted
         } else {
@@ -173,12 +241,55 @@ mod tests {
 
     #[test]
     fn labels_give_sensitivity() {
-        let r = json!({"meta":{"security":[{"system":CONFIDENTIALITY,"code":"R"}]}});
-        assert_eq!(sensitivity(&r), RESTRICTED);
-        let v = json!({"meta":{"security":[{"system":CONFIDENTIALITY,"code":"N"},{"system":CONFIDENTIALITY,"code":"V"}]}});
-        assert_eq!(sensitivity(&v), VERY_RESTRICTED);
+        let r = json!({"meta":{"security":[{"system":"http://terminology.hl7.org/CodeSystem/v3-Confidentiality","code":"R"}]}});
+        assert_eq!(sensitivity(&r).unwrap(), RESTRICTED);
+        let v = json!({"meta":{"security":[{"system":"http://terminology.hl7.org/CodeSystem/v3-Confidentiality","code":"N"},{"system":"http://terminology.hl7.org/CodeSystem/v3-Confidentiality","code":"V"}]}});
+        assert_eq!(sensitivity(&v).unwrap(), VERY_RESTRICTED);
         let other = json!({"meta":{"security":[{"system":"http://example.org","code":"R"}]}});
-        assert_eq!(sensitivity(&other), 0);
-        assert_eq!(sensitivity(&json!({})), 0);
+        assert_eq!(sensitivity(&other).unwrap(), 0);
+        assert_eq!(sensitivity(&json!({})).unwrap(), 0);
+    }
+
+    /// Every standard form of the system, and either case of the code, counts.
+    #[test]
+    fn confidentiality_in_every_form() {
+        for system in [
+            "http://terminology.hl7.org/CodeSystem/v3-Confidentiality",
+            "urn:oid:2.16.840.1.113883.5.25",
+            "http://hl7.org/fhir/v3/Confidentiality",
+            "http://terminology.hl7.org/CodeSystem/v3-Confidentiality/",
+            "http://terminology.hl7.org/CodeSystem/V3-confidentiality",
+            "https://terminology.hl7.org/CodeSystem/v3-Confidentiality",
+            " URN:OID:2.16.840.1.113883.5.25 ",
+        ] {
+            for (code, level) in [
+                ("R", RESTRICTED),
+                ("r", RESTRICTED),
+                ("V", VERY_RESTRICTED),
+                ("v", VERY_RESTRICTED),
+                ("N", 0),
+            ] {
+                let r = json!({"meta":{"security":[{"system":system,"code":code}]}});
+                assert_eq!(sensitivity(&r).unwrap(), level, "{system} {code}");
+            }
+        }
+    }
+
+    /// A confidentiality label that cannot be read is refused, not stored as open.
+    #[test]
+    fn unreadable_confidentiality_is_refused() {
+        for label in [
+            json!({"system":"http://terminology.hl7.org/CodeSystem/v3-Confidentiality","code":"X"}),
+            json!({"system":"urn:oid:2.16.840.1.113883.5.25"}),
+            json!({"system":"http://hl7.org/fhir/v3/Confidentiality","code":"restricted"}),
+            json!({"code":"R"}),
+            json!({"code":"v"}),
+        ] {
+            let r = json!({"resourceType":"Observation","meta":{"security":[label]}});
+            assert!(
+                matches!(sensitivity(&r), Err(RecordsError::Invalid(_))),
+                "{r}"
+            );
+        }
     }
 }

@@ -1200,6 +1200,7 @@ pub(crate) fn prepare(resource_type: &str, value: Value, id: Option<&str>) -> Re
         }
     }
     ironchart_fhir::validate::validate_resource(&value).map_err(RecordsError::Invalid)?;
+    policy::sensitivity(&value)?;
     Ok(value)
 }
 
@@ -1231,9 +1232,9 @@ async fn check_current(tx: &mut WriteTx, ctx: &WriteCtx<'_>, rt: &str, id: &str)
     if ctx.actor.is_system() {
         return Ok(());
     }
-    if let Some(current) = tx.read(rt, id).await?
-        && !current.deleted
-    {
+    // A deleted head counts too: re-creating a deleted record needs the access its last
+    // version had, so that nobody takes over an id (and its history) they could not see.
+    if let Some(current) = tx.read(rt, id).await? {
         match policy::hidden(ctx.actor, &ctx.vis, &current) {
             Some(Hidden::NotThere) => {
                 return Err(RecordsError::NotFound(rt.into(), id.into()));
@@ -1295,7 +1296,7 @@ pub(crate) async fn write_version(
         method,
         body: Some(ctx.keys.seal(resource_type, id, version, &body)),
         patient: patient.clone(),
-        sensitivity: policy::sensitivity(&value),
+        sensitivity: policy::sensitivity(&value)?,
         index: &index,
     })
     .await?;
@@ -1494,7 +1495,7 @@ fn prepare_import(mut value: Value, keys: &Keys) -> Prepared {
     let body = stamped(&mut value, &id, 1, last_updated)?;
     let (index, patient) = index_of(&rt, &id, &value);
     let sealed = keys.seal(&rt, &id, 1, &body);
-    let sensitivity = policy::sensitivity(&value);
+    let sensitivity = policy::sensitivity(&value)?;
     Ok(Ready {
         rt,
         id,

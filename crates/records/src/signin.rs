@@ -42,6 +42,10 @@ impl Default for SessionPolicy {
 /// Failures before an account is locked, and before a client address is.
 const ACCOUNT_FAILURES: i64 = 5;
 const ADDRESS_FAILURES: i64 = 20;
+/// Wrong second-factor codes one pending sign-in may send before it ends (the password must
+/// then be given again). Code failures also count against the account's second factor (kept
+/// apart from its password failures, which a correct password clears) and the client address.
+const CODE_TRIES_PER_SIGNIN: i64 = 3;
 /// The first lockout; each further failure doubles it, up to the maximum.
 const FIRST_LOCK_MS: i64 = 60_000;
 const MAX_LOCK_MS: i64 = 3_600_000;
@@ -261,7 +265,7 @@ impl Records {
         let name = username.trim().to_lowercase();
         let now = now_millis();
         let account_key = ["account:", &name].concat();
-        let address_key = ["address:", client.address.as_deref().unwrap_or("-")].concat();
+        let address_key = address_key(client);
         let actor = attempt_actor(&name, client);
         // Throttled? Refuse before any password work.
         let mut tx = self.store.begin().await?;
@@ -329,7 +333,13 @@ impl Records {
             user.password_hash = Some(hash_password(password));
         }
         user.failed_logins = 0;
-        user.locked_until = 0;
+        // A correct password clears password failures, never second-factor ones: a lockout of
+        // the second factor stays in force (and on the users page).
+        let code_key = ["code:", &user.username].concat();
+        user.locked_until = match Self::locked(&mut tx, &code_key, now).await? {
+            Some(seconds) => now + seconds * 1000,
+            None => 0,
+        };
         tx.save_user(&user).await?;
         tx.set_throttle(&account_key, 0, now, 0).await?;
         let roles = parse_roles(&user.roles);
@@ -465,11 +475,26 @@ impl Records {
             return Err(SignInError::NoSession.into());
         };
         let account_key = ["account:", &user.username].concat();
-        if let Some(seconds) = Self::locked(&mut tx, &account_key, now).await? {
-            tx.rollback().await?;
-            return Err(SignInError::Throttled(seconds).into());
-        }
+        let code_key = ["code:", &user.username].concat();
+        let address_key = address_key(client);
+        let signin_key = ["signin:", &hash[..32]].concat();
         let actor = user_actor(&user, parse_roles(&user.roles), now, client);
+        // A lockout of the address, the account's password or its second factor refuses the
+        // code before it is looked at.
+        for key in [&address_key, &account_key, &code_key] {
+            if let Some(seconds) = Self::locked(&mut tx, key, now).await? {
+                tx.rollback().await?;
+                self.audit(
+                    &actor,
+                    vec![
+                        AuditEntry::new(AuditAction::SignIn, Outcome::Denied)
+                            .detail("second factor refused: locked out"),
+                    ],
+                )
+                .await?;
+                return Err(SignInError::Throttled(seconds).into());
+            }
+        }
         let cleaned: String = code.chars().filter(|c| !c.is_whitespace()).collect();
         let accepted = if cleaned.len() == 6 && cleaned.bytes().all(|b| b.is_ascii_digit()) {
             let secret = match &user.mfa_secret {
@@ -502,21 +527,46 @@ impl Records {
             None
         };
         let Some(how) = accepted else {
-            let lock = Self::fail(&mut tx, &account_key, ACCOUNT_FAILURES, now).await?;
+            let code_lock = Self::fail(&mut tx, &code_key, ACCOUNT_FAILURES, now).await?;
+            let address_lock = Self::fail(&mut tx, &address_key, ADDRESS_FAILURES, now).await?;
+            let tries = Self::fail(&mut tx, &signin_key, CODE_TRIES_PER_SIGNIN, now).await?;
             let mut entries = vec![
                 AuditEntry::new(AuditAction::SignIn, Outcome::Denied).detail("bad second factor"),
             ];
-            if let Some(l) = lock {
+            if let Some(l) = code_lock {
+                user.locked_until = now + l;
+                tx.save_user(&user).await?;
                 entries.push(
                     AuditEntry::new(AuditAction::Lockout, Outcome::Success)
-                        .detail(format!("account locked for {} s", l / 1000)),
+                        .detail(format!("account's second factor locked for {} s", l / 1000)),
                 );
+            }
+            if let Some(l) = address_lock {
+                entries.push(
+                    AuditEntry::new(AuditAction::Lockout, Outcome::Success)
+                        .detail(format!("address locked for {} s", l / 1000)),
+                );
+            }
+            let ended = tries.is_some() || code_lock.is_some();
+            if ended {
+                // This sign-in is over: the password must be given again.
+                tx.delete_session(&hash).await?;
+                tx.delete_throttle(&signin_key).await?;
             }
             self.audit_in(&mut tx, &actor, entries).await?;
             tx.commit().await?;
-            return Err(SignInError::BadCode.into());
+            return Err(match code_lock.or(address_lock) {
+                Some(l) => SignInError::Throttled((l + 999) / 1000),
+                None if ended => SignInError::NoSession,
+                None => SignInError::BadCode,
+            }
+            .into());
         };
+        tx.delete_throttle(&code_key).await?;
+        tx.delete_throttle(&signin_key).await?;
         tx.set_throttle(&account_key, 0, now, 0).await?;
+        user.locked_until = 0;
+        tx.save_user(&user).await?;
         tx.delete_session(&hash).await?;
         let session = self
             .new_session(&mut tx, &user, SessionStage::Active, client, now)
@@ -829,17 +879,23 @@ impl Records {
 
     /// Whether a setup token is the live one.
     pub async fn setup_token_valid(&self, token: &str) -> Result<bool> {
+        Ok(self.live_setup_token(token).await?.is_some())
+    }
+
+    /// The stored form of the setup token when `token` is the live one.
+    async fn live_setup_token(&self, token: &str) -> Result<Option<String>> {
         let Some(stored) = self.store.setting("setup.token").await? else {
-            return Ok(false);
+            return Ok(None);
         };
         let mut parts = stored.split(' ');
         let (Some(hash), Some(expires)) = (parts.next(), parts.next()) else {
-            return Ok(false);
+            return Ok(None);
         };
         let live = expires.parse::<i64>().is_ok_and(|e| e > now_millis());
-        Ok(live
+        let valid = live
             && ironchart_security::constant_time_eq(token_hash(token).as_bytes(), hash.as_bytes())
-            && self.needs_setup().await?)
+            && self.needs_setup().await?;
+        Ok(valid.then_some(stored))
     }
 
     /// Creates the first admin with the setup token (which is then spent). The admin sets up
@@ -851,17 +907,25 @@ impl Records {
         password: &str,
         client: &Client,
     ) -> Result<UserSummary> {
-        if !self.setup_token_valid(token).await? {
+        let Some(stored) = self.live_setup_token(token).await? else {
             return Err(RecordsError::Forbidden(
                 "the setup link is not valid (already used or expired)".into(),
             ));
-        }
+        };
         let mut setup = Actor::local_operator();
         setup.source = client.address.clone();
+        // The token is spent in the transaction that creates the admin: of concurrent uses,
+        // one creates an admin and the others are refused.
         let user = self
-            .add_user(&setup, username, &[Role::Admin], None, password)
+            .create_user(
+                &setup,
+                username,
+                &[Role::Admin],
+                None,
+                password,
+                Some(("setup.token", &stored, "spent 0")),
+            )
             .await?;
-        self.store.set_setting("setup.token", "spent 0").await?;
         self.audit(
             &setup,
             vec![
@@ -872,6 +936,11 @@ impl Records {
         .await?;
         Ok(user)
     }
+}
+
+/// The throttle key of a client address.
+fn address_key(client: &Client) -> String {
+    ["address:", client.address.as_deref().unwrap_or("-")].concat()
 }
 
 /// A row number for binding a pending secret to its session (the first 8 bytes of the hash).

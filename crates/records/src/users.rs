@@ -120,6 +120,21 @@ impl Records {
         password: &str,
     ) -> Result<UserSummary> {
         self.admin_only(by)?;
+        self.create_user(by, username, roles, patient, password, None)
+            .await
+    }
+
+    /// Creates a user; with `spend`, only if the setting `spend.0` still holds `spend.1`, which
+    /// it replaces with `spend.2` in the same transaction (the one-time setup link).
+    pub(crate) async fn create_user(
+        &self,
+        by: &Actor,
+        username: &str,
+        roles: &[Role],
+        patient: Option<&str>,
+        password: &str,
+        spend: Option<(&str, &str, &str)>,
+    ) -> Result<UserSummary> {
         let username = username.trim().to_lowercase();
         if !valid_username(&username) {
             return Err(RecordsError::bad(
@@ -162,6 +177,14 @@ impl Records {
         self.retrying(|mut tx| {
             let mut record = record_ref.clone();
             async move {
+                if let Some((key, expected, value)) = spend
+                    && !tx.swap_setting(key, expected, value).await?
+                {
+                    tx.rollback().await?;
+                    return Err(RecordsError::Forbidden(
+                        "the setup link is not valid (already used or expired)".into(),
+                    ));
+                }
                 if tx.user_by_name(&record.username).await?.is_some() {
                     tx.rollback().await?;
                     return Err(RecordsError::Conflict(format!(

@@ -26,10 +26,15 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0003_version_rows.sql"),
         postgres: include_str!("../migrations/postgres/0003_version_rows.sql"),
     },
+    Migration {
+        version: 4,
+        sqlite: include_str!("../migrations/sqlite/0004_version_sensitivity.sql"),
+        postgres: include_str!("../migrations/postgres/0004_version_sensitivity.sql"),
+    },
 ];
 
 /// The schema version this build creates and understands.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 const CREATE_VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS ironchart_schema (version BIGINT NOT NULL, applied_at BIGINT NOT NULL)";
 

@@ -5,7 +5,7 @@ use ironchart_fhir::extract::{IndexEntry, IndexValue};
 
 use crate::db::{Arg, Conn, Pools, RowGet, Sql, Store};
 use crate::search::Visibility;
-use crate::search::sql::visible;
+use crate::search::sql::visible_in;
 use crate::{Result, StoreError};
 
 /// The current version of a resource as the store knows it.
@@ -31,6 +31,9 @@ pub struct StoredVersion {
     pub body: Option<Vec<u8>>,
     /// The Patient whose compartment this version is in.
     pub patient: Option<String>,
+    /// The Patient whose compartment the resource's current version is in: a version is
+    /// judged by both (a record moved to another patient stays closed to the first).
+    pub record_patient: Option<String>,
     /// The version's sensitivity (0 normal, 1 restricted, 2 very restricted): its own labels' or
     /// the current version's, whichever is higher.
     pub sensitivity: i64,
@@ -65,7 +68,7 @@ pub enum HistoryScope {
     Instance(String, String),
 }
 
-const VERSION_COLUMNS: &str = "SELECT r.rid, r.res_type, r.res_id, v.version, v.last_updated, v.deleted, v.method, v.body, v.patient, (CASE WHEN v.sensitivity > r.sensitivity THEN v.sensitivity ELSE r.sensitivity END) FROM resources r JOIN resource_versions v ON v.rid = r.rid";
+const VERSION_COLUMNS: &str = "SELECT r.rid, r.res_type, r.res_id, v.version, v.last_updated, v.deleted, v.method, v.body, v.patient, (CASE WHEN v.sensitivity > r.sensitivity THEN v.sensitivity ELSE r.sensitivity END), r.patient FROM resources r JOIN resource_versions v ON v.rid = r.rid";
 
 /// A version's sensitivity: its own or its resource's current one, whichever is higher.
 pub(crate) const VERSION_SENSITIVITY: &str =
@@ -83,6 +86,7 @@ pub(crate) fn version_row(r: &dyn RowGet) -> Result<StoredVersion> {
         body: r.opt_bytes(7)?,
         patient: r.opt_text(8)?,
         sensitivity: r.i64(9)?,
+        record_patient: r.opt_text(10)?,
     })
 }
 
@@ -144,11 +148,11 @@ impl Store {
     ) -> Result<Vec<StoredVersion>> {
         let mut sql = Sql::new(VERSION_COLUMNS);
         sql.push(" WHERE 1 = 1");
-        visible(
+        visible_in(
             &mut sql,
             vis,
             "r.res_type",
-            "v.patient",
+            &["v.patient", "r.patient"],
             VERSION_SENSITIVITY,
         );
         match scope {
@@ -195,11 +199,11 @@ impl Store {
         let mut sql = Sql::new(
             "SELECT COUNT(*) FROM resources r JOIN resource_versions v ON v.rid = r.rid WHERE 1 = 1",
         );
-        visible(
+        visible_in(
             &mut sql,
             vis,
             "r.res_type",
-            "v.patient",
+            &["v.patient", "r.patient"],
             VERSION_SENSITIVITY,
         );
         match scope {
@@ -465,6 +469,16 @@ impl WriteTx {
                 .await?;
             if n != 1 {
                 return Err(StoreError::Conflict);
+            }
+            if v.sensitivity > 0 {
+                // A label protects the versions before it too, for good: a later write that
+                // lowers the label (or a re-creation after a deletion) opens none of them.
+                self.conn()
+                    .execute(
+                        "UPDATE resource_versions SET sensitivity = $1 WHERE rid = $2 AND sensitivity < $1",
+                        vec![Arg::I64(v.sensitivity), Arg::I64(prev.rid)],
+                    )
+                    .await?;
             }
             rids[i] = Some(prev.rid);
             replaced.push(prev.rid);
@@ -791,6 +805,24 @@ impl WriteTx {
             .await?
             .into_iter()
             .next())
+    }
+
+    /// Replaces a setting only if it still has the value `expected` (compare and swap): whether
+    /// it did. Of concurrent transactions swapping the same value, one succeeds (PostgreSQL
+    /// re-checks the condition after the row lock; SQLite writers take turns).
+    pub async fn swap_setting(&mut self, key: &str, expected: &str, value: &str) -> Result<bool> {
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE settings SET value = $1 WHERE key = $2 AND value = $3",
+                vec![
+                    Arg::Text(value.to_string()),
+                    Arg::Text(key.to_string()),
+                    Arg::Text(expected.to_string()),
+                ],
+            )
+            .await?;
+        Ok(n == 1)
     }
 
     /// Writes a setting inside the transaction.

@@ -397,6 +397,17 @@ impl WriteTx {
         Ok(())
     }
 
+    /// Forgets a throttle key (a pending sign-in that ended).
+    pub async fn delete_throttle(&mut self, key: &str) -> Result<()> {
+        self.conn()
+            .execute(
+                "DELETE FROM login_throttle WHERE throttle_key = $1",
+                vec![Arg::Text(key.into())],
+            )
+            .await?;
+        Ok(())
+    }
+
     pub async fn insert_grant(&mut self, g: &GrantRecord) -> Result<()> {
         self.conn()
             .execute(

@@ -90,9 +90,13 @@ pub struct Visibility {
     pub types: Option<Vec<String>>,
     /// Only one patient's compartment.
     pub compartment: Option<CompartmentRule>,
-    /// Rows above this sensitivity are hidden, except those of `unrestricted_patients`.
+    /// Rows above this sensitivity are hidden, except those of `unrestricted_patients` up to
+    /// `grant_ceiling`.
     pub max_sensitivity: i64,
+    /// Patients whose restricted rows a break-the-glass grant opens.
     pub unrestricted_patients: Vec<String>,
+    /// The highest sensitivity a grant opens (the actor's role decides).
+    pub grant_ceiling: i64,
 }
 
 /// A patient compartment, plus the resource types in no compartment that remain visible (a
@@ -111,6 +115,7 @@ impl Visibility {
             compartment: None,
             max_sensitivity: i64::MAX,
             unrestricted_patients: Vec::new(),
+            grant_ceiling: i64::MAX,
         }
     }
 }
@@ -288,6 +293,7 @@ fn version_from(r: &dyn RowGet, offset: usize) -> Result<StoredVersion> {
         method: r.text(offset + 6)?,
         body: r.opt_bytes(offset + 7)?,
         patient: r.opt_text(offset + 8)?,
+        record_patient: r.opt_text(offset + 8)?,
         sensitivity: r.i64(offset + 9)?,
     })
 }
@@ -302,7 +308,7 @@ async fn fetch_include(
     vis: &Visibility,
 ) -> Result<Vec<StoredVersion>> {
     let mut sql = Sql::new(
-        "SELECT r.rid, r.res_type, r.res_id, v.version, v.last_updated, v.deleted, v.method, v.body, v.patient, r.sensitivity FROM idx_reference x JOIN resources r ON r.res_type = x.target_type AND r.res_id = x.target_id JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version WHERE r.deleted = FALSE",
+        "SELECT r.rid, r.res_type, r.res_id, v.version, v.last_updated, v.deleted, v.method, v.body, v.patient, r.sensitivity, r.patient FROM idx_reference x JOIN resources r ON r.res_type = x.target_type AND r.res_id = x.target_id JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version WHERE r.deleted = FALSE",
     );
     sql::push_param(&mut sql, sql::IndexAlias::X, inc.param);
     sql.push(" AND x.rid IN (");
@@ -329,7 +335,7 @@ async fn fetch_revinclude(
     vis: &Visibility,
 ) -> Result<Vec<StoredVersion>> {
     let mut sql = Sql::new(
-        "SELECT r.rid, r.res_type, r.res_id, v.version, v.last_updated, v.deleted, v.method, v.body, v.patient, r.sensitivity FROM idx_reference x JOIN resources r ON r.rid = x.rid JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version WHERE r.deleted = FALSE AND x.res_type = ",
+        "SELECT r.rid, r.res_type, r.res_id, v.version, v.last_updated, v.deleted, v.method, v.body, v.patient, r.sensitivity, r.patient FROM idx_reference x JOIN resources r ON r.rid = x.rid JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version WHERE r.deleted = FALSE AND x.res_type = ",
     );
     sql.bind_text(&inc.source_type);
     sql::push_param(&mut sql, sql::IndexAlias::X, inc.param);

@@ -103,35 +103,57 @@ pub(crate) fn visible(
     patient_col: &'static str,
     sensitivity_col: &'static str,
 ) {
+    visible_in(sql, vis, type_col, &[patient_col], sensitivity_col);
+}
+
+/// [`visible`] for a row judged by several patient columns (a stored version: its own patient
+/// and its resource's current one). Each must pass: the stricter wins.
+pub(crate) fn visible_in(
+    sql: &mut Sql,
+    vis: &Visibility,
+    type_col: &'static str,
+    patient_cols: &[&'static str],
+    sensitivity_col: &'static str,
+) {
     if let Some(types) = &vis.types {
         sql.push(" AND ").push(type_col).push(" IN (");
         push_texts(sql, types);
         sql.push(")");
     }
     if let Some(c) = &vis.compartment {
-        sql.push(" AND (")
-            .push(patient_col)
-            .push(" = ")
-            .bind_text(&c.patient);
-        if !c.shared_types.is_empty() {
-            sql.push(" OR (")
+        for patient_col in patient_cols {
+            sql.push(" AND (")
                 .push(patient_col)
-                .push(" IS NULL AND ")
-                .push(type_col)
-                .push(" IN (");
-            push_texts(sql, &c.shared_types);
-            sql.push("))");
+                .push(" = ")
+                .bind_text(&c.patient);
+            if !c.shared_types.is_empty() {
+                sql.push(" OR (")
+                    .push(patient_col)
+                    .push(" IS NULL AND ")
+                    .push(type_col)
+                    .push(" IN (");
+                push_texts(sql, &c.shared_types);
+                sql.push("))");
+            }
+            sql.push(")");
         }
-        sql.push(")");
     }
     if vis.max_sensitivity < i64::MAX {
         sql.push(" AND (")
             .push(sensitivity_col)
             .push(" <= ")
             .bind_i64(vis.max_sensitivity);
-        if !vis.unrestricted_patients.is_empty() {
-            sql.push(" OR ").push(patient_col).push(" IN (");
-            push_texts(sql, &vis.unrestricted_patients);
+        if !vis.unrestricted_patients.is_empty() && vis.grant_ceiling > vis.max_sensitivity {
+            // A break-the-glass grant lifts labels up to the actor's ceiling, never beyond.
+            sql.push(" OR (")
+                .push(sensitivity_col)
+                .push(" <= ")
+                .bind_i64(vis.grant_ceiling);
+            for patient_col in patient_cols {
+                sql.push(" AND ").push(patient_col).push(" IN (");
+                push_texts(sql, &vis.unrestricted_patients);
+                sql.push(")");
+            }
             sql.push(")");
         }
         sql.push(")");

@@ -881,6 +881,203 @@ async fn restricted_versions_stay_restricted_after_a_delete(s: Server) {
 }
 on_both!(restricted_versions_stay_restricted_after_a_delete);
 
+/// Break-the-glass lifts labels only up to the role's ceiling: a nurse's grant opens R records
+/// but never V ones, in reads, vreads, searches, counts, includes and history alike; a
+/// physician's opens both.
+async fn a_grant_opens_no_more_than_the_role_allows(s: Server) {
+    put(
+        &s,
+        &json!({"resourceType": "Patient", "id": "pa", "name": [{"family": A_FAMILY}]}),
+    )
+    .await;
+    put(&s, &labelled(observation("or1", "pa", "hiv test"), "R")).await;
+    put(&s, &labelled(observation("ov1", "pa", "therapy note"), "V")).await;
+    put(&s, &observation("on1", "pa", "blood pressure")).await;
+    let (_, nurse_token) = s.user_with_token(Role::Nurse, None).await;
+    let (_, physician_token) = s.user_with_token(Role::Physician, None).await;
+    for token in [&nurse_token, &physician_token] {
+        let actor = s.records.authenticate(token).await.unwrap();
+        s.records
+            .break_glass(&actor, "pa", "unconscious in resus, no history", 30)
+            .await
+            .unwrap();
+    }
+    let nurse = s.with_token(&nurse_token);
+    assert_eq!(nurse.get("Observation/or1").await.status, StatusCode::OK);
+    for path in ["Observation/ov1", "Observation/ov1/_history/1"] {
+        let r = nurse.get(path).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}: {}", r.text);
+        assert!(!r.text.contains("therapy"));
+    }
+    let mut ids = nurse.search_ids("Observation?patient=pa").await;
+    ids.sort();
+    assert_eq!(ids, ["on1", "or1"]);
+    let counted = nurse.get("Observation?patient=pa&_summary=count").await;
+    assert_eq!(counted.body["total"], 2);
+    let revincluded = nurse
+        .get("Patient?_id=pa&_revinclude=Observation:subject")
+        .await;
+    assert_eq!(
+        included_ids(&revincluded),
+        ["Observation/on1", "Observation/or1"]
+    );
+    for path in [
+        "Observation/_history",
+        "_history",
+        "Observation/ov1/_history",
+    ] {
+        let r = nurse.get(path).await;
+        assert!(!r.text.contains("therapy"), "{path}: {}", r.text);
+    }
+    let doctor = s.with_token(&physician_token);
+    assert_eq!(doctor.get("Observation/ov1").await.status, StatusCode::OK);
+    let mut ids = doctor.search_ids("Observation?patient=pa").await;
+    ids.sort();
+    assert_eq!(ids, ["on1", "or1", "ov1"]);
+}
+on_both!(a_grant_opens_no_more_than_the_role_allows);
+
+/// A label protects the versions before it for good: neither a later unlabelled version, nor a
+/// deletion and re-creation, opens them; and nobody may re-create a deleted record they could
+/// not see.
+async fn a_later_write_opens_no_earlier_version(s: Server) {
+    put(
+        &s,
+        &json!({"resourceType": "Patient", "id": "pa", "name": [{"family": A_FAMILY}]}),
+    )
+    .await;
+    put(&s, &observation("o1", "pa", "first reading")).await;
+    put(&s, &labelled(observation("o1", "pa", "hiv test"), "R")).await;
+    let (_, nurse_token) = s.user_with_token(Role::Nurse, None).await;
+    let nurse = s.with_token(&nurse_token);
+    let closed = |r: &Reply| r.status == StatusCode::FORBIDDEN || r.status == StatusCode::NOT_FOUND;
+    for v in [1, 2] {
+        let r = nurse.get(&format!("Observation/o1/_history/{v}")).await;
+        assert!(closed(&r), "version {v} before: {} {}", r.status, r.text);
+    }
+    assert_eq!(
+        s.delete("Observation/o1").await.status,
+        StatusCode::NO_CONTENT
+    );
+    // The nurse may not take the deleted id over.
+    let r = nurse
+        .put("Observation/o1", &observation("o1", "pa", "new reading"))
+        .await;
+    assert!(
+        closed(&r),
+        "re-created by the nurse: {} {}",
+        r.status,
+        r.text
+    );
+    // The operator re-creates it without a label; then lowers nothing of the past.
+    put(&s, &observation("o1", "pa", "new reading")).await;
+    assert_eq!(nurse.get("Observation/o1").await.status, StatusCode::OK);
+    for v in [1, 2, 3] {
+        let r = nurse.get(&format!("Observation/o1/_history/{v}")).await;
+        assert!(closed(&r), "version {v} after: {} {}", r.status, r.text);
+        assert!(!r.text.contains("hiv") && !r.text.contains("first reading"));
+    }
+    for path in [
+        "Observation/_history",
+        "_history",
+        "Observation/o1/_history",
+    ] {
+        let r = nurse.get(path).await;
+        assert!(
+            !r.text.contains("hiv") && !r.text.contains("first reading"),
+            "{path}: {}",
+            r.text
+        );
+    }
+    // A later `N` label lowers the current version only.
+    put(&s, &labelled(observation("o1", "pa", "newer reading"), "N")).await;
+    let r = nurse.get("Observation/o1/_history/2").await;
+    assert!(closed(&r), "{}", r.text);
+}
+on_both!(a_later_write_opens_no_earlier_version);
+
+/// A version filed under the wrong patient and then moved to the right one is no longer the
+/// first patient's: not by vread, nor instance, type or system history.
+async fn a_moved_record_leaves_the_first_patients_compartment(s: Server) {
+    let (_, alice_token) = two_patients(&s).await;
+    put(&s, &observation("om", "pa", "misfiled result")).await;
+    let alice = s.with_token(&alice_token);
+    assert_eq!(alice.get("Observation/om").await.status, StatusCode::OK);
+    put(&s, &observation("om", "pb", "misfiled result")).await;
+    for path in [
+        "Observation/om",
+        "Observation/om/_history/1",
+        "Observation/om/_history/2",
+        "Observation/om/_history",
+    ] {
+        let r = alice.get(path).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}: {}", r.text);
+    }
+    for path in ["Observation/_history", "_history"] {
+        let r = alice.get(path).await;
+        assert!(!r.text.contains("misfiled"), "{path}: {}", r.text);
+    }
+}
+on_both!(a_moved_record_leaves_the_first_patients_compartment);
+
+/// Confidentiality labels count in every standard form of their system and code; a label that
+/// cannot be read is refused (422) instead of being stored as open.
+async fn confidentiality_labels_in_every_form(s: Server) {
+    put(
+        &s,
+        &json!({"resourceType": "Patient", "id": "pa", "name": [{"family": A_FAMILY}]}),
+    )
+    .await;
+    let (_, nurse_token) = s.user_with_token(Role::Nurse, None).await;
+    let nurse = s.with_token(&nurse_token);
+    let forms = [
+        ("urn:oid:2.16.840.1.113883.5.25", "R"),
+        ("http://hl7.org/fhir/v3/Confidentiality", "R"),
+        (
+            "http://terminology.hl7.org/CodeSystem/v3-Confidentiality/",
+            "R",
+        ),
+        (
+            "http://terminology.hl7.org/CodeSystem/v3-Confidentiality",
+            "r",
+        ),
+        (
+            "http://terminology.hl7.org/CodeSystem/V3-Confidentiality",
+            "V",
+        ),
+    ];
+    for (n, (system, code)) in forms.iter().enumerate() {
+        let id = format!("lab{n}");
+        let mut v = observation(&id, "pa", "hiv test");
+        v["meta"] = json!({"security": [{"system": system, "code": code}]});
+        put(&s, &v).await;
+        let r = nurse.get(&format!("Observation/{id}")).await;
+        assert_ne!(r.status, StatusCode::OK, "{system} {code}: {}", r.text);
+        assert!(!r.text.contains("hiv"));
+    }
+    for label in [
+        json!({"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "X"}),
+        json!({"system": "urn:oid:2.16.840.1.113883.5.25", "code": "restricted"}),
+        json!({"code": "R"}),
+    ] {
+        let mut v = observation("bad", "pa", "hiv test");
+        v["meta"] = json!({"security": [label]});
+        let r = s.put("Observation/bad", &v).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{label}: {}",
+            r.text
+        );
+        assert_eq!(
+            r.body["issue"][0]["expression"][0],
+            "Observation.meta.security[0]"
+        );
+    }
+    assert_eq!(s.get("Observation/bad").await.status, StatusCode::NOT_FOUND);
+}
+on_both!(confidentiality_labels_in_every_form);
+
 async fn the_log_names_the_patients_an_answer_concerned(s: Server) {
     let (username, alice_token) = two_patients(&s).await;
     let (physician, physician_token) = s.user_with_token(Role::Physician, None).await;

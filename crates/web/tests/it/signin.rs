@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use ironchart_records::{
     Actor, AuditQuery, Client, DatabaseConfig, MasterKey, Records, Role, SecurityConfig,
-    SessionPolicy, SessionStage,
+    SessionPolicy, SessionStage, SignInError, SignInFailure,
 };
 use ironchart_security::totp::{TotpSecret, code_at};
 use reqwest::StatusCode;
@@ -614,6 +614,91 @@ async fn two_step_sign_in(db: Db) {
 }
 both!(two_step_sign_in);
 
+/// A stolen password does not open the second factor to guessing: wrong codes end the pending
+/// sign-in after three, count against the account's second factor whatever correct passwords
+/// come between, lock it after five (the right code is then refused too), and the lockout is in
+/// the audit log and on the users page.
+async fn second_factor_cannot_be_guessed(db: Db) {
+    let Some(app) = start(db, default_policy()).await else {
+        return;
+    };
+    let records = &app.records;
+    app.user("audra", Role::Auditor, None).await;
+    let client = Client {
+        address: Some("198.51.100.7".into()),
+        user_agent: None,
+    };
+    let first = records.sign_in("audra", PASSWORD, &client).await.unwrap();
+    let enrolment = records.begin_enrolment(&first.cookie).await.unwrap();
+    let secret = enrolment.secret_base32;
+    records
+        .confirm_enrolment(&first.cookie, &code_for(&secret, 0), &client)
+        .await
+        .unwrap();
+    let wrong = |n: u32| {
+        format!(
+            "{:06}",
+            (code_for(&secret, 5).parse::<u32>().unwrap() + n) % 1_000_000
+        )
+    };
+    let refusal = |r: Result<ironchart_records::NewSession, SignInFailure>| match r {
+        Err(SignInFailure::Refused(e)) => e,
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a wrong code was accepted"),
+    };
+    // One pending sign-in takes three wrong codes, then ends.
+    let pending = records.sign_in("audra", PASSWORD, &client).await.unwrap();
+    for n in 1..=2 {
+        let r = records
+            .verify_code(&pending.cookie, &wrong(n), &client)
+            .await;
+        assert_eq!(refusal(r), SignInError::BadCode);
+    }
+    let r = records
+        .verify_code(&pending.cookie, &wrong(3), &client)
+        .await;
+    assert_eq!(refusal(r), SignInError::NoSession, "the sign-in ended");
+    let r = records
+        .verify_code(&pending.cookie, &code_for(&secret, 1), &client)
+        .await;
+    assert_eq!(
+        refusal(r),
+        SignInError::NoSession,
+        "even for the right code"
+    );
+    // The correct password again does not clear the code failures: two more lock the factor.
+    let pending = records.sign_in("audra", PASSWORD, &client).await.unwrap();
+    let r = records
+        .verify_code(&pending.cookie, &wrong(4), &client)
+        .await;
+    assert_eq!(refusal(r), SignInError::BadCode);
+    let r = records
+        .verify_code(&pending.cookie, &wrong(5), &client)
+        .await;
+    assert!(matches!(refusal(r), SignInError::Throttled(_)));
+    // Locked: the right password is still accepted, but the right code is refused.
+    let pending = records.sign_in("audra", PASSWORD, &client).await.unwrap();
+    let r = records
+        .verify_code(&pending.cookie, &code_for(&secret, 1), &client)
+        .await;
+    assert!(matches!(refusal(r), SignInError::Throttled(_)));
+    let actions = app.audit_actions("user:audra").await;
+    assert!(
+        actions
+            .iter()
+            .any(|(a, _, d)| a == "lockout"
+                && d.as_deref().is_some_and(|d| d.contains("second factor"))),
+        "{actions:?}"
+    );
+    let users = records.list_users(&Actor::local_operator()).await.unwrap();
+    assert!(
+        users
+            .iter()
+            .any(|u| u.username == "audra" && u.locked_until.is_some())
+    );
+}
+both!(second_factor_cannot_be_guessed);
+
 async fn csrf_is_required(db: Db) {
     let Some(app) = start(db, default_policy()).await else {
         return;
@@ -849,6 +934,43 @@ async fn first_admin_setup(db: Db) {
     assert!(actions.iter().any(|(a, _, _)| a == "setup"));
 }
 both!(first_admin_setup);
+
+/// Concurrent uses of the one-time setup link create one administrator, not one each.
+async fn setup_link_creates_one_admin_under_concurrency(db: Db) {
+    let Some(app) = start(db, default_policy()).await else {
+        return;
+    };
+    let token = app
+        .records
+        .issue_setup_token(Duration::from_secs(600))
+        .await
+        .unwrap()
+        .expect("no users yet");
+    let tries: Vec<_> = (0..6)
+        .map(|i| {
+            let records = app.records.clone();
+            let token = token.clone();
+            tokio::spawn(async move {
+                records
+                    .complete_setup(&token, &format!("boss{i}"), PASSWORD, &Client::default())
+                    .await
+                    .is_ok()
+            })
+        })
+        .collect();
+    let mut created = 0;
+    for t in tries {
+        created += usize::from(t.await.unwrap());
+    }
+    assert_eq!(created, 1);
+    let users = app
+        .records
+        .list_users(&Actor::local_operator())
+        .await
+        .unwrap();
+    assert_eq!(users.len(), 1, "{users:?}");
+}
+both!(setup_link_creates_one_admin_under_concurrency);
 
 async fn audit_events_for_auditors(db: Db) {
     let Some(app) = start(db, default_policy()).await else {
