@@ -9,13 +9,25 @@ use crate::datetime::{DateRange, parse_date_range};
 use crate::extract::normalize_string;
 use crate::{SearchParamDef, SearchParamKind, is_resource_type, search_param};
 
-/// Default and maximum page sizes.
+// The limits of one search, checked here, before any SQL is built: a search beyond them is a
+// 400 with a message naming the limit (docs/api.md lists them). Each value becomes bound SQL
+// parameters and a branch of the query's expression tree, of which the databases allow a few
+// tens of thousands and a depth of about a thousand.
+
+/// Default and maximum page sizes (a larger `_count` is lowered to the maximum).
 pub const DEFAULT_COUNT: usize = 20;
 pub const MAX_COUNT: usize = 1000;
-/// Most comma-separated alternatives of one parameter, and most parameters of one search: each
-/// becomes bound SQL parameters, of which the databases allow a few tens of thousands.
-pub const MAX_VALUES: usize = 500;
-pub const MAX_PARAMS: usize = 100;
+/// Most comma-separated alternatives of one parameter.
+pub const MAX_VALUES: usize = 200;
+/// Most values of one search, over all its parameters.
+pub const MAX_TOTAL_VALUES: usize = 1000;
+/// Most parameters of one search (result parameters such as `_count` included). Planning a
+/// query grows faster than linearly with its criteria (on PostgreSQL 64 took two seconds).
+pub const MAX_PARAMS: usize = 32;
+/// Most `_sort` keys.
+pub const MAX_SORT_KEYS: usize = 8;
+/// Most `_include` and `_revinclude` parameters together.
+pub const MAX_INCLUDES: usize = 10;
 
 /// A parsed search request for one resource type.
 #[derive(Debug, Clone, PartialEq)]
@@ -113,6 +125,17 @@ pub enum FilterTest {
         target_type: String,
         filter: Box<Filter>,
     },
+}
+
+impl FilterTest {
+    /// How many values the test compares with (a chain counts its inner test's).
+    pub fn value_count(&self) -> usize {
+        match self {
+            FilterTest::Missing(_) => 1,
+            FilterTest::AnyOf(v) | FilterTest::NoneOf(v) => v.len(),
+            FilterTest::Chain { filter, .. } => filter.test.value_count(),
+        }
+    }
 }
 
 /// Comparison prefixes for ordered types.
@@ -285,6 +308,7 @@ impl SearchQuery {
         if pairs.len() > MAX_PARAMS {
             return Err(err("", format!("at most {MAX_PARAMS} search parameters")));
         }
+        let mut values = 0usize;
         for (key, value) in pairs {
             if key.contains('\0') || value.contains('\0') {
                 return Err(err(key, "search parameters cannot contain NUL characters"));
@@ -295,12 +319,30 @@ impl SearchQuery {
                 continue;
             }
             match parse_filter(resource_type, key, value, 0)? {
-                Parsed::Filter(filter) => query.filters.push(filter),
+                Parsed::Filter(filter) => {
+                    values += filter.test.value_count();
+                    if values > MAX_TOTAL_VALUES {
+                        return Err(err(
+                            key,
+                            format!("at most {MAX_TOTAL_VALUES} values in one search"),
+                        ));
+                    }
+                    query.filters.push(filter)
+                }
                 Parsed::Ignored(reason) => query.ignored.push(IgnoredParam {
                     name: key.clone(),
                     reason,
                 }),
             }
+        }
+        if query.sort.len() > MAX_SORT_KEYS {
+            return Err(err("_sort", format!("at most {MAX_SORT_KEYS} sort keys")));
+        }
+        if query.includes.len() + query.revincludes.len() > MAX_INCLUDES {
+            return Err(err(
+                "_include",
+                format!("at most {MAX_INCLUDES} _include and _revinclude parameters"),
+            ));
         }
         Ok(query)
     }

@@ -46,7 +46,12 @@ fn key_type(param: &ParamRef) -> KeyType {
 }
 
 pub(crate) fn key_types(query: &SearchQuery) -> Vec<KeyType> {
-    query.sort.iter().map(|k| key_type(&k.param)).collect()
+    query
+        .sort
+        .iter()
+        .take(MAX_SORT_KEYS)
+        .map(|k| key_type(&k.param))
+        .collect()
 }
 
 /// `WHERE` conditions (without the keyword) selecting the live resources of the query's type
@@ -779,8 +784,8 @@ const KEY_ALIASES: [&str; 8] = [
     " AS k0", " AS k1", " AS k2", " AS k3", " AS k4", " AS k5", " AS k6", " AS k7",
 ];
 
-/// Most `_sort` keys honoured.
-pub const MAX_SORT_KEYS: usize = 8;
+// Most `_sort` keys honoured (the parser refuses more).
+use ironchart_fhir::search::MAX_SORT_KEYS;
 
 fn bind_key(sql: &mut Sql, v: &KeyValue) {
     match v {

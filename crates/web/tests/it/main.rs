@@ -8,6 +8,7 @@ mod bad_input;
 mod bundles;
 mod crud;
 mod examples;
+mod limits;
 mod policy;
 mod search;
 mod signin;
