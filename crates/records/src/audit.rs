@@ -192,29 +192,88 @@ impl AuditEntry {
         self
     }
 
+    /// The entry as a row of the log. Every field is bounded, whatever a request carried: a
+    /// type that is not a resource type and an id outside the FHIR id grammar are not kept
+    /// (the detail says so), at most [`MAX_AUDITED_PATIENTS`] patients are listed, and text
+    /// fields are cut, so that no request can make an entry large.
     fn row(self, actor: &Actor, recorded: i64) -> AuditRow {
+        let mut notes: Vec<String> = Vec::new();
+        let res_type = match self.res_type {
+            Some(t) if ironchart_fhir::is_resource_type(&t) => Some(t),
+            Some(_) => {
+                notes.push("the resource type asked for is not a FHIR resource type".into());
+                None
+            }
+            None => None,
+        };
+        let res_id = match self.res_id {
+            Some(id) if crate::service::valid_id(&id) => Some(id),
+            Some(_) => {
+                notes.push("the id asked for is not a valid FHIR id".into());
+                None
+            }
+            None => None,
+        };
+        let mut patients: Vec<String> = self
+            .patients
+            .into_iter()
+            .filter(|p| crate::service::valid_id(p))
+            .collect();
+        if patients.len() > MAX_AUDITED_PATIENTS {
+            notes.push(format!(
+                "{} more patients not listed",
+                patients.len() - MAX_AUDITED_PATIENTS
+            ));
+            patients.truncate(MAX_AUDITED_PATIENTS);
+        }
+        let detail = match (self.detail, notes.is_empty()) {
+            (d, true) => d,
+            (Some(d), false) => Some([d, notes.join("; ")].join("; ")),
+            (None, false) => Some(notes.join("; ")),
+        };
         AuditRow {
             seq: 0,
             recorded,
-            actor: actor.audit_name(),
-            role: actor.audit_role(),
+            actor: clipped(actor.audit_name(), MAX_FIELD),
+            role: actor.audit_role().map(|r| clipped(r, MAX_FIELD)),
             action: self.action.as_str().to_string(),
-            res_type: self.res_type,
-            res_id: self.res_id,
+            res_type,
+            res_id,
             version: self.version,
-            patients: if self.patients.is_empty() {
+            patients: if patients.is_empty() {
                 None
             } else {
-                Some(self.patients.join(" "))
+                Some(patients.join(" "))
             },
             outcome: self.outcome.as_str().to_string(),
-            source: actor.source().map(str::to_string),
-            purpose: actor.purpose().map(str::to_string),
-            request_id: actor.request_id().map(str::to_string),
-            detail: self.detail,
+            source: actor.source().map(|s| clipped(s.to_string(), MAX_FIELD)),
+            purpose: actor.purpose().map(|s| clipped(s.to_string(), MAX_FIELD)),
+            request_id: actor
+                .request_id()
+                .map(|s| clipped(s.to_string(), MAX_FIELD)),
+            detail: detail.map(|d| clipped(d, MAX_DETAIL)),
             mac: String::new(),
         }
     }
+}
+
+/// Most patients one audit entry lists (a search of 1,000 resources can concern as many).
+pub(crate) const MAX_AUDITED_PATIENTS: usize = 1000;
+/// Longest kept text of an entry's short fields (actor, role, address, purpose, request id)
+/// and of its detail, in bytes.
+const MAX_FIELD: usize = 200;
+const MAX_DETAIL: usize = 1000;
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+fn clipped(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
 }
 
 /// The setting listing the chain keys of earlier master keys: `upto:wrapped` pairs, each the

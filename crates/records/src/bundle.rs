@@ -260,7 +260,11 @@ impl Records {
             };
             self.audit(
                 actor,
-                vec![AuditEntry::new(AuditAction::Transaction, outcome).detail(detail)],
+                vec![
+                    AuditEntry::new(AuditAction::Transaction, outcome)
+                        .patients(e.patients())
+                        .detail(detail),
+                ],
             )
             .await?;
         }

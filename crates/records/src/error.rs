@@ -25,6 +25,13 @@ pub enum RecordsError {
     /// A precondition (`If-Match`, conditional create) failed.
     #[error("{0}")]
     PreconditionFailed(String),
+    /// A conditional operation matched several resources (a 412); `patients` are theirs, for
+    /// the audit entry of the refusal.
+    #[error("{message}")]
+    Ambiguous {
+        message: String,
+        patients: Vec<String>,
+    },
     #[error("{0}")]
     Conflict(String),
     /// A transaction entry failed; the whole transaction was rolled back.
@@ -80,6 +87,16 @@ impl RecordsError {
             | RecordsError::Restricted(_) => true,
             RecordsError::Entry { source, .. } => source.is_denial(),
             _ => false,
+        }
+    }
+
+    /// The patients a refusal tells something about (for its audit entry).
+    pub(crate) fn patients(&self) -> Vec<String> {
+        match self {
+            RecordsError::Ambiguous { patients, .. } => patients.clone(),
+            RecordsError::Restricted(patient) if !patient.is_empty() => vec![patient.clone()],
+            RecordsError::Entry { source, .. } => source.patients(),
+            _ => Vec::new(),
         }
     }
 

@@ -453,12 +453,17 @@ impl Records {
         query: &SearchQuery,
         cursor: Option<&str>,
     ) -> Result<ResourcePage> {
-        let mut patients = Vec::new();
+        // The patients a search names are what its answer is about, even when it finds
+        // nothing ("does this patient have that condition?" answered by a count of 0).
+        let mut patients = named_patients(query);
         let result = self.search_inner(actor, query, cursor, &mut patients).await;
         self.audited(actor, result, |outcome, page| {
             let mut detail = search_detail(query);
             if let Some(p) = page {
                 detail.push_str(&format!("; {} found", p.matches.len()));
+                if let Some(total) = p.total {
+                    detail.push_str(&format!("; total {total}"));
+                }
             }
             AuditEntry::new(AuditAction::Search, outcome)
                 .res_type(&query.resource_type)
@@ -477,6 +482,10 @@ impl Records {
     ) -> Result<ResourcePage> {
         policy::check(actor, &query.resource_type, Interaction::Search)?;
         let vis = self.visibility(actor).await?;
+        // Confined to one compartment, an answer can tell nothing about anyone else.
+        if let Some(c) = &vis.compartment {
+            patients.retain(|p| *p == c.patient);
+        }
         let cursor = cursor.map(Cursor::decode).transpose()?;
         let page = self.store.search(query, cursor.as_ref(), &vis).await?;
         patients.extend(
@@ -485,6 +494,18 @@ impl Records {
                 .chain(&page.included)
                 .filter_map(|v| v.patient.clone()),
         );
+        // A count or total covers matches the page does not show: the patients of all of them
+        // are what the number is about.
+        if page
+            .total
+            .is_some_and(|t| t > 0 && t as usize > page.matches.len())
+        {
+            patients.extend(
+                self.store
+                    .match_patients(query, &vis, crate::audit::MAX_AUDITED_PATIENTS + 1)
+                    .await?,
+            );
+        }
         Ok(ResourcePage {
             matches: self.reveal_all(page.matches).await?,
             included: self.reveal_all(page.included).await?,
@@ -666,7 +687,8 @@ impl Records {
             let entry = match id {
                 Some(id) => AuditEntry::new(action, outcome).resource(resource_type, id, None),
                 None => AuditEntry::new(action, outcome).res_type(resource_type),
-            };
+            }
+            .patients(e.patients());
             self.audit(actor, vec![entry]).await?;
         }
         result
@@ -1073,6 +1095,42 @@ fn hidden_by_policy<T>(result: &Result<T>, patient: &Option<String>) -> bool {
     matches!(result, Err(RecordsError::NotFound(..))) && patient.is_some()
 }
 
+/// The patients a search names: the ids of references to a Patient (`patient=X`,
+/// `subject=Patient/X`, a bare id on a parameter that can point to a Patient) and `_id` of a
+/// Patient search.
+fn named_patients(query: &SearchQuery) -> Vec<String> {
+    use ironchart_fhir::SearchParamKind;
+    use ironchart_fhir::search::{FilterTest, FilterValue};
+    let mut out = Vec::new();
+    for filter in &query.filters {
+        let FilterTest::AnyOf(values) = &filter.test else {
+            continue;
+        };
+        let names_patients = match filter.param {
+            ParamRef::Id => query.resource_type == "Patient",
+            ParamRef::Indexed(def) => {
+                def.kind == SearchParamKind::Reference && def.targets.contains(&"Patient")
+            }
+            ParamRef::LastUpdated => false,
+        };
+        if !names_patients {
+            continue;
+        }
+        for value in values {
+            match value {
+                FilterValue::Id(id) => out.push(id.clone()),
+                FilterValue::Reference { target_type, id }
+                    if target_type.as_deref().is_none_or(|t| t == "Patient") && valid_id(id) =>
+                {
+                    out.push(id.clone())
+                }
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
 /// The names of a search's parameters (never their values: those can be health data).
 fn search_detail(query: &SearchQuery) -> String {
     let mut names: Vec<&str> = query
@@ -1217,13 +1275,24 @@ pub(crate) async fn conditional_match(
             None,
         ));
     }
-    let ids = tx.search_ids(query, 2, vis).await?;
-    match ids.len() {
+    let found = tx.search_ids(query, 2, vis).await?;
+    match found.len() {
         0 => Ok(None),
-        1 => Ok(ids.into_iter().next()),
-        _ => Err(RecordsError::PreconditionFailed(
-            "the conditional create matches more than one resource".into(),
-        )),
+        1 => Ok(found.into_iter().next().map(|(id, _)| id)),
+        _ => {
+            // "More than one" tells about those records: name their patients in the audit.
+            let mut patients = named_patients(query);
+            patients.extend(
+                tx.search_ids(query, crate::audit::MAX_AUDITED_PATIENTS, vis)
+                    .await?
+                    .into_iter()
+                    .filter_map(|(_, p)| p),
+            );
+            Err(RecordsError::Ambiguous {
+                message: "the conditional create matches more than one resource".into(),
+                patients,
+            })
+        }
     }
 }
 

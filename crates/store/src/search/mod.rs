@@ -145,6 +145,19 @@ impl Store {
         search_on(&mut conn.conn(), query, cursor, vis).await
     }
 
+    /// The distinct patients whose compartments the matches of a search are in (at most
+    /// `limit`): who an answer that counts them (`_summary=count`, a total) is about.
+    pub async fn match_patients(
+        &self,
+        query: &SearchQuery,
+        vis: &Visibility,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        let mut conn = self.reader().await?;
+        let sql = sql::match_patients(query, vis, limit);
+        conn.fetch(&sql.text, sql.args, |r| r.text(0)).await
+    }
+
     /// Counts the matches of a search.
     pub async fn count(&self, query: &SearchQuery, vis: &Visibility) -> Result<i64> {
         let mut conn = self.reader().await?;
@@ -159,18 +172,20 @@ impl Store {
 }
 
 impl WriteTx {
-    /// The ids of the resources matching a search, inside the transaction (for conditional
-    /// create and update). At most `limit` ids.
+    /// The ids of the resources matching a search, with the patient each belongs to, inside
+    /// the transaction (for conditional create and update). At most `limit`.
     pub async fn search_ids(
         &mut self,
         query: &SearchQuery,
         limit: usize,
         vis: &Visibility,
-    ) -> Result<Vec<String>> {
-        let mut sql = Sql::new("SELECT r.res_id FROM resources r WHERE ");
+    ) -> Result<Vec<(String, Option<String>)>> {
+        let mut sql = Sql::new("SELECT r.res_id, r.patient FROM resources r WHERE ");
         sql.append(sql::matches(query, "r", vis));
         sql.push(" LIMIT ").bind_i64(limit as i64);
-        self.conn().fetch(&sql.text, sql.args, |r| r.text(0)).await
+        self.conn()
+            .fetch(&sql.text, sql.args, |r| Ok((r.text(0)?, r.opt_text(1)?)))
+            .await
     }
 }
 

@@ -716,6 +716,15 @@ fn number_condition(sql: &mut Sql, prefix: Prefix, value: f64, low: f64, high: f
     }
 }
 
+/// The distinct patients whose compartments a query's matches are in, at most `limit`.
+pub(crate) fn match_patients(query: &SearchQuery, vis: &Visibility, limit: usize) -> Sql {
+    let mut sql = Sql::new("SELECT DISTINCT r.patient FROM resources r WHERE ");
+    sql.append(matches(query, "r", vis));
+    sql.push(" AND r.patient IS NOT NULL LIMIT ")
+        .bind_i64(limit as i64);
+    sql
+}
+
 /// `SELECT COUNT(*)` of a query's matches.
 pub(crate) fn count(query: &SearchQuery, vis: &Visibility) -> Sql {
     let mut sql = Sql::new("SELECT COUNT(*) FROM resources r WHERE ");

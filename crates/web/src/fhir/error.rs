@@ -146,7 +146,7 @@ fn from_records(e: RecordsError, prefix: Option<&str>) -> ApiError {
                     .collect(),
             ),
         },
-        RecordsError::PreconditionFailed(m) => {
+        RecordsError::PreconditionFailed(m) | RecordsError::Ambiguous { message: m, .. } => {
             ApiError::new(S::PRECONDITION_FAILED, "conflict", m, expr(None).as_deref())
         }
         RecordsError::Conflict(m) => {

@@ -1154,6 +1154,89 @@ async fn the_log_names_the_patients_an_answer_concerned(s: Server) {
 }
 on_both!(the_log_names_the_patients_an_answer_concerned);
 
+/// Answers that only count, total beyond the page, find nothing about a named patient, or say
+/// "more than one" still name the patients they are about, so that `AuditEvent?patient=X`
+/// shows the access.
+async fn counts_and_refusals_name_their_patients(s: Server) {
+    two_patients(&s).await;
+    let (physician, physician_token) = s.user_with_token(Role::Physician, None).await;
+    let doctor = s.with_token(&physician_token);
+    let mut log = AuditTail::new(&s, &format!("user:{physician}")).await;
+    let chained = format!("Observation?subject:Patient.family={A_FAMILY}&_summary=count");
+    let table: Vec<(String, &str)> = vec![
+        ("Condition?patient=pa&_summary=count".into(), "pa"),
+        (
+            "Condition?patient=pa&code:text=nothing-like-this&_summary=count".into(),
+            "pa",
+        ),
+        (
+            "Condition?subject=Patient/pb&code:text=nothing-like-this".into(),
+            "pb",
+        ),
+        ("Observation?_count=0".into(), "pa pb"),
+        ("Observation?_summary=count".into(), "pa pb"),
+        ("Observation?_count=1&_total=accurate".into(), "pa pb"),
+        (chained, "pa"),
+        ("Patient?_id=pb&_summary=count".into(), "pb"),
+    ];
+    for (path, patients) in &table {
+        let r = doctor.get(path).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text);
+        let logged = log.take_rows(&s).await;
+        assert_eq!(logged.len(), 1, "{path}: {logged:?}");
+        assert_eq!(
+            logged[0].patients.as_deref().unwrap_or(""),
+            *patients,
+            "{path}: {}",
+            brief(&logged[0])
+        );
+    }
+    // A conditional create that matches several records is refused, and names their patient.
+    let r = doctor
+        .send(
+            reqwest::Method::POST,
+            "Observation",
+            Some(&observation("ignored", "pa", "new")),
+            &[("if-none-exist", "subject=Patient/pa")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::PRECONDITION_FAILED, "{}", r.text);
+    let logged = log.take_rows(&s).await;
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    assert_eq!(brief(&logged[0]), "create Observation/- failure [pa]");
+}
+on_both!(counts_and_refusals_name_their_patients);
+
+/// What a request names is checked before it is audited: a type or id outside the FHIR grammar
+/// is not copied into the log, so requests cannot make its entries large.
+async fn the_log_keeps_no_oversized_input(s: Server) {
+    let (username, alice_token) = two_patients(&s).await;
+    let alice = s.with_token(&alice_token);
+    let mut log = AuditTail::new(&s, &format!("user:{username}")).await;
+    let long = "A".repeat(60_000);
+    for path in [
+        format!("Patient/{long}"),
+        format!("{long}/x"),
+        format!("Observation/{long}/_history/1"),
+        format!("Observation/{long}/_history"),
+        "Patient/bad$id".to_string(),
+    ] {
+        let r = alice.get(&path).await;
+        assert!(r.status.is_client_error(), "{}: {}", r.status, r.text);
+    }
+    let rows = log.take_rows(&s).await;
+    assert!(!rows.is_empty());
+    for row in &rows {
+        let size = row.res_type.as_deref().unwrap_or("").len()
+            + row.res_id.as_deref().unwrap_or("").len()
+            + row.detail.as_deref().unwrap_or("").len()
+            + row.patients.as_deref().unwrap_or("").len();
+        assert!(size < 1_200, "{}: {} bytes", brief(row), size);
+        assert!(!row.res_id.as_deref().unwrap_or("").contains('$'));
+    }
+}
+on_both!(the_log_keeps_no_oversized_input);
+
 /// Makes every insert into the audit log fail, on the test's database behind the server's
 /// back; `false` removes that again.
 async fn break_the_audit_log(s: &Server, broken: bool) {

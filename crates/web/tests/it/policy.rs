@@ -133,7 +133,12 @@ async fn try_interaction(
         's' => {
             let path = format!("{rtype}?_id={id}");
             let reply = caller.get(&path).await;
-            let audit = format!("search {rtype}/- {outcome} [{}]", with(patients));
+            // A search names the patients it asks about, refused or not (`_id` of a Patient).
+            let named = match (allowed, rtype) {
+                (false, "Patient") => id.to_string(),
+                _ => with(patients),
+            };
+            let audit = format!("search {rtype}/- {outcome} [{named}]");
             (format!("GET {path}"), reply, StatusCode::OK, audit)
         }
         'u' => {
