@@ -70,6 +70,7 @@ impl Store {
             .max_connections(1)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(60))
+            .after_release(|conn, _| Box::pin(outside_transaction(conn)))
             .connect_with(options.clone())
             .await?;
         let readers = std::thread::available_parallelism().map_or(4, |n| n.get().max(2) * 2);
@@ -86,6 +87,7 @@ impl Store {
         let maintenance = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(60))
+            .after_release(|conn, _| Box::pin(outside_transaction(conn)))
             .connect_with(options.clone())
             .await?;
         Ok(Store {
@@ -122,6 +124,7 @@ impl Store {
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(60))
+            .after_release(|conn, _| Box::pin(outside_transaction(conn)))
             .connect_with(options.clone())
             .await?;
         // Read connections cannot write, as SQLite's are opened read-only: a read that runs again
@@ -260,6 +263,27 @@ impl Store {
             Pools::Postgres { pool, .. } => PoolConn::Postgres(pool.acquire().await?),
         })
     }
+}
+
+/// Whether a connection handed back to a sqlx pool may be lent again: only when it is provably
+/// outside any transaction. A transaction dropped before its end (an error, a cancelled request)
+/// queues a `ROLLBACK`; it runs first. One still inside a transaction after that is closed
+/// instead: its `COMMIT` or `ROLLBACK` failed, so nobody knows what the database holds for it
+/// (SQLite rolls back by itself on a full disk or an I/O error, and then refuses the `ROLLBACK`
+/// sent after it, leaving sqlx counting a transaction that is gone: lent again, every `BEGIN`
+/// on it would fail). An error here makes the pool close the connection too. A connection that
+/// ended its transaction costs nothing more: no round trip unless a rollback is queued.
+async fn outside_transaction<C: sqlx::Connection>(conn: &mut C) -> Result<bool, sqlx::Error> {
+    if conn.is_in_transaction() {
+        conn.ping().await?;
+    }
+    if conn.is_in_transaction() {
+        tracing::warn!(
+            "a database connection whose transaction could not be ended is closed, not reused"
+        );
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 pub(crate) enum PoolConn {
@@ -934,6 +958,203 @@ mod tests {
         assert!(refused.is_err_and(|e| !e.is_unavailable()));
         drop(conn);
         store.close().await;
+    }
+
+    /// Writes setting `key` in a transaction of its own.
+    async fn write_setting(store: &Store, key: &str, value: &str) -> Result<()> {
+        let mut tx = store.begin().await?;
+        tx.set_setting(key, value).await?;
+        tx.commit().await
+    }
+
+    /// A transaction whose end the database refuses, after the database ended it by itself (as
+    /// SQLite does on a full disk): its connection is closed, not lent again, and the next
+    /// transactions run. Before, sqlx still counted the transaction on the pooled connection,
+    /// and every later `BEGIN` on it failed.
+    async fn a_connection_whose_transaction_could_not_be_ended_is_not_lent_again(store: Store) {
+        for round in 0..3 {
+            let mut tx = store.begin().await.unwrap();
+            tx.set_setting("lost", "1").await.unwrap();
+            // Ends the transaction behind sqlx's back.
+            tx.conn().execute("ROLLBACK", vec![]).await.unwrap();
+            let ended = tx.commit().await;
+            if store.backend() == Backend::Sqlite {
+                // "cannot commit - no transaction is active", and the ROLLBACK after it fails too.
+                assert!(ended.is_err(), "round {round}");
+            }
+            write_setting(&store, "kept", &round.to_string())
+                .await
+                .unwrap();
+            // The same with a transaction dropped unfinished (its queued ROLLBACK fails).
+            let mut tx = store.begin().await.unwrap();
+            tx.conn().execute("ROLLBACK", vec![]).await.unwrap();
+            drop(tx);
+            write_setting(&store, "kept", &round.to_string())
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.setting("kept").await.unwrap().as_deref(), Some("2"));
+        assert_eq!(store.setting("lost").await.unwrap(), None);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_connection_whose_transaction_could_not_be_ended_is_not_lent_again_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("db.sqlite3"))
+            .await
+            .unwrap();
+        a_connection_whose_transaction_could_not_be_ended_is_not_lent_again(store).await;
+    }
+
+    #[tokio::test]
+    async fn a_connection_whose_transaction_could_not_be_ended_is_not_lent_again_postgres() {
+        let Some(store) = postgres_store("tx_unended").await else {
+            return;
+        };
+        a_connection_whose_transaction_could_not_be_ended_is_not_lent_again(store).await;
+    }
+
+    #[tokio::test]
+    async fn a_write_connection_whose_session_ended_mid_transaction_is_not_lent_again() {
+        let Some(store) = postgres_store("writer_terminated").await else {
+            return;
+        };
+        async fn pid_of(tx: &mut crate::WriteTx) -> i64 {
+            tx.conn()
+                .fetch("SELECT pg_backend_pid()::BIGINT", vec![], |r| r.i64(0))
+                .await
+                .unwrap()[0]
+        }
+        // The session ends between two statements, then between the last statement and COMMIT.
+        let mut gone = Vec::new();
+        for at_commit in [false, true] {
+            let mut tx = store.begin().await.unwrap();
+            let pid = pid_of(&mut tx).await;
+            gone.push(pid);
+            tx.set_setting("lost", "1").await.unwrap();
+            terminate(&store, pid as i32).await;
+            if !at_commit {
+                let refused = tx.set_setting("lost", "2").await;
+                assert!(refused.is_err_and(|e| e.is_unavailable()));
+            }
+            let refused = tx.commit().await;
+            assert!(refused.is_err_and(|e| e.is_unavailable()));
+            // Every write after it runs, on a live session other than the one that ended.
+            for n in 0..20 {
+                let mut tx = store.begin().await.unwrap();
+                assert!(!gone.contains(&pid_of(&mut tx).await));
+                tx.set_setting("kept", &n.to_string()).await.unwrap();
+                tx.commit().await.unwrap();
+            }
+        }
+        assert_eq!(store.setting("kept").await.unwrap().as_deref(), Some("19"));
+        assert_eq!(store.setting("lost").await.unwrap(), None);
+        store.close().await;
+    }
+
+    /// A filesystem of `bytes` of its own (tmpfs) in a new directory, unmounted when dropped.
+    struct SmallDisk {
+        dir: tempfile::TempDir,
+    }
+
+    impl SmallDisk {
+        /// None where this process may not mount one (not root).
+        fn mount(bytes: u64) -> Option<SmallDisk> {
+            let dir = tempfile::tempdir().ok()?;
+            let mounted = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+                .arg(dir.path())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            mounted.then_some(SmallDisk { dir })
+        }
+
+        /// Writes a file until the disk is full.
+        fn fill(&self) -> std::path::PathBuf {
+            use std::io::Write;
+            let path = self.dir.path().join("filler");
+            let mut f = std::fs::File::create(&path).unwrap();
+            let chunk = vec![0u8; 4096];
+            while f.write_all(&chunk).is_ok() {}
+            path
+        }
+    }
+
+    impl Drop for SmallDisk {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg(self.dir.path())
+                .status();
+        }
+    }
+
+    /// The disk fills up under the writer: writes are refused as unavailable (a 503), never
+    /// with another error; once room is made again they run at once, without a restart, and
+    /// every write that was acknowledged is there. On a tmpfs of its own (the machine's real
+    /// `ENOSPC` path: SQLite answers `SQLITE_FULL` and rolls back by itself); where mounting
+    /// is not possible, SQLite's own page limit gives the same `SQLITE_FULL` path.
+    #[tokio::test]
+    async fn writes_are_refused_while_the_disk_is_full_and_run_again_once_it_has_room() {
+        let disk = SmallDisk::mount(4 << 20);
+        if disk.is_none() {
+            eprintln!(
+                "cannot mount a tmpfs (not root?): the full disk is simulated with SQLite's max_page_count instead"
+            );
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = disk.as_ref().map_or(tmp.path(), |d| d.dir.path());
+        let store = Store::open_sqlite(&dir.join("db.sqlite3")).await.unwrap();
+        let value = "x".repeat(3000);
+        write_setting(&store, "before", &value).await.unwrap();
+        let filler = disk.as_ref().map(SmallDisk::fill);
+        // Writes until the disk refuses one (the WAL may still have room for a few).
+        let mut acknowledged = vec!["before".to_string()];
+        let mut refused = 0;
+        for n in 0..2_000 {
+            if filler.is_none() {
+                // The limit holds for one connection (the writer may be a new one): no page
+                // beyond those the database has.
+                let mut w = store.writer().await.unwrap();
+                w.execute("PRAGMA max_page_count = 1", vec![])
+                    .await
+                    .unwrap();
+            }
+            let key = format!("k{n}");
+            match write_setting(&store, &key, &value).await {
+                Ok(()) => acknowledged.push(key),
+                Err(e) => {
+                    assert!(e.is_unavailable(), "a full disk must be a 503, not: {e}");
+                    refused += 1;
+                    if refused == 5 {
+                        break;
+                    }
+                }
+            }
+        }
+        assert_eq!(refused, 5, "the disk never filled up");
+        // Room again.
+        match filler {
+            Some(path) => std::fs::remove_file(path).unwrap(),
+            None => {
+                let mut w = store.writer().await.unwrap();
+                w.execute("PRAGMA max_page_count = 4294967294", vec![])
+                    .await
+                    .unwrap();
+            }
+        }
+        write_setting(&store, "after", &value).await.unwrap();
+        acknowledged.push("after".into());
+        for key in &acknowledged {
+            assert_eq!(
+                store.setting(key).await.unwrap().as_deref(),
+                Some(value.as_str()),
+                "{key}"
+            );
+        }
+        store.close().await;
+        drop(disk);
     }
 
     #[test]

@@ -33,8 +33,33 @@ impl StoreError {
     }
 
     /// Whether the database could not be reached or ended the session (the server is down,
-    /// restarting, or the link broke): the request may succeed if tried again.
+    /// restarting, or the link broke), or its storage refused the write (the disk is full or
+    /// failed): the request may succeed if tried again once the cause is gone.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, StoreError::Database(e) if crate::db::connection_lost(e))
+        matches!(self, StoreError::Database(e) if crate::db::connection_lost(e) || storage_refused(e))
     }
+}
+
+/// Whether the database's storage refused the work: on SQLite a full disk (`SQLITE_FULL`), an
+/// I/O error (`SQLITE_IOERR` and its extended codes) or a file it cannot open
+/// (`SQLITE_CANTOPEN`, as when there is no room for its journal); on PostgreSQL SQLSTATE class
+/// 53 (insufficient resources: disk full, out of memory, too many connections) and `58030`
+/// (I/O error).
+fn storage_refused(e: &sqlx::Error) -> bool {
+    const SQLITE_IOERR: i64 = 10;
+    const SQLITE_FULL: i64 = 13;
+    const SQLITE_CANTOPEN: i64 = 14;
+    let sqlx::Error::Database(db) = e else {
+        return false;
+    };
+    let Some(code) = db.code() else {
+        return false;
+    };
+    if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+        // An extended result code: the primary code is its low byte.
+        return code
+            .parse::<i64>()
+            .is_ok_and(|c| matches!(c & 0xff, SQLITE_IOERR | SQLITE_FULL | SQLITE_CANTOPEN));
+    }
+    code.starts_with("53") || code == "58030"
 }

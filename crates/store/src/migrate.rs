@@ -39,13 +39,15 @@ pub const SCHEMA_VERSION: i64 = 4;
 const CREATE_VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS ironchart_schema (version BIGINT NOT NULL, applied_at BIGINT NOT NULL)";
 
 impl Store {
-    /// Creates or upgrades the schema. Each migration runs in its own transaction.
+    /// Creates or upgrades the schema. Each migration runs in its own transaction (a
+    /// [`Store::begin`] one, so that a connection whose migration could not be ended is never
+    /// lent again).
     pub(crate) async fn migrate(&self) -> Result<()> {
-        let mut conn = self.writer().await?;
-        let mut c = conn.conn();
-        c.execute(CREATE_VERSION_TABLE, vec![]).await?;
-        let current = c
-            .fetch(
+        let current = {
+            let mut conn = self.writer().await?;
+            let mut c = conn.conn();
+            c.execute(CREATE_VERSION_TABLE, vec![]).await?;
+            c.fetch(
                 "SELECT COALESCE(MAX(version), 0) FROM ironchart_schema",
                 vec![],
                 |r| r.i64(0),
@@ -53,7 +55,8 @@ impl Store {
             .await?
             .into_iter()
             .next()
-            .unwrap_or(0);
+            .unwrap_or(0)
+        };
         if current > SCHEMA_VERSION {
             return Err(StoreError::NewerSchema {
                 found: current,
@@ -70,26 +73,17 @@ impl Store {
                     m.version - 1
                 );
             }
-            c.execute("BEGIN", vec![]).await?;
             let script = if is_sqlite { m.sqlite } else { m.postgres };
-            let applied = async {
-                c.execute_script(script).await?;
-                c.execute(
+            // On an error the transaction is dropped unfinished: it rolls back.
+            let mut tx = self.begin().await?;
+            tx.conn().execute_script(script).await?;
+            tx.conn()
+                .execute(
                     "INSERT INTO ironchart_schema (version, applied_at) VALUES ($1, $2)",
                     vec![Arg::I64(m.version), Arg::I64(now_millis())],
                 )
-                .await
-            }
-            .await;
-            match applied {
-                Ok(_) => {
-                    c.execute("COMMIT", vec![]).await?;
-                }
-                Err(e) => {
-                    let _ = c.execute("ROLLBACK", vec![]).await;
-                    return Err(e);
-                }
-            }
+                .await?;
+            tx.commit().await?;
         }
         Ok(())
     }
