@@ -1758,6 +1758,125 @@ mod tests {
         assert!(!valid_id(&"a".repeat(65)));
     }
 
+    /// A tmpfs of `bytes` of its own in a new directory (unmounted when dropped); none where
+    /// this process may not mount one.
+    struct SmallDisk(tempfile::TempDir);
+
+    impl SmallDisk {
+        fn mount(bytes: u64) -> Option<SmallDisk> {
+            let dir = tempfile::tempdir().ok()?;
+            std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+                .arg(dir.path())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+                .then_some(SmallDisk(dir))
+        }
+    }
+
+    impl Drop for SmallDisk {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg(self.0.path())
+                .status();
+        }
+    }
+
+    /// What the web layer answers with `503` (try again), as opposed to a `500`.
+    fn is_transient(e: &RecordsError) -> bool {
+        match e {
+            RecordsError::AuditUnavailable => true,
+            RecordsError::Store(e) => e.is_unavailable(),
+            _ => false,
+        }
+    }
+
+    /// The data directory (database, audit journal) fills up: writes and reads are refused as
+    /// transient (`503`), never as a bug; once there is room they are served again without a
+    /// restart, every acknowledged write is there and the audit chain is intact.
+    #[tokio::test]
+    async fn a_full_disk_is_a_503_and_served_again_once_there_is_room() {
+        let Some(disk) = SmallDisk::mount(8 << 20) else {
+            eprintln!(
+                "cannot mount a tmpfs (not root?): skipped; the store's full-disk test covers the path with SQLite's page limit"
+            );
+            return;
+        };
+        let dir = disk.0.path();
+        let security = SecurityConfig {
+            master_key: MasterKey::generate(),
+            checkpoint_file: Some(dir.join("audit-checkpoints.log")),
+            journal_dir: dir.to_path_buf(),
+            sync_reads: false,
+        };
+        let records = Records::open(&DatabaseConfig::Sqlite(dir.join("db.sqlite3")), security)
+            .await
+            .unwrap();
+        let actor = Actor::local_operator();
+        let patient = |n: usize| json!({"resourceType": "Patient", "name": [{"family": format!("Full{n}"), "text": "x".repeat(2000)}]});
+        let mut acknowledged = Vec::new();
+        let created = records
+            .create(&actor, "Patient", patient(0), None)
+            .await
+            .unwrap();
+        acknowledged.push(created.resource.id);
+        // Fill the disk.
+        let filler = dir.join("filler");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&filler).unwrap();
+            let chunk = vec![0u8; 4096];
+            while f.write_all(&chunk).is_ok() {}
+        }
+        let mut refused = 0;
+        for n in 1..2_000 {
+            match records.create(&actor, "Patient", patient(n), None).await {
+                Ok(w) => acknowledged.push(w.resource.id),
+                Err(e) => {
+                    assert!(is_transient(&e), "a full disk must be a 503, not: {e}");
+                    refused += 1;
+                }
+            }
+            if let Err(e) = records.read(&actor, "Patient", &acknowledged[0]).await {
+                assert!(is_transient(&e), "a full disk must be a 503, not: {e}");
+            }
+            if refused >= 5 {
+                break;
+            }
+        }
+        assert!(refused >= 5, "the disk never filled up");
+        // Room again: served at once (the journal's mover retries every second).
+        std::fs::remove_file(&filler).unwrap();
+        let start = std::time::Instant::now();
+        let after = loop {
+            match records
+                .create(&actor, "Patient", patient(9_999), None)
+                .await
+            {
+                Ok(w) => break w,
+                Err(e) => {
+                    assert!(is_transient(&e), "{e}");
+                    assert!(
+                        start.elapsed() < Duration::from_secs(10),
+                        "still refused after the disk has room: {e}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        };
+        acknowledged.push(after.resource.id);
+        for id in &acknowledged {
+            records.read(&actor, "Patient", id).await.unwrap();
+        }
+        assert!(matches!(
+            records.verify_audit().await.unwrap(),
+            crate::audit::VerifyReport::Intact { .. }
+        ));
+        records.close().await;
+        drop(disk);
+    }
+
     #[test]
     fn history_cursor_round_trip() {
         let c = encode_history_cursor(5, 6, 7);
