@@ -177,12 +177,39 @@ pub fn parse_etag(etag: &str) -> Option<i64> {
     t.trim_matches('"').parse().ok()
 }
 
-fn entries(bundle: &Value) -> Vec<Value> {
-    bundle
+/// Most entries of one batch or transaction Bundle.
+pub const MAX_BUNDLE_ENTRIES: usize = 10_000;
+/// Most GET entries (reads and searches) of one Bundle: each is a request of its own, and the
+/// rate limit counts the Bundle once.
+pub const MAX_BUNDLE_READS: usize = 200;
+
+/// A Bundle's entries, after checking it is within the limits (413 beyond).
+fn entries(bundle: &Value) -> Result<&[Value]> {
+    let entries = bundle
         .get("entry")
         .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default()
+        .map_or(&[][..], Vec::as_slice);
+    if entries.len() > MAX_BUNDLE_ENTRIES {
+        return Err(RecordsError::TooLarge(format!(
+            "a Bundle may have at most {MAX_BUNDLE_ENTRIES} entries; this one has {}",
+            entries.len()
+        )));
+    }
+    let reads = entries
+        .iter()
+        .filter(|e| {
+            e.get("request")
+                .and_then(|r| r.get("method"))
+                .and_then(Value::as_str)
+                == Some("GET")
+        })
+        .count();
+    if reads > MAX_BUNDLE_READS {
+        return Err(RecordsError::TooLarge(format!(
+            "a Bundle may have at most {MAX_BUNDLE_READS} GET entries; this one has {reads}"
+        )));
+    }
+    Ok(entries)
 }
 
 fn query_pairs(query: &str) -> Vec<(String, String)> {
@@ -278,7 +305,7 @@ impl Records {
         get: GetHandler<'_>,
     ) -> Result<Vec<BundleOutcome>> {
         policy::live(actor)?;
-        let raw = entries(bundle);
+        let raw = entries(bundle)?;
         let mut requests = Vec::with_capacity(raw.len());
         for (i, e) in raw.iter().enumerate() {
             requests.push(parse_entry(i, e).map_err(|e| entry_error(i, e))?);
@@ -536,8 +563,22 @@ impl Records {
         get: GetHandler<'_>,
     ) -> Result<Vec<BundleOutcome>> {
         policy::live(actor)?;
+        let entries = match entries(bundle) {
+            Ok(entries) => entries,
+            Err(e) => {
+                self.audit(
+                    actor,
+                    vec![
+                        AuditEntry::new(AuditAction::Transaction, Outcome::Failure)
+                            .detail("batch refused: over the limits; nothing done"),
+                    ],
+                )
+                .await?;
+                return Err(e);
+            }
+        };
         let mut result = Vec::new();
-        for (i, e) in entries(bundle).iter().enumerate() {
+        for (i, e) in entries.iter().enumerate() {
             let outcome = match parse_entry(i, e) {
                 Err(err) => BundleOutcome::Failed(err),
                 Ok(EntryRequest::Get { url }) => {

@@ -34,6 +34,9 @@ pub enum RecordsError {
     },
     #[error("{0}")]
     Conflict(String),
+    /// A request over one of the size limits (a Bundle's entries, a resource's size).
+    #[error("{0}")]
+    TooLarge(String),
     /// A transaction entry failed; the whole transaction was rolled back.
     #[error("transaction entry {index} failed: {source}")]
     Entry {

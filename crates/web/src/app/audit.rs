@@ -189,18 +189,16 @@ pub(crate) async fn report(
     ))
 }
 
-/// One CSV field (RFC 4180), with a leading quote for text a spreadsheet would run as a formula.
+/// One CSV field (RFC 4180), always quoted — so that a spreadsheet that splits on `;` or `,`,
+/// or meets a line break inside a value, keeps it in one cell — and with a leading `'` for text
+/// a spreadsheet would run as a formula (`= + - @`, tab, CR).
 fn csv_field(s: &str) -> String {
-    let guarded = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{s}")
+    let guard = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        "'"
     } else {
-        s.to_string()
+        ""
     };
-    if guarded.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", guarded.replace('"', "\"\""))
-    } else {
-        guarded
-    }
+    ["\"", guard, &s.replace('"', "\"\""), "\""].concat()
 }
 
 pub(crate) async fn export(
@@ -251,9 +249,37 @@ mod tests {
 
     #[test]
     fn csv_quoting_and_formula_guard() {
-        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("plain"), "\"plain\"");
+        assert_eq!(csv_field(""), "\"\"");
         assert_eq!(csv_field("a,b"), "\"a,b\"");
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(csv_field("=SUM(A1)"), "'=SUM(A1)");
+        for formula in ["=SUM(A1)", "+1", "-1+2", "@x", "\tx", "\rx"] {
+            assert_eq!(csv_field(formula), format!("\"'{formula}\""));
+        }
+        // A value made to split into a formula cell under `;`, and one made to fake a row.
+        assert_eq!(
+            csv_field("x;=cmd|' /C calc'!A0"),
+            "\"x;=cmd|' /C calc'!A0\""
+        );
+        assert_eq!(csv_field("a\r\nb,c"), "\"a\r\nb,c\"");
+    }
+
+    proptest::proptest! {
+        /// Every field is one quoted cell whatever it holds: read back by an RFC 4180 reader,
+        /// it is the value (with the formula guard) and nothing else.
+        #[test]
+        fn every_field_reads_back_as_one_cell(value in ".*") {
+            let field = csv_field(&value);
+            proptest::prop_assert!(field.starts_with('"') && field.ends_with('"'));
+            let inner = &field[1..field.len() - 1];
+            proptest::prop_assert!(!inner.replace("\"\"", "").contains('"'));
+            let read = inner.replace("\"\"", "\"");
+            let expected = if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+                format!("'{value}")
+            } else {
+                value.clone()
+            };
+            proptest::prop_assert_eq!(read, expected);
+        }
     }
 }

@@ -250,40 +250,121 @@ pub(crate) fn response_bundle(base: &str, kind: &str, outcomes: Vec<BundleOutcom
     })
 }
 
-/// Answers a GET entry of a batch or transaction: a read, vread or search.
-pub(crate) async fn entry_get(state: &AppState, actor: &Actor, url: &str) -> (u16, Value) {
+/// Most bytes the GET entries of one batch or transaction may add to its response. An entry
+/// that would go beyond gets a 413 outcome instead of its body, and the GET entries after it
+/// are not run: the response is never built beyond this bound (plus one entry).
+pub(crate) const MAX_BUNDLE_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
+
+/// The response bytes left to the GET entries of one Bundle.
+#[derive(Clone)]
+pub(crate) struct ResponseBudget(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl ResponseBudget {
+    pub(crate) fn new(bytes: usize) -> ResponseBudget {
+        ResponseBudget(std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(
+            bytes,
+        )))
+    }
+
+    /// Takes `bytes` from the budget; `false` (and the budget spent) when there were not as
+    /// many left.
+    fn take(&self, bytes: usize) -> bool {
+        use std::sync::atomic::Ordering;
+        let left = self.0.load(Ordering::SeqCst);
+        if bytes > left {
+            self.0.store(0, Ordering::SeqCst);
+            false
+        } else {
+            self.0.store(left - bytes, Ordering::SeqCst);
+            true
+        }
+    }
+
+    fn spent(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst) == 0
+    }
+}
+
+fn over_budget() -> (u16, Value) {
+    let e = ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too-costly",
+        format!(
+            "the response of this Bundle would exceed {} MiB; ask for fewer or smaller results",
+            MAX_BUNDLE_RESPONSE_BYTES / (1024 * 1024)
+        ),
+        None,
+    );
+    (e.status.as_u16(), e.outcome)
+}
+
+/// Answers a GET entry of a batch or transaction: a read, vread or search, within `budget`.
+pub(crate) async fn entry_get(
+    state: &AppState,
+    actor: &Actor,
+    url: &str,
+    budget: &ResponseBudget,
+) -> (u16, Value) {
+    if budget.spent() {
+        return over_budget();
+    }
+    let (status, body, size) = entry_get_unbounded(state, actor, url).await;
+    if budget.take(size) {
+        (status, body)
+    } else {
+        over_budget()
+    }
+}
+
+/// A GET entry's status, body and the size of its body in bytes.
+async fn entry_get_unbounded(state: &AppState, actor: &Actor, url: &str) -> (u16, Value, usize) {
     let (path, query) = match url.split_once('?') {
         Some((p, q)) => (p, q),
         None => (url, ""),
     };
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let result: Result<Value, ApiError> = match segments.as_slice() {
+    let sized = |r: Resource| {
+        let size = r.json.as_ref().map_or(0, Vec::len);
+        (r.value(), size)
+    };
+    let result: Result<(Value, usize), ApiError> = match segments.as_slice() {
         [rtype] => {
             let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
                 .into_owned()
                 .collect();
             super::search_bundle(state, actor, false, rtype, pairs)
                 .await
-                .map(|text| serde_json::from_str(&text).unwrap_or(Value::Null))
+                .map(|text| {
+                    let size = text.len();
+                    (serde_json::from_str(&text).unwrap_or(Value::Null), size)
+                })
         }
+        // ironchart's own audit log is served as AuditEvents, in a Bundle as on its own.
+        ["AuditEvent", id] => super::audit_event::read(state, actor, id).await.map(|v| {
+            let size = v.to_string().len();
+            (v, size)
+        }),
         [rtype, id] => state
             .records
             .read(actor, rtype, id)
             .await
-            .map(|r| r.value())
+            .map(sized)
             .map_err(ApiError::from),
         [rtype, id, "_history", vid] => state
             .records
             .vread(actor, rtype, id, vid)
             .await
-            .map(|r| r.value())
+            .map(sized)
             .map_err(ApiError::from),
         _ => Err(ApiError::bad_request(format!(
             "unsupported GET '{url}' in a Bundle"
         ))),
     };
     match result {
-        Ok(v) => (200, v),
-        Err(e) => (e.status.as_u16(), e.outcome),
+        Ok((v, size)) => (200, v, size),
+        Err(e) => {
+            let size = e.outcome.to_string().len();
+            (e.status.as_u16(), e.outcome, size)
+        }
     }
 }

@@ -152,6 +152,9 @@ fn from_records(e: RecordsError, prefix: Option<&str>) -> ApiError {
         RecordsError::Conflict(m) => {
             ApiError::new(S::CONFLICT, "conflict", m, expr(None).as_deref())
         }
+        RecordsError::TooLarge(m) => {
+            ApiError::new(S::PAYLOAD_TOO_LARGE, "too-costly", m, expr(None).as_deref())
+        }
         RecordsError::Entry { index, source } => {
             let p = format!("Bundle.entry[{index}]");
             from_records(*source, Some(&p))

@@ -503,11 +503,13 @@ async fn system_bundle(
 
     let get_state = state.clone();
     let get_actor = actor.clone();
+    let budget = bundle::ResponseBudget::new(bundle::MAX_BUNDLE_RESPONSE_BYTES);
     let get = move |url: &str| {
         let state = get_state.clone();
         let actor = get_actor.clone();
         let url = url.to_string();
-        Box::pin(async move { bundle::entry_get(&state, &actor, &url).await })
+        let budget = budget.clone();
+        Box::pin(async move { bundle::entry_get(&state, &actor, &url, &budget).await })
             as std::pin::Pin<Box<dyn Future<Output = (u16, Value)> + Send>>
     };
     let outcomes = if kind == "transaction" {

@@ -210,3 +210,93 @@ async fn bundle_shape_errors(s: Server) {
     }
 }
 on_both!(bundle_shape_errors);
+
+/// A Bundle is bounded: too many entries or GET entries are refused with 413 before anything
+/// runs, and the GET entries of one Bundle add at most a bounded number of bytes to its
+/// response (later ones get a 413 outcome instead of their body).
+async fn bundles_are_bounded(s: Server) {
+    let get = |url: &str| json!({"request": {"method": "GET", "url": url}});
+    for (kind, entries) in [
+        ("batch", vec![get("Patient"); 201]),
+        ("transaction", vec![get("Patient"); 201]),
+        (
+            "batch",
+            vec![json!({"request": {"method": "DELETE", "url": "Patient/nobody"}}); 10_001],
+        ),
+    ] {
+        let bundle = json!({"resourceType": "Bundle", "type": kind, "entry": entries});
+        let r = s.post("", &bundle).await;
+        assert_eq!(
+            r.status,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "{kind}: {}",
+            r.text
+        );
+        assert_eq!(r.body["resourceType"], "OperationOutcome");
+    }
+    // Five Observations of ~900 KB each: 200 searches for all of them would answer ~900 MB.
+    let big = "x".repeat(900_000);
+    for i in 0..5 {
+        let o = json!({"resourceType": "Observation", "id": format!("big{i}"), "status": "final",
+                       "code": {"text": "note"}, "valueString": big});
+        assert!(
+            s.put(&format!("Observation/big{i}"), &o)
+                .await
+                .status
+                .is_success()
+        );
+    }
+    let bundle = json!({"resourceType": "Bundle", "type": "batch",
+                        "entry": vec![get("Observation?code:text=note"); 200]});
+    let r = s.post("", &bundle).await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        &r.text[..r.text.len().min(500)]
+    );
+    assert!(r.text.len() < 40 * 1024 * 1024, "{} bytes", r.text.len());
+    let statuses: Vec<&str> = r.body["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["response"]["status"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(statuses.len(), 200);
+    assert!(statuses[0].starts_with("200"), "{statuses:?}");
+    assert!(statuses[199].starts_with("413"), "{:?}", &statuses[190..]);
+}
+on_both!(bundles_are_bounded);
+
+/// An auditor reads the audit log through a batch as directly.
+async fn auditors_read_audit_events_in_a_batch(s: Server) {
+    let (_, token) = s
+        .user_with_token(ironchart_records::Role::Auditor, None)
+        .await;
+    let auditor = s.with_token(&token);
+    let page = auditor.get("AuditEvent?_count=1").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    let id = page.body["entry"][0]["resource"]["id"]
+        .as_str()
+        .expect("an audit event")
+        .to_string();
+    let bundle = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "GET", "url": format!("AuditEvent/{id}")}},
+        {"request": {"method": "GET", "url": "AuditEvent?_count=2"}},
+    ]});
+    let r = auditor.post("", &bundle).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let entries = r.body["entry"].as_array().unwrap();
+    assert!(
+        entries[0]["response"]["status"]
+            .as_str()
+            .unwrap()
+            .starts_with("200"),
+        "{}",
+        r.text
+    );
+    assert_eq!(entries[0]["resource"]["resourceType"], "AuditEvent");
+    assert_eq!(entries[0]["resource"]["id"], id.as_str());
+    assert_eq!(entries[1]["resource"]["type"], "searchset");
+}
+on_both!(auditors_read_audit_events_in_a_batch);
