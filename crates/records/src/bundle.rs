@@ -340,8 +340,8 @@ impl Records {
                     check_writable(&resource_type).map_err(|e| entry_error(i, e))?;
                     policy::check(actor, &resource_type, Interaction::Create)
                         .map_err(|e| entry_error(i, e))?;
-                    let value =
-                        prepare(&resource_type, value, None).map_err(|e| entry_error(i, e))?;
+                    let value = prepare(&resource_type, value, None, self.resource_limit)
+                        .map_err(|e| entry_error(i, e))?;
                     EntryRequest::Create {
                         resource_type,
                         value,
@@ -364,8 +364,8 @@ impl Records {
                             RecordsError::bad(format!("'{id}' is not a valid id"), None),
                         ));
                     }
-                    let value =
-                        prepare(&resource_type, value, Some(&id)).map_err(|e| entry_error(i, e))?;
+                    let value = prepare(&resource_type, value, Some(&id), self.resource_limit)
+                        .map_err(|e| entry_error(i, e))?;
                     EntryRequest::Update {
                         resource_type,
                         id,

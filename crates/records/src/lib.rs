@@ -25,7 +25,10 @@ pub use actor::{Actor, ActorKind};
 pub use bundle::{BundleOutcome, GetHandler, parse_etag, percent_decode};
 pub use error::RecordsError;
 pub use resource::{HistoryPage, Resource, ResourcePage, WriteOutcome};
-pub use service::{DatabaseConfig, ImportOutcome, PreparedBatch, Records, SecurityConfig};
+pub use service::{
+    DEFAULT_RESOURCE_LIMIT, DatabaseConfig, ImportOutcome, MAX_INDEX_VALUES, PreparedBatch,
+    Records, SecurityConfig,
+};
 pub use signin::{
     Client, Enrolment, NewSession, Session, SessionListing, SessionPolicy, SessionStage,
     SignInError, SignInFailure,

@@ -68,7 +68,15 @@ pub(crate) type Cache<V> =
 pub struct Records {
     pub(crate) shared: Arc<Shared>,
     pub(crate) session_policy: crate::signin::SessionPolicy,
+    /// The largest resource (other than a Binary) a write may store, in bytes of JSON.
+    pub(crate) resource_limit: usize,
 }
+
+/// The default of [`Records::with_resource_limit`]: 4 MiB.
+pub const DEFAULT_RESOURCE_LIMIT: usize = 4 * 1024 * 1024;
+/// Most search-index values one resource may have (a `413` beyond): each is a row written while
+/// the writer is held.
+pub const MAX_INDEX_VALUES: usize = 10_000;
 
 /// What every clone of a [`Records`] shares (nothing of it is public).
 pub struct Shared {
@@ -155,6 +163,7 @@ impl Records {
                 checkpoints: security.checkpoint_file,
             }),
             session_policy: crate::signin::SessionPolicy::default(),
+            resource_limit: DEFAULT_RESOURCE_LIMIT,
         };
         if records.store.setting("keys.sealed").await?.is_none() {
             // A database from before encryption at rest: seal what it holds, once.
@@ -165,6 +174,13 @@ impl Records {
             records.store.set_setting("keys.sealed", "1").await?;
         }
         Ok(records)
+    }
+
+    /// Sets the largest resource (other than a Binary) a write may store, in bytes of JSON
+    /// (before the service is shared). Larger ones are refused with [`RecordsError::TooLarge`].
+    pub fn with_resource_limit(mut self, bytes: usize) -> Records {
+        self.resource_limit = bytes;
+        self
     }
 
     pub fn backend(&self) -> ironchart_store::Backend {
@@ -634,7 +650,7 @@ impl Records {
     ) -> Result<WriteOutcome> {
         check_writable(resource_type)?;
         policy::check(actor, resource_type, Interaction::Create)?;
-        let value = prepare(resource_type, value, None)?;
+        let value = prepare(resource_type, value, None, self.resource_limit)?;
         let ctx = &self.write_ctx(actor).await?;
         let existing = self
             .retrying(|mut tx| {
@@ -728,7 +744,7 @@ impl Records {
                 None,
             ));
         }
-        let value = prepare(resource_type, value, Some(id))?;
+        let value = prepare(resource_type, value, Some(id), self.resource_limit)?;
         let ctx = &self.write_ctx(actor).await?;
         let result = self
             .retrying(|mut tx| {
@@ -808,7 +824,7 @@ impl Records {
     /// The CPU half of an import: validates and seals resources on all cores, touching no
     /// data. A caller can prepare the next batch while the previous one is being written.
     pub async fn prepare_import(&self, resources: Vec<Value>) -> PreparedBatch {
-        PreparedBatch(prepare_all(resources, self.keys.clone()).await)
+        PreparedBatch(prepare_all(resources, self.keys.clone(), self.resource_limit).await)
     }
 
     /// The database half of an import: writes a prepared batch in one transaction. Importing
@@ -1151,6 +1167,7 @@ fn clone_error(e: &RecordsError) -> RecordsError {
     match e {
         RecordsError::Invalid(issues) => RecordsError::Invalid(issues.clone()),
         RecordsError::UnknownType(t) => RecordsError::UnknownType(t.clone()),
+        RecordsError::TooLarge(m) => RecordsError::TooLarge(m.clone()),
         RecordsError::BadRequest {
             message,
             expression,
@@ -1210,13 +1227,27 @@ pub(crate) fn token_hash(token: &str) -> String {
 
 /// Checks a resource submitted for `resource_type` (and, for an update, `id`) and validates it
 /// against the definitions.
-pub(crate) fn prepare(resource_type: &str, value: Value, id: Option<&str>) -> Result<Value> {
+pub(crate) fn prepare(
+    resource_type: &str,
+    value: Value,
+    id: Option<&str>,
+    limit: usize,
+) -> Result<Value> {
     let Value::Object(_) = &value else {
         return Err(RecordsError::bad(
             "the body must be a JSON object (a FHIR resource)",
             None,
         ));
     };
+    if resource_type != "Binary" {
+        let size = json_size(&value);
+        if size > limit {
+            return Err(RecordsError::TooLarge(format!(
+                "the {resource_type} is {size} bytes; a resource may have at most {limit} \
+                 (attachments belong in a Binary)"
+            )));
+        }
+    }
     match value.get("resourceType").and_then(Value::as_str) {
         None => {
             return Err(RecordsError::bad(
@@ -1260,6 +1291,23 @@ pub(crate) fn prepare(resource_type: &str, value: Value, id: Option<&str>) -> Re
     ironchart_fhir::validate::validate_resource(&value).map_err(RecordsError::Invalid)?;
     policy::sensitivity(&value)?;
     Ok(value)
+}
+
+/// The length of a value's JSON text, counted without building it.
+fn json_size(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 /// Runs the `ifNoneExist` search inside the transaction: `Some(id)` when exactly one resource
@@ -1346,7 +1394,7 @@ pub(crate) async fn write_version(
     let version = head.as_ref().map_or(1, |h| h.version + 1);
     let last_updated = next_time(head.as_ref());
     let body = stamped(&mut value, id, version, last_updated)?;
-    let (index, patient) = index_of(resource_type, id, &value);
+    let (index, patient) = index_of(resource_type, id, &value)?;
     let created = head.as_ref().is_none_or(|h| h.deleted);
     if let Some(p) = &ctx.vis.compartment
         && patient.as_deref() != Some(p.patient.as_str())
@@ -1447,10 +1495,21 @@ fn stamped(value: &mut Value, id: &str, version: i64, last_updated: i64) -> Resu
 }
 
 /// A version's search-index values and the Patient whose compartment it is in.
-fn index_of(resource_type: &str, id: &str, value: &Value) -> (Vec<IndexEntry>, Option<String>) {
+fn index_of(
+    resource_type: &str,
+    id: &str,
+    value: &Value,
+) -> Result<(Vec<IndexEntry>, Option<String>)> {
     let index = extract(value);
+    if index.len() > MAX_INDEX_VALUES {
+        return Err(RecordsError::TooLarge(format!(
+            "the {resource_type} has {} searchable values; a resource may have at most \
+             {MAX_INDEX_VALUES}",
+            index.len()
+        )));
+    }
     let patient = compartment_patient(resource_type, id, &index);
-    (index, patient)
+    Ok((index, patient))
 }
 
 /// Sets `id` and `meta.versionId`/`meta.lastUpdated`, keeping the rest of `meta`, and puts
@@ -1530,7 +1589,7 @@ struct Ready {
     last_updated: i64,
 }
 
-fn prepare_import(mut value: Value, keys: &Keys) -> Prepared {
+fn prepare_import(mut value: Value, keys: &Keys, limit: usize) -> Prepared {
     let rt = value
         .get("resourceType")
         .and_then(Value::as_str)
@@ -1559,10 +1618,10 @@ fn prepare_import(mut value: Value, keys: &Keys) -> Prepared {
             Some(&[rt.as_str(), ".id"].concat()),
         ));
     }
-    let mut value = prepare(&rt, value, Some(&id))?;
+    let mut value = prepare(&rt, value, Some(&id), limit)?;
     let last_updated = next_time(None);
     let body = stamped(&mut value, &id, 1, last_updated)?;
-    let (index, patient) = index_of(&rt, &id, &value);
+    let (index, patient) = index_of(&rt, &id, &value)?;
     let sealed = keys.seal(&rt, &id, 1, &body);
     let sensitivity = policy::sensitivity(&value)?;
     Ok(Ready {
@@ -1578,14 +1637,14 @@ fn prepare_import(mut value: Value, keys: &Keys) -> Prepared {
 }
 
 /// Validates and builds resources on all cores, keeping their order.
-async fn prepare_all(resources: Vec<Value>, keys: Arc<Keys>) -> Vec<Prepared> {
+async fn prepare_all(resources: Vec<Value>, keys: Arc<Keys>, limit: usize) -> Vec<Prepared> {
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, 8);
     if resources.len() < 64 || workers == 1 {
         return resources
             .into_iter()
-            .map(|r| prepare_import(r, &keys))
+            .map(|r| prepare_import(r, &keys, limit))
             .collect();
     }
     let per = resources.len().div_ceil(workers);
@@ -1602,7 +1661,7 @@ async fn prepare_all(resources: Vec<Value>, keys: Arc<Keys>) -> Vec<Prepared> {
             tokio::task::spawn_blocking(move || {
                 chunk
                     .into_iter()
-                    .map(|r| prepare_import(r, &keys))
+                    .map(|r| prepare_import(r, &keys, limit))
                     .collect::<Vec<_>>()
             })
         })

@@ -306,3 +306,57 @@ async fn rate_limited(_s: Server) {
     );
 }
 on_both!(rate_limited);
+
+/// A resource has bounded size and bounded searchable values (413 beyond, alone or in a
+/// transaction), so that no write holds the writer for seconds; a Binary may be larger.
+async fn oversized_resources_are_refused(s: Server) {
+    let big_text = "x".repeat(ironchart_records::DEFAULT_RESOURCE_LIMIT + 1);
+    let big = serde_json::json!({"resourceType": "Patient", "id": "big",
+                                 "name": [{"text": big_text}]});
+    let r = s.put("Patient/big", &big).await;
+    assert_eq!(
+        r.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        &r.text[..r.text.len().min(300)]
+    );
+    assert_eq!(r.body["resourceType"], "OperationOutcome");
+    let identifiers: Vec<serde_json::Value> = (0..=ironchart_records::MAX_INDEX_VALUES)
+        .map(|i| serde_json::json!({"value": i.to_string()}))
+        .collect();
+    let many = serde_json::json!({"resourceType": "Patient", "identifier": identifiers});
+    let r = s.post("Patient", &many).await;
+    assert_eq!(
+        r.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        &r.text[..r.text.len().min(300)]
+    );
+    let bundle = serde_json::json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": many, "request": {"method": "POST", "url": "Patient"}}]});
+    let r = s.post("", &bundle).await;
+    assert_eq!(
+        r.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        &r.text[..r.text.len().min(300)]
+    );
+    assert!(
+        s.search_ids("Patient").await.is_empty(),
+        "nothing was written"
+    );
+    // A Binary carries its content: it may be larger (up to the body limit).
+    use base64::Engine;
+    let data = base64::engine::general_purpose::STANDARD
+        .encode(vec![7u8; ironchart_records::DEFAULT_RESOURCE_LIMIT]);
+    let binary = serde_json::json!({"resourceType": "Binary", "contentType": "application/pdf",
+                                    "data": data});
+    let r = s.post("Binary", &binary).await;
+    assert_eq!(
+        r.status,
+        StatusCode::CREATED,
+        "{}",
+        &r.text[..r.text.len().min(300)]
+    );
+}
+on_both!(oversized_resources_are_refused);
