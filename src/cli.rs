@@ -956,9 +956,10 @@ async fn serve(
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
+    let limits = ironchart_web::ServerLimits::default();
     match tls {
-        Some(acceptor) => ironchart_web::serve_tls(listener, acceptor, app, shutdown).await,
-        None => ironchart_web::serve(listener, app, shutdown).await,
+        Some(acceptor) => ironchart_web::serve_tls(listener, acceptor, app, limits, shutdown).await,
+        None => ironchart_web::serve(listener, app, limits, shutdown).await,
     }
     .map_err(|e| msg(format!("server error: {e}")))?;
     records.close().await;

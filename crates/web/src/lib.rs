@@ -5,7 +5,8 @@
 //! Handlers hold a [`Records`] service and never a database handle: every access to health data
 //! goes through the one door. Errors are turned into `OperationOutcome`s in one place
 //! ([`fhir::error`]); security headers, the client address, rate limits and CSRF are layers set
-//! up here, in one place.
+//! up here, in one place. Connections are accepted and held to their limits (time to send a
+//! request head, idle time, how many at once) by ironchart's own accept loop ([`ServerLimits`]).
 #![forbid(unsafe_code)]
 
 mod app;
@@ -14,9 +15,11 @@ mod csrf;
 pub mod fhir;
 mod headers;
 mod rate_limit;
+mod server;
 pub mod tls;
 
 pub use rate_limit::RateLimiter;
+pub use server::ServerLimits;
 
 /// What the fuzz targets in `fuzz/` reach that is not public: the parsers of what browsers and
 /// clients send. Built only by `cargo fuzz` (which sets `--cfg fuzzing`).
@@ -38,7 +41,6 @@ pub mod fuzzing {
     }
 }
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -128,32 +130,23 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Serves `app` over HTTPS on `listener` until `shutdown` resolves.
+/// Serves `app` over HTTPS on `listener`, within `limits`, until `shutdown` resolves.
 pub async fn serve_tls(
     listener: TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
     app: Router,
+    limits: ServerLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let listener = tls::TlsListener::new(listener, acceptor)?;
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<tls::TlsPeer>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    server::run(listener, Some(acceptor), app, limits, shutdown).await
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves.
+/// Serves `app` on `listener`, within `limits`, until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
+    limits: ServerLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    server::run(listener, None, app, limits, shutdown).await
 }

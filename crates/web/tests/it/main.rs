@@ -6,6 +6,7 @@ mod support;
 mod access;
 mod bad_input;
 mod bundles;
+mod connections;
 mod crud;
 mod examples;
 mod limits;

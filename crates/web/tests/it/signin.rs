@@ -71,7 +71,8 @@ async fn start_with(
     config.trusted_proxies = trusted_proxies;
     let app = ironchart_web::router(records.clone(), config);
     tokio::spawn(async move {
-        let _ = ironchart_web::serve(listener, app, std::future::pending()).await;
+        let _ =
+            ironchart_web::serve(listener, app, Default::default(), std::future::pending()).await;
     });
     Some(App {
         records,

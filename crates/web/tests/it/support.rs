@@ -54,6 +54,11 @@ pub struct Reply {
 
 impl Server {
     pub async fn sqlite() -> Server {
+        Server::sqlite_with_limits(ironchart_web::ServerLimits::default()).await
+    }
+
+    /// A server on SQLite whose connections are held to `limits`.
+    pub async fn sqlite_with_limits(limits: ironchart_web::ServerLimits) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("t.sqlite3");
         let records = Records::open(
@@ -62,7 +67,8 @@ impl Server {
         )
         .await
         .expect("open sqlite");
-        let mut server = Server::start(records, Some(dir)).await;
+        let mut server =
+            Server::start_limited(records, Some(dir), 16 * 1024 * 1024, None, limits).await;
         server.database = Database::Sqlite(path);
         server
     }
@@ -99,6 +105,17 @@ impl Server {
         body_limit: usize,
         rate_limit: Option<u32>,
     ) -> Server {
+        let limits = ironchart_web::ServerLimits::default();
+        Server::start_limited(records, dir, body_limit, rate_limit, limits).await
+    }
+
+    async fn start_limited(
+        records: Records,
+        dir: Option<tempfile::TempDir>,
+        body_limit: usize,
+        rate_limit: Option<u32>,
+        limits: ironchart_web::ServerLimits,
+    ) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -109,7 +126,7 @@ impl Server {
         config.rate_limit = rate_limit;
         let app = ironchart_web::router(records.clone(), config);
         tokio::spawn(async move {
-            let _ = ironchart_web::serve(listener, app, std::future::pending()).await;
+            let _ = ironchart_web::serve(listener, app, limits, std::future::pending()).await;
         });
         let token = records
             .issue_system_token(&Actor::local_operator(), Duration::from_secs(3600))
