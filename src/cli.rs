@@ -109,6 +109,33 @@ pub struct HttpArgs {
     /// entry always waits for the disk.
     #[arg(long, env = "IRONCHART_AUDIT_SYNC_READS")]
     pub audit_sync_reads: bool,
+    /// A client has this long to finish its TLS handshake, and then to send each request's
+    /// head (the first and each later one on a kept-alive connection); then it is disconnected.
+    #[arg(long, env = "IRONCHART_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+    /// A connection that carries no traffic for this long, while no request of its is being
+    /// worked on, is closed.
+    #[arg(long, env = "IRONCHART_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Most connections open at once; further ones wait until one closes.
+    #[arg(long, env = "IRONCHART_MAX_CONNECTIONS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// On shutdown (Ctrl-C), how long requests in flight have to finish.
+    #[arg(long, env = "IRONCHART_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+impl HttpArgs {
+    /// The limits connections are held to.
+    pub fn server_limits(&self) -> ironchart_web::ServerLimits {
+        ironchart_web::ServerLimits {
+            header_read_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections,
+            shutdown_grace: self.shutdown_grace,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -299,13 +326,16 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     let n: u64 = number
         .parse()
         .map_err(|_| format!("'{text}' is not a duration like 30m or 1h"))?;
-    let secs = match unit {
-        "s" | "" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
+    let unit_secs: u64 = match unit {
+        "s" | "" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
         _ => return Err(format!("'{text}': use s, m, h or d")),
     };
+    let secs = n
+        .checked_mul(unit_secs)
+        .ok_or_else(|| format!("'{text}' is too long"))?;
     if secs == 0 {
         return Err("the duration must be positive".into());
     }
@@ -899,6 +929,8 @@ async fn serve(
         (Some(cert), Some(key)) => Some(ironchart_web::tls::acceptor(cert, key).map_err(msg)?),
         _ => None,
     };
+    let limits = http.server_limits();
+    limits.check().map_err(|e| msg(e.to_string()))?;
     let listener = TcpListener::bind(http.listen).await.map_err(|e| {
         if e.kind() == std::io::ErrorKind::AddrInUse {
             msg(format!(
@@ -956,7 +988,6 @@ async fn serve(
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    let limits = ironchart_web::ServerLimits::default();
     match tls {
         Some(acceptor) => ironchart_web::serve_tls(listener, acceptor, app, limits, shutdown).await,
         None => ironchart_web::serve(listener, app, limits, shutdown).await,

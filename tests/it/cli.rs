@@ -29,6 +29,18 @@ fn help_and_version() {
             && text.contains("IRONCHART_LISTEN")
             && text.contains("IRONCHART_DATABASE_URL")
     );
+    for limit in [
+        "--header-timeout",
+        "IRONCHART_HEADER_TIMEOUT",
+        "--idle-timeout",
+        "IRONCHART_IDLE_TIMEOUT",
+        "--max-connections",
+        "IRONCHART_MAX_CONNECTIONS",
+        "--shutdown-grace",
+        "IRONCHART_SHUTDOWN_GRACE",
+    ] {
+        assert!(text.contains(limit), "{limit} missing from serve --help");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,6 +162,31 @@ fn serve_refuses_bad_setups() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("newer"), "{err}");
+
+    // Connection limits out of range.
+    let fresh = tempfile::tempdir().unwrap();
+    for (flag, value, says) in [
+        ("--max-connections", "0", "0"),
+        ("--idle-timeout", "2d", "at most a day"),
+        ("--header-timeout", "0s", "positive"),
+        ("--header-timeout", "99999999999999999d", "too long"),
+    ] {
+        let out = run(
+            &[
+                "serve",
+                "--data",
+                fresh.path().to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+                flag,
+                value,
+            ],
+            &Db::Sqlite,
+        );
+        assert!(!out.status.success(), "{flag} {value} is refused");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{flag} {value}: {err}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
