@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::process::{Db, Served, bin, run, token, wait_healthy};
+use crate::process::{Db, Served, bin, closed_by_server, run, token, wait_healthy};
 
 fn dbs() -> Vec<Db> {
     let mut v = vec![Db::Sqlite];
@@ -187,6 +187,42 @@ fn serve_refuses_bad_setups() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(says), "{flag} {value}: {err}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_holds_connections_to_its_limits() {
+    let data = tempfile::tempdir().unwrap();
+    let mut served = Served::start_cmd(
+        &[
+            "serve",
+            "--data",
+            data.path().to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--header-timeout",
+            "1s",
+            "--max-connections",
+            "16",
+        ],
+        &Db::Sqlite,
+    );
+    wait_healthy(&served.base).await;
+    let patience = Duration::from_secs(30);
+    assert!(
+        closed_by_server(
+            &served.base,
+            b"GET /healthz HTTP/1.1\r\nHost: t\r\n",
+            patience
+        ),
+        "a stalled request head is cut off"
+    );
+    // Ctrl-C stops the server promptly though a kept-alive connection is open.
+    let mut open = std::net::TcpStream::connect(served.base.trim_start_matches("http://")).unwrap();
+    std::io::Write::write_all(&mut open, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let mut answer = [0u8; 12];
+    std::io::Read::read_exact(&mut open, &mut answer).unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    assert!(served.interrupt().success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

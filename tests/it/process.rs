@@ -174,6 +174,36 @@ impl Drop for Served {
     }
 }
 
+/// Connects to `base` (`http://HOST:PORT` or `https://…`), sends `send` and then nothing more,
+/// and waits up to `patience` for the server to close the connection; whether it did.
+pub fn closed_by_server(base: &str, send: &[u8], patience: Duration) -> bool {
+    let addr = base.split_once("://").map_or(base, |(_, a)| a);
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream.write_all(send).expect("send");
+    let start = Instant::now();
+    let mut buf = [0u8; 4096];
+    while let Some(left) = patience.checked_sub(start.elapsed()) {
+        if left.is_zero() {
+            break;
+        }
+        stream.set_read_timeout(Some(left)).expect("read timeout");
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
 pub async fn wait_healthy(base: &str) {
     let client = reqwest::Client::new();
     for _ in 0..500 {

@@ -69,6 +69,8 @@ fn https_with_hsts_and_a_setup_link() {
             &cert,
             "--tls-key",
             &key,
+            "--header-timeout",
+            "1s",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -128,6 +130,16 @@ fn https_with_hsts_and_a_setup_link() {
         .output()
         .unwrap();
     assert_ne!(String::from_utf8_lossy(&plain.stdout), "200");
+    // A client that never finishes its handshake is disconnected (--header-timeout).
+    let patience = Duration::from_secs(30);
+    assert!(
+        crate::process::closed_by_server(&base, b"", patience),
+        "a silent TLS client is disconnected"
+    );
+    assert!(
+        crate::process::closed_by_server(&base, b"\x16\x03\x01", patience),
+        "a stalled TLS handshake is cut off"
+    );
     let _ = child.kill();
     let _ = child.wait();
 }
