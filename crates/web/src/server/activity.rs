@@ -223,3 +223,62 @@ impl<B: Body + Unpin> Body for Tracked<B> {
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Waker;
+
+    /// A body that has nothing yet, or one last piece.
+    struct Later(bool);
+
+    impl Body for Later {
+        type Data = axum::body::Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+            if self.0 {
+                Poll::Ready(None)
+            } else {
+                Poll::Pending
+            }
+        }
+    }
+
+    fn poll(body: &mut Tracked<Later>) {
+        let mut cx = Context::from_waker(Waker::noop());
+        let _ = Pin::new(body).poll_frame(&mut cx);
+    }
+
+    #[test]
+    fn busy_while_the_server_works_not_while_it_waits_for_the_client() {
+        let activity = Activity::new();
+        assert!(!activity.server_busy() && !activity.requested());
+
+        // A handler at work.
+        let handling = Handling::start(&activity);
+        assert!(activity.server_busy() && activity.requested());
+
+        // ... waiting for a request body that does not come: the client's move.
+        let mut request = Tracked::new(Later(false), activity.clone(), Side::Client);
+        poll(&mut request);
+        assert!(!activity.server_busy());
+        request.inner.0 = true;
+        poll(&mut request);
+        assert!(activity.server_busy());
+        drop(request);
+        drop(handling);
+        assert!(!activity.server_busy());
+
+        // A response body whose next piece the server is still making.
+        let mut response = Tracked::new(Later(false), activity.clone(), Side::Server);
+        poll(&mut response);
+        assert!(activity.server_busy());
+        // Dropped half way (the client went away): nothing is left counted.
+        drop(response);
+        assert!(!activity.server_busy());
+    }
+}
