@@ -78,6 +78,11 @@ pub struct HttpArgs {
     /// Largest accepted request body in bytes.
     #[arg(long, env = "IRONCHART_BODY_LIMIT", default_value_t = 16 * 1024 * 1024)]
     pub body_limit: usize,
+    /// Largest resource other than a Binary, in bytes of JSON (larger ones are refused with 413).
+    #[arg(long, env = "IRONCHART_MAX_RESOURCE_SIZE",
+          default_value_t = ironchart_records::DEFAULT_RESOURCE_LIMIT,
+          value_parser = clap::value_parser!(usize))]
+    pub max_resource_size: usize,
     /// Requests per second allowed per client address (bursts up to twice that); 0 for no limit.
     #[arg(long, env = "IRONCHART_RATE_LIMIT", default_value_t = 1000)]
     pub rate_limit: u32,
@@ -958,10 +963,12 @@ async fn serve(
     config.rate_limit = Some(http.rate_limit);
     config.trusted_proxies = http.trusted_proxies.clone();
     config.tls = config.tls || tls.is_some();
-    let records = records.with_session_policy(SessionPolicy {
-        idle: http.session_idle,
-        lifetime: http.session_lifetime,
-    });
+    let records = records
+        .with_session_policy(SessionPolicy {
+            idle: http.session_idle,
+            lifetime: http.session_lifetime,
+        })
+        .with_resource_limit(http.max_resource_size);
     records
         .set_mfa_for_everyone(&Actor::local_operator(), http.mfa_for_all)
         .await?;

@@ -612,24 +612,32 @@ fn latest_checkpoint(path: &Path, keys: &ChainKeys) -> Option<(i64, String)> {
 
 /// Checks the chain from a trusted entry (`from`: its seq and MAC, or the start of the log) to
 /// the newest entry, and returns the newest one; the problem when the chain does not hold.
+/// Why a stretch of the chain could not be vouched for.
+enum TailError {
+    /// The log could not be read (the database is closing, down or busy): nothing is known.
+    Unreadable(ironchart_store::StoreError),
+    /// The chain is broken at an entry.
+    Broken(String),
+}
+
 async fn verified_tail(
     store: &Store,
     keys: &ChainKeys,
     from: Option<(i64, String)>,
-) -> std::result::Result<Option<(i64, String)>, String> {
+) -> std::result::Result<Option<(i64, String)>, TailError> {
     const PAGE: usize = 5000;
     let (mut seq, mut prev) = match &from {
         Some((s, m)) => {
             let rows = store
                 .audit_chain(s - 1, 1)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(TailError::Unreadable)?;
             match rows.first() {
                 Some(r) if r.seq == *s && r.mac == *m => (*s, m.clone()),
                 _ => {
-                    return Err(format!(
+                    return Err(TailError::Broken(format!(
                         "entry {s}, vouched for by a checkpoint, is gone or changed"
-                    ));
+                    )));
                 }
             }
         }
@@ -640,16 +648,19 @@ async fn verified_tail(
         let rows = store
             .audit_chain(seq, PAGE)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(TailError::Unreadable)?;
         if rows.is_empty() {
             return Ok(tail);
         }
         for row in &rows {
             if row.seq != seq + 1 {
-                return Err(format!("entry {} is missing", seq + 1));
+                return Err(TailError::Broken(format!("entry {} is missing", seq + 1)));
             }
             if keys.mac(&prev, row) != row.mac {
-                return Err(format!("entry {} does not match its MAC", row.seq));
+                return Err(TailError::Broken(format!(
+                    "entry {} does not match its MAC",
+                    row.seq
+                )));
             }
             seq = row.seq;
             prev.clone_from(&row.mac);
@@ -667,16 +678,18 @@ pub(crate) async fn sign_tail(
     path: &Path,
     known: Option<(i64, String)>,
 ) -> Option<(i64, String)> {
-    if store
-        .setting(crate::keys::KEY_CHECK)
-        .await
-        .ok()
-        .flatten()
-        .as_deref()
-        != Some(keys.check.as_str())
-    {
-        tracing::error!("{}", RecordsError::KeyReplaced);
-        return known;
+    match store.setting(crate::keys::KEY_CHECK).await {
+        Ok(check) if check.as_deref() == Some(keys.check.as_str()) => {}
+        Ok(_) => {
+            tracing::error!("{}", RecordsError::KeyReplaced);
+            return known;
+        }
+        Err(e) => {
+            if !store.is_closed() {
+                tracing::warn!("cannot read the audit log to checkpoint it: {e}");
+            }
+            return known;
+        }
     }
     let anchor = known.or_else(|| latest_checkpoint(path, keys));
     match verified_tail(store, keys, anchor.clone()).await {
@@ -690,10 +703,18 @@ pub(crate) async fn sign_tail(
             }
         }
         Ok(_) => anchor,
-        Err(problem) => {
+        Err(TailError::Broken(problem)) => {
             tracing::error!(
                 "the audit chain does not verify ({problem}); no checkpoint written: run `ironchart audit verify`"
             );
+            anchor
+        }
+        // Not a verdict on the chain: it could not be read (quietly so when this process is
+        // closing the database). The next round tries again.
+        Err(TailError::Unreadable(e)) => {
+            if !store.is_closed() {
+                tracing::warn!("cannot read the audit log to checkpoint it: {e}");
+            }
             anchor
         }
     }
@@ -988,6 +1009,28 @@ mod tests {
 
     fn at(seq: i64, mac: &str) -> Option<(i64, String)> {
         Some((seq, mac.to_string()))
+    }
+
+    /// A log that cannot be read (here: the database was closed under the checkpointer, as
+    /// when a command exits) is not reported as a broken chain, and nothing is signed.
+    #[tokio::test]
+    async fn an_unreadable_log_is_no_verdict_on_the_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("t.sqlite3"))
+            .await
+            .unwrap();
+        let keys = ChainKeys::of(&MasterKey::generate(), None).unwrap();
+        store.close().await;
+        assert!(matches!(
+            verified_tail(&store, &keys, None).await,
+            Err(TailError::Unreadable(_))
+        ));
+        let path = dir.path().join("checkpoints.log");
+        assert_eq!(
+            sign_tail(&store, &keys, &path, at(3, "m")).await,
+            at(3, "m")
+        );
+        assert!(!path.exists(), "nothing signed");
     }
 
     #[test]
