@@ -4,11 +4,13 @@
 //! is turned into SQL conditions ([`Visibility`]) for searches and history, so totals, pages,
 //! chains and includes never reveal what the actor may not see.
 
+use ironchart_fhir::search::{Filter, FilterTest, SearchQuery};
 use ironchart_security::scope::{Interaction, Role};
 use ironchart_store::{CompartmentRule, StoredVersion, Visibility};
 use serde_json::Value;
 
 use crate::actor::{Actor, ActorKind};
+use crate::resource::Resource;
 use crate::{RecordsError, Result};
 
 /// Resource types in no patient compartment that a patient-context actor still sees: the
@@ -187,6 +189,137 @@ pub(crate) fn visibility(actor: &Actor, grants: &[String]) -> Visibility {
         unrestricted_patients: grants.to_vec(),
         grant_ceiling: grant_ceiling(actor),
     }
+}
+
+/// Elements of a resource type that an actor may read but whose clinical content its role does
+/// not cover: they are removed from what it reads, and searching, sorting or chaining by the
+/// parameters over them is refused (a search would answer what the element holds).
+pub(crate) struct Redaction {
+    pub(crate) res_type: &'static str,
+    pub(crate) elements: &'static [&'static str],
+    pub(crate) params: &'static [&'static str],
+}
+
+/// The front desk schedules and registers visits: it sees an Encounter's when, where and who,
+/// not why (reasons, diagnoses) nor its narrative, which may say why.
+const FRONT_DESK_REDACTIONS: &[Redaction] = &[Redaction {
+    res_type: "Encounter",
+    elements: &["reasonCode", "reasonReference", "diagnosis", "text"],
+    params: &["reason-code", "reason-reference", "diagnosis"],
+}];
+
+/// The redactions that apply to an actor: none for the operator, a patient (their own record),
+/// or anyone with a role that covers clinical content (clinicians; billing, which codes
+/// diagnoses).
+pub(crate) fn redactions(actor: &Actor) -> &'static [Redaction] {
+    let full = actor.kind == ActorKind::System
+        || actor.patient.is_some()
+        || actor
+            .roles
+            .iter()
+            .any(|r| r.is_clinical() || *r == Role::Billing);
+    if !full && actor.has_role(Role::FrontDesk) {
+        FRONT_DESK_REDACTIONS
+    } else {
+        &[]
+    }
+}
+
+/// Refuses a search that filters, sorts or chains by a parameter redacted for the actor.
+pub(crate) fn check_search(actor: &Actor, query: &SearchQuery) -> Result<()> {
+    let redactions = redactions(actor);
+    if redactions.is_empty() {
+        return Ok(());
+    }
+    let refused = |res_type: &str, name: &str| {
+        redactions
+            .iter()
+            .any(|r| r.res_type == res_type && r.params.contains(&name))
+    };
+    fn filter_hits(
+        res_type: &str,
+        f: &Filter,
+        refused: &dyn Fn(&str, &str) -> bool,
+    ) -> Option<String> {
+        if refused(res_type, f.param.name()) {
+            return Some(format!("{res_type}.{}", f.param.name()));
+        }
+        match &f.test {
+            FilterTest::Chain {
+                target_type,
+                filter,
+            } => filter_hits(target_type, filter, refused),
+            _ => None,
+        }
+    }
+    let rt = query.resource_type.as_str();
+    let hit = query
+        .filters
+        .iter()
+        .find_map(|f| filter_hits(rt, f, &refused))
+        .or_else(|| {
+            query
+                .sort
+                .iter()
+                .find(|k| refused(rt, k.param.name()))
+                .map(|k| format!("{rt}.{}", k.param.name()))
+        })
+        .or_else(|| {
+            query
+                .includes
+                .iter()
+                .chain(&query.revincludes)
+                .find(|i| refused(&i.source_type, i.param.name))
+                .map(|i| format!("{}.{}", i.source_type, i.param.name))
+        });
+    match hit {
+        Some(param) => Err(RecordsError::Forbidden(format!(
+            "your access does not include searching by {param}"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// A resource as the actor may see it: redacted elements removed and the resource labelled
+/// `REDACTED` (v3 ObservationValue) in `meta.security`.
+pub(crate) fn redact(actor: &Actor, mut resource: Resource) -> Resource {
+    let Some(r) = redactions(actor)
+        .iter()
+        .find(|r| r.res_type == resource.resource_type)
+    else {
+        return resource;
+    };
+    let Some(mut value) = resource
+        .json
+        .as_deref()
+        .and_then(|b| serde_json::from_slice::<Value>(b).ok())
+    else {
+        return resource;
+    };
+    let Some(map) = value.as_object_mut() else {
+        return resource;
+    };
+    let mut removed = false;
+    for element in r.elements {
+        removed |= map.shift_remove(*element).is_some();
+    }
+    if removed {
+        let label = serde_json::json!({
+            "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+            "code": "REDACTED",
+            "display": "redacted"
+        });
+        if let Some(meta) = map.get_mut("meta").and_then(Value::as_object_mut) {
+            match meta.get_mut("security").and_then(Value::as_array_mut) {
+                Some(labels) => labels.push(label),
+                None => {
+                    meta.insert("security".into(), Value::Array(vec![label]));
+                }
+            }
+        }
+        resource.json = serde_json::to_vec(&value).ok();
+    }
+    resource
 }
 
 /// Why a stored version is hidden from an actor, if it is.

@@ -238,10 +238,15 @@ impl Records {
         })
     }
 
-    async fn reveal_all(&self, versions: Vec<StoredVersion>) -> Result<Vec<Resource>> {
+    /// Stored versions as `actor` may see them: opened, then redacted for its role.
+    async fn reveal_all(
+        &self,
+        actor: &Actor,
+        versions: Vec<StoredVersion>,
+    ) -> Result<Vec<Resource>> {
         let mut out = Vec::with_capacity(versions.len());
         for v in versions {
-            out.push(self.reveal(v).await?);
+            out.push(policy::redact(actor, self.reveal(v).await?));
         }
         Ok(out)
     }
@@ -458,7 +463,7 @@ impl Records {
         if v.deleted {
             return Err(RecordsError::Gone(resource_type.into(), id.into()));
         }
-        self.reveal(v).await
+        Ok(policy::redact(actor, self.reveal(v).await?))
     }
 
     /// Runs a search; `cursor` continues from a previous page.
@@ -497,6 +502,7 @@ impl Records {
         patients: &mut Vec<String>,
     ) -> Result<ResourcePage> {
         policy::check(actor, &query.resource_type, Interaction::Search)?;
+        policy::check_search(actor, query)?;
         let vis = self.visibility(actor).await?;
         // Confined to one compartment, an answer can tell nothing about anyone else.
         if let Some(c) = &vis.compartment {
@@ -523,8 +529,8 @@ impl Records {
             );
         }
         Ok(ResourcePage {
-            matches: self.reveal_all(page.matches).await?,
-            included: self.reveal_all(page.included).await?,
+            matches: self.reveal_all(actor, page.matches).await?,
+            included: self.reveal_all(actor, page.included).await?,
             next: page.next.map(|c| c.encode()),
             previous: page.previous.map(|c| c.encode()),
             total: page.total,
@@ -616,7 +622,7 @@ impl Records {
         };
         patients.extend(rows.iter().filter_map(|v| v.patient.clone()));
         Ok(HistoryPage {
-            entries: self.reveal_all(rows).await?,
+            entries: self.reveal_all(actor, rows).await?,
             next,
             total,
         })
@@ -1552,6 +1558,7 @@ pub(crate) fn compartment_patient(
         return Some(id.to_string());
     }
     let params = ironchart_fhir::patient_compartment_params(resource_type);
+    let mut found: Option<&String> = None;
     for name in params {
         for entry in index.iter().filter(|e| e.param == *name) {
             // Only a local (relative) reference puts a resource in one of our Patients'
@@ -1565,11 +1572,18 @@ pub(crate) fn compartment_patient(
                 && t == "Patient"
                 && !url.contains("://")
             {
-                return Some(pid.clone());
+                match found {
+                    None => found = Some(pid),
+                    // A resource about several patients (a Group's members, a Coverage whose
+                    // subscriber is another patient) is in no one patient's compartment: none
+                    // of them may learn the others' identity through it.
+                    Some(first) if first != pid => return None,
+                    Some(_) => {}
+                }
             }
         }
     }
-    None
+    found.cloned()
 }
 
 /// A resource ready to be written by an import: validated, and built as version 1 (meta, index,

@@ -1078,6 +1078,103 @@ async fn confidentiality_labels_in_every_form(s: Server) {
 }
 on_both!(confidentiality_labels_in_every_form);
 
+/// The front desk sees when, where and for whom an Encounter is, not why: reasons, diagnoses
+/// and the narrative are removed from reads, searches and history (the resource says it was
+/// redacted), and searching or sorting by them is refused. Clinicians and billing see them.
+async fn the_front_desk_sees_no_encounter_reasons(s: Server) {
+    two_patients(&s).await;
+    let why = json!({"resourceType": "Encounter", "id": "e-why", "status": "finished",
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+        "subject": reference("Patient/pa"),
+        "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">chest pain</div>"},
+        "reasonCode": [{"text": "chest pain"}],
+        "diagnosis": [{"condition": {"reference": "Condition/ca1", "display": "angina pectoris"}}]});
+    put(&s, &why).await;
+    let (_, desk_token) = s.user_with_token(Role::FrontDesk, None).await;
+    let desk = s.with_token(&desk_token);
+    for path in [
+        "Encounter/e-why",
+        "Encounter/e-why/_history/1",
+        "Encounter/e-why/_history",
+        "Encounter?patient=pa",
+        "Encounter/_history",
+    ] {
+        let r = desk.get(path).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text);
+        for secret in ["chest pain", "angina", "reasonCode", "diagnosis"] {
+            assert!(
+                !r.text.contains(secret),
+                "{path} shows {secret}: {}",
+                r.text
+            );
+        }
+    }
+    let read = desk.get("Encounter/e-why").await;
+    assert_eq!(read.body["meta"]["security"][0]["code"], "REDACTED");
+    assert_eq!(read.body["status"], "finished");
+    for path in [
+        "Encounter?reason-code:text=chest",
+        "Encounter?diagnosis=Condition/ca1",
+        "Encounter?diagnosis:missing=false",
+        "Encounter?_sort=reason-code",
+    ] {
+        let r = desk.get(path).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{path}: {}", r.text);
+    }
+    let (_, doctor_token) = s.user_with_token(Role::Physician, None).await;
+    let r = s.with_token(&doctor_token).get("Encounter/e-why").await;
+    assert!(r.text.contains("chest pain") && r.text.contains("angina"));
+    let (_, billing_token) = s.user_with_token(Role::Billing, None).await;
+    let r = s.with_token(&billing_token).get("Encounter/e-why").await;
+    assert!(
+        r.text.contains("angina"),
+        "billing codes diagnoses: {}",
+        r.text
+    );
+}
+on_both!(the_front_desk_sees_no_encounter_reasons);
+
+/// A resource about several patients (a Group's members, a Coverage whose subscriber is another
+/// patient) is in none of their compartments: no patient learns another's identity through it.
+async fn shared_resources_reveal_no_other_patient(s: Server) {
+    let (_, alice_token) = two_patients(&s).await;
+    put(
+        &s,
+        &json!({"resourceType": "Group", "id": "g1", "type": "person", "actual": true,
+        "member": [{"entity": reference("Patient/pa")}, {"entity": reference("Patient/pb")}]}),
+    )
+    .await;
+    put(
+        &s,
+        &json!({"resourceType": "Coverage", "id": "cov-both", "status": "active",
+        "subscriber": reference("Patient/pb"), "beneficiary": reference("Patient/pa"),
+        "payor": [{"display": "Acme"}]}),
+    )
+    .await;
+    put(
+        &s,
+        &json!({"resourceType": "Coverage", "id": "cov-own", "status": "active",
+        "subscriber": reference("Patient/pa"), "beneficiary": reference("Patient/pa"),
+        "payor": [{"display": "Acme"}]}),
+    )
+    .await;
+    let alice = s.with_token(&alice_token);
+    for path in ["Group/g1", "Coverage/cov-both"] {
+        let r = alice.get(path).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}: {}", r.text);
+    }
+    assert_eq!(alice.get("Coverage/cov-own").await.status, StatusCode::OK);
+    assert_eq!(alice.search_ids("Coverage").await, ["cov-own"]);
+    assert!(alice.search_ids("Group").await.is_empty());
+    let r = alice
+        .get("Patient?_id=pa&_revinclude=Group:member&_revinclude=Coverage:beneficiary")
+        .await;
+    assert!(!r.text.contains("Patient/pb"), "{}", r.text);
+    // Clinicians see them.
+    assert_eq!(s.get("Group/g1").await.status, StatusCode::OK);
+}
+on_both!(shared_resources_reveal_no_other_patient);
+
 async fn the_log_names_the_patients_an_answer_concerned(s: Server) {
     let (username, alice_token) = two_patients(&s).await;
     let (physician, physician_token) = s.user_with_token(Role::Physician, None).await;
