@@ -236,22 +236,14 @@ impl Records {
             .map(|(_, _, until)| (until - now + 999) / 1000))
     }
 
-    /// Counts a failure for a key; returns the lockout it starts (ms), if any.
+    /// Counts a failure for a key; returns the lockout it starts (ms), if any. The count is one
+    /// atomic statement, so that failures sent at once all count.
     async fn fail(tx: &mut WriteTx, key: &str, limit: i64, now: i64) -> Result<Option<i64>> {
-        let (failures, last) = match tx.throttle(key).await? {
-            Some((f, last, _)) if now - last < FAILURE_MEMORY_MS => (f, last),
-            _ => (0, now),
-        };
-        let _ = last;
-        let failures = failures + 1;
-        let lock = if failures >= limit {
-            let doublings = (failures - limit).min(10) as u32;
-            Some((FIRST_LOCK_MS << doublings).min(MAX_LOCK_MS))
-        } else {
-            None
-        };
-        tx.set_throttle(key, failures, now, lock.map_or(0, |l| now + l))
-            .await?;
+        let failures = tx.count_failure(key, now, now - FAILURE_MEMORY_MS).await?;
+        let lock = lock_ms(failures, limit);
+        if let Some(l) = lock {
+            tx.lock_throttle(key, now + l).await?;
+        }
         Ok(lock)
     }
 
@@ -495,6 +487,37 @@ impl Records {
                 return Err(SignInError::Throttled(seconds).into());
             }
         }
+        // Each code is counted before it is looked at, one atomic statement per key: codes sent
+        // at once are counted one by one, and none is tried once a limit is reached.
+        let code_tries = tx
+            .count_failure(&code_key, now, now - FAILURE_MEMORY_MS)
+            .await?;
+        let signin_tries = tx
+            .count_failure(&signin_key, now, now - FAILURE_MEMORY_MS)
+            .await?;
+        // Counting waited for any attempt sent at the same time to finish: a lockout it started
+        // is seen now.
+        let locked_meanwhile = Self::locked(&mut tx, &code_key, now).await?;
+        if locked_meanwhile.is_some() || signin_tries > CODE_TRIES_PER_SIGNIN {
+            let lock = locked_meanwhile.map(|seconds| seconds * 1000);
+            tx.delete_session(&hash).await?;
+            tx.delete_throttle(&signin_key).await?;
+            self.audit_in(
+                &mut tx,
+                &actor,
+                vec![
+                    AuditEntry::new(AuditAction::SignIn, Outcome::Denied)
+                        .detail("second factor refused: too many attempts"),
+                ],
+            )
+            .await?;
+            tx.commit().await?;
+            return Err(match lock {
+                Some(l) => SignInError::Throttled((l + 999) / 1000),
+                None => SignInError::NoSession,
+            }
+            .into());
+        }
         let cleaned: String = code.chars().filter(|c| !c.is_whitespace()).collect();
         let accepted = if cleaned.len() == 6 && cleaned.bytes().all(|b| b.is_ascii_digit()) {
             let secret = match &user.mfa_secret {
@@ -511,12 +534,12 @@ impl Records {
                 )
             });
             match step {
-                Some(step) => {
+                // Claimed atomically: of two uses of one code at once, one wins.
+                Some(step) if tx.claim_totp_step(user.user_id, step as i64).await? => {
                     user.mfa_last_step = Some(step as i64);
-                    tx.save_user(&user).await?;
                     Some("authenticator code")
                 }
-                None => None,
+                _ => None,
             }
         } else if tx
             .use_recovery_code(user.user_id, &totp::recovery_code_hash(&cleaned), now)
@@ -527,9 +550,12 @@ impl Records {
             None
         };
         let Some(how) = accepted else {
-            let code_lock = Self::fail(&mut tx, &code_key, ACCOUNT_FAILURES, now).await?;
+            let code_lock = lock_ms(code_tries, ACCOUNT_FAILURES);
+            if let Some(l) = code_lock {
+                tx.lock_throttle(&code_key, now + l).await?;
+            }
             let address_lock = Self::fail(&mut tx, &address_key, ADDRESS_FAILURES, now).await?;
-            let tries = Self::fail(&mut tx, &signin_key, CODE_TRIES_PER_SIGNIN, now).await?;
+            let tries = (signin_tries >= CODE_TRIES_PER_SIGNIN).then_some(());
             let mut entries = vec![
                 AuditEntry::new(AuditAction::SignIn, Outcome::Denied).detail("bad second factor"),
             ];
@@ -936,6 +962,16 @@ impl Records {
         .await?;
         Ok(user)
     }
+}
+
+/// The lockout (ms) that `failures` against a `limit` start: none below it, then a first
+/// lockout doubling with each further failure, up to the maximum.
+fn lock_ms(failures: i64, limit: i64) -> Option<i64> {
+    if failures < limit {
+        return None;
+    }
+    let doublings = (failures - limit).min(10) as u32;
+    Some((FIRST_LOCK_MS << doublings).min(MAX_LOCK_MS))
 }
 
 /// The throttle key of a client address.

@@ -397,6 +397,45 @@ impl WriteTx {
         Ok(())
     }
 
+    /// Counts one more failure for a throttle key, atomically (concurrent failures each count:
+    /// the row is locked by the upsert), forgetting failures last seen before `forget_before`.
+    /// Returns the failures counted so far.
+    pub async fn count_failure(&mut self, key: &str, now: i64, forget_before: i64) -> Result<i64> {
+        let counted = self
+            .conn()
+            .fetch(
+                "INSERT INTO login_throttle (throttle_key, failures, last_failure, locked_until) VALUES ($1, 1, $2, 0) ON CONFLICT (throttle_key) DO UPDATE SET failures = CASE WHEN login_throttle.last_failure < $3 THEN 1 ELSE login_throttle.failures + 1 END, last_failure = excluded.last_failure RETURNING failures",
+                vec![Arg::Text(key.into()), Arg::I64(now), Arg::I64(forget_before)],
+                |r| r.i64(0),
+            )
+            .await?;
+        Ok(counted.into_iter().next().unwrap_or(1))
+    }
+
+    /// Locks a throttle key until `until` (ms), never shortening a longer lock.
+    pub async fn lock_throttle(&mut self, key: &str, until: i64) -> Result<()> {
+        self.conn()
+            .execute(
+                "UPDATE login_throttle SET locked_until = $1 WHERE throttle_key = $2 AND locked_until < $1",
+                vec![Arg::I64(until), Arg::Text(key.into())],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Records that a user's authenticator code of time step `step` was used: `false` when that
+    /// step or a later one was already used (a replay, or a concurrent use of the same code).
+    pub async fn claim_totp_step(&mut self, user_id: i64, step: i64) -> Result<bool> {
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE users SET mfa_last_step = $1 WHERE user_id = $2 AND (mfa_last_step IS NULL OR mfa_last_step < $1)",
+                vec![Arg::I64(step), Arg::I64(user_id)],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
     /// Forgets a throttle key (a pending sign-in that ended).
     pub async fn delete_throttle(&mut self, key: &str) -> Result<()> {
         self.conn()

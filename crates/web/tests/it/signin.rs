@@ -700,6 +700,103 @@ async fn second_factor_cannot_be_guessed(db: Db) {
 }
 both!(second_factor_cannot_be_guessed);
 
+/// Codes sent at once count one by one: a burst of wrong codes on many pending sign-ins gets
+/// at most the allowed tries before the lockout, and one right code sent twice at once signs
+/// in once.
+async fn second_factor_attempts_sent_at_once_all_count(db: Db) {
+    let Some(app) = start(db, default_policy()).await else {
+        return;
+    };
+    let records = &app.records;
+    let client = Client::default();
+    let mut secrets = Vec::new();
+    for name in ["ava", "bea"] {
+        app.user(name, Role::Auditor, None).await;
+        let first = records.sign_in(name, PASSWORD, &client).await.unwrap();
+        let enrolment = records.begin_enrolment(&first.cookie).await.unwrap();
+        records
+            .confirm_enrolment(
+                &first.cookie,
+                &code_for(&enrolment.secret_base32, 0),
+                &client,
+            )
+            .await
+            .unwrap();
+        secrets.push(enrolment.secret_base32);
+    }
+    let wrong = format!(
+        "{:06}",
+        (code_for(&secrets[0], 5).parse::<u32>().unwrap() + 1) % 1_000_000
+    );
+    let mut pending = Vec::new();
+    for _ in 0..12 {
+        pending.push(
+            records
+                .sign_in("ava", PASSWORD, &client)
+                .await
+                .unwrap()
+                .cookie,
+        );
+    }
+    let burst: Vec<_> = pending
+        .into_iter()
+        .map(|cookie| {
+            let records = records.clone();
+            let wrong = wrong.clone();
+            tokio::spawn(async move {
+                match records
+                    .verify_code(&cookie, &wrong, &Client::default())
+                    .await
+                {
+                    Err(SignInFailure::Refused(e)) => e,
+                    Err(e) => panic!("{e}"),
+                    Ok(_) => panic!("a wrong code was accepted"),
+                }
+            })
+        })
+        .collect();
+    let mut tried = 0;
+    for t in burst {
+        if t.await.unwrap() == SignInError::BadCode {
+            tried += 1;
+        }
+    }
+    assert!(
+        tried < 5,
+        "{tried} wrong codes were tried before the lockout"
+    );
+    let last = records.sign_in("ava", PASSWORD, &client).await.unwrap();
+    let r = records
+        .verify_code(&last.cookie, &code_for(&secrets[0], 1), &client)
+        .await;
+    assert!(
+        matches!(r, Err(SignInFailure::Refused(SignInError::Throttled(_)))),
+        "locked out after the burst"
+    );
+    // One right code, sent on two pending sign-ins at once: one session, not two.
+    let a = records
+        .sign_in("bea", PASSWORD, &client)
+        .await
+        .unwrap()
+        .cookie;
+    let b = records
+        .sign_in("bea", PASSWORD, &client)
+        .await
+        .unwrap()
+        .cookie;
+    let code = code_for(&secrets[1], 1);
+    let (ra, rb) = tokio::join!(
+        records.verify_code(&a, &code, &client),
+        records.verify_code(&b, &code, &client)
+    );
+    assert_eq!(
+        usize::from(ra.is_ok()) + usize::from(rb.is_ok()),
+        1,
+        "a code is used once"
+    );
+}
+both!(second_factor_attempts_sent_at_once_all_count);
+
 async fn csrf_is_required(db: Db) {
     let Some(app) = start(db, default_policy()).await else {
         return;
