@@ -259,13 +259,31 @@ impl Records {
         let account_key = ["account:", &name].concat();
         let address_key = address_key(client);
         let actor = attempt_actor(&name, client);
-        // Throttled? Refuse before any password work.
+        // Throttled? Refuse before any password work. Otherwise the attempt is counted against
+        // the name before the password is checked (one atomic statement, which waits for any
+        // attempt counted at the same time), and reaching the limit locks the name at once: of
+        // attempts sent together, at most the limit are tried. A right password lifts it.
         let mut tx = self.store.begin().await?;
-        let locked = match Self::locked(&mut tx, &address_key, now).await? {
-            Some(s) => Some(s),
-            None => Self::locked(&mut tx, &account_key, now).await?,
-        };
-        tx.rollback().await?;
+        let mut locked = Self::locked(&mut tx, &address_key, now).await?;
+        let mut account_lock = None;
+        if locked.is_none() {
+            let tries = tx
+                .count_failure(&account_key, now, now - FAILURE_MEMORY_MS)
+                .await?;
+            locked = Self::locked(&mut tx, &account_key, now).await?;
+            if locked.is_none() {
+                account_lock = lock_ms(tries, ACCOUNT_FAILURES);
+                if let Some(l) = account_lock {
+                    tx.lock_throttle(&account_key, now + l).await?;
+                }
+            }
+        }
+        if locked.is_some() {
+            // A refused attempt is not counted.
+            tx.rollback().await?;
+        } else {
+            tx.commit().await?;
+        }
         if let Some(seconds) = locked {
             self.audit(
                 &actor,
@@ -290,7 +308,6 @@ impl Records {
             && user.as_ref().is_some_and(|u| !u.disabled);
         if !good {
             let mut tx = self.store.begin().await?;
-            let account_lock = Self::fail(&mut tx, &account_key, ACCOUNT_FAILURES, now).await?;
             let address_lock = Self::fail(&mut tx, &address_key, ADDRESS_FAILURES, now).await?;
             if let (Some(lock), Some(u)) = (account_lock, &user) {
                 let mut u = u.clone();

@@ -797,6 +797,50 @@ async fn second_factor_attempts_sent_at_once_all_count(db: Db) {
 }
 both!(second_factor_attempts_sent_at_once_all_count);
 
+/// Passwords sent at once for one name count one by one: at most the limit are tried, the rest
+/// are refused unseen.
+async fn password_attempts_sent_at_once_all_count(db: Db) {
+    let Some(app) = start(db, default_policy()).await else {
+        return;
+    };
+    app.user("cleo", Role::Nurse, None).await;
+    let burst: Vec<_> = (0..12)
+        .map(|i| {
+            let records = app.records.clone();
+            tokio::spawn(async move {
+                let client = Client {
+                    address: Some(format!("198.51.100.{i}")),
+                    user_agent: None,
+                };
+                match records
+                    .sign_in("cleo", "wrong password number 1", &client)
+                    .await
+                {
+                    Err(SignInFailure::Refused(e)) => e,
+                    Err(e) => panic!("{e}"),
+                    Ok(_) => panic!("a wrong password was accepted"),
+                }
+            })
+        })
+        .collect();
+    let mut tried = 0;
+    for t in burst {
+        if t.await.unwrap() == SignInError::BadCredentials {
+            tried += 1;
+        }
+    }
+    assert!(tried <= 5, "{tried} passwords were tried");
+    let r = app
+        .records
+        .sign_in("cleo", PASSWORD, &Client::default())
+        .await;
+    assert!(matches!(
+        r,
+        Err(SignInFailure::Refused(SignInError::Throttled(_)))
+    ));
+}
+both!(password_attempts_sent_at_once_all_count);
+
 async fn csrf_is_required(db: Db) {
     let Some(app) = start(db, default_policy()).await else {
         return;
