@@ -607,8 +607,14 @@ impl Records {
             .store
             .history(scope, since, after, count.saturating_add(1), &vis)
             .await?;
-        let more = rows.len() > count;
+        let mut more = rows.len() > count;
         rows.truncate(count);
+        // A page of large versions ends where their bodies reach the byte bound.
+        let within = ironchart_store::within_bytes(rows.iter(), ironchart_store::MAX_PAGE_BYTES);
+        if within < rows.len() {
+            rows.truncate(within);
+            more = true;
+        }
         let next = if more {
             rows.last()
                 .map(|v| encode_history_cursor(v.last_updated, v.rid, v.version))

@@ -24,7 +24,7 @@ pub use db::{Backend, Store};
 pub use error::StoreError;
 pub use migrate::SCHEMA_VERSION;
 pub use resources::{HistoryScope, NewVersion, SealedBody, StoredVersion, VersionHead, WriteTx};
-pub use search::{CompartmentRule, Cursor, SearchPage, Visibility};
+pub use search::{CompartmentRule, Cursor, MAX_PAGE_BYTES, SearchPage, Visibility, within_bytes};
 pub use tokens::TokenRecord;
 pub use users::{GrantRecord, SessionRecord, UserRecord};
 

@@ -229,8 +229,15 @@ async fn search_on(
         })
         .await?;
     let forward = cursor.is_none_or(|c| c.forward);
-    let more = rows.len() > limit;
+    let mut more = rows.len() > limit;
     rows.truncate(limit);
+    // A page also ends where its bodies reach the byte bound (the next page goes on from
+    // there), so that no answer is built beyond it whatever the resources' sizes.
+    let within = within_bytes(rows.iter().map(|(_, v)| v), MAX_PAGE_BYTES);
+    if within < rows.len() {
+        rows.truncate(within);
+        more = true;
+    }
     if !forward {
         rows.reverse();
     }
@@ -275,22 +282,26 @@ async fn search_on(
             }
         }
     };
+    let mut left = MAX_PAGE_BYTES.saturating_sub(body_bytes(page.matches.iter()));
     if !page.matches.is_empty() {
         let rids: Vec<i64> = page.matches.iter().map(|m| m.rid).collect();
         let mut seen: std::collections::HashSet<i64> = rids.iter().copied().collect();
+        let mut add = |v: StoredVersion, page: &mut SearchPage| {
+            let size = v.body.as_ref().map_or(0, Vec::len);
+            if size <= left && seen.insert(v.rid) {
+                left -= size;
+                page.included.push(v);
+            }
+        };
         for inc in &query.includes {
             for v in fetch_include(conn, inc, &rids, vis).await? {
-                if seen.insert(v.rid) {
-                    page.included.push(v);
-                }
+                add(v, &mut page);
             }
         }
         for inc in &query.revincludes {
             let ids: Vec<String> = page.matches.iter().map(|m| m.res_id.clone()).collect();
             for v in fetch_revinclude(conn, inc, &query.resource_type, &ids, vis).await? {
-                if seen.insert(v.rid) {
-                    page.included.push(v);
-                }
+                add(v, &mut page);
             }
         }
     }
@@ -311,6 +322,29 @@ fn version_from(r: &dyn RowGet, offset: usize) -> Result<StoredVersion> {
         record_patient: r.opt_text(offset + 8)?,
         sensitivity: r.i64(offset + 9)?,
     })
+}
+
+/// Most bytes of stored bodies one page of a search or history holds (matches and includes):
+/// a page of large resources ends early, and includes beyond the bound are left out.
+pub const MAX_PAGE_BYTES: usize = 32 * 1024 * 1024;
+
+fn body_bytes<'a>(versions: impl Iterator<Item = &'a StoredVersion>) -> usize {
+    versions.map(|v| v.body.as_ref().map_or(0, Vec::len)).sum()
+}
+
+/// How many of `versions`, from the first, fit in `bound` bytes of bodies (at least one, so
+/// that paging always moves on).
+pub fn within_bytes<'a>(versions: impl Iterator<Item = &'a StoredVersion>, bound: usize) -> usize {
+    let mut total = 0usize;
+    let mut n = 0;
+    for v in versions {
+        total = total.saturating_add(v.body.as_ref().map_or(0, Vec::len));
+        if total > bound && n > 0 {
+            break;
+        }
+        n += 1;
+    }
+    n
 }
 
 /// Most resources one `_include` or `_revinclude` adds to a page.
