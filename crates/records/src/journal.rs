@@ -22,6 +22,32 @@
 //! When the database refuses the entries (it is down or full), the mover retries, and until it
 //! succeeds the door fails every request that needs the log: an entry that cannot be written
 //! fails its request, and nothing that was acknowledged is lost.
+//!
+//! When the disk refuses a flush (`fdatasync`; on a full disk with delayed allocation the error
+//! often shows only there), what was written to the file since its last good flush may not be on
+//! the disk, and the system may report later flushes of that file as done without the lost pages.
+//! So the file is abandoned for good and the journal carries on in a new one, by itself:
+//! - Requests waiting for that flush are told their entries are not on the disk and fail (`503`).
+//!   Their entries, like everything written to the file, are already in the mover's queue and
+//!   still reach the database from memory: the log may hold the entry of a request that then
+//!   failed, never miss one that was answered.
+//! - How much of a file is on the disk is counted per file, only ever grows, and stops for good at
+//!   an abandoned file's last good flush: a wait is answered only by a flush of its own file.
+//! - The abandoned file is renamed `<name>.abandoned-<N>`, N being its lines known to be on the
+//!   disk, and handed to the mover, which deletes it once everything before it is moved (as it does
+//!   a full file). Should the process stop first, recovery moves what the file holds beyond what
+//!   the mover recorded as moved, so nothing twice; a bad line after the first N is the part that
+//!   never reached the disk, not tampering, and is neither set aside nor recorded as damage. (If
+//!   the rename itself was lost, such a tail is reported as damage: a false alarm, never a loss.)
+//!   Entries answered without waiting for the disk that fell in that part are lost only if the
+//!   process stops before the mover has taken them from memory.
+//! - Until a new file has taken a request's entries and flushed them, requests that need the log
+//!   fail. An append tries, at most once per [`REOPEN_EVERY`] (a full disk costs a few system
+//!   calls per interval, not per request, and no thread spins): it creates a new file, writes its
+//!   entries and flushes them itself; if that fails, the new file is deleted and the request
+//!   fails, its entries never handed to the mover. Once it succeeds, the journal is served again.
+//!
+//! Tests inject the flush ([`SyncData`]) to make it fail; tmpfs never refuses one.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -29,7 +55,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use ironchart_store::{AuditRow, Store};
@@ -43,6 +69,8 @@ use crate::{RecordsError, Result};
 /// Journal files are named `audit-journal-<32 hex digits>.log`.
 const PREFIX: &str = "audit-journal-";
 const SUFFIX: &str = ".log";
+/// An abandoned journal is renamed `<name>.abandoned-<lines on the disk>`.
+const ABANDONED: &str = ".abandoned-";
 /// A journal larger than this is retired (once moved, deleted) and a new one started.
 const ROTATE_AT: u64 = 32 << 20;
 /// How often waiting entries are moved into the database. Each move is a write to the database,
@@ -57,6 +85,11 @@ const MAX_BACKLOG: usize = 200_000;
 /// How long an entry that nobody waits for may stay in the journal before it is flushed to the
 /// disk.
 pub(crate) const FLUSH_EVERY: Duration = Duration::from_millis(10);
+/// After a failed flush, how often an append tries a new journal file.
+pub(crate) const REOPEN_EVERY: Duration = Duration::from_millis(500);
+
+/// How a journal file is put on the disk: [`File::sync_data`], unless a test makes it fail.
+pub(crate) type SyncData = Arc<dyn Fn(&File) -> std::io::Result<()> + Send + Sync>;
 
 type Ack = oneshot::Sender<std::result::Result<(), String>>;
 
@@ -80,9 +113,26 @@ enum Pending {
 /// One journal file, locked by this process for as long as it is in use.
 pub(crate) struct JournalFile {
     name: String,
-    path: PathBuf,
+    dir: PathBuf,
+    /// Where it is now (an abandoned file is renamed).
+    path: Mutex<PathBuf>,
     /// Held for the lock (and the writes).
     file: File,
+    /// How much of it is on the disk; waiters for the disk watch it.
+    synced: watch::Sender<Synced>,
+    /// A flush failed: nothing more is written to it, nor flushed.
+    abandoned: AtomicBool,
+    /// One flush at a time, and none after the file is abandoned.
+    sync_lock: Mutex<()>,
+}
+
+/// How much of a journal file is known to be on the disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Synced {
+    /// Lines flushed so far; never goes down.
+    lines: u64,
+    /// A flush failed: `lines` is final.
+    abandoned: bool,
 }
 
 impl JournalFile {
@@ -97,13 +147,26 @@ impl JournalFile {
             .create_new(true)
             .append(true)
             .open(&fresh)?;
-        file.try_lock().map_err(std::io::Error::other)?;
-        std::fs::rename(&fresh, &path)?;
-        if let Ok(d) = File::open(dir) {
-            // The new name itself must survive a crash.
-            let _ = d.sync_all();
+        let named = file
+            .try_lock()
+            .map_err(std::io::Error::other)
+            .and_then(|()| std::fs::rename(&fresh, &path));
+        if let Err(e) = named {
+            // Not left behind (a full disk would otherwise collect one per try).
+            let _ = std::fs::remove_file(&fresh);
+            return Err(e);
         }
-        Ok(JournalFile { name, path, file })
+        // The new name itself must survive a crash.
+        sync_dir(dir);
+        Ok(JournalFile {
+            name,
+            dir: dir.to_path_buf(),
+            path: Mutex::new(path),
+            file,
+            synced: watch::channel(Synced::default()).0,
+            abandoned: AtomicBool::new(false),
+            sync_lock: Mutex::new(()),
+        })
     }
 
     /// The setting that holds how many of this file's entries are in the database.
@@ -112,10 +175,98 @@ impl JournalFile {
     }
 
     fn delete(&self) {
-        if let Err(e) = std::fs::remove_file(&self.path) {
+        let path = self.path.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = std::fs::remove_file(&*path) {
             tracing::warn!("cannot delete the moved audit journal {}: {e}", self.name);
         }
     }
+
+    fn is_abandoned(&self) -> bool {
+        self.abandoned.load(Ordering::SeqCst)
+    }
+
+    /// Lines known to be on the disk.
+    fn synced_lines(&self) -> u64 {
+        self.synced.borrow().lines
+    }
+
+    /// Puts its first `upto` lines on the disk, unless they already are. A failed flush
+    /// abandons the file for good: after one, the system may report later flushes as done
+    /// without the lost pages, so no later flush of this file is believed.
+    fn sync(&self, upto: u64, sync_data: &SyncData) -> std::io::Result<()> {
+        let _one = self.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if self.is_abandoned() {
+            return Err(std::io::Error::other(
+                "the journal was abandoned after a failed flush",
+            ));
+        }
+        if self.synced_lines() >= upto {
+            return Ok(());
+        }
+        match sync_data(&self.file) {
+            Ok(()) => {
+                self.synced.send_if_modified(|s| {
+                    let more = upto > s.lines;
+                    s.lines = s.lines.max(upto);
+                    more
+                });
+                Ok(())
+            }
+            Err(e) => {
+                self.abandon_locked();
+                Err(e)
+            }
+        }
+    }
+
+    /// Nothing more is written to it nor flushed (see the module's doc).
+    fn abandon(&self) {
+        let _one = self.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.is_abandoned() {
+            self.abandon_locked();
+        }
+    }
+
+    /// [`JournalFile::abandon`], under `sync_lock`.
+    fn abandon_locked(&self) {
+        let flushed = self.synced_lines();
+        {
+            // Named so that recovery knows which lines are on the disk; before the writers see
+            // it abandoned and hand it to the mover to delete.
+            let mut path = self.path.lock().unwrap_or_else(|p| p.into_inner());
+            let renamed = self.dir.join(format!("{}{ABANDONED}{flushed}", self.name));
+            match std::fs::rename(&*path, &renamed) {
+                Ok(()) => {
+                    *path = renamed;
+                    sync_dir(&self.dir);
+                }
+                Err(e) => tracing::warn!(
+                    "cannot rename the abandoned audit journal {}: {e}",
+                    self.name
+                ),
+            }
+        }
+        self.abandoned.store(true, Ordering::SeqCst);
+        // Those waiting for lines after `flushed` learn they are not on the disk.
+        self.synced.send_modify(|s| s.abandoned = true);
+    }
+}
+
+/// Makes the names in `dir` survive a crash, if the disk lets it.
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// The journal a file in the data directory is (or was) and, if it was abandoned, how many of
+/// its lines are on the disk; `None` for other files.
+fn journal_name(file_name: &str) -> Option<(&str, Option<u64>)> {
+    let (name, flushed) = match file_name.split_once(ABANDONED) {
+        Some((name, lines)) => (name, Some(lines.parse().ok()?)),
+        None => (file_name, None),
+    };
+    (name.starts_with(PREFIX) && name.ends_with(SUFFIX)).then_some((name, flushed))
 }
 
 fn moved_key(name: &str) -> String {
@@ -132,8 +283,6 @@ struct State {
     failing: AtomicBool,
     /// The journal was closed: appends fail.
     closed: AtomicBool,
-    /// The disk refused a flush: appends fail until the process is restarted.
-    broken: AtomicBool,
     /// Every writer is gone (the journal was dropped): the mover stops when done.
     writer_gone: AtomicBool,
 }
@@ -248,7 +397,6 @@ struct Journal {
     tail: Mutex<Tail>,
     state: Arc<State>,
     flush: Arc<Flush>,
-    durable: watch::Receiver<u64>,
 }
 
 /// Where the next entry goes.
@@ -260,20 +408,20 @@ struct Tail {
     prev: String,
     /// Bytes in `file`.
     len: u64,
-    /// Entries this process has written (all files).
-    written: u64,
+    /// `file` is abandoned and handed to the mover: when an append may next try a new file.
+    reopen_at: Option<Instant>,
 }
 
 /// Between the writers and the flusher thread.
 struct Flush {
     inner: Mutex<FlushInner>,
     wake: Condvar,
-    /// Entries on the disk so far (all files); `u64::MAX` when the disk refused a flush.
-    durable: watch::Sender<u64>,
+    sync_data: SyncData,
 }
 
 struct FlushInner {
     file: Arc<JournalFile>,
+    /// Lines written to `file`.
     written: u64,
     /// Someone waits for the disk: flush now.
     urgent: bool,
@@ -300,6 +448,19 @@ impl AuditWriter {
         segment: SharedSegment,
         appended: Arc<AtomicU64>,
     ) -> Result<AuditWriter> {
+        let sync_data: SyncData = Arc::new(File::sync_data);
+        AuditWriter::start_with(dir, store, keys, segment, appended, sync_data)
+    }
+
+    /// [`AuditWriter::start`], flushing with `sync_data`.
+    fn start_with(
+        dir: &Path,
+        store: Store,
+        keys: Arc<ChainKeys>,
+        segment: SharedSegment,
+        appended: Arc<AtomicU64>,
+        sync_data: SyncData,
+    ) -> Result<AuditWriter> {
         let first = Arc::new(JournalFile::create(dir).map_err(|e| {
             RecordsError::Config(format!(
                 "cannot create the audit journal in {}: {e}",
@@ -312,10 +473,8 @@ impl AuditWriter {
             backlog: AtomicUsize::new(0),
             failing: AtomicBool::new(false),
             closed: AtomicBool::new(false),
-            broken: AtomicBool::new(false),
             writer_gone: AtomicBool::new(false),
         });
-        let (durable_tx, durable) = watch::channel(0);
         let flush = Arc::new(Flush {
             inner: Mutex::new(FlushInner {
                 file: first.clone(),
@@ -324,13 +483,13 @@ impl AuditWriter {
                 stop: false,
             }),
             wake: Condvar::new(),
-            durable: durable_tx,
+            sync_data,
         });
         let key = keys.mac_keys().next().map(journal_key).unwrap_or_default();
-        let (thread_state, thread_flush) = (state.clone(), flush.clone());
+        let thread_flush = flush.clone();
         std::thread::Builder::new()
             .name("audit-journal".into())
-            .spawn(move || flusher(&thread_flush, &thread_state))
+            .spawn(move || flusher(&thread_flush))
             .map_err(|e| RecordsError::Config(format!("cannot start the audit journal: {e}")))?;
         let mover = Mover {
             store,
@@ -348,11 +507,10 @@ impl AuditWriter {
                 index: 0,
                 prev: String::new(),
                 len: 0,
-                written: 0,
+                reopen_at: None,
             }),
             state,
             flush,
-            durable,
         };
         Ok(AuditWriter {
             journal: Arc::new(journal),
@@ -362,7 +520,8 @@ impl AuditWriter {
     /// Appends entries to the journal file before it returns: once it has, the entries survive
     /// any end of this process. With `durable` it also waits until they are on the disk;
     /// otherwise the flusher puts them there within [`FLUSH_EVERY`] (see `docs/security.md`,
-    /// "What the audit log records"). Fails when the entries cannot be written.
+    /// "What the audit log records"). Fails when the entries cannot be written, or, with
+    /// `durable`, when the disk refused to flush them.
     pub(crate) async fn append(&self, rows: Vec<AuditRow>, durable: bool) -> Result<()> {
         let j = &*self.journal;
         // Back-pressure: the database is slow to take the entries.
@@ -372,15 +531,15 @@ impl AuditWriter {
             waited += 1;
         }
         let payloads: Vec<String> = rows.iter().map(payload).collect();
-        let mine = j.write(rows, &payloads, durable)?;
+        let (file, end) = j.write(rows, &payloads, durable)?;
         if durable {
-            let mut on_disk = j.durable.clone();
-            let flushed = on_disk
-                .wait_for(|d| *d >= mine)
+            let mut synced = file.synced.subscribe();
+            let on_disk = synced
+                .wait_for(|s| s.lines >= end || s.abandoned)
                 .await
-                .map(|d| *d)
+                .map(|s| s.lines)
                 .map_err(|_| RecordsError::AuditUnavailable)?;
-            if flushed == u64::MAX {
+            if on_disk < end {
                 return Err(RecordsError::AuditUnavailable);
             }
         }
@@ -403,9 +562,14 @@ impl AuditWriter {
         {
             let tail = self.journal.lock_tail()?;
             self.journal.state.closed.store(true, Ordering::SeqCst);
-            self.journal.state.push(Pending::Retire {
-                file: tail.file.clone(),
-                ack: Some(ack),
+            self.journal.state.push(if tail.reopen_at.is_some() {
+                // Abandoned, and already handed to the mover.
+                Pending::Flush(ack)
+            } else {
+                Pending::Retire {
+                    file: tail.file.clone(),
+                    ack: Some(ack),
+                }
             });
             self.journal.flush.stop();
         }
@@ -420,37 +584,56 @@ async fn answered(done: oneshot::Receiver<std::result::Result<(), String>>) -> R
     }
 }
 
+/// The journal lines of entries (their `payloads`) from line `index` of journal `name`, whose
+/// previous line's MAC is `prev`; and the last line's MAC.
+fn lines(
+    key: &[u8; 32],
+    name: &str,
+    index: u64,
+    prev: &str,
+    payloads: &[String],
+) -> (String, String) {
+    let mut buf = String::with_capacity(payloads.iter().map(|p| p.len() + 66).sum());
+    let mut mac = prev.to_string();
+    for (i, p) in payloads.iter().enumerate() {
+        mac = line_mac(key, name, index + i as u64, &mac, p);
+        buf.push_str(p);
+        buf.push('\t');
+        buf.push_str(&mac);
+        buf.push('\n');
+    }
+    (buf, mac)
+}
+
 impl Journal {
     fn lock_tail(&self) -> Result<std::sync::MutexGuard<'_, Tail>> {
         self.tail.lock().map_err(|_| RecordsError::AuditUnavailable)
     }
 
     /// Writes the entries (their `payloads`) at the end of the journal and hands them to the
-    /// mover; returns how many entries this process has written with them.
-    fn write(&self, rows: Vec<AuditRow>, payloads: &[String], durable: bool) -> Result<u64> {
+    /// mover; returns the file they are in and the number of its lines up to them.
+    fn write(
+        &self,
+        rows: Vec<AuditRow>,
+        payloads: &[String],
+        durable: bool,
+    ) -> Result<(Arc<JournalFile>, u64)> {
         let mut t = self.lock_tail()?;
         let state = &self.state;
-        if state.closed.load(Ordering::SeqCst)
-            || state.failing.load(Ordering::SeqCst)
-            || state.broken.load(Ordering::SeqCst)
-        {
+        if state.closed.load(Ordering::SeqCst) || state.failing.load(Ordering::SeqCst) {
             return Err(RecordsError::AuditUnavailable);
         }
-        let mut buf = String::with_capacity(payloads.iter().map(|p| p.len() + 66).sum());
-        let mut mac = t.prev.clone();
-        for (i, p) in payloads.iter().enumerate() {
-            mac = line_mac(&self.key, &t.file.name, t.index + i as u64, &mac, p);
-            buf.push_str(p);
-            buf.push('\t');
-            buf.push_str(&mac);
-            buf.push('\n');
+        if t.file.is_abandoned() {
+            return self.reopen(&mut t, rows, payloads);
         }
+        let (buf, mac) = lines(&self.key, &t.file.name, t.index, &t.prev, payloads);
         if let Err(e) = (&t.file.file).write_all(buf.as_bytes()) {
             tracing::error!("the audit journal cannot be written ({e}); requests are failing");
             // Cut off whatever part of the entries reached the file.
             if let Err(e) = t.file.file.set_len(t.len) {
-                tracing::error!("cannot repair the audit journal: {e}");
-                state.closed.store(true, Ordering::SeqCst);
+                tracing::error!("cannot cut the audit journal back ({e})");
+                t.file.abandon();
+                self.retire_abandoned(&mut t);
             }
             return Err(RecordsError::AuditUnavailable);
         }
@@ -463,13 +646,12 @@ impl Journal {
         t.index += n;
         t.prev = mac;
         t.len += buf.len() as u64;
-        t.written += n;
-        let mine = t.written;
-        self.flush.written(mine, durable);
+        let written = (t.file.clone(), t.index);
+        self.flush.written(t.index, durable);
         if t.len >= ROTATE_AT {
             self.rotate(&mut t);
         }
-        Ok(mine)
+        Ok(written)
     }
 
     /// Continues in a new file; the full one goes to the mover, which deletes it once moved.
@@ -482,13 +664,14 @@ impl Journal {
             }
         };
         // The flusher only flushes the newest file: this one's last entries go to the disk now.
-        if let Err(e) = t.file.file.sync_data() {
-            tracing::warn!("cannot flush the full audit journal: {e}");
+        if let Err(e) = t.file.sync(t.index, &self.flush.sync_data) {
+            tracing::error!("the full audit journal cannot be flushed: {e}");
             next.delete();
+            self.retire_abandoned(t);
             return;
         }
         let old = std::mem::replace(&mut t.file, next.clone());
-        self.flush.switch(next);
+        self.flush.switch(next, 0);
         self.state.push(Pending::Retire {
             file: old,
             ack: None,
@@ -496,6 +679,70 @@ impl Journal {
         t.index = 0;
         t.prev.clear();
         t.len = 0;
+    }
+
+    /// The current file is abandoned (a flush failed): hands it to the mover, which deletes it
+    /// once everything in it is moved; appends fail until one can start a new file.
+    fn retire_abandoned(&self, t: &mut Tail) {
+        if t.reopen_at.is_some() {
+            return;
+        }
+        tracing::error!(
+            "the audit journal {} is abandoned after a failed flush; requests that need the audit log fail until a new journal can be written and flushed",
+            t.file.name
+        );
+        self.state.push(Pending::Retire {
+            file: t.file.clone(),
+            ack: None,
+        });
+        // The first try at once: the cause may be gone already.
+        t.reopen_at = Some(Instant::now());
+    }
+
+    /// With the current file abandoned: unless a try was made less than [`REOPEN_EVERY`] ago,
+    /// starts a new file with these entries and flushes them; fails when the disk still refuses
+    /// (the new file is deleted, the entries never reach the mover) or it is not time yet.
+    fn reopen(
+        &self,
+        t: &mut Tail,
+        rows: Vec<AuditRow>,
+        payloads: &[String],
+    ) -> Result<(Arc<JournalFile>, u64)> {
+        self.retire_abandoned(t);
+        let now = Instant::now();
+        // Without entries, a flush would prove nothing about the disk.
+        if rows.is_empty() || t.reopen_at.is_some_and(|at| now < at) {
+            return Err(RecordsError::AuditUnavailable);
+        }
+        t.reopen_at = Some(now + REOPEN_EVERY);
+        let next = JournalFile::create(&self.dir).map_err(|e| {
+            tracing::debug!("the audit journal still cannot be started: {e}");
+            RecordsError::AuditUnavailable
+        })?;
+        let (buf, mac) = lines(&self.key, &next.name, 0, "", payloads);
+        let n = rows.len() as u64;
+        let taken = (&next.file)
+            .write_all(buf.as_bytes())
+            .and_then(|()| next.sync(n, &self.flush.sync_data));
+        if let Err(e) = taken {
+            tracing::debug!("the audit journal still cannot be written and flushed: {e}");
+            next.delete();
+            return Err(RecordsError::AuditUnavailable);
+        }
+        tracing::info!("the audit journal can be written and flushed again");
+        let next = Arc::new(next);
+        t.file = next.clone();
+        t.index = n;
+        t.prev = mac;
+        t.len = buf.len() as u64;
+        t.reopen_at = None;
+        self.flush.switch(next.clone(), n);
+        self.state.push(Pending::Rows {
+            file: next.clone(),
+            first: 0,
+            rows,
+        });
+        Ok((next, n))
     }
 }
 
@@ -515,10 +762,10 @@ impl Flush {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// `written` entries are in the file; `urgent` when someone waits for the disk.
+    /// `written` lines are in the current file; `urgent` when someone waits for the disk.
     fn written(&self, written: u64, urgent: bool) {
         let mut f = self.lock();
-        let was_clean = f.written == *self.durable.borrow();
+        let was_clean = f.written == f.file.synced_lines();
         f.written = written;
         f.urgent |= urgent;
         if urgent || was_clean {
@@ -526,8 +773,11 @@ impl Flush {
         }
     }
 
-    fn switch(&self, file: Arc<JournalFile>) {
-        self.lock().file = file;
+    /// The writers continue in `file`, which has `written` lines.
+    fn switch(&self, file: Arc<JournalFile>, written: u64) {
+        let mut f = self.lock();
+        f.file = file;
+        f.written = written;
     }
 
     fn stop(&self) {
@@ -538,14 +788,15 @@ impl Flush {
 
 /// The flusher thread: puts what was written on the disk (`fdatasync`), at once for those who
 /// wait for it, otherwise within [`FLUSH_EVERY`] of the first entry written since the last
-/// flush. Stops when told to, after a last flush.
-fn flusher(flush: &Flush, state: &State) {
+/// flush. When the disk refuses, the file is abandoned (see the module's doc) and the thread
+/// waits for the writers to continue in a new one. Stops when told to, after a last flush.
+fn flusher(flush: &Flush) {
     loop {
         let (file, target) = {
             let mut f = flush.lock();
-            let mut deadline: Option<std::time::Instant> = None;
+            let mut deadline: Option<Instant> = None;
             loop {
-                let pending = f.written > *flush.durable.borrow();
+                let pending = f.written > f.file.synced_lines() && !f.file.is_abandoned();
                 if pending && (f.urgent || f.stop) {
                     break;
                 }
@@ -557,8 +808,8 @@ fn flusher(flush: &Flush, state: &State) {
                     f = flush.wake.wait(f).unwrap_or_else(|p| p.into_inner());
                     continue;
                 }
-                let due = *deadline.get_or_insert_with(|| std::time::Instant::now() + FLUSH_EVERY);
-                let now = std::time::Instant::now();
+                let due = *deadline.get_or_insert_with(|| Instant::now() + FLUSH_EVERY);
+                let now = Instant::now();
                 if now >= due {
                     break;
                 }
@@ -571,19 +822,8 @@ fn flusher(flush: &Flush, state: &State) {
             f.urgent = false;
             (f.file.clone(), f.written)
         };
-        match file.file.sync_data() {
-            Ok(()) => {
-                // Under the lock: writers compare it with `written` there.
-                let _f = flush.lock();
-                flush.durable.send_replace(target);
-            }
-            Err(e) => {
-                // The entries since the last flush may not be on the disk: stop accepting any.
-                tracing::error!("the audit journal cannot be flushed ({e}); requests are failing");
-                state.broken.store(true, Ordering::SeqCst);
-                flush.durable.send_replace(u64::MAX);
-                return;
-            }
+        if let Err(e) = file.sync(target, &flush.sync_data) {
+            tracing::error!("the audit journal cannot be flushed: {e}");
         }
     }
 }
@@ -762,20 +1002,27 @@ async fn move_rows(
 }
 
 /// Moves what journals of processes that are gone hold into the database (they are not locked:
-/// a crash, a kill, a closed process that could not finish). Run before this process starts its
-/// own journal. Returns how many entries were moved.
+/// a crash, a kill, a closed process that could not finish), skipping what their mover recorded
+/// as moved. Run before this process starts its own journal. Returns how many entries were
+/// moved.
+///
+/// A file abandoned after a failed flush (`<name>.abandoned-<N>`) holds N lines known to be on
+/// the disk; a bad line after them is the part that never reached it, not damage.
 pub(crate) async fn recover(dir: &Path, store: &Store, keys: &ChainKeys) -> Result<u64> {
     let Ok(listing) = std::fs::read_dir(dir) else {
         return Ok(0);
     };
-    let mut names: Vec<String> = listing
+    let mut files: Vec<String> = listing
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.starts_with(PREFIX) && n.ends_with(SUFFIX))
+        .filter(|n| journal_name(n).is_some())
         .collect();
-    names.sort();
+    files.sort();
     let mut moved = 0;
-    for name in names {
-        let path = dir.join(&name);
+    for file_name in files {
+        let Some((name, flushed)) = journal_name(&file_name) else {
+            continue;
+        };
+        let path = dir.join(&file_name);
         let Ok(file) = File::open(&path) else {
             continue;
         };
@@ -784,53 +1031,71 @@ pub(crate) async fn recover(dir: &Path, store: &Store, keys: &ChainKeys) -> Resu
             continue;
         }
         let bytes = std::fs::read(&path).map_err(|e| {
-            RecordsError::Config(format!("cannot read the audit journal {name}: {e}"))
+            RecordsError::Config(format!("cannot read the audit journal {file_name}: {e}"))
         })?;
         // Written under this process's keys, or under those of a master key since replaced
-        // (the process was stopped before it could move its journal).
-        let mut read = Vec::new();
+        // (the process was stopped before it could move its journal): the key that vouches for
+        // the whole file, else for the most lines.
+        let mut best: Option<(Vec<AuditRow>, Option<String>)> = None;
         for key in keys.mac_keys().map(journal_key) {
-            read.push(read_journal(&key, &name, &bytes));
-            if read.last().is_some_and(|(_, damage)| damage.is_none()) {
+            let read = read_journal(&key, name, &bytes);
+            let whole = read.1.is_none();
+            if best.as_ref().is_none_or(|b| read.0.len() > b.0.len()) || whole {
+                best = Some(read);
+            }
+            if whole {
                 break;
             }
         }
-        let (rows, damage) = match read.iter().position(|(_, d)| d.is_none()) {
-            Some(i) => read.swap_remove(i),
-            None => read.swap_remove(0),
+        let Some((rows, damage)) = best else {
+            continue;
         };
         for (n, chunk) in rows.chunks(MOVE_BATCH).enumerate() {
-            move_rows(store, keys, &name, (n * MOVE_BATCH) as u64, chunk).await?;
+            if let Some((before, last)) =
+                move_rows(store, keys, name, (n * MOVE_BATCH) as u64, chunk).await?
+            {
+                moved += u64::try_from(last.0 - before.map_or(0, |b| b.0)).unwrap_or(0);
+            }
         }
-        moved += rows.len() as u64;
+        let damage = match (damage, flushed) {
+            (Some(problem), Some(flushed)) if rows.len() as u64 >= flushed => {
+                tracing::warn!(
+                    "the abandoned audit journal {file_name}: {problem}, after its {flushed} flushed lines; what followed was moved from memory or never reached the disk"
+                );
+                None
+            }
+            (damage, _) => damage,
+        };
         match damage {
             None => {
                 std::fs::remove_file(&path).map_err(|e| {
                     RecordsError::Config(format!(
-                        "cannot delete the moved audit journal {name}: {e}"
+                        "cannot delete the moved audit journal {file_name}: {e}"
                     ))
                 })?;
             }
             Some(problem) => {
-                tracing::error!("the audit journal {name} is damaged: {problem}; kept aside");
+                tracing::error!("the audit journal {file_name} is damaged: {problem}; kept aside");
                 let event = AuditRow {
                     recorded: crate::service::now_millis(),
                     actor: "system".into(),
                     action: crate::audit::AuditAction::JournalDamaged.as_str().into(),
                     outcome: crate::audit::Outcome::Failure.as_str().into(),
-                    detail: Some(format!("{name}: {problem}")),
+                    detail: Some(format!("{file_name}: {problem}")),
                     ..Default::default()
                 };
                 let mut tx = store.begin().await?;
                 crate::audit::append_in(&mut tx, keys, vec![event]).await?;
                 tx.commit().await?;
-                let aside = dir.join(format!("{name}.damaged"));
+                let aside = dir.join(format!("{file_name}.damaged"));
                 std::fs::rename(&path, &aside).map_err(|e| {
-                    RecordsError::Config(format!("cannot set aside the audit journal {name}: {e}"))
+                    RecordsError::Config(format!(
+                        "cannot set aside the audit journal {file_name}: {e}"
+                    ))
                 })?;
             }
         }
-        store.delete_setting(&moved_key(&name)).await?;
+        store.delete_setting(&moved_key(name)).await?;
     }
     Ok(moved)
 }
@@ -919,20 +1184,383 @@ mod tests {
             .collect()
     }
 
-    /// A journal in `dir` moving into `store`, under a new master key; and the chain's keys.
-    async fn started_writer(store: &Store, dir: &Path) -> (AuditWriter, Arc<ChainKeys>) {
+    /// The chain's keys, under a new master key.
+    async fn chain_keys(store: &Store) -> Arc<ChainKeys> {
         let master = ironchart_security::keyring::MasterKey::generate();
         let data_keys = crate::keys::Keys::load(store, master).await.unwrap();
-        let keys = Arc::new(ChainKeys::of(data_keys.master(), None).unwrap());
-        let writer = AuditWriter::start(
+        Arc::new(ChainKeys::of(data_keys.master(), None).unwrap())
+    }
+
+    /// A journal in `dir` moving into `store`, under a new master key; and the chain's keys.
+    async fn started_writer(store: &Store, dir: &Path) -> (AuditWriter, Arc<ChainKeys>) {
+        started_writer_with(store, dir, Arc::new(File::sync_data)).await
+    }
+
+    /// [`started_writer`], flushing with `sync_data`.
+    async fn started_writer_with(
+        store: &Store,
+        dir: &Path,
+        sync_data: SyncData,
+    ) -> (AuditWriter, Arc<ChainKeys>) {
+        let keys = chain_keys(store).await;
+        let writer = AuditWriter::start_with(
             dir,
             store.clone(),
             keys.clone(),
             SharedSegment::default(),
             Arc::new(AtomicU64::new(0)),
+            sync_data,
         )
         .unwrap();
         (writer, keys)
+    }
+
+    /// A flush that fails while `failing` is set, as a full disk's can (tmpfs never refuses one).
+    fn sync_failing_while(failing: &Arc<AtomicBool>) -> SyncData {
+        let failing = failing.clone();
+        Arc::new(move |f: &File| {
+            if failing.load(Ordering::SeqCst) {
+                Err(std::io::Error::other("no space left on device (injected)"))
+            } else {
+                f.sync_data()
+            }
+        })
+    }
+
+    async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !done() {
+            assert!(start.elapsed() < Duration::from_secs(30), "never: {what}");
+            tokio::time::sleep(FLUSH_EVERY).await;
+        }
+    }
+
+    /// The names of the files in `dir`.
+    fn files_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// The disk refuses flushes, twice, then takes them again: those waiting for a failed flush
+    /// are refused, appends fail until a new file takes entries and flushes them, and every entry
+    /// acknowledged reaches the chain exactly once, even through a recovery in between.
+    async fn a_failed_flush_is_survived_without_a_restart(store: Store, dir: &Path) {
+        let failing = Arc::new(AtomicBool::new(false));
+        let (writer, keys) = started_writer_with(&store, dir, sync_failing_while(&failing)).await;
+        let current = || {
+            let t = writer.journal.tail.lock().unwrap();
+            (t.file.name.clone(), t.file.synced_lines())
+        };
+        // What must be in the log, in order: what was acknowledged, and the entries of requests
+        // refused after their entries were written (the log may hold a refused request's entry).
+        let mut logged = Vec::new();
+        writer.append(vec![row(1)], true).await.unwrap();
+        writer.append(vec![row(2), row(3)], false).await.unwrap();
+        logged.extend([1, 2, 3]);
+        wait_until("the first entries are flushed", || current().1 >= 3).await;
+        let (first, _) = current();
+
+        // The disk refuses a flush: the request waiting for it is refused, the file abandoned and
+        // named after the lines on the disk.
+        failing.store(true, Ordering::SeqCst);
+        assert!(writer.append(vec![row(4)], true).await.is_err());
+        logged.push(4);
+        let abandoned = format!("{first}{ABANDONED}3");
+        assert!(files_in(dir).contains(&abandoned), "{:?}", files_in(dir));
+        // Its entries still reach the chain from memory.
+        writer.flush().await.unwrap();
+        assert_eq!(
+            store.setting(&moved_key(&first)).await.unwrap().as_deref(),
+            Some("4")
+        );
+
+        // A crash now, with a torn tail where the unflushed line was: recovery enters nothing
+        // twice and does not take the tail for damage.
+        let elsewhere = tempfile::tempdir().unwrap();
+        let mut copy = std::fs::read(dir.join(&abandoned)).unwrap();
+        copy.extend_from_slice(b"\0\0\0\0\0\0\0\0\n[\"torn");
+        std::fs::write(elsewhere.path().join(&abandoned), copy).unwrap();
+        assert_eq!(recover(elsewhere.path(), &store, &keys).await.unwrap(), 0);
+        assert!(files_in(elsewhere.path()).is_empty());
+
+        // While the disk refuses, every append fails, and no new file is left behind.
+        for n in 5..=7 {
+            assert!(writer.append(vec![row(n)], n == 6).await.is_err());
+        }
+        writer.flush().await.unwrap();
+        assert!(
+            files_in(dir).iter().all(|f| !f.contains(PREFIX)),
+            "{:?}",
+            files_in(dir)
+        );
+
+        // Room again: served by itself, in a new file.
+        failing.store(false, Ordering::SeqCst);
+        let served = |from: i64| {
+            let writer = writer.clone();
+            async move {
+                let start = Instant::now();
+                for n in from.. {
+                    if writer.append(vec![row(n)], true).await.is_ok() {
+                        return n;
+                    }
+                    assert!(start.elapsed() < 10 * REOPEN_EVERY, "never served again");
+                    tokio::time::sleep(REOPEN_EVERY / 10).await;
+                }
+                unreachable!()
+            }
+        };
+        logged.push(served(100).await);
+        let (second, on_disk) = current();
+        assert_ne!(second, first);
+        assert_eq!(on_disk, 1);
+
+        // Again, with an entry acknowledged without waiting for the disk before the failure.
+        failing.store(true, Ordering::SeqCst);
+        writer.append(vec![row(200)], false).await.unwrap();
+        logged.push(200);
+        let abandoned = format!("{second}{ABANDONED}1");
+        wait_until("the second file is abandoned", || {
+            files_in(dir).contains(&abandoned)
+        })
+        .await;
+        assert!(writer.append(vec![row(201)], false).await.is_err());
+        failing.store(false, Ordering::SeqCst);
+        logged.push(served(300).await);
+        for n in 400..410 {
+            writer.append(vec![row(n)], n % 3 == 0).await.unwrap();
+            logged.push(n);
+        }
+        writer.close().await.unwrap();
+
+        let chain = store.audit_chain(0, 1_000).await.unwrap();
+        assert_eq!(chain.iter().map(|r| r.recorded).collect::<Vec<_>>(), logged);
+        assert!(matches!(
+            crate::audit::verify(&store, &keys, None).await.unwrap(),
+            crate::audit::VerifyReport::Intact { entries, .. } if entries == logged.len() as i64
+        ));
+        // Every file is retired, its progress forgotten; a restart moves nothing.
+        assert!(files_in(dir).iter().all(|f| !f.contains(PREFIX)));
+        for name in [&first, &second] {
+            assert_eq!(store.setting(&moved_key(name)).await.unwrap(), None);
+        }
+        assert_eq!(recover(dir, &store, &keys).await.unwrap(), 0);
+        assert_eq!(
+            store.audit_chain(0, 1_000).await.unwrap().len(),
+            logged.len()
+        );
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_failed_flush_is_survived_without_a_restart_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&db.path().join("db.sqlite3"))
+            .await
+            .unwrap();
+        a_failed_flush_is_survived_without_a_restart(store, dir.path()).await;
+    }
+
+    #[tokio::test]
+    async fn a_failed_flush_is_survived_without_a_restart_on_postgres() {
+        let Some(store) = postgres_store("t_journal_flush").await else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        a_failed_flush_is_survived_without_a_restart(store, dir.path()).await;
+    }
+
+    /// A store in a schema of its own on `IRONCHART_TEST_DATABASE_URL`, if set.
+    async fn postgres_store(prefix: &str) -> Option<Store> {
+        let Ok(url) = std::env::var("IRONCHART_TEST_DATABASE_URL") else {
+            eprintln!("IRONCHART_TEST_DATABASE_URL is not set: skipping the PostgreSQL run");
+            return None;
+        };
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let schema = format!("{prefix}_{}_{nanos}", std::process::id());
+        Some(Store::open_postgres(&url, Some(&schema)).await.unwrap())
+    }
+
+    /// Writers at work while the disk refuses and takes flushes by turns: every acknowledged
+    /// entry reaches the chain, none twice, and the chain holds.
+    async fn flushes_failing_under_load(store: Store, dir: &Path) {
+        let failing = Arc::new(AtomicBool::new(false));
+        let (writer, keys) = started_writer_with(&store, dir, sync_failing_while(&failing)).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for task in 0..4i64 {
+            let (writer, stop) = (writer.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                let (mut acknowledged, mut refused) = (Vec::new(), 0);
+                for n in (task * 1_000_000).. {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    match writer.append(vec![row(n)], n % 2 == 0).await {
+                        Ok(()) => acknowledged.push(n),
+                        Err(_) => refused += 1,
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                (acknowledged, refused)
+            }));
+        }
+        for _ in 0..4 {
+            tokio::time::sleep(REOPEN_EVERY / 2).await;
+            failing.store(true, Ordering::SeqCst);
+            tokio::time::sleep(REOPEN_EVERY / 2).await;
+            failing.store(false, Ordering::SeqCst);
+        }
+        tokio::time::sleep(3 * REOPEN_EVERY).await;
+        stop.store(true, Ordering::SeqCst);
+        let (mut acknowledged, mut refused) = (Vec::new(), 0);
+        for task in tasks {
+            let (ok, failed) = task.await.unwrap();
+            acknowledged.extend(ok);
+            refused += failed;
+        }
+        assert!(refused > 0, "the disk never refused");
+        writer.close().await.unwrap();
+
+        let chain: Vec<i64> = store
+            .audit_chain(0, 1_000_000)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.recorded)
+            .collect();
+        let mut unique = chain.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), chain.len(), "an entry was moved twice");
+        let missing: Vec<_> = acknowledged
+            .iter()
+            .filter(|n| unique.binary_search(n).is_err())
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "acknowledged, not in the log: {missing:?}"
+        );
+        assert!(acknowledged.len() > 100, "{}", acknowledged.len());
+        assert!(matches!(
+            crate::audit::verify(&store, &keys, None).await.unwrap(),
+            crate::audit::VerifyReport::Intact { entries, .. } if entries == chain.len() as i64
+        ));
+        assert!(files_in(dir).iter().all(|f| !f.contains(PREFIX)));
+        assert_eq!(recover(dir, &store, &keys).await.unwrap(), 0);
+        store.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn flushes_failing_under_load_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&db.path().join("db.sqlite3"))
+            .await
+            .unwrap();
+        flushes_failing_under_load(store, dir.path()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn flushes_failing_under_load_on_postgres() {
+        let Some(store) = postgres_store("t_journal_load").await else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        flushes_failing_under_load(store, dir.path()).await;
+    }
+
+    /// Journals abandoned by a process that then stopped: what the mover had not moved is moved
+    /// once, a bad line after the flushed ones is not damage, one among them is.
+    async fn abandoned_journals_are_recovered_once(store: Store, dir: &Path) {
+        let keys = chain_keys(&store).await;
+        let key = journal_key(keys.mac_keys().next().unwrap());
+        let rows: Vec<AuditRow> = (1..=5).map(row).collect();
+        // 3 lines flushed, a 4th written, garbage where the 5th was; the mover had moved 2.
+        let a = format!("{PREFIX}{}{SUFFIX}", "a".repeat(32));
+        let lines = journal(&key, &a, &rows);
+        let mut text = lines[..4].concat();
+        text.push_str("\0\0\0\0\0\0\n");
+        text.push_str(&lines[4]);
+        std::fs::write(dir.join(format!("{a}{ABANDONED}3")), text).unwrap();
+        move_rows(&store, &keys, &a, 0, &rows[..2]).await.unwrap();
+        // 3 lines flushed, the second changed since.
+        let b = format!("{PREFIX}{}{SUFFIX}", "b".repeat(32));
+        let text = journal(&key, &b, &rows[..4])
+            .concat()
+            .replacen("user/2", "user/9", 1);
+        std::fs::write(dir.join(format!("{b}{ABANDONED}3")), text).unwrap();
+
+        // Two of the first, one of the second (the damage event is not a moved entry).
+        assert_eq!(recover(dir, &store, &keys).await.unwrap(), 2 + 1);
+        let chain = store.audit_chain(0, 100).await.unwrap();
+        assert_eq!(
+            chain.iter().map(|r| r.recorded).take(5).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4, 1]
+        );
+        assert_eq!(chain.len(), 6);
+        let event = &chain[5];
+        assert_eq!(
+            event.action,
+            crate::audit::AuditAction::JournalDamaged.as_str()
+        );
+        assert!(event.detail.as_deref().unwrap_or("").starts_with(&b));
+        assert_eq!(files_in(dir), vec![format!("{b}{ABANDONED}3.damaged")]);
+        for name in [&a, &b] {
+            assert_eq!(store.setting(&moved_key(name)).await.unwrap(), None);
+        }
+        // Once only.
+        assert_eq!(recover(dir, &store, &keys).await.unwrap(), 0);
+        assert_eq!(store.audit_chain(0, 100).await.unwrap().len(), 6);
+        assert!(matches!(
+            crate::audit::verify(&store, &keys, None).await.unwrap(),
+            crate::audit::VerifyReport::Intact { entries: 6, .. }
+        ));
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn abandoned_journals_are_recovered_once_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&db.path().join("db.sqlite3"))
+            .await
+            .unwrap();
+        abandoned_journals_are_recovered_once(store, dir.path()).await;
+    }
+
+    #[tokio::test]
+    async fn abandoned_journals_are_recovered_once_on_postgres() {
+        let Some(store) = postgres_store("t_journal_abandoned").await else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        abandoned_journals_are_recovered_once(store, dir.path()).await;
+    }
+
+    #[test]
+    fn abandoned_journals_are_named_with_their_flushed_lines() {
+        let name = format!("{PREFIX}{}{SUFFIX}", "0".repeat(32));
+        assert_eq!(journal_name(&name), Some((name.as_str(), None)));
+        let abandoned = format!("{name}{ABANDONED}12");
+        assert_eq!(journal_name(&abandoned), Some((name.as_str(), Some(12))));
+        for other in [
+            format!("{name}.damaged"),
+            format!("{abandoned}.damaged"),
+            format!("{name}{ABANDONED}"),
+            format!(".{PREFIX}x.new"),
+            "db.sqlite3".to_string(),
+        ] {
+            assert_eq!(journal_name(&other), None, "{other}");
+        }
     }
 
     #[tokio::test]
@@ -942,7 +1570,7 @@ mod tests {
             .await
             .unwrap();
         let (writer, _) = started_writer(&store, dir.path()).await;
-        let on_disk = || *writer.journal.durable.borrow();
+        let on_disk = || writer.journal.tail.lock().unwrap().file.synced_lines();
 
         // Waiting for the disk: flushed when append returns.
         writer.append(vec![row(1)], true).await.unwrap();
