@@ -1085,7 +1085,9 @@ mod tests {
     impl Drop for SmallDisk {
         fn drop(&mut self) {
             let _ = std::process::Command::new("umount")
+                .arg("-l")
                 .arg(self.dir.path())
+                .stderr(std::process::Stdio::null())
                 .status();
         }
     }
