@@ -243,6 +243,19 @@ impl Records {
                     let detail = change(&mut user)?;
                     user.updated_at = now_millis();
                     tx.save_user(&user).await?;
+                    // Enabling a user or setting a new password lifts their lockouts; a new second
+                    // factor lifts the lockout of the old one.
+                    let lifted: &[&str] = match action {
+                        AuditAction::UserEnable | AuditAction::PasswordChange => {
+                            &["account:", "code:"]
+                        }
+                        AuditAction::MfaReset => &["code:"],
+                        _ => &[],
+                    };
+                    for prefix in lifted {
+                        tx.delete_throttle(&[prefix, username.as_str()].concat())
+                            .await?;
+                    }
                     if end_access {
                         tx.delete_sessions_of(user.user_id).await?;
                         tx.revoke_tokens_of(user.user_id).await?;

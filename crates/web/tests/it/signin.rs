@@ -402,6 +402,21 @@ async fn lockout_per_account_and_address(db: Db) {
             .iter()
             .any(|u| u.username == "petra" && u.locked_until.is_some())
     );
+    app.records
+        .set_user_disabled(&Actor::local_operator(), "petra", false)
+        .await
+        .unwrap();
+    let elsewhere = Client {
+        address: Some("203.0.113.9".into()),
+        user_agent: None,
+    };
+    assert!(
+        app.records
+            .sign_in("petra", PASSWORD, &elsewhere)
+            .await
+            .is_ok(),
+        "enabling the user lifts the lockout"
+    );
 }
 both!(lockout_per_account_and_address);
 
