@@ -78,6 +78,10 @@ pub struct HttpArgs {
     /// Largest accepted request body in bytes.
     #[arg(long, env = "IRONCHART_BODY_LIMIT", default_value_t = 16 * 1024 * 1024)]
     pub body_limit: usize,
+    /// How long one read or search may run in the database before it is stopped (answered 503
+    /// with an OperationOutcome).
+    #[arg(long, env = "IRONCHART_QUERY_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub query_timeout: Duration,
     /// Largest resource other than a Binary, in bytes of JSON (larger ones are refused with 413).
     #[arg(long, env = "IRONCHART_MAX_RESOURCE_SIZE",
           default_value_t = ironchart_records::DEFAULT_RESOURCE_LIMIT,
@@ -968,7 +972,8 @@ async fn serve(
             idle: http.session_idle,
             lifetime: http.session_lifetime,
         })
-        .with_resource_limit(http.max_resource_size);
+        .with_resource_limit(http.max_resource_size)
+        .with_query_timeout(http.query_timeout);
     records
         .set_mfa_for_everyone(&Actor::local_operator(), http.mfa_for_all)
         .await?;

@@ -183,6 +183,14 @@ impl Records {
         self
     }
 
+    /// Sets how long a read, search, count or history query may run before the database stops
+    /// it (default [`ironchart_store::DEFAULT_QUERY_TIMEOUT`]); a stopped query is an error for
+    /// which `StoreError::is_timeout` holds.
+    pub fn with_query_timeout(self, timeout: Duration) -> Records {
+        self.store.set_query_timeout(timeout);
+        self
+    }
+
     pub fn backend(&self) -> ironchart_store::Backend {
         self.store.backend()
     }

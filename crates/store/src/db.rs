@@ -48,9 +48,26 @@ pub struct Store {
     /// Bulk mode: commits do not wait for the disk until bulk mode ends (see
     /// [`Store::set_bulk_mode`]).
     pub(crate) bulk: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// How long a read query may run before it is stopped, in ms (see
+    /// [`Store::set_query_timeout`]).
+    pub(crate) query_timeout: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
+/// The default of [`Store::set_query_timeout`].
+pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl Store {
+    /// How long a read (a read, search, count, history …) may run before the database stops it
+    /// and it fails with an error for which [`StoreError::is_timeout`] holds. Applies to the
+    /// next query of every read connection.
+    pub fn set_query_timeout(&self, timeout: Duration) {
+        let ms = u64::try_from(timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        self.query_timeout
+            .store(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Opens (creating if needed) the SQLite database at `path` and migrates it.
     pub async fn open_sqlite(path: &Path) -> Result<Store> {
         let options = SqliteConnectOptions::new()
@@ -74,7 +91,13 @@ impl Store {
             .connect_with(options.clone())
             .await?;
         let readers = std::thread::available_parallelism().map_or(4, |n| n.get().max(2) * 2);
-        let read = ReadPool::open(options.clone().read_only(true), readers).await?;
+        let query_timeout = timeout_cell();
+        let read = ReadPool::open(
+            options.clone().read_only(true),
+            readers,
+            query_timeout.clone(),
+        )
+        .await?;
         let store = Store {
             pools: Pools::Sqlite {
                 read: read.clone(),
@@ -82,6 +105,7 @@ impl Store {
                 maintenance: write.clone(),
             },
             bulk: Default::default(),
+            query_timeout: query_timeout.clone(),
         };
         store.migrate().await?;
         let maintenance = SqlitePoolOptions::new()
@@ -97,6 +121,7 @@ impl Store {
                 maintenance,
             },
             bulk: Default::default(),
+            query_timeout,
         })
     }
 
@@ -129,11 +154,18 @@ impl Store {
             .await?;
         // Read connections cannot write, as SQLite's are opened read-only: a read that runs again
         // after a lost connection can change nothing.
-        let read_only = options.options([("default_transaction_read_only", "on")]);
-        let read = ReadPool::open(read_only, 16).await?;
+        // A read whose client went away is noticed within a second and stopped (PostgreSQL
+        // checks the socket while the query runs), instead of running on for nobody.
+        let read_only = options.options([
+            ("default_transaction_read_only", "on"),
+            ("client_connection_check_interval", "1000"),
+        ]);
+        let query_timeout = timeout_cell();
+        let read = ReadPool::open(read_only, 16, query_timeout.clone()).await?;
         let store = Store {
             pools: Pools::Postgres { pool, read },
             bulk: Default::default(),
+            query_timeout,
         };
         store.migrate().await?;
         Ok(store)
@@ -297,7 +329,7 @@ impl PoolConn {
     pub(crate) fn conn(&mut self) -> Conn<'_> {
         match self {
             PoolConn::Sqlite(c) => Conn::Sqlite(c),
-            PoolConn::SqliteRead(c) => Conn::Sqlite(c.connection()),
+            PoolConn::SqliteRead(c) => Conn::SqliteRead(c),
             PoolConn::Postgres(c) => Conn::Postgres(c),
             PoolConn::PostgresRead(c) => Conn::PostgresRead(c),
         }
@@ -325,27 +357,127 @@ impl PoolConn {
 /// of kept, so a connection taken back is safe to hand out again without a ping. One that sat
 /// idle for [`PING_AFTER_IDLE`] is pinged first (the server may have restarted), and replaced
 /// when the ping fails. Connections are opened as needed, up to the pool's size.
-pub(crate) struct ReadPool<C: sqlx::Connection> {
-    idle: std::sync::Mutex<Vec<(C, std::time::Instant)>>,
+pub(crate) struct ReadPool<C: ReadConnection> {
+    idle: std::sync::Mutex<Vec<(C, std::time::Instant, QueryLimit)>>,
     permits: std::sync::Arc<tokio::sync::Semaphore>,
     options: C::Options,
+    /// The store's query timeout (ms).
+    timeout: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
-impl<C: sqlx::Connection> ReadPool<C> {
+fn timeout_cell() -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+    std::sync::Arc::new(std::sync::atomic::AtomicU64::new(
+        DEFAULT_QUERY_TIMEOUT.as_millis() as u64,
+    ))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// How a read connection's queries are held to the time limit: the deadline of the query
+/// running on it (ms since the epoch; 0 for none), and the timeout last set on the server.
+#[derive(Clone, Default)]
+pub(crate) struct QueryLimit {
+    deadline: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    applied_ms: u64,
+}
+
+/// A connection a [`ReadPool`] lends: it can be held to a time limit per query.
+pub(crate) trait ReadConnection: sqlx::Connection {
+    /// Makes the connection stop a query past its deadline or timeout (`fresh`: just opened).
+    fn hold_to(
+        &mut self,
+        limit: &mut QueryLimit,
+        timeout_ms: u64,
+        fresh: bool,
+    ) -> impl Future<Output = std::result::Result<(), sqlx::Error>> + Send;
+}
+
+impl ReadConnection for SqliteConnection {
+    /// SQLite has no statement timeout: a progress handler, called every few thousand
+    /// instructions of a query, interrupts it once the deadline has passed (or was set to the
+    /// past because the query was abandoned).
+    async fn hold_to(
+        &mut self,
+        limit: &mut QueryLimit,
+        _timeout_ms: u64,
+        fresh: bool,
+    ) -> std::result::Result<(), sqlx::Error> {
+        if fresh {
+            let deadline = limit.deadline.clone();
+            self.lock_handle()
+                .await?
+                .set_progress_handler(4000, move || {
+                    let d = deadline.load(std::sync::atomic::Ordering::Relaxed);
+                    d == 0 || now_ms() < d
+                });
+        }
+        Ok(())
+    }
+}
+
+impl ReadConnection for PgConnection {
+    /// PostgreSQL's `statement_timeout`, set when it differs from the store's.
+    async fn hold_to(
+        &mut self,
+        limit: &mut QueryLimit,
+        timeout_ms: u64,
+        _fresh: bool,
+    ) -> std::result::Result<(), sqlx::Error> {
+        if limit.applied_ms != timeout_ms {
+            sqlx::query("SELECT set_config('statement_timeout', $1, false)")
+                .bind(timeout_ms.to_string())
+                .execute(&mut *self)
+                .await?;
+            limit.applied_ms = timeout_ms;
+        }
+        Ok(())
+    }
+}
+
+impl<C: ReadConnection> ReadPool<C> {
     /// A pool of up to `n` connections; the first is opened now, so that a wrong address or
     /// file fails here.
-    async fn open(options: C::Options, n: usize) -> Result<std::sync::Arc<ReadPool<C>>> {
+    async fn open(
+        options: C::Options,
+        n: usize,
+        timeout: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) -> Result<std::sync::Arc<ReadPool<C>>> {
         use sqlx::ConnectOptions;
-        let first = options.connect().await?;
+        let mut first: C = options.connect().await?;
+        let mut limit = QueryLimit::default();
+        first
+            .hold_to(
+                &mut limit,
+                timeout.load(std::sync::atomic::Ordering::SeqCst),
+                true,
+            )
+            .await?;
         Ok(std::sync::Arc::new(ReadPool {
-            idle: std::sync::Mutex::new(vec![(first, std::time::Instant::now())]),
+            idle: std::sync::Mutex::new(vec![(first, std::time::Instant::now(), limit)]),
             permits: std::sync::Arc::new(tokio::sync::Semaphore::new(n)),
             options,
+            timeout,
         }))
     }
 
-    async fn acquire(self: &std::sync::Arc<Self>) -> Result<ReadConn<C>> {
+    /// A new connection, held to the time limit.
+    async fn connect(&self) -> std::result::Result<(C, QueryLimit), sqlx::Error> {
         use sqlx::ConnectOptions;
+        let mut conn: C = self.options.connect().await?;
+        let mut limit = QueryLimit::default();
+        conn.hold_to(&mut limit, self.timeout_ms(), true).await?;
+        Ok((conn, limit))
+    }
+
+    fn timeout_ms(&self) -> u64 {
+        self.timeout.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    async fn acquire(self: &std::sync::Arc<Self>) -> Result<ReadConn<C>> {
         let permit = tokio::time::timeout(
             Duration::from_secs(60),
             self.permits.clone().acquire_owned(),
@@ -354,18 +486,24 @@ impl<C: sqlx::Connection> ReadPool<C> {
         .map_err(|_| sqlx::Error::PoolTimedOut)?
         .map_err(|_| sqlx::Error::PoolClosed)?;
         let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
-        let (conn, reused) = match idle {
-            Some((mut c, since)) => {
+        let (conn, limit, reused) = match idle {
+            Some((mut c, since, mut limit)) => {
                 if since.elapsed() < PING_AFTER_IDLE || c.ping().await.is_ok() {
-                    (c, true)
+                    c.hold_to(&mut limit, self.timeout_ms(), false).await?;
+                    (c, limit, true)
                 } else {
-                    (self.options.connect().await?, false)
+                    let (c, limit) = self.connect().await?;
+                    (c, limit, false)
                 }
             }
-            None => (self.options.connect().await?, false),
+            None => {
+                let (c, limit) = self.connect().await?;
+                (c, limit, false)
+            }
         };
         Ok(ReadConn {
             conn: Some(conn),
+            limit,
             pool: self.clone(),
             _permit: permit,
             settled: true,
@@ -377,7 +515,7 @@ impl<C: sqlx::Connection> ReadPool<C> {
     async fn close(&self) {
         self.permits.close();
         let conns: Vec<C> = match self.idle.lock() {
-            Ok(mut idle) => idle.drain(..).map(|(c, _)| c).collect(),
+            Ok(mut idle) => idle.drain(..).map(|(c, _, _)| c).collect(),
             Err(_) => Vec::new(),
         };
         for c in conns {
@@ -388,8 +526,9 @@ impl<C: sqlx::Connection> ReadPool<C> {
 
 /// A read connection lent by [`ReadPool`]; back to the pool when dropped, unless its last query
 /// did not end cleanly.
-pub(crate) struct ReadConn<C: sqlx::Connection> {
+pub(crate) struct ReadConn<C: ReadConnection> {
     conn: Option<C>,
+    limit: QueryLimit,
     pool: std::sync::Arc<ReadPool<C>>,
     _permit: tokio::sync::OwnedSemaphorePermit,
     /// False from the start of a query until it ends with an answer from the server (rows or a
@@ -400,7 +539,7 @@ pub(crate) struct ReadConn<C: sqlx::Connection> {
     reused: bool,
 }
 
-impl<C: sqlx::Connection> ReadConn<C> {
+impl<C: ReadConnection> ReadConn<C> {
     fn connection(&mut self) -> &mut C {
         match self.conn.as_mut() {
             Some(c) => c,
@@ -412,6 +551,10 @@ impl<C: sqlx::Connection> ReadConn<C> {
     /// not ended cleanly.
     fn start(&mut self) -> &mut C {
         self.settled = false;
+        let deadline = now_ms().saturating_add(self.pool.timeout_ms() as i64);
+        self.limit
+            .deadline
+            .store(deadline, std::sync::atomic::Ordering::Relaxed);
         self.connection()
     }
 
@@ -423,17 +566,25 @@ impl<C: sqlx::Connection> ReadConn<C> {
         &mut self,
         first: &std::result::Result<T, sqlx::Error>,
     ) -> std::result::Result<bool, sqlx::Error> {
-        use sqlx::ConnectOptions;
         if !(self.reused && first.as_ref().is_err_and(connection_lost)) {
             return Ok(false);
         }
         self.reused = false;
-        self.conn = Some(self.pool.options.connect().await?);
+        let (conn, limit) = self.pool.connect().await?;
+        self.conn = Some(conn);
+        self.limit = limit;
+        self.limit.deadline.store(
+            now_ms().saturating_add(self.pool.timeout_ms() as i64),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         Ok(true)
     }
 
     /// Notes how a query ended.
     fn settle<T>(&mut self, result: &std::result::Result<T, sqlx::Error>) {
+        self.limit
+            .deadline
+            .store(0, std::sync::atomic::Ordering::Relaxed);
         self.settled = match result {
             Ok(_) => true,
             Err(e) => !connection_lost(e),
@@ -446,9 +597,10 @@ impl<C: sqlx::Connection> ReadConn<C> {
 /// and 57, operator intervention: a shutdown, a restart, `pg_terminate_backend`).
 pub(crate) fn connection_lost(e: &sqlx::Error) -> bool {
     match e {
+        // (57014 is a query stopped at its time limit: the connection is fine.)
         sqlx::Error::Database(db) => db
             .code()
-            .is_some_and(|c| c.starts_with("08") || c.starts_with("57")),
+            .is_some_and(|c| (c.starts_with("08") || c.starts_with("57")) && c != QUERY_CANCELED),
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::Protocol(_)
@@ -459,8 +611,18 @@ pub(crate) fn connection_lost(e: &sqlx::Error) -> bool {
     }
 }
 
-impl<C: sqlx::Connection> Drop for ReadConn<C> {
+/// PostgreSQL's SQLSTATE for a query stopped by `statement_timeout` (or a cancel request).
+pub(crate) const QUERY_CANCELED: &str = "57014";
+
+impl<C: ReadConnection> Drop for ReadConn<C> {
     fn drop(&mut self) {
+        if !self.settled {
+            // Abandoned halfway (the client went away): a query still running on SQLite's
+            // thread stops at its next progress check instead of running on for nobody.
+            self.limit
+                .deadline
+                .store(1, std::sync::atomic::Ordering::Relaxed);
+        }
         // One whose last query did not end cleanly, or left inside a transaction, is dropped
         // (closed), not lent again.
         if let Some(c) = self.conn.take()
@@ -468,7 +630,7 @@ impl<C: sqlx::Connection> Drop for ReadConn<C> {
             && !c.is_in_transaction()
             && let Ok(mut idle) = self.pool.idle.lock()
         {
-            idle.push((c, std::time::Instant::now()));
+            idle.push((c, std::time::Instant::now(), self.limit.clone()));
         }
     }
 }
@@ -494,7 +656,9 @@ macro_rules! on_read_conn {
 pub(crate) enum Conn<'a> {
     Sqlite(&'a mut SqliteConnection),
     Postgres(&'a mut PgConnection),
-    /// A read connection of the store's own pool (it keeps track of how each query ended).
+    /// Read connections of the store's own pools (they keep track of how each query ended,
+    /// and hold it to the time limit).
+    SqliteRead(&'a mut ReadConn<SqliteConnection>),
     PostgresRead(&'a mut ReadConn<PgConnection>),
 }
 
@@ -549,6 +713,13 @@ impl Conn<'_> {
                     .await?;
                 rows.iter().map(|r| map(r)).collect()
             }
+            Conn::SqliteRead(c) => {
+                let sql = sqlite_placeholders(sql);
+                let rows = on_read_conn!(c, conn => bind_args!(sqlx::query(&sql), args.clone())
+                    .fetch_all(conn)
+                    .await)?;
+                rows.iter().map(|r| map(r)).collect()
+            }
             Conn::PostgresRead(c) => {
                 let rows = on_read_conn!(c, conn => bind_args!(sqlx::query(sql), args.clone())
                     .fetch_all(conn)
@@ -571,6 +742,13 @@ impl Conn<'_> {
                 .execute(&mut **c)
                 .await?
                 .rows_affected(),
+            Conn::SqliteRead(c) => {
+                let sql = sqlite_placeholders(sql);
+                on_read_conn!(c, conn => bind_args!(sqlx::query(&sql), args.clone())
+                .execute(conn)
+                .await)?
+                .rows_affected()
+            }
             Conn::PostgresRead(c) => {
                 on_read_conn!(c, conn => bind_args!(sqlx::query(sql), args.clone())
                 .execute(conn)
@@ -587,6 +765,9 @@ impl Conn<'_> {
             }
             Conn::Postgres(c) => {
                 sqlx::raw_sql(sql).execute(&mut **c).await?;
+            }
+            Conn::SqliteRead(c) => {
+                on_read_conn!(c, conn => sqlx::raw_sql(sql).execute(conn).await)?;
             }
             Conn::PostgresRead(c) => {
                 on_read_conn!(c, conn => sqlx::raw_sql(sql).execute(conn).await)?;
@@ -875,6 +1056,140 @@ mod tests {
             .as_nanos();
         let schema = format!("t_{name}_{}_{nanos}", std::process::id());
         Some(Store::open_postgres(&url, Some(&schema)).await.unwrap())
+    }
+
+    /// An SQLite query that never ends, and a PostgreSQL one that takes 30 s.
+    const ENDLESS_SQLITE: &str =
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT MAX(x) FROM c";
+    const SLOW_POSTGRES: &str = "SELECT 1::BIGINT FROM pg_sleep(30) WHERE 'abandon-marker' <> ''";
+
+    /// A read past the time limit is stopped by the database and fails as a timeout (not as a
+    /// lost connection, not retried); the pool serves the next read.
+    async fn a_read_past_its_time_limit_is_stopped(store: Store, slow: &'static str) {
+        store.set_query_timeout(Duration::from_millis(300));
+        let started = std::time::Instant::now();
+        let mut conn = store.reader().await.unwrap();
+        let err = conn
+            .fetch(slow, vec![], |r| r.i64(0))
+            .await
+            .expect_err("a query past the limit is stopped");
+        assert!(err.is_timeout(), "{err}");
+        assert!(!err.is_unavailable(), "{err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        drop(conn);
+        let mut conn = store.reader().await.unwrap();
+        assert_eq!(
+            conn.fetch("SELECT CAST(1 AS BIGINT)", vec![], |r| r.i64(0))
+                .await
+                .unwrap(),
+            [1]
+        );
+        drop(conn);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_read_past_its_time_limit_is_stopped_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("t.sqlite3"))
+            .await
+            .unwrap();
+        a_read_past_its_time_limit_is_stopped(store, ENDLESS_SQLITE).await;
+    }
+
+    #[tokio::test]
+    async fn a_read_past_its_time_limit_is_stopped_postgres() {
+        if let Some(store) = postgres_store("timeout").await {
+            a_read_past_its_time_limit_is_stopped(store, SLOW_POSTGRES).await;
+        }
+    }
+
+    /// CPU time this process has used (user and system), in clock ticks.
+    fn cpu_ticks() -> u64 {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<u64> = after
+            .split_whitespace()
+            .map(|f| f.parse().unwrap_or(0))
+            .collect();
+        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+        fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0)
+    }
+
+    /// A read whose caller goes away (a client that disconnects drops its request) stops in
+    /// the database too, instead of running on for nobody: on SQLite the query's thread stops
+    /// using a core; on PostgreSQL the server notices within about a second and ends it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_abandoned_read_stops_in_the_database_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("t.sqlite3"))
+            .await
+            .unwrap();
+        store.set_query_timeout(Duration::from_secs(600));
+        let running = store.clone();
+        let task = tokio::spawn(async move {
+            let mut conn = running.reader().await.unwrap();
+            let _ = conn.fetch(ENDLESS_SQLITE, vec![], |r| r.i64(0)).await;
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let busy_before = cpu_ticks();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(cpu_ticks() > busy_before, "the query runs");
+        task.abort();
+        let _ = task.await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let before = cpu_ticks();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let used = cpu_ticks() - before;
+        // A query still running would use about 150 ticks (1.5 s of a core).
+        assert!(
+            used < 50,
+            "{used} ticks in 1.5 s after the read was abandoned"
+        );
+        store.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_abandoned_read_stops_in_the_database_postgres() {
+        let Some(store) = postgres_store("abandoned").await else {
+            return;
+        };
+        store.set_query_timeout(Duration::from_secs(600));
+        let running = store.clone();
+        let task = tokio::spawn(async move {
+            let mut conn = running.reader().await.unwrap();
+            let _ = conn.fetch(SLOW_POSTGRES, vec![], |r| r.i64(0)).await;
+        });
+        let active = || async {
+            let mut conn = store.reader().await.unwrap();
+            conn.fetch(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE query LIKE '%abandon-marker%' AND state = 'active' AND pid <> pg_backend_pid()",
+                vec![],
+                |r| r.i64(0),
+            )
+            .await
+            .unwrap()[0]
+        };
+        let start = std::time::Instant::now();
+        while active().await == 0 {
+            assert!(start.elapsed() < Duration::from_secs(10), "never started");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        task.abort();
+        let _ = task.await;
+        let gone = std::time::Instant::now();
+        while active().await > 0 {
+            assert!(
+                gone.elapsed() < Duration::from_secs(10),
+                "the abandoned query still runs"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        store.close().await;
     }
 
     async fn backend_pid(store: &Store) -> i32 {

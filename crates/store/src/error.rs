@@ -38,6 +38,25 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         matches!(self, StoreError::Database(e) if crate::db::connection_lost(e) || storage_refused(e))
     }
+
+    /// Whether the database stopped the query at its time limit (see
+    /// [`crate::Store::set_query_timeout`]), or because its client went away: SQLite's
+    /// `SQLITE_INTERRUPT`, PostgreSQL's `57014` (query canceled).
+    pub fn is_timeout(&self) -> bool {
+        const SQLITE_INTERRUPT: i64 = 9;
+        let StoreError::Database(sqlx::Error::Database(db)) = self else {
+            return false;
+        };
+        let Some(code) = db.code() else {
+            return false;
+        };
+        if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+            return code
+                .parse::<i64>()
+                .is_ok_and(|c| c & 0xff == SQLITE_INTERRUPT);
+        }
+        code == crate::db::QUERY_CANCELED
+    }
 }
 
 /// Whether the database's storage refused the work: on SQLite a full disk (`SQLITE_FULL`), an

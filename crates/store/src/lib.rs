@@ -20,7 +20,7 @@ mod users;
 pub use audit::{
     AuditColumn, AuditQuery, AuditRow, INDEX_BATCH, ROWS_PER_INSERT as AUDIT_ROWS_PER_INSERT,
 };
-pub use db::{Backend, Store};
+pub use db::{Backend, DEFAULT_QUERY_TIMEOUT, Store};
 pub use error::StoreError;
 pub use migrate::SCHEMA_VERSION;
 pub use resources::{HistoryScope, NewVersion, SealedBody, StoredVersion, VersionHead, WriteTx};

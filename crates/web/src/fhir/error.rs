@@ -168,6 +168,13 @@ fn from_records(e: RecordsError, prefix: Option<&str>) -> ApiError {
                 None,
             )
         }
+        RecordsError::Store(err) if err.is_timeout() => ApiError::new(
+            S::SERVICE_UNAVAILABLE,
+            "timeout",
+            "the request took longer than the server's time limit and was stopped; narrow it \
+             (a patient, a date range, fewer results per page) and try again",
+            None,
+        ),
         RecordsError::Store(err) if err.is_unavailable() => {
             tracing::error!(error = %err, "the database is unavailable");
             ApiError::new(
