@@ -689,9 +689,11 @@ fn reference_value(map: &Map<String, Value>) -> Option<IndexValue> {
                 url: p.unversioned.to_string(),
                 identifier,
             }),
+            // A reference written as a bare id (no type): its id is kept as such, so that a
+            // search by that id finds it through the index like any other.
             None => Some(IndexValue::Reference {
                 target_type: declared_type.map(str::to_string),
-                target_id: None,
+                target_id: is_valid_id(r).then(|| r.to_string()),
                 url: r.to_string(),
                 identifier,
             }),

@@ -31,10 +31,15 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0004_version_sensitivity.sql"),
         postgres: include_str!("../migrations/postgres/0004_version_sensitivity.sql"),
     },
+    Migration {
+        version: 5,
+        sqlite: include_str!("../migrations/sqlite/0005_bare_reference_ids.sql"),
+        postgres: include_str!("../migrations/postgres/0005_bare_reference_ids.sql"),
+    },
 ];
 
 /// The schema version this build creates and understands.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 const CREATE_VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS ironchart_schema (version BIGINT NOT NULL, applied_at BIGINT NOT NULL)";
 

@@ -1,6 +1,8 @@
 //! Search: typed [`SearchQuery`]s become SQL over the index tables (see [`sql`]); pages are
 //! keyset-based (the cursor holds the sort keys of the last row, never an offset).
 
+#[cfg(test)]
+mod plans;
 pub(crate) mod sql;
 
 use base64::Engine;

@@ -434,13 +434,29 @@ fn filter_sql(
             },
         ) => {
             open_index_subquery(sql, res_type, def, alias, false, drive);
-            sql.push(" AND target_type = ")
-                .bind_text(target_type)
-                .push(" AND target_id IN (SELECT t.res_id FROM resources t WHERE t.res_type = ")
-                .bind_text(target_type)
-                .push(" AND t.deleted = FALSE");
+            // The target's own filter picks its rows (by `rid`, which names the type too): a
+            // condition on `t.res_type` would tempt the planner into reading every resource of
+            // the type instead.
+            sql.push(" AND target_type = ").bind_text(target_type).push(
+                " AND target_id IN (SELECT t.res_id FROM resources t WHERE t.deleted = FALSE",
+            );
+            let inner_indexed = matches!(
+                (&inner.param, &inner.test),
+                (ParamRef::Indexed(_), FilterTest::AnyOf(_))
+            );
+            if !inner_indexed {
+                // `_id`, `_lastUpdated`, `:missing`: no index rows name the type.
+                sql.push(" AND t.res_type = ").bind_text(target_type);
+            }
             // A chain may only look through resources the caller could see.
-            visible(sql, vis, "t.res_type", "t.patient", "t.sensitivity");
+            if vis.types.as_ref().is_some_and(|t| !t.contains(target_type)) {
+                sql.push(" AND 1 = 0");
+            }
+            let typeless = Visibility {
+                types: None,
+                ..vis.clone()
+            };
+            visible(sql, &typeless, "t.res_type", "t.patient", "t.sensitivity");
             sql.push(" AND ");
             filter_sql(sql, target_type, inner, "t", true, vis);
             sql.push("))");
@@ -552,16 +568,13 @@ fn value_condition(sql: &mut Sql, value: &FilterValue) {
             }
             sql.push(")");
         }
+        // A bare id matches a reference to that id of any type the parameter allows (R4
+        // 3.1.1.4.12): one seek on (res_type, param, target_id), as cheap as a typed one, which
+        // adds the type. (References written as a bare id keep it as `target_id` too.)
         FilterValue::Reference { target_type, id } => {
             sql.push("(target_id = ").bind_text(id);
-            match target_type {
-                Some(t) => {
-                    sql.push(" AND target_type = ").bind_text(t);
-                }
-                // A bare value also matches a canonical or local reference written just so.
-                None => {
-                    sql.push(" OR url = ").bind_text(id);
-                }
+            if let Some(t) = target_type {
+                sql.push(" AND target_type = ").bind_text(t);
             }
             sql.push(")");
         }
@@ -734,7 +747,7 @@ pub(crate) fn count(query: &SearchQuery, vis: &Visibility) -> Sql {
 
 /// The sort-key expression of one `_sort` key, with missing values replaced so that they sort
 /// last.
-fn sort_expression(sql: &mut Sql, res_type: &str, key: &SortKey) {
+fn sort_expression(sql: &mut Sql, key: &SortKey) {
     let desc = key.descending;
     match key.param {
         ParamRef::Id => {
@@ -769,8 +782,10 @@ fn sort_expression(sql: &mut Sql, res_type: &str, key: &SortKey) {
                 (_, true) => ("(SELECT MAX(s.value) FROM idx_uri s", ""),
             };
             sql.push("COALESCE(").push(agg).push(table);
-            sql.push(" WHERE s.rid = r.rid AND s.res_type = ")
-                .bind_text(res_type);
+            // By the row's own index rows: `rid` names the resource (its type too), so the
+            // planner seeks on (rid, param); with the type as well it may pick the type's
+            // index instead and read every row of the parameter for each match.
+            sql.push(" WHERE s.rid = r.rid");
             push_param(sql, IndexAlias::S, def);
             sql.push("), ");
             match (key_type(&key.param), desc) {
@@ -839,7 +854,7 @@ pub(crate) fn page(
     let mut inner = Sql::new("SELECT r.rid AS rid");
     for (i, key) in keys.iter().enumerate() {
         inner.push(", ");
-        sort_expression(&mut inner, &query.resource_type, key);
+        sort_expression(&mut inner, key);
         inner.push(KEY_ALIASES[i]);
     }
     inner.push(" FROM resources r WHERE ");

@@ -379,3 +379,53 @@ async fn includes(s: Server) {
     assert_eq!(count, 3);
 }
 on_both!(includes);
+
+/// A bare id, a typed reference and the `patient` parameter find the same resources (R4: a bare
+/// id matches any target type the parameter allows); a reference written as a bare id is found
+/// by it too.
+async fn bare_and_typed_references_find_the_same(s: Server) {
+    for id in ["p1", "p2"] {
+        put(&s, json!({"resourceType": "Patient", "id": id})).await;
+    }
+    let obs = |id: &str, subject: &str| {
+        json!({"resourceType": "Observation", "id": id, "status": "final",
+               "code": {"text": "pulse"}, "subject": {"reference": subject}})
+    };
+    put(&s, obs("o1", "Patient/p1")).await;
+    put(&s, obs("o2", "Patient/p1")).await;
+    put(&s, obs("o3", "Patient/p2")).await;
+    put(&s, obs("o4", "Group/p1")).await;
+    put(&s, obs("o5", "p1")).await;
+    let ids = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    assert_eq!(
+        ids(s.search_ids("Observation?patient=p1").await),
+        ["o1", "o2"]
+    );
+    assert_eq!(
+        ids(s.search_ids("Observation?patient=Patient/p1").await),
+        ["o1", "o2"]
+    );
+    assert_eq!(
+        ids(s.search_ids("Observation?subject=Patient/p1").await),
+        ["o1", "o2"]
+    );
+    // A bare id on `subject` matches every type `subject` allows, and a bare reference.
+    assert_eq!(
+        ids(s.search_ids("Observation?subject=p1").await),
+        ["o1", "o2", "o4", "o5"]
+    );
+    assert_eq!(
+        ids(s.search_ids("Observation?subject:Group=p1").await),
+        ["o4"]
+    );
+    let r = s.get("Observation?subject=p1&_summary=count").await;
+    assert_eq!(r.body["total"], 4);
+    let r = s
+        .get("Patient?_id=p1&_revinclude=Observation:subject")
+        .await;
+    assert_eq!(r.body["entry"].as_array().map_or(0, Vec::len), 3);
+}
+on_both!(bare_and_typed_references_find_the_same);

@@ -1,0 +1,289 @@
+//! Query-plan tests: every query shape the search code builds for the searches real clients
+//! send (US Core searches with bare and typed patient ids, the policy conditions, paging, sorting
+//! and includes) must seek through an index, never scan an index table or `resources`. A scan
+//! is what made a bare patient id 130 times slower than a typed one; these tests would have
+//! caught it.
+
+use ironchart_fhir::search::SearchQuery;
+
+use crate::db::{Arg, Store};
+use crate::search::{CompartmentRule, Cursor, KeyValue, Visibility, sql};
+
+/// The US Core searches (and their bare-id forms) whose plans are checked.
+const SHAPES: &[(&str, &str)] = &[
+    ("Patient", "_id=p1"),
+    ("Patient", "identifier=urn:mrn|A1"),
+    ("Patient", "name=smi"),
+    ("Patient", "family=smi&given=jo"),
+    ("Patient", "birthdate=1970-01-15&name=smi"),
+    ("Patient", "gender=male&name=smi"),
+    ("AllergyIntolerance", "patient=p1"),
+    ("Condition", "patient=p1"),
+    ("Condition", "patient=Patient/p1&category=problem-list-item"),
+    ("Condition", "patient=p1&clinical-status=active"),
+    (
+        "Condition",
+        "patient=p1&code=http://snomed.info/sct|44054006",
+    ),
+    ("Condition", "patient=p1&onset-date=ge2020-01-01"),
+    ("DiagnosticReport", "patient=p1&category=LAB"),
+    (
+        "DiagnosticReport",
+        "patient=p1&code=http://loinc.org|58410-2",
+    ),
+    (
+        "DiagnosticReport",
+        "patient=p1&category=LAB&date=ge2020-01-01",
+    ),
+    ("DocumentReference", "patient=p1&category=clinical-note"),
+    (
+        "DocumentReference",
+        "patient=p1&type=http://loinc.org|11506-3",
+    ),
+    ("Encounter", "patient=p1"),
+    ("Encounter", "patient=p1&date=ge2020-01-01"),
+    ("Immunization", "patient=p1"),
+    ("MedicationRequest", "patient=p1&intent=order"),
+    ("MedicationRequest", "patient=p1&intent=order&status=active"),
+    (
+        "MedicationRequest",
+        "patient=p1&intent=order&_include=MedicationRequest:medication",
+    ),
+    ("Observation", "patient=p1&category=vital-signs"),
+    (
+        "Observation",
+        "patient=p1&category=laboratory&date=ge2020-01-01",
+    ),
+    ("Observation", "patient=p1&code=http://loinc.org|8867-4"),
+    (
+        "Observation",
+        "patient=Patient/p1&code=http://loinc.org|8867-4&date=ge2020-01-01",
+    ),
+    ("Observation", "subject=p1"),
+    ("Observation", "subject=Patient/p1"),
+    ("Observation", "patient=p1&_sort=-date"),
+    ("Observation", "patient=p1&_sort=date"),
+    ("Observation", "subject:Patient.family=smi"),
+    ("Procedure", "patient=p1&date=ge2020-01-01"),
+    ("CarePlan", "patient=p1&category=assess-plan"),
+    ("CareTeam", "patient=p1&status=active"),
+    ("Goal", "patient=p1"),
+    ("ServiceRequest", "patient=p1&category=108252007"),
+    ("ServiceRequest", "patient=p1&code=http://loinc.org|24357-6"),
+    ("Coverage", "patient=p1"),
+    ("Device", "patient=p1"),
+    ("Practitioner", "name=smi"),
+    (
+        "Practitioner",
+        "identifier=http://hl7.org/fhir/sid/us-npi|1234567893",
+    ),
+    ("Organization", "name=clinic"),
+    ("Location", "name=clinic"),
+    ("Patient", "_id=p1&_revinclude=Observation:subject"),
+];
+
+fn query(rtype: &str, text: &str) -> SearchQuery {
+    let pairs: Vec<(String, String)> = text
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    SearchQuery::parse(rtype, &pairs).unwrap_or_else(|e| panic!("{rtype}?{text}: {e}"))
+}
+
+/// What the policy adds for a patient: their compartment, the R ceiling, a grant.
+fn patient_visibility() -> Visibility {
+    Visibility {
+        types: None,
+        compartment: Some(CompartmentRule {
+            patient: "p1".into(),
+            shared_types: vec!["Practitioner".into(), "Organization".into()],
+        }),
+        max_sensitivity: 1,
+        unrestricted_patients: Vec::new(),
+        grant_ceiling: 1,
+    }
+}
+
+fn clinician_visibility() -> Visibility {
+    Visibility {
+        types: None,
+        compartment: None,
+        max_sensitivity: 0,
+        unrestricted_patients: vec!["p2".into()],
+        grant_ceiling: 2,
+    }
+}
+
+/// The SQL texts a search builds: its first page, a later page, its count, and what its
+/// patients are for the audit.
+fn statements(q: &SearchQuery, vis: &Visibility) -> Vec<(String, Vec<Arg>)> {
+    let mut out = Vec::new();
+    let first = sql::page(q, None, 21, vis);
+    out.push((first.text, first.args));
+    let keys: Vec<KeyValue> = sql::key_types(q)
+        .iter()
+        .map(|t| match t {
+            sql::KeyType::Text => KeyValue::Text("m".into()),
+            sql::KeyType::Int => KeyValue::Int(1_600_000_000_000),
+            sql::KeyType::Float => KeyValue::Float(1.0),
+        })
+        .collect();
+    let cursor = Cursor {
+        forward: true,
+        keys,
+        rid: 10,
+    };
+    let next = sql::page(q, Some(&cursor), 21, vis);
+    out.push((next.text, next.args));
+    let count = sql::count(q, vis);
+    out.push((count.text, count.args));
+    let patients = sql::match_patients(q, vis, 1001);
+    out.push((patients.text, patients.args));
+    out
+}
+
+/// The columns a seek's condition constrains (`res_type=? AND param=?` → both).
+fn constrained(condition: &str) -> Vec<String> {
+    condition
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+        .zip(
+            condition
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+                .skip(1),
+        )
+        .filter(|(name, _)| !name.is_empty())
+        .map(|(name, _)| name.rsplit('.').next().unwrap_or(name).to_string())
+        .filter(|name| {
+            matches!(
+                name.as_str(),
+                "res_type"
+                    | "param"
+                    | "rid"
+                    | "res_id"
+                    | "target_id"
+                    | "target_type"
+                    | "url"
+                    | "value"
+                    | "system"
+                    | "code"
+                    | "text"
+                    | "low"
+                    | "high"
+                    | "patient"
+                    | "ident_value"
+                    | "ident_system"
+                    | "exact"
+                    | "unit"
+                    | "version"
+            )
+        })
+        .collect()
+}
+
+/// A line of a plan that reads a whole table, a whole index, or every row of one parameter
+/// (a seek on the type and parameter alone, the value tested row by row: the bare-id defect),
+/// instead of seeking to the rows it needs.
+fn scans(backend: &str, plan: &[String]) -> Vec<String> {
+    let param_wide = |condition: &str| {
+        let cols = constrained(condition);
+        !cols.is_empty() && cols.iter().all(|c| c == "res_type" || c == "param")
+    };
+    plan.iter()
+        .filter(|line| match backend {
+            // SQLite: `SCAN t` (a whole table or index) is a scan; `SEARCH t USING INDEX i
+            // (res_type=? AND param=?)` reads every row of a parameter.
+            "sqlite" => {
+                let l = line.trim_start_matches(|c: char| !c.is_ascii_alphabetic());
+                (l.starts_with("SCAN ") && !l.starts_with("SCAN CONSTANT"))
+                    || (l.starts_with("SEARCH ")
+                        && l.split_once('(').is_some_and(|(_, cond)| param_wide(cond)))
+            }
+            // PostgreSQL (sequential scans made as costly as it allows): a `Seq Scan` left in
+            // the plan means no index could serve; an index condition on the type and
+            // parameter alone reads every row of the parameter.
+            _ => {
+                line.contains("Seq Scan")
+                    || line
+                        .split_once("Index Cond:")
+                        .is_some_and(|(_, cond)| param_wide(cond))
+            }
+        })
+        .cloned()
+        .collect()
+}
+
+async fn check_plans(store: Store, backend: &str) {
+    let mut conn = store.reader().await.unwrap();
+    if backend == "postgres" {
+        conn.execute("SET enable_seqscan = off", vec![])
+            .await
+            .unwrap();
+    }
+    let mut bad = Vec::new();
+    for (rtype, text) in SHAPES {
+        let q = query(rtype, text);
+        for vis in [
+            Visibility::all(),
+            patient_visibility(),
+            clinician_visibility(),
+        ] {
+            for (sql_text, args) in statements(&q, &vis) {
+                let explain = if backend == "sqlite" {
+                    ["EXPLAIN QUERY PLAN ", &sql_text].concat()
+                } else {
+                    ["EXPLAIN ", &sql_text].concat()
+                };
+                let plan: Vec<String> = conn
+                    .fetch(&explain, args, |r| {
+                        // SQLite: (id, parent, notused, detail); PostgreSQL: one text column.
+                        if backend == "sqlite" {
+                            r.text(3)
+                        } else {
+                            r.text(0)
+                        }
+                    })
+                    .await
+                    .unwrap_or_else(|e| panic!("{rtype}?{text}: {e}\n{sql_text}"));
+                let scanned = scans(backend, &plan);
+                if !scanned.is_empty() {
+                    bad.push(format!("{rtype}?{text}: {scanned:?}\n  {sql_text}"));
+                }
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "{} statements scan:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
+    drop(conn);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn every_us_core_search_seeks_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(&dir.path().join("t.sqlite3"))
+        .await
+        .unwrap();
+    check_plans(store, "sqlite").await;
+}
+
+#[tokio::test]
+async fn every_us_core_search_seeks_on_postgres() {
+    let Ok(url) = std::env::var("IRONCHART_TEST_DATABASE_URL") else {
+        eprintln!("IRONCHART_TEST_DATABASE_URL is not set: skipping the PostgreSQL run");
+        return;
+    };
+    let schema = format!(
+        "t_plans_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    );
+    let store = Store::open_postgres(&url, Some(&schema)).await.unwrap();
+    check_plans(store, "postgres").await;
+}
