@@ -485,16 +485,18 @@ impl<C: ReadConnection> ReadPool<C> {
         .await
         .map_err(|_| sqlx::Error::PoolTimedOut)?
         .map_err(|_| sqlx::Error::PoolClosed)?;
-        let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let mut idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        // One idle for a while is pinged first, and replaced when the ping fails.
+        if let Some((c, since, _)) = idle.as_mut()
+            && since.elapsed() >= PING_AFTER_IDLE
+            && c.ping().await.is_err()
+        {
+            idle = None;
+        }
         let (conn, limit, reused) = match idle {
-            Some((mut c, since, mut limit)) => {
-                if since.elapsed() < PING_AFTER_IDLE || c.ping().await.is_ok() {
-                    c.hold_to(&mut limit, self.timeout_ms(), false).await?;
-                    (c, limit, true)
-                } else {
-                    let (c, limit) = self.connect().await?;
-                    (c, limit, false)
-                }
+            Some((mut c, _, mut limit)) => {
+                c.hold_to(&mut limit, self.timeout_ms(), false).await?;
+                (c, limit, true)
             }
             None => {
                 let (c, limit) = self.connect().await?;
