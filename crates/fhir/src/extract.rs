@@ -64,11 +64,40 @@ pub const CURRENCY_SYSTEM: &str = "urn:iso:std:iso:4217";
 /// Normalizes text for FHIR string search (case- and accent-insensitive): compatibility
 /// decomposition (NFKD), combining marks dropped, lower case. `"Ærø Müller"` → `"ærø muller"`.
 pub fn normalize_string(s: &str) -> String {
-    s.nfkd()
+    let mut out = String::with_capacity(s.len());
+    let mut gap = false;
+    for c in s
+        .nfkd()
         .filter(|c| !is_combining_mark(*c))
         .flat_map(char::to_lowercase)
-        .collect()
+    {
+        if c.is_alphanumeric() {
+            if gap && !out.is_empty() {
+                out.push(' ');
+            }
+            gap = false;
+            out.push(c);
+        } else if !matches!(c, '\'' | '\u{2019}' | '\u{2018}' | '`' | '\u{2bc}') {
+            // Spaces and punctuation between words become one space; an apostrophe inside a
+            // word goes (O'Brien is "obrien").
+            gap = true;
+        }
+    }
+    out
 }
+
+/// The starts of the later words of a normalized string ("van der berg" gives "der berg" and
+/// "berg"), at most `max`: a name is found by the start of any of its words.
+pub fn word_starts(normalized: &str, max: usize) -> impl Iterator<Item = &str> {
+    normalized
+        .match_indices(' ')
+        .map(move |(i, _)| &normalized[i + 1..])
+        .take(max)
+}
+
+/// The version of what [`extract`] and [`normalize_string`] produce: a store whose index was
+/// built by an earlier version rebuilds it (`ironchart` does so at start, in the background).
+pub const INDEX_VERSION: u32 = 2;
 
 /// A reference text split into its parts (`Patient/123`, `http://x/fhir/Patient/123/_history/2`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,7 +160,8 @@ fn static_resource_type(name: &str) -> Option<&'static str> {
 }
 
 /// Whether `s` is a valid FHIR `id`: 1–64 of `A-Z a-z 0-9 - .`.
-fn is_valid_id(s: &str) -> bool {
+/// Whether `s` is a FHIR id: `[A-Za-z0-9\-\.]{1,64}`.
+pub fn is_valid_id(s: &str) -> bool {
     (1..=64).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
@@ -624,10 +654,11 @@ fn reference_values(
 ) {
     let map = match value {
         // canonical, uri: kept as written.
+        // (A bare id among them keeps it as its target id, as a bare reference does.)
         Value::String(s) if !s.is_empty() => {
             out.push(IndexValue::Reference {
                 target_type: None,
-                target_id: None,
+                target_id: is_valid_id(s).then(|| s.clone()),
                 url: s.clone(),
                 identifier: None,
             });
@@ -723,9 +754,18 @@ mod tests {
             ("José", "jose"),
             ("Jose\u{301}", "jose"),
             ("", ""),
+            ("O'Brien", "obrien"),
+            ("O\u{2019}Brien", "obrien"),
+            ("van der  Berg", "van der berg"),
+            ("Smith-Jones", "smith jones"),
+            (" St. John, Jr. ", "st john jr"),
+            ("d'Artagnan", "dartagnan"),
         ] {
             assert_eq!(normalize_string(input), expected, "{input}");
         }
+        let starts: Vec<&str> = word_starts("van der berg", 8).collect();
+        assert_eq!(starts, ["der berg", "berg"]);
+        assert_eq!(word_starts("smith", 8).count(), 0);
     }
 
     #[test]

@@ -843,7 +843,8 @@ fn parse_reference(raw: &str) -> FilterValue {
         return FilterValue::ReferenceUrl(raw.to_string());
     }
     match segments.as_slice() {
-        [id] => FilterValue::Reference {
+        // A bare id; anything else (`#contained`, text) is compared as written.
+        [id] if crate::extract::is_valid_id(id) => FilterValue::Reference {
             target_type: None,
             id: (*id).to_string(),
         },

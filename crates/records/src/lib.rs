@@ -15,6 +15,7 @@ mod error;
 mod journal;
 mod keys;
 mod policy;
+mod reindex;
 mod resource;
 mod service;
 mod signin;

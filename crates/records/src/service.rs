@@ -173,6 +173,7 @@ impl Records {
             }
             records.store.set_setting("keys.sealed", "1").await?;
         }
+        records.start_reindex_if_needed().await?;
         Ok(records)
     }
 

@@ -23,7 +23,10 @@ pub use audit::{
 pub use db::{Backend, DEFAULT_QUERY_TIMEOUT, Store};
 pub use error::StoreError;
 pub use migrate::SCHEMA_VERSION;
-pub use resources::{HistoryScope, NewVersion, SealedBody, StoredVersion, VersionHead, WriteTx};
+pub use resources::{
+    CurrentBody, HistoryScope, NewVersion, Reindexed, SealedBody, StoredVersion, VersionHead,
+    WriteTx,
+};
 pub use search::{CompartmentRule, Cursor, MAX_PAGE_BYTES, SearchPage, Visibility, within_bytes};
 pub use tokens::TokenRecord;
 pub use users::{GrantRecord, SessionRecord, UserRecord};

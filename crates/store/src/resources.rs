@@ -524,7 +524,7 @@ impl WriteTx {
                 if !v.deleted {
                     // `_id` and `_lastUpdated` are columns of `resources`: no index rows.
                     for entry in v.index.iter().filter(|e| stored(v.res_type, e.param)) {
-                        if let Some(full) = index.add(rid, v.res_type, entry) {
+                        for full in index.add(rid, v.res_type, entry) {
                             self.conn().execute(&full.text, full.args).await?;
                         }
                     }
@@ -548,8 +548,46 @@ struct IndexBuffer {
 
 impl IndexBuffer {
     /// Adds a row; returns a full statement to run when its table's batch is full.
-    fn add(&mut self, rid: i64, res_type: &str, entry: &IndexEntry) -> Option<Sql> {
+    fn add(&mut self, rid: i64, res_type: &str, entry: &IndexEntry) -> Vec<Sql> {
+        let mut full = Vec::new();
+        if let IndexValue::String(s) = &entry.value {
+            // A string is found by the start of any of its words: one row for the whole value
+            // (with its text as written, for `:exact` and sorting) and one per later word,
+            // whose `exact` is empty.
+            let normalized = clip(&ironchart_fhir::extract::normalize_string(s));
+            self.row(&mut full, 0, rid, res_type, entry.param, |sql| {
+                sql.push(", ")
+                    .bind(Arg::Text(normalized.clone()))
+                    .push(", ")
+                    .bind(Arg::Text(clip(s)));
+            });
+            for start in ironchart_fhir::extract::word_starts(&normalized, MAX_WORD_STARTS) {
+                self.row(&mut full, 0, rid, res_type, entry.param, |sql| {
+                    sql.push(", ")
+                        .bind(Arg::Text(start.to_string()))
+                        .push(", ")
+                        .bind(Arg::Text(String::new()));
+                });
+            }
+            return full;
+        }
         let slot = table_slot(&entry.value);
+        self.row(&mut full, slot, rid, res_type, entry.param, |sql| {
+            push_index_values(sql, &entry.value)
+        });
+        full
+    }
+
+    /// Adds one row to table `slot`'s batch; a full batch goes to `full`.
+    fn row(
+        &mut self,
+        full: &mut Vec<Sql>,
+        slot: usize,
+        rid: i64,
+        res_type: &str,
+        param: &str,
+        values: impl FnOnce(&mut Sql),
+    ) {
         let sql = self.batches[slot].get_or_insert_with(|| Sql::new(INSERT_INDEX[slot]));
         if self.counts[slot] > 0 {
             sql.push(", ");
@@ -560,14 +598,15 @@ impl IndexBuffer {
             .push(", ")
             .bind_text(res_type)
             .push(", ")
-            .bind_text(entry.param);
-        push_index_values(sql, &entry.value);
+            .bind_text(param);
+        values(sql);
         sql.push(")");
         if self.counts[slot] >= INDEX_ROWS_PER_INSERT {
             self.counts[slot] = 0;
-            return self.batches[slot].take();
+            if let Some(batch) = self.batches[slot].take() {
+                full.push(batch);
+            }
         }
-        None
     }
 
     fn finish(self) -> impl Iterator<Item = Sql> {
@@ -623,12 +662,15 @@ fn table_slot(value: &IndexValue) -> usize {
     }
 }
 
+/// Most later words of one string value that it is found by.
+const MAX_WORD_STARTS: usize = 8;
+
 /// Longest indexed text kept (longer values are cut: search needs prefixes, not essays).
 const MAX_INDEXED_TEXT: usize = 512;
 
 /// Index text: at most [`MAX_INDEXED_TEXT`] bytes, without NUL (which PostgreSQL text cannot
 /// hold; search values never contain it).
-fn clip(s: &str) -> String {
+pub(crate) fn clip(s: &str) -> String {
     if s.contains('\0') {
         return clip(&s.replace('\0', ""));
     }
@@ -649,6 +691,7 @@ fn opt(s: &Option<String>) -> Arg {
 fn push_index_values(sql: &mut Sql, value: &IndexValue) {
     use ironchart_fhir::extract::normalize_string;
     match value {
+        // (Strings are written by `IndexBuffer::add`, with their word starts.)
         IndexValue::String(s) => {
             sql.push(", ")
                 .bind(Arg::Text(clip(&normalize_string(s))))
@@ -745,6 +788,119 @@ fn relative_type_id(url: &str) -> (Option<String>, Option<String>) {
             (Some(t.to_string()), Some(id.to_string()))
         }
         _ => (None, None),
+    }
+}
+
+/// A resource's current version with its index values and patient worked out anew.
+#[derive(Debug, Clone)]
+pub struct Reindexed<'a> {
+    pub rid: i64,
+    pub res_type: &'a str,
+    /// The version they were worked out from: a resource whose head moved on is skipped.
+    pub version: i64,
+    pub index: &'a [IndexEntry],
+    pub patient: Option<String>,
+}
+
+/// The current version of a resource, for rebuilding its search index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CurrentBody {
+    pub rid: i64,
+    pub res_type: String,
+    pub res_id: String,
+    pub version: i64,
+    pub body: Vec<u8>,
+}
+
+impl Store {
+    /// Current versions (not deleted) in `rid` order after `after`, at most `limit`.
+    pub async fn current_bodies_after(&self, after: i64, limit: usize) -> Result<Vec<CurrentBody>> {
+        let mut conn = self.reader().await?;
+        conn.fetch(
+            "SELECT r.rid, r.res_type, r.res_id, r.version, v.body FROM resources r JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version WHERE r.rid > $1 AND r.deleted = FALSE ORDER BY r.rid LIMIT $2",
+            vec![Arg::I64(after), Arg::I64(limit as i64)],
+            |r| {
+                Ok(CurrentBody {
+                    rid: r.i64(0)?,
+                    res_type: r.text(1)?,
+                    res_id: r.text(2)?,
+                    version: r.i64(3)?,
+                    body: r.opt_bytes(4)?.unwrap_or_default(),
+                })
+            },
+        )
+        .await
+    }
+
+    /// Whether any resource is stored.
+    pub async fn has_resources(&self) -> Result<bool> {
+        let mut conn = self.reader().await?;
+        Ok(!conn
+            .fetch("SELECT rid FROM resources LIMIT 1", vec![], |r| r.i64(0))
+            .await?
+            .is_empty())
+    }
+}
+
+impl WriteTx {
+    /// Rebuilds the search index of resources' current versions: `(rid, type, version, values)`.
+    /// A resource whose head moved on since (a write re-indexed it) is left as it is. Returns
+    /// how many were rebuilt.
+    pub async fn reindex(&mut self, items: &[Reindexed<'_>]) -> Result<usize> {
+        let mut index = IndexBuffer::default();
+        let mut done = Vec::new();
+        for item in items {
+            // The patient is worked out again too (the rules of compartments can change).
+            let n = self
+                .conn()
+                .execute(
+                    "UPDATE resources SET patient = $1 WHERE rid = $2 AND version = $3 AND deleted = FALSE",
+                    vec![
+                        Arg::OptText(item.patient.clone()),
+                        Arg::I64(item.rid),
+                        Arg::I64(item.version),
+                    ],
+                )
+                .await?;
+            if n != 1 {
+                continue;
+            }
+            self.conn()
+                .execute(
+                    "UPDATE resource_versions SET patient = $1 WHERE rid = $2 AND version = $3",
+                    vec![
+                        Arg::OptText(item.patient.clone()),
+                        Arg::I64(item.rid),
+                        Arg::I64(item.version),
+                    ],
+                )
+                .await?;
+            done.push((item.rid, item.res_type, item.index));
+        }
+        for chunk in done.chunks(ROWS_PER_INSERT) {
+            for table in DELETE_INDEX {
+                let mut sql = Sql::new(table);
+                for (n, (rid, _, _)) in chunk.iter().enumerate() {
+                    if n > 0 {
+                        sql.push(", ");
+                    }
+                    sql.bind_i64(*rid);
+                }
+                sql.push(")");
+                self.conn().execute(&sql.text, sql.args).await?;
+            }
+        }
+        for (rid, res_type, entries) in &done {
+            for entry in entries.iter().filter(|e| stored(res_type, e.param)) {
+                for full in index.add(*rid, res_type, entry) {
+                    self.conn().execute(&full.text, full.args).await?;
+                }
+            }
+        }
+        for sql in index.finish() {
+            self.conn().execute(&sql.text, sql.args).await?;
+        }
+        Ok(done.len())
     }
 }
 

@@ -15,6 +15,8 @@ const SHAPES: &[(&str, &str)] = &[
     ("Patient", "identifier=urn:mrn|A1"),
     ("Patient", "name=smi"),
     ("Patient", "family=smi&given=jo"),
+    ("Patient", "family:exact=Smith"),
+    ("Patient", "name=smi&_sort=family"),
     ("Patient", "birthdate=1970-01-15&name=smi"),
     ("Patient", "gender=male&name=smi"),
     ("AllergyIntolerance", "patient=p1"),

@@ -491,8 +491,16 @@ fn value_condition(sql: &mut Sql, value: &FilterValue) {
                     .bind(Arg::Text(prefix_end(value)))
                     .push(")");
             }
+            // The normalized value leads to the rows through the index; the text as written
+            // decides.
             StringMatch::Exact => {
-                sql.push("exact = ").bind_text(value);
+                sql.push("(value = ")
+                    .bind(Arg::Text(crate::resources::clip(
+                        &ironchart_fhir::extract::normalize_string(value),
+                    )))
+                    .push(" AND exact = ")
+                    .bind_text(value)
+                    .push(")");
             }
             StringMatch::Contains => {
                 sql.push("value LIKE ")
@@ -787,6 +795,10 @@ fn sort_expression(sql: &mut Sql, key: &SortKey) {
             // index instead and read every row of the parameter for each match.
             sql.push(" WHERE s.rid = r.rid");
             push_param(sql, IndexAlias::S, def);
+            if def.kind == SearchParamKind::String {
+                // Whole values only, not the rows of their later words.
+                sql.push(" AND s.exact <> ''");
+            }
             sql.push("), ");
             match (key_type(&key.param), desc) {
                 (KeyType::Text, false) => sql.bind(Arg::Text(TEXT_LAST.into())),

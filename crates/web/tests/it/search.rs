@@ -429,3 +429,48 @@ async fn bare_and_typed_references_find_the_same(s: Server) {
     assert_eq!(r.body["entry"].as_array().map_or(0, Vec::len), 3);
 }
 on_both!(bare_and_typed_references_find_the_same);
+
+/// Names as people type them: punctuation is ignored and any word of a name starts a match;
+/// `:exact` is unchanged, and sorting goes by whole names.
+async fn names_as_people_type_them(s: Server) {
+    for (id, family) in [
+        ("n1", "O'Brien"),
+        ("n2", "van der Berg"),
+        ("n3", "Smith-Jones"),
+        ("n4", "Bergman"),
+    ] {
+        put(
+            &s,
+            json!({"resourceType": "Patient", "id": id, "name": [{"family": family, "given": ["Ann"]}]}),
+        )
+        .await;
+    }
+    let ids = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    let cases: &[(&str, &[&str])] = &[
+        ("Patient?family=obrien", &["n1"]),
+        ("Patient?family=o'brien", &["n1"]),
+        ("Patient?family=O%E2%80%99Brien", &["n1"]),
+        ("Patient?family=berg", &["n2", "n4"]),
+        ("Patient?family=der%20berg", &["n2"]),
+        ("Patient?family=van%20der", &["n2"]),
+        ("Patient?name=jones", &["n3"]),
+        ("Patient?family=smith-jones", &["n3"]),
+        ("Patient?family=smith%20jones", &["n3"]),
+        ("Patient?family:exact=O'Brien", &["n1"]),
+        ("Patient?family:exact=obrien", &[]),
+        ("Patient?family:exact=Berg", &[]),
+        ("Patient?family:contains=erg", &["n2", "n4"]),
+    ];
+    for (query, expected) in cases {
+        assert_eq!(ids(s.search_ids(query).await), *expected, "{query}");
+    }
+    // Sorted by whole names: "van der Berg" sorts under v, not under its last word.
+    assert_eq!(
+        s.search_ids("Patient?given=ann&_sort=family").await,
+        ["n4", "n1", "n3", "n2"]
+    );
+}
+on_both!(names_as_people_type_them);
