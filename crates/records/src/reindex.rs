@@ -71,7 +71,8 @@ impl Records {
             let Some(last) = batch.last().map(|b| b.rid) else {
                 break;
             };
-            let mut worked: Vec<(i64, &str, i64, Vec<IndexEntry>, Option<String>)> =
+            // Each resource's index values and patient, in the batch's order.
+            let mut worked: Vec<(Vec<IndexEntry>, Option<String>)> =
                 Vec::with_capacity(batch.len());
             for b in &batch {
                 let json = self
@@ -83,14 +84,15 @@ impl Records {
                 })?;
                 let index = extract(&value);
                 let patient = compartment_patient(&b.res_type, &b.res_id, &index);
-                worked.push((b.rid, &b.res_type, b.version, index, patient));
+                worked.push((index, patient));
             }
-            let items: Vec<Reindexed<'_>> = worked
+            let items: Vec<Reindexed<'_>> = batch
                 .iter()
-                .map(|(rid, res_type, version, index, patient)| Reindexed {
-                    rid: *rid,
-                    res_type,
-                    version: *version,
+                .zip(&worked)
+                .map(|(b, (index, patient))| Reindexed {
+                    rid: b.rid,
+                    res_type: &b.res_type,
+                    version: b.version,
                     index,
                     patient: patient.clone(),
                 })
