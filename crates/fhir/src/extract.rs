@@ -268,7 +268,7 @@ fn extract_param(param: &CompiledParam, resource: &Value, out: &mut Vec<IndexVal
             SearchParamKind::Date => date_values(ty, value, out),
             SearchParamKind::Number => number_values(value, out),
             SearchParamKind::Quantity => quantity_values(ty, value, out),
-            SearchParamKind::Reference => reference_values(param.def, ty, value, out),
+            SearchParamKind::Reference => reference_values(param.def, ty, value, resource, out),
             SearchParamKind::Uri => {
                 if let Value::String(s) = value {
                     out.push(IndexValue::Uri(s.clone()));
@@ -650,6 +650,7 @@ fn reference_values(
     def: &SearchParamDef,
     ty: Option<&str>,
     value: &Value,
+    resource: &Value,
     out: &mut Vec<IndexValue>,
 ) {
     let map = match value {
@@ -693,15 +694,27 @@ fn reference_values(
         }
         return;
     }
-    if let Some(r) = reference_value(map) {
+    if let Some(r) = reference_value(map, resource) {
         out.push(r);
     }
+}
+
+/// The type of the resource contained under `id`.
+fn contained_type(resource: &Value, id: &str) -> Option<&'static str> {
+    resource
+        .get("contained")?
+        .as_array()?
+        .iter()
+        .find(|c| c.get("id").and_then(Value::as_str) == Some(id))?
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .and_then(static_resource_type)
 }
 
 /// The index value of a Reference: `Type/id` split out when the reference has that form, the
 /// reference text (without `/_history/…`) as `url`, and its `identifier`. Contained (`#id`)
 /// references and References with neither a reference text nor an identifier give `None`.
-fn reference_value(map: &Map<String, Value>) -> Option<IndexValue> {
+fn reference_value(map: &Map<String, Value>, resource: &Value) -> Option<IndexValue> {
     let identifier = map
         .get("identifier")
         .and_then(Value::as_object)
@@ -712,7 +725,16 @@ fn reference_value(map: &Map<String, Value>) -> Option<IndexValue> {
         .and_then(Value::as_str)
         .and_then(reference_type_name);
     match map.get("reference").and_then(Value::as_str) {
-        Some(r) if r.starts_with('#') => None,
+        // A contained resource: a reference with a value and the contained resource's type,
+        // to nothing outside the resource.
+        Some(r) if r.starts_with('#') => Some(IndexValue::Reference {
+            target_type: contained_type(resource, &r[1..])
+                .or(declared_type)
+                .map(str::to_string),
+            target_id: None,
+            url: r.to_string(),
+            identifier,
+        }),
         Some(r) if !r.is_empty() => match parse_reference(r) {
             Some(p) => Some(IndexValue::Reference {
                 target_type: Some(p.resource_type.to_string()),

@@ -8,7 +8,7 @@
 use ironchart_fhir::extract::{INDEX_VERSION, IndexEntry, extract};
 use ironchart_store::Reindexed;
 
-use crate::service::compartment_patient;
+use crate::service::{compartment_patient, localize};
 use crate::{Records, RecordsError, Result};
 
 /// The index version the stored index was built with.
@@ -82,7 +82,8 @@ impl Records {
                 let value: serde_json::Value = serde_json::from_slice(&json).map_err(|e| {
                     RecordsError::Integrity(format!("a stored resource is not JSON: {e}"))
                 })?;
-                let index = extract(&value);
+                let mut index = extract(&value);
+                localize(&mut index, self.base_url());
                 let patient = compartment_patient(&b.res_type, &b.res_id, &index);
                 worked.push((index, patient));
             }

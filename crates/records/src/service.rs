@@ -91,6 +91,9 @@ pub struct Shared {
     /// See [`SecurityConfig::sync_reads`].
     pub(crate) sync_reads: bool,
     pub(crate) checkpoints: Option<PathBuf>,
+    /// The public base URL of this server's FHIR API: an absolute reference on it is a local
+    /// one (see [`Records::set_base_url`]).
+    pub(crate) base: std::sync::OnceLock<String>,
 }
 
 impl std::ops::Deref for Records {
@@ -112,6 +115,7 @@ pub(crate) struct WriteCtx<'a> {
     pub(crate) actor: &'a Actor,
     pub(crate) vis: Visibility,
     pub(crate) keys: &'a Keys,
+    pub(crate) base: Option<&'a str>,
 }
 
 impl Records {
@@ -161,6 +165,7 @@ impl Records {
                 audit_writer,
                 sync_reads: security.sync_reads,
                 checkpoints: security.checkpoint_file,
+                base: std::sync::OnceLock::new(),
             }),
             session_policy: crate::signin::SessionPolicy::default(),
             resource_limit: DEFAULT_RESOURCE_LIMIT,
@@ -182,6 +187,17 @@ impl Records {
     pub fn with_resource_limit(mut self, bytes: usize) -> Records {
         self.resource_limit = bytes;
         self
+    }
+
+    /// Tells the service its public FHIR base URL (`https://emr.example.org/fhir`), once: an
+    /// absolute reference on it is then the local resource (R4 3.1.1.4.12), and one on any other
+    /// server is no local resource, for search, includes, chains and the patient compartment.
+    pub fn set_base_url(&self, base: &str) {
+        let _ = self.base.set(base.trim_end_matches('/').to_string());
+    }
+
+    pub(crate) fn base_url(&self) -> Option<&str> {
+        self.base.get().map(String::as_str)
     }
 
     /// Sets how long a read, search, count or history query may run before the database stops
@@ -279,6 +295,7 @@ impl Records {
             actor,
             vis,
             keys: &self.keys,
+            base: self.base_url(),
         })
     }
 
@@ -512,6 +529,9 @@ impl Records {
     ) -> Result<ResourcePage> {
         policy::check(actor, &query.resource_type, Interaction::Search)?;
         policy::check_search(actor, query)?;
+        // A reference given as an absolute URL on our own base means the local resource.
+        let localized = self.base_url().and_then(|b| localize_query(query, b));
+        let query = localized.as_ref().unwrap_or(query);
         let vis = self.visibility(actor).await?;
         // Confined to one compartment, an answer can tell nothing about anyone else.
         if let Some(c) = &vis.compartment {
@@ -845,7 +865,15 @@ impl Records {
     /// The CPU half of an import: validates and seals resources on all cores, touching no
     /// data. A caller can prepare the next batch while the previous one is being written.
     pub async fn prepare_import(&self, resources: Vec<Value>) -> PreparedBatch {
-        PreparedBatch(prepare_all(resources, self.keys.clone(), self.resource_limit).await)
+        PreparedBatch(
+            prepare_all(
+                resources,
+                self.keys.clone(),
+                self.resource_limit,
+                self.base_url().map(Arc::from),
+            )
+            .await,
+        )
     }
 
     /// The database half of an import: writes a prepared batch in one transaction. Importing
@@ -1132,6 +1160,42 @@ fn hidden_by_policy<T>(result: &Result<T>, patient: &Option<String>) -> bool {
     matches!(result, Err(RecordsError::NotFound(..))) && patient.is_some()
 }
 
+/// `query` with its absolute reference values on `base` made local (`Patient/1`); `None` when
+/// it has none.
+fn localize_query(query: &SearchQuery, base: &str) -> Option<SearchQuery> {
+    use ironchart_fhir::search::{FilterTest, FilterValue};
+    let local = |v: &FilterValue| match v {
+        FilterValue::ReferenceUrl(u) => u
+            .strip_prefix(base)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .and_then(ironchart_fhir::extract::parse_reference)
+            .filter(|p| p.base.is_none())
+            .map(|p| FilterValue::Reference {
+                target_type: Some(p.resource_type.to_string()),
+                id: p.id.to_string(),
+            }),
+        _ => None,
+    };
+    let mentions = query.filters.iter().any(|f| match &f.test {
+        FilterTest::AnyOf(vs) | FilterTest::NoneOf(vs) => vs.iter().any(|v| local(v).is_some()),
+        _ => false,
+    });
+    if !mentions {
+        return None;
+    }
+    let mut q = query.clone();
+    for f in &mut q.filters {
+        if let FilterTest::AnyOf(vs) | FilterTest::NoneOf(vs) = &mut f.test {
+            for v in vs.iter_mut() {
+                if let Some(l) = local(v) {
+                    *v = l;
+                }
+            }
+        }
+    }
+    Some(q)
+}
+
 /// The patients a search names: the ids of references to a Patient (`patient=X`,
 /// `subject=Patient/X`, a bare id on a parameter that can point to a Patient) and `_id` of a
 /// Patient search.
@@ -1415,7 +1479,7 @@ pub(crate) async fn write_version(
     let version = head.as_ref().map_or(1, |h| h.version + 1);
     let last_updated = next_time(head.as_ref());
     let body = stamped(&mut value, id, version, last_updated)?;
-    let (index, patient) = index_of(resource_type, id, &value)?;
+    let (index, patient) = index_of(resource_type, id, &value, ctx.base)?;
     let created = head.as_ref().is_none_or(|h| h.deleted);
     if let Some(p) = &ctx.vis.compartment
         && patient.as_deref() != Some(p.patient.as_str())
@@ -1516,12 +1580,14 @@ fn stamped(value: &mut Value, id: &str, version: i64, last_updated: i64) -> Resu
 }
 
 /// A version's search-index values and the Patient whose compartment it is in.
-fn index_of(
+pub(crate) fn index_of(
     resource_type: &str,
     id: &str,
     value: &Value,
+    base: Option<&str>,
 ) -> Result<(Vec<IndexEntry>, Option<String>)> {
-    let index = extract(value);
+    let mut index = extract(value);
+    localize(&mut index, base);
     if index.len() > MAX_INDEX_VALUES {
         return Err(RecordsError::TooLarge(format!(
             "the {resource_type} has {} searchable values; a resource may have at most \
@@ -1561,6 +1627,36 @@ pub(crate) fn stamp(value: &mut Value, id: &str, version: i64, last_updated: i64
     map.insert("id".into(), Value::String(id.to_string()));
     map.insert("meta".into(), Value::Object(new_meta));
     map.extend(old);
+}
+
+/// References as R4 defines them: an absolute reference on this server's base is kept as the
+/// local one (`Patient/1`); one on another server names no local resource, so search, includes,
+/// chains and the compartment see only its URL (and type).
+pub(crate) fn localize(index: &mut [IndexEntry], base: Option<&str>) {
+    for entry in index.iter_mut() {
+        let IndexValue::Reference {
+            target_type,
+            target_id,
+            url,
+            ..
+        } = &mut entry.value
+        else {
+            continue;
+        };
+        if !url.contains("://") {
+            continue;
+        }
+        let local = base.and_then(|b| url.strip_prefix(b)).and_then(|rest| {
+            rest.strip_prefix('/')
+                .filter(|_| target_type.is_some() && target_id.is_some())
+        });
+        match local {
+            Some(relative) => *url = relative.to_string(),
+            // Its type stays (a search by its URL on `patient` still finds it); without a
+            // target id it matches no local id, include or chain.
+            None => *target_id = None,
+        }
+    }
 }
 
 /// The Patient whose compartment a resource belongs to.
@@ -1618,7 +1714,7 @@ struct Ready {
     last_updated: i64,
 }
 
-fn prepare_import(mut value: Value, keys: &Keys, limit: usize) -> Prepared {
+fn prepare_import(mut value: Value, keys: &Keys, limit: usize, base: Option<Arc<str>>) -> Prepared {
     let rt = value
         .get("resourceType")
         .and_then(Value::as_str)
@@ -1650,7 +1746,7 @@ fn prepare_import(mut value: Value, keys: &Keys, limit: usize) -> Prepared {
     let mut value = prepare(&rt, value, Some(&id), limit)?;
     let last_updated = next_time(None);
     let body = stamped(&mut value, &id, 1, last_updated)?;
-    let (index, patient) = index_of(&rt, &id, &value)?;
+    let (index, patient) = index_of(&rt, &id, &value, base.as_deref())?;
     let sealed = keys.seal(&rt, &id, 1, &body);
     let sensitivity = policy::sensitivity(&value)?;
     Ok(Ready {
@@ -1666,14 +1762,19 @@ fn prepare_import(mut value: Value, keys: &Keys, limit: usize) -> Prepared {
 }
 
 /// Validates and builds resources on all cores, keeping their order.
-async fn prepare_all(resources: Vec<Value>, keys: Arc<Keys>, limit: usize) -> Vec<Prepared> {
+async fn prepare_all(
+    resources: Vec<Value>,
+    keys: Arc<Keys>,
+    limit: usize,
+    base: Option<Arc<str>>,
+) -> Vec<Prepared> {
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, 8);
     if resources.len() < 64 || workers == 1 {
         return resources
             .into_iter()
-            .map(|r| prepare_import(r, &keys, limit))
+            .map(|r| prepare_import(r, &keys, limit, base.clone()))
             .collect();
     }
     let per = resources.len().div_ceil(workers);
@@ -1687,10 +1788,11 @@ async fn prepare_all(resources: Vec<Value>, keys: Arc<Keys>, limit: usize) -> Ve
         .into_iter()
         .map(|chunk| {
             let keys = keys.clone();
+            let base = base.clone();
             tokio::task::spawn_blocking(move || {
                 chunk
                     .into_iter()
-                    .map(|r| prepare_import(r, &keys, limit))
+                    .map(|r| prepare_import(r, &keys, limit, base.clone()))
                     .collect::<Vec<_>>()
             })
         })

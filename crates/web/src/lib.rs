@@ -98,6 +98,8 @@ pub struct AppState {
 /// The whole application router.
 pub fn router(records: Records, config: WebConfig) -> Router {
     let limiter = config.rate_limit.filter(|r| *r > 0).map(RateLimiter::new);
+    // Absolute references on our own base are local ones.
+    records.set_base_url(&config.fhir_base);
     let state = AppState {
         records,
         config: Arc::new(config),

@@ -359,9 +359,18 @@ fn medication_request_medication_as_concept_and_as_reference() {
     );
     assert_eq!(values(&as_reference, "code"), vec![]);
 
-    // A reference to a contained resource is not indexed.
+    // A reference to a contained resource has a value (for `:missing`), and names nothing
+    // outside the resource.
     let contained = example("medicationrequest0301.json");
-    assert_eq!(values(&contained, "medication"), vec![]);
+    assert_eq!(
+        values(&contained, "medication"),
+        vec![IndexValue::Reference {
+            target_type: Some("Medication".to_string()),
+            target_id: None,
+            url: "#med0310".to_string(),
+            identifier: None,
+        }]
+    );
 }
 
 #[test]
@@ -456,6 +465,12 @@ fn references_of_every_form() {
                 target_type: Some("Organization".to_string()),
                 target_id: None,
                 url: "urn:uuid:61ebe359-bfdc-4613-8bf2-c5e300945f0a".to_string(),
+                identifier: None,
+            },
+            IndexValue::Reference {
+                target_type: None,
+                target_id: None,
+                url: "#contained".to_string(),
                 identifier: None,
             },
             IndexValue::Reference {

@@ -474,3 +474,77 @@ async fn names_as_people_type_them(s: Server) {
     );
 }
 on_both!(names_as_people_type_them);
+
+/// References as R4 defines them: an absolute URL on our own base is the local resource, in a
+/// search value and in stored data; a reference to another server is no local resource for
+/// search, includes and chains; a contained reference has a value.
+async fn references_as_r4_defines_them(s: Server) {
+    put(
+        &s,
+        json!({"resourceType": "Patient", "id": "p1", "name": [{"family": "Local"}]}),
+    )
+    .await;
+    let base = s.base.clone();
+    let obs = |id: &str, subject: String| {
+        json!({"resourceType": "Observation", "id": id, "status": "final",
+               "code": {"text": "pulse"}, "subject": {"reference": subject}})
+    };
+    put(&s, obs("local", "Patient/p1".into())).await;
+    put(&s, obs("own-base", format!("{base}/Patient/p1"))).await;
+    put(
+        &s,
+        obs("external", "http://external.example/fhir/Patient/p1".into()),
+    )
+    .await;
+    let ids = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    let encoded: String =
+        form_urlencoded::byte_serialize(format!("{base}/Patient/p1").as_bytes()).collect();
+    for query in [
+        "Observation?subject=Patient/p1".to_string(),
+        "Observation?patient=p1".to_string(),
+        format!("Observation?subject={encoded}"),
+        "Observation?subject:Patient.family=local".to_string(),
+    ] {
+        assert_eq!(
+            ids(s.search_ids(&query).await),
+            ["local", "own-base"],
+            "{query}"
+        );
+    }
+    let ext: String =
+        form_urlencoded::byte_serialize(b"http://external.example/fhir/Patient/p1").collect();
+    assert_eq!(
+        s.search_ids(&format!("Observation?subject={ext}")).await,
+        ["external"]
+    );
+    let r = s
+        .get("Observation?_id=external&_include=Observation:subject")
+        .await;
+    assert_eq!(
+        r.body["entry"].as_array().map_or(0, Vec::len),
+        1,
+        "{}",
+        r.text
+    );
+    // A contained reference has a value.
+    put(&s, json!({"resourceType": "MedicationRequest", "id": "mr1", "status": "active",
+        "intent": "order", "subject": {"reference": "Patient/p1"},
+        "contained": [{"resourceType": "Medication", "id": "m1",
+                       "code": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "860975"}]}}],
+        "medicationReference": {"reference": "#m1"}}))
+    .await;
+    assert!(
+        s.search_ids("MedicationRequest?medication:missing=true")
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        s.search_ids("MedicationRequest?medication:missing=false")
+            .await,
+        ["mr1"]
+    );
+}
+on_both!(references_as_r4_defines_them);
