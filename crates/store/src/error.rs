@@ -44,19 +44,33 @@ impl StoreError {
     /// `SQLITE_INTERRUPT`, PostgreSQL's `57014` (query canceled).
     pub fn is_timeout(&self) -> bool {
         const SQLITE_INTERRUPT: i64 = 9;
-        let StoreError::Database(sqlx::Error::Database(db)) = self else {
+        let StoreError::Database(e) = self else {
             return false;
         };
-        let Some(code) = db.code() else {
-            return false;
-        };
-        if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
-            return code
-                .parse::<i64>()
-                .is_ok_and(|c| c & 0xff == SQLITE_INTERRUPT);
+        match database_code(e) {
+            Some(Code::Sqlite(c)) => c == SQLITE_INTERRUPT,
+            Some(Code::Postgres(c)) => c == crate::db::QUERY_CANCELED,
+            None => false,
         }
-        code == crate::db::QUERY_CANCELED
     }
+}
+
+/// A database error's code: SQLite's primary result code (the low byte of the extended one),
+/// or PostgreSQL's SQLSTATE.
+enum Code<'a> {
+    Sqlite(i64),
+    Postgres(std::borrow::Cow<'a, str>),
+}
+
+fn database_code(e: &sqlx::Error) -> Option<Code<'_>> {
+    let sqlx::Error::Database(db) = e else {
+        return None;
+    };
+    let code = db.code()?;
+    if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+        return code.parse::<i64>().ok().map(|c| Code::Sqlite(c & 0xff));
+    }
+    Some(Code::Postgres(code))
 }
 
 /// Whether the database's storage refused the work: on SQLite a full disk (`SQLITE_FULL`), an
@@ -68,17 +82,9 @@ fn storage_refused(e: &sqlx::Error) -> bool {
     const SQLITE_IOERR: i64 = 10;
     const SQLITE_FULL: i64 = 13;
     const SQLITE_CANTOPEN: i64 = 14;
-    let sqlx::Error::Database(db) = e else {
-        return false;
-    };
-    let Some(code) = db.code() else {
-        return false;
-    };
-    if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
-        // An extended result code: the primary code is its low byte.
-        return code
-            .parse::<i64>()
-            .is_ok_and(|c| matches!(c & 0xff, SQLITE_IOERR | SQLITE_FULL | SQLITE_CANTOPEN));
+    match database_code(e) {
+        Some(Code::Sqlite(c)) => matches!(c, SQLITE_IOERR | SQLITE_FULL | SQLITE_CANTOPEN),
+        Some(Code::Postgres(c)) => c.starts_with("53") || c == "58030",
+        None => false,
     }
-    code.starts_with("53") || code == "58030"
 }

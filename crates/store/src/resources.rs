@@ -483,19 +483,7 @@ impl WriteTx {
             rids[i] = Some(prev.rid);
             replaced.push(prev.rid);
         }
-        for chunk in replaced.chunks(ROWS_PER_INSERT) {
-            for table in DELETE_INDEX {
-                let mut sql = Sql::new(table);
-                for (n, rid) in chunk.iter().enumerate() {
-                    if n > 0 {
-                        sql.push(", ");
-                    }
-                    sql.bind_i64(*rid);
-                }
-                sql.push(")");
-                self.conn().execute(&sql.text, sql.args).await?;
-            }
-        }
+        self.delete_index_rows(&replaced).await?;
         let rids: Vec<i64> = rids
             .into_iter()
             .map(|r| r.ok_or(StoreError::Conflict))
@@ -536,6 +524,26 @@ impl WriteTx {
             self.conn().execute(&sql.text, sql.args).await?;
         }
         Ok(rids)
+    }
+}
+
+impl WriteTx {
+    /// Deletes the index rows of resources (before their new rows are written).
+    async fn delete_index_rows(&mut self, rids: &[i64]) -> Result<()> {
+        for chunk in rids.chunks(ROWS_PER_INSERT) {
+            for table in DELETE_INDEX {
+                let mut sql = Sql::new(table);
+                for (n, rid) in chunk.iter().enumerate() {
+                    if n > 0 {
+                        sql.push(", ");
+                    }
+                    sql.bind_i64(*rid);
+                }
+                sql.push(")");
+                self.conn().execute(&sql.text, sql.args).await?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -877,19 +885,8 @@ impl WriteTx {
                 .await?;
             done.push((item.rid, item.res_type, item.index));
         }
-        for chunk in done.chunks(ROWS_PER_INSERT) {
-            for table in DELETE_INDEX {
-                let mut sql = Sql::new(table);
-                for (n, (rid, _, _)) in chunk.iter().enumerate() {
-                    if n > 0 {
-                        sql.push(", ");
-                    }
-                    sql.bind_i64(*rid);
-                }
-                sql.push(")");
-                self.conn().execute(&sql.text, sql.args).await?;
-            }
-        }
+        let rids: Vec<i64> = done.iter().map(|(rid, _, _)| *rid).collect();
+        self.delete_index_rows(&rids).await?;
         for (rid, res_type, entries) in &done {
             for entry in entries.iter().filter(|e| stored(res_type, e.param)) {
                 for full in index.add(*rid, res_type, entry) {
