@@ -5,7 +5,7 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use ironchart_records::{Actor, BundleOutcome, Records};
+use ironchart_records::{Actor, BundleOutcome, PreparedBatch, Records};
 use serde_json::Value;
 
 use crate::cli::CliError;
@@ -65,6 +65,9 @@ struct Importer<'a> {
     summary: Summary,
     /// The batch being written while the next one is parsed and validated.
     in_flight: Option<InFlight>,
+    /// Transaction Bundles validated whole and waiting to be written together, with the
+    /// location of each of their resources.
+    bundles: Option<(PreparedBatch, Vec<String>)>,
 }
 
 impl Importer<'_> {
@@ -78,6 +81,7 @@ impl Importer<'_> {
         if batch.is_empty() {
             return Ok(());
         }
+        self.write_bundles().await?;
         let (locations, values): (Vec<String>, Vec<Value>) =
             std::mem::take(batch).into_iter().unzip();
         let prepared = self.records.prepare_import(values).await;
@@ -89,6 +93,48 @@ impl Importer<'_> {
             (locations, outcomes)
         }));
         Ok(())
+    }
+
+    /// Writes the transaction Bundles waiting to be written (after the batch in flight).
+    async fn write_bundles(&mut self) -> Result<(), CliError> {
+        let Some((prepared, locations)) = self.bundles.take() else {
+            return Ok(());
+        };
+        self.wait().await?;
+        let records = self.records.clone();
+        let actor = self.actor.clone();
+        self.in_flight = Some(tokio::spawn(async move {
+            let outcomes = records.import_prepared(&actor, prepared).await;
+            (locations, outcomes)
+        }));
+        Ok(())
+    }
+
+    /// A transaction Bundle of PUTs and plain POSTs, written like NDJSON: validated whole (one
+    /// bad resource and nothing of the Bundle is written), then written with others in one
+    /// database transaction. `false` for any other Bundle.
+    async fn bundle_as_import(&mut self, location: &str, value: &Value) -> Result<bool, CliError> {
+        let Some(resources) = ironchart_records::transaction_resources(value) else {
+            return Ok(false);
+        };
+        let prepared = self.records.prepare_import(resources).await;
+        if let Some((i, e)) = prepared.first_error() {
+            let problem = format!("transaction rolled back: entry[{i}]: {}", describe(e));
+            self.report(location, &problem);
+            return Ok(true);
+        }
+        let n = prepared.len();
+        match &mut self.bundles {
+            Some((batch, locations)) => {
+                batch.append(prepared);
+                locations.extend(std::iter::repeat_n(location.to_string(), n));
+            }
+            None => self.bundles = Some((prepared, vec![location.to_string(); n])),
+        }
+        if self.bundles.as_ref().is_some_and(|(b, _)| b.len() >= BATCH) {
+            self.write_bundles().await?;
+        }
+        Ok(true)
     }
 
     /// Waits for the batch in flight and reports its outcomes.
@@ -170,6 +216,10 @@ impl Importer<'_> {
                 )
             }) as std::pin::Pin<Box<dyn Future<Output = (u16, Value)> + Send>>
         };
+        if kind == "transaction" && self.bundle_as_import(&location, &value).await? {
+            return Ok(());
+        }
+        self.write_bundles().await?;
         self.wait().await?;
         match kind {
             "transaction" => match self.records.transaction(&self.actor, &value, &no_get).await {
@@ -259,6 +309,7 @@ pub async fn run(
         bar,
         summary: Summary::default(),
         in_flight: None,
+        bundles: None,
     };
     records.set_bulk_mode(true).await?;
     for f in &files {
@@ -270,11 +321,13 @@ pub async fn run(
             .to_string();
         importer.bar.set_message(name);
         if f.extension().and_then(|e| e.to_str()) == Some("ndjson") {
+            importer.write_bundles().await?;
             importer.ndjson(f).await?;
         } else {
             importer.json(f).await?;
         }
     }
+    importer.write_bundles().await?;
     importer.wait().await?;
     // Everything imported is on disk before we say so.
     records.set_bulk_mode(false).await?;

@@ -240,6 +240,19 @@ async fn import_reports_bad_input_and_keeps_the_rest() {
         ]});
         std::fs::write(files.path().join("a-bundle.json"), good_bundle.to_string()).unwrap();
         std::fs::write(files.path().join("b-broken.json"), "{ not json").unwrap();
+        // A Bundle is all or nothing: its valid Patient does not land without its Observation.
+        let bad_bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": {"resourceType": "Patient", "id": "bb-1"},
+             "request": {"method": "PUT", "url": "Patient/bb-1"}},
+            {"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                          "effectiveDateTime": "yesterday"},
+             "request": {"method": "POST", "url": "Observation"}}
+        ]});
+        std::fs::write(
+            files.path().join("b-bad-bundle.json"),
+            bad_bundle.to_string(),
+        )
+        .unwrap();
         let ndjson = [
             json!({"resourceType": "Patient", "id": "nd-1", "name": [{"family": "Line"}]})
                 .to_string(),
@@ -264,13 +277,17 @@ async fn import_reports_bad_input_and_keeps_the_rest() {
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(!out.status.success(), "failures give a non-zero exit");
         assert!(stderr.contains("b-broken.json"), "{stderr}");
+        assert!(
+            stderr.contains("b-bad-bundle.json: transaction rolled back: entry[1]"),
+            "{stderr}"
+        );
         assert!(stderr.contains("c-patients.ndjson:2"), "{stderr}");
         assert!(
             stderr.contains("c-patients.ndjson:3") && stderr.contains("birthDate"),
             "{stderr}"
         );
         assert!(
-            stdout.contains("imported 4 resources from 3 files; 3 failed"),
+            stdout.contains("imported 4 resources from 4 files; 4 failed"),
             "{stdout}"
         );
 
@@ -292,6 +309,7 @@ async fn import_reports_bad_input_and_keeps_the_rest() {
         assert_eq!(get(served.fhir("Patient/nd-1")).await.0, 200);
         assert_eq!(get(served.fhir("Patient/nd-4")).await.0, 200);
         assert_eq!(get(served.fhir("Patient/nd-3")).await.0, 404);
+        assert_eq!(get(served.fhir("Patient/bb-1")).await.0, 404);
         let (_, b) = get(served.fhir("Observation?subject:Patient.family=imported")).await;
         assert_eq!(b["total"], 1, "{b}");
     }

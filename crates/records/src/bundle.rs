@@ -249,6 +249,63 @@ pub fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The resources of a transaction Bundle that an import can write like NDJSON (many Bundles in
+/// one database transaction), when every entry is a `PUT Type/id` or an unconditional
+/// `POST Type`: POSTs get their new ids, and references to the entries' full URLs become
+/// `Type/id`. `None` for any other Bundle (conditional entries, DELETE, GET …), which goes
+/// through [`Records::transaction`]. (The importer keeps each Bundle all or nothing: it writes
+/// one only when every resource of it is valid.)
+pub fn transaction_resources(bundle: &Value) -> Option<Vec<Value>> {
+    if bundle.get("type").and_then(Value::as_str) != Some("transaction") {
+        return None;
+    }
+    let entries = bundle.get("entry").and_then(Value::as_array)?;
+    let mut map = HashMap::new();
+    let mut resources = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let request = entry.get("request")?;
+        if ["ifNoneExist", "ifMatch", "ifNoneMatch", "ifModifiedSince"]
+            .iter()
+            .any(|k| request.get(*k).is_some())
+        {
+            return None;
+        }
+        let url = request.get("url").and_then(Value::as_str)?;
+        if url.contains('?') {
+            return None;
+        }
+        let mut resource = entry.get("resource")?.clone();
+        let rt = resource
+            .get("resourceType")
+            .and_then(Value::as_str)?
+            .to_string();
+        let id = match (
+            request.get("method").and_then(Value::as_str)?,
+            url.split_once('/'),
+        ) {
+            ("PUT", Some((t, id))) if t == rt && valid_id(id) => {
+                match resource.get("id").and_then(Value::as_str) {
+                    Some(own) if own != id => return None,
+                    _ => id.to_string(),
+                }
+            }
+            ("POST", None) if url == rt => new_id(),
+            _ => return None,
+        };
+        if let Some(obj) = resource.as_object_mut() {
+            obj.insert("id".into(), Value::String(id.clone()));
+        }
+        if let Some(full) = entry.get("fullUrl").and_then(Value::as_str) {
+            map.insert(full.to_string(), [rt.as_str(), "/", &id].concat());
+        }
+        resources.push(resource);
+    }
+    for r in &mut resources {
+        rewrite_references(r, &map);
+    }
+    Some(resources)
+}
+
 /// Replaces every `reference` (and any string value) equal to a mapped `urn:uuid:` full URL.
 fn rewrite_references(value: &mut Value, map: &HashMap<String, String>) {
     match value {
@@ -669,6 +726,37 @@ mod tests {
     fn decoding() {
         assert_eq!(percent_decode("a%20b+c%2"), "a b c%2");
         assert_eq!(percent_decode("%zz"), "%zz");
+    }
+
+    #[test]
+    fn transactions_an_import_can_write() {
+        let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"fullUrl": "urn:uuid:p", "resource": {"resourceType": "Patient"},
+             "request": {"method": "POST", "url": "Patient"}},
+            {"fullUrl": "urn:uuid:o", "resource": {"resourceType": "Observation", "id": "o1",
+              "subject": {"reference": "urn:uuid:p"}},
+             "request": {"method": "PUT", "url": "Observation/o1"}}
+        ]});
+        let resources = transaction_resources(&bundle).unwrap();
+        let pid = resources[0]["id"].as_str().unwrap().to_string();
+        assert_eq!(resources[1]["id"], "o1");
+        assert_eq!(
+            resources[1]["subject"]["reference"],
+            format!("Patient/{pid}")
+        );
+        // Anything else goes through the transaction itself.
+        for entry in [
+            json!({"resource": {"resourceType": "Patient"}, "request": {"method": "POST", "url": "Patient", "ifNoneExist": "identifier=x|1"}}),
+            json!({"request": {"method": "DELETE", "url": "Patient/1"}}),
+            json!({"request": {"method": "GET", "url": "Patient/1"}}),
+            json!({"resource": {"resourceType": "Patient", "id": "2"}, "request": {"method": "PUT", "url": "Patient/1"}}),
+            json!({"resource": {"resourceType": "Patient"}, "request": {"method": "PUT", "url": "Patient?identifier=x|1"}}),
+        ] {
+            let b = json!({"resourceType": "Bundle", "type": "transaction", "entry": [entry]});
+            assert!(transaction_resources(&b).is_none(), "{b}");
+        }
+        let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": []});
+        assert!(transaction_resources(&batch).is_none());
     }
 
     #[test]

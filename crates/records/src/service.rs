@@ -110,6 +110,29 @@ pub type ImportOutcome = Result<(String, String)>;
 /// Resources validated for an import, not yet written ([`Records::prepare_import`]).
 pub struct PreparedBatch(Vec<Prepared>);
 
+impl PreparedBatch {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Adds another batch's resources after this one's.
+    pub fn append(&mut self, other: PreparedBatch) {
+        self.0.extend(other.0);
+    }
+
+    /// The first resource that cannot be imported: its position and why.
+    pub fn first_error(&self) -> Option<(usize, &RecordsError)> {
+        self.0
+            .iter()
+            .enumerate()
+            .find_map(|(i, p)| p.as_ref().err().map(|e| (i, e)))
+    }
+}
+
 /// What a write needs besides the transaction: who writes, what they may see, the keys.
 pub(crate) struct WriteCtx<'a> {
     pub(crate) actor: &'a Actor,
