@@ -65,9 +65,11 @@ struct Importer<'a> {
     summary: Summary,
     /// The batch being written while the next one is parsed and validated.
     in_flight: Option<InFlight>,
-    /// Transaction Bundles validated whole and waiting to be written together, with the
-    /// location of each of their resources.
-    bundles: Option<(PreparedBatch, Vec<String>)>,
+    /// Transaction Bundles waiting to be validated and written together: each one's location
+    /// and resources.
+    bundles: Vec<(String, Vec<Value>)>,
+    /// How many resources they hold.
+    bundled: usize,
 }
 
 impl Importer<'_> {
@@ -95,12 +97,41 @@ impl Importer<'_> {
         Ok(())
     }
 
-    /// Writes the transaction Bundles waiting to be written (after the batch in flight).
+    /// Validates the transaction Bundles waiting (all at once, on every core) and writes the
+    /// valid ones together, after the batch in flight. A Bundle with one invalid resource is
+    /// reported and nothing of it is written.
     async fn write_bundles(&mut self) -> Result<(), CliError> {
-        let Some((prepared, locations)) = self.bundles.take() else {
+        if self.bundles.is_empty() {
+            return Ok(());
+        }
+        let bundles = std::mem::take(&mut self.bundles);
+        self.bundled = 0;
+        let lens: Vec<usize> = bundles.iter().map(|(_, r)| r.len()).collect();
+        let mut all = Vec::with_capacity(lens.iter().sum());
+        let mut places = Vec::with_capacity(bundles.len());
+        for (location, resources) in bundles {
+            places.push(location);
+            all.extend(resources);
+        }
+        let prepared = self.records.prepare_import(all).await;
+        let mut good: Option<PreparedBatch> = None;
+        let mut locations = Vec::new();
+        for (part, location) in prepared.split(&lens).into_iter().zip(places) {
+            if let Some((i, e)) = part.first_error() {
+                let problem = format!("transaction rolled back: entry[{i}]: {}", describe(e));
+                self.report(&location, &problem);
+                continue;
+            }
+            locations.extend(std::iter::repeat_n(location, part.len()));
+            match &mut good {
+                Some(batch) => batch.append(part),
+                None => good = Some(part),
+            }
+        }
+        self.wait().await?;
+        let Some(prepared) = good else {
             return Ok(());
         };
-        self.wait().await?;
         let records = self.records.clone();
         let actor = self.actor.clone();
         self.in_flight = Some(tokio::spawn(async move {
@@ -112,29 +143,22 @@ impl Importer<'_> {
 
     /// A transaction Bundle of PUTs and plain POSTs, written like NDJSON: validated whole (one
     /// bad resource and nothing of the Bundle is written), then written with others in one
-    /// database transaction. `false` for any other Bundle.
-    async fn bundle_as_import(&mut self, location: &str, value: &Value) -> Result<bool, CliError> {
-        let Some(resources) = ironchart_records::transaction_resources(value) else {
-            return Ok(false);
+    /// database transaction. Any other Bundle is given back.
+    async fn bundle_as_import(
+        &mut self,
+        location: &str,
+        value: Value,
+    ) -> Result<Option<Value>, CliError> {
+        let resources = match ironchart_records::transaction_into_resources(value) {
+            Ok(resources) => resources,
+            Err(bundle) => return Ok(Some(bundle)),
         };
-        let prepared = self.records.prepare_import(resources).await;
-        if let Some((i, e)) = prepared.first_error() {
-            let problem = format!("transaction rolled back: entry[{i}]: {}", describe(e));
-            self.report(location, &problem);
-            return Ok(true);
-        }
-        let n = prepared.len();
-        match &mut self.bundles {
-            Some((batch, locations)) => {
-                batch.append(prepared);
-                locations.extend(std::iter::repeat_n(location.to_string(), n));
-            }
-            None => self.bundles = Some((prepared, vec![location.to_string(); n])),
-        }
-        if self.bundles.as_ref().is_some_and(|(b, _)| b.len() >= BATCH) {
+        self.bundled += resources.len();
+        self.bundles.push((location.to_string(), resources));
+        if self.bundled >= BATCH {
             self.write_bundles().await?;
         }
-        Ok(true)
+        Ok(None)
     }
 
     /// Waits for the batch in flight and reports its outcomes.
@@ -207,7 +231,8 @@ impl Importer<'_> {
         let kind = value
             .get("type")
             .and_then(Value::as_str)
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .to_string();
         let no_get = |_: &str| {
             Box::pin(async {
                 (
@@ -216,12 +241,17 @@ impl Importer<'_> {
                 )
             }) as std::pin::Pin<Box<dyn Future<Output = (u16, Value)> + Send>>
         };
-        if kind == "transaction" && self.bundle_as_import(&location, &value).await? {
-            return Ok(());
-        }
+        let value = if kind == "transaction" {
+            match self.bundle_as_import(&location, value).await? {
+                Some(bundle) => bundle,
+                None => return Ok(()),
+            }
+        } else {
+            value
+        };
         self.write_bundles().await?;
         self.wait().await?;
-        match kind {
+        match kind.as_str() {
             "transaction" => match self.records.transaction(&self.actor, &value, &no_get).await {
                 Ok(outcomes) => self.summary.imported += outcomes.len(),
                 Err(e) => self.report(
@@ -309,7 +339,8 @@ pub async fn run(
         bar,
         summary: Summary::default(),
         in_flight: None,
-        bundles: None,
+        bundles: Vec::new(),
+        bundled: 0,
     };
     records.set_bulk_mode(true).await?;
     for f in &files {

@@ -256,47 +256,43 @@ pub fn percent_decode(s: &str) -> String {
 /// through [`Records::transaction`]. (The importer keeps each Bundle all or nothing: it writes
 /// one only when every resource of it is valid.)
 pub fn transaction_resources(bundle: &Value) -> Option<Vec<Value>> {
+    transaction_into_resources(bundle.clone()).ok()
+}
+
+/// [`transaction_resources`] taking the Bundle, without copying its resources; the Bundle back
+/// when it is not one an import can write so.
+pub fn transaction_into_resources(mut bundle: Value) -> std::result::Result<Vec<Value>, Value> {
+    match take_transaction_resources(&mut bundle) {
+        Some(resources) => Ok(resources),
+        None => Err(bundle),
+    }
+}
+
+fn take_transaction_resources(bundle: &mut Value) -> Option<Vec<Value>> {
     if bundle.get("type").and_then(Value::as_str) != Some("transaction") {
         return None;
     }
-    let entries = bundle.get("entry").and_then(Value::as_array)?;
+    // Checked whole before anything is taken, so that a Bundle given back is intact.
+    let simple = bundle
+        .get("entry")
+        .and_then(Value::as_array)?
+        .iter()
+        .all(|e| simple_entry(e).is_some());
+    if !simple {
+        return None;
+    }
+    let entries = bundle.get_mut("entry").and_then(Value::as_array_mut)?;
     let mut map = HashMap::new();
     let mut resources = Vec::with_capacity(entries.len());
-    for entry in entries {
-        let request = entry.get("request")?;
-        if ["ifNoneExist", "ifMatch", "ifNoneMatch", "ifModifiedSince"]
-            .iter()
-            .any(|k| request.get(*k).is_some())
-        {
-            return None;
-        }
-        let url = request.get("url").and_then(Value::as_str)?;
-        if url.contains('?') {
-            return None;
-        }
-        let mut resource = entry.get("resource")?.clone();
-        let rt = resource
-            .get("resourceType")
-            .and_then(Value::as_str)?
-            .to_string();
-        let id = match (
-            request.get("method").and_then(Value::as_str)?,
-            url.split_once('/'),
-        ) {
-            ("PUT", Some((t, id))) if t == rt && valid_id(id) => {
-                match resource.get("id").and_then(Value::as_str) {
-                    Some(own) if own != id => return None,
-                    _ => id.to_string(),
-                }
-            }
-            ("POST", None) if url == rt => new_id(),
-            _ => return None,
-        };
-        if let Some(obj) = resource.as_object_mut() {
-            obj.insert("id".into(), Value::String(id.clone()));
-        }
+    for entry in entries.iter_mut() {
+        let (rt, id) = simple_entry(entry)?;
+        let id = id.unwrap_or_else(new_id);
         if let Some(full) = entry.get("fullUrl").and_then(Value::as_str) {
             map.insert(full.to_string(), [rt.as_str(), "/", &id].concat());
+        }
+        let mut resource = entry.get_mut("resource").map(Value::take)?;
+        if let Some(obj) = resource.as_object_mut() {
+            obj.insert("id".into(), Value::String(id));
         }
         resources.push(resource);
     }
@@ -304,6 +300,36 @@ pub fn transaction_resources(bundle: &Value) -> Option<Vec<Value>> {
         rewrite_references(r, &map);
     }
     Some(resources)
+}
+
+/// An entry an import can write as it is: its resource type and, for a PUT, its id.
+fn simple_entry(entry: &Value) -> Option<(String, Option<String>)> {
+    let request = entry.get("request")?;
+    if ["ifNoneExist", "ifMatch", "ifNoneMatch", "ifModifiedSince"]
+        .iter()
+        .any(|k| request.get(*k).is_some())
+    {
+        return None;
+    }
+    let url = request.get("url").and_then(Value::as_str)?;
+    if url.contains('?') {
+        return None;
+    }
+    let resource = entry.get("resource")?;
+    let rt = resource.get("resourceType").and_then(Value::as_str)?;
+    match (
+        request.get("method").and_then(Value::as_str)?,
+        url.split_once('/'),
+    ) {
+        ("PUT", Some((t, id))) if t == rt && valid_id(id) => {
+            match resource.get("id").and_then(Value::as_str) {
+                Some(own) if own != id => None,
+                _ => Some((rt.to_string(), Some(id.to_string()))),
+            }
+        }
+        ("POST", None) if url == rt => Some((rt.to_string(), None)),
+        _ => None,
+    }
 }
 
 /// Replaces every `reference` (and any string value) equal to a mapped `urn:uuid:` full URL.

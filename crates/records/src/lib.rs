@@ -23,7 +23,10 @@ mod tokens;
 mod users;
 
 pub use actor::{Actor, ActorKind};
-pub use bundle::{BundleOutcome, GetHandler, parse_etag, percent_decode, transaction_resources};
+pub use bundle::{
+    BundleOutcome, GetHandler, parse_etag, percent_decode, transaction_into_resources,
+    transaction_resources,
+};
 pub use error::RecordsError;
 pub use resource::{HistoryPage, Resource, ResourcePage, WriteOutcome};
 pub use service::{

@@ -124,6 +124,15 @@ impl PreparedBatch {
         self.0.extend(other.0);
     }
 
+    /// The batch cut into consecutive batches of `lens` resources (what is left over is
+    /// dropped).
+    pub fn split(self, lens: &[usize]) -> Vec<PreparedBatch> {
+        let mut rest = self.0.into_iter();
+        lens.iter()
+            .map(|&n| PreparedBatch(rest.by_ref().take(n).collect()))
+            .collect()
+    }
+
     /// The first resource that cannot be imported: its position and why.
     pub fn first_error(&self) -> Option<(usize, &RecordsError)> {
         self.0
