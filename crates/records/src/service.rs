@@ -927,7 +927,7 @@ impl Records {
         let prepared = &batch.0;
         let keys = &self.keys;
         self.retrying(|mut tx| async move {
-            let (outcomes, patients) = import_in(&mut tx, prepared, keys).await?;
+            let (outcomes, patients) = import_in(&mut tx, prepared, keys, &self.store).await?;
             let written = outcomes.iter().filter(|o| o.is_ok()).count();
             let entry = AuditEntry::new(AuditAction::Import, Outcome::Success)
                 .patients(patients)
@@ -1856,6 +1856,7 @@ async fn import_in(
     tx: &mut WriteTx,
     prepared: &[Prepared],
     keys: &Keys,
+    store: &Store,
 ) -> Result<(Vec<ImportOutcome>, Vec<String>)> {
     let mut patients = std::collections::BTreeSet::new();
     let mut outcomes: Vec<Option<ImportOutcome>> = Vec::with_capacity(prepared.len());
@@ -1900,7 +1901,30 @@ async fn import_in(
         for (_, r) in &now_round {
             previous.push(heads.remove(&(r.rt.clone(), r.id.clone())));
         }
+        // Importing the same content again makes no new version: the current bodies of the
+        // resources that exist are compared with what would be written.
+        let live: Vec<i64> = previous
+            .iter()
+            .flatten()
+            .filter(|h| !h.deleted)
+            .map(|h| h.rid)
+            .collect();
+        let mut current: std::collections::HashMap<i64, Vec<u8>> = if live.is_empty() {
+            Default::default()
+        } else {
+            tx.current_bodies(&live).await?.into_iter().collect()
+        };
         for ((_, r), prev) in now_round.iter().zip(&previous) {
+            if let Some(head) = prev
+                && let Some(stored) = current.remove(&head.rid)
+            {
+                let plain = keys
+                    .open(store, &r.rt, &r.id, head.version, &stored)
+                    .await?;
+                if same_content(&plain, &r.value) {
+                    continue;
+                }
+            }
             let (version, last_updated, body) = match prev {
                 Some(head) => {
                     let (lu, body) = restamp(r, head)?;
@@ -1938,6 +1962,26 @@ async fn import_in(
             .collect(),
         patients.into_iter().collect(),
     ))
+}
+
+/// Whether a stored body holds the same resource as `value`, its version and time aside.
+fn same_content(stored: &[u8], value: &Value) -> bool {
+    let Ok(mut old) = serde_json::from_slice::<Value>(stored) else {
+        return false;
+    };
+    let mut new = value.clone();
+    for v in [&mut old, &mut new] {
+        if let Some(meta) = v.get_mut("meta").and_then(Value::as_object_mut) {
+            meta.shift_remove("versionId");
+            meta.shift_remove("lastUpdated");
+            if meta.is_empty()
+                && let Some(obj) = v.as_object_mut()
+            {
+                obj.shift_remove("meta");
+            }
+        }
+    }
+    old == new
 }
 
 fn encode_history_cursor(last_updated: i64, rid: i64, version: i64) -> String {
@@ -2101,6 +2145,49 @@ mod tests {
         ));
         records.close().await;
         drop(disk);
+    }
+
+    /// Importing the same content again makes no new version; changed content does.
+    #[tokio::test]
+    async fn importing_the_same_content_again_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let security = SecurityConfig {
+            master_key: MasterKey::generate(),
+            checkpoint_file: None,
+            journal_dir: dir.path().to_path_buf(),
+            sync_reads: false,
+        };
+        let records = Records::open(
+            &DatabaseConfig::Sqlite(dir.path().join("t.sqlite3")),
+            security,
+        )
+        .await
+        .unwrap();
+        let op = Actor::local_operator();
+        let cohort = || {
+            vec![
+                json!({"resourceType": "Patient", "id": "p1", "name": [{"family": "Same"}],
+                       "meta": {"tag": [{"code": "t"}]}}),
+                json!({"resourceType": "Patient", "id": "p2", "name": [{"family": "Same"}]}),
+            ]
+        };
+        for _ in 0..3 {
+            let outcomes = records.import(&op, cohort()).await.unwrap();
+            assert!(outcomes.iter().all(|o| o.is_ok()));
+        }
+        for id in ["p1", "p2"] {
+            assert_eq!(
+                records.read(&op, "Patient", id).await.unwrap().version,
+                1,
+                "{id}"
+            );
+        }
+        let mut changed = cohort();
+        changed[1]["name"][0]["family"] = json!("Changed");
+        records.import(&op, changed).await.unwrap();
+        assert_eq!(records.read(&op, "Patient", "p1").await.unwrap().version, 1);
+        assert_eq!(records.read(&op, "Patient", "p2").await.unwrap().version, 2);
+        records.close().await;
     }
 
     #[test]

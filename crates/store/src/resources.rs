@@ -528,6 +528,31 @@ impl WriteTx {
 }
 
 impl WriteTx {
+    /// The stored bodies of resources' current versions, by `rid` (read inside the transaction).
+    pub async fn current_bodies(&mut self, rids: &[i64]) -> Result<Vec<(i64, Vec<u8>)>> {
+        let mut out = Vec::with_capacity(rids.len());
+        for chunk in rids.chunks(ROWS_PER_INSERT) {
+            let mut sql = Sql::new(
+                "SELECT v.rid, v.body FROM resources r JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version WHERE r.rid IN (",
+            );
+            for (n, rid) in chunk.iter().enumerate() {
+                if n > 0 {
+                    sql.push(", ");
+                }
+                sql.bind_i64(*rid);
+            }
+            sql.push(")");
+            out.extend(
+                self.conn()
+                    .fetch(&sql.text, sql.args, |r| {
+                        Ok((r.i64(0)?, r.opt_bytes(1)?.unwrap_or_default()))
+                    })
+                    .await?,
+            );
+        }
+        Ok(out)
+    }
+
     /// Deletes the index rows of resources (before their new rows are written).
     async fn delete_index_rows(&mut self, rids: &[i64]) -> Result<()> {
         for chunk in rids.chunks(ROWS_PER_INSERT) {
