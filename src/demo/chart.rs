@@ -21,6 +21,11 @@ use super::terminology::{
     Panel, RXNORM, SNOMED, UCUM, V2_0074, V2_0131, V2_0203, V2_0443, Vaccine, Vital,
 };
 
+/// US Core's CarePlan categories and the subscriber relationships.
+const CAREPLAN_CATEGORY: &str = "http://hl7.org/fhir/us/core/CodeSystem/careplan-category";
+const SUBSCRIBER_RELATIONSHIP: &str =
+    "http://terminology.hl7.org/CodeSystem/subscriber-relationship";
+
 /// A prescription that is renewed at check-ups while the condition lasts.
 struct Prescription {
     /// Index of the MedicationRequest in the output.
@@ -136,7 +141,7 @@ pub fn write(person: &Person, clinic: &Clinic, seed: u64, index: usize) -> Vec<V
         rng: Rng::stream(seed, 0x43_4841_5254, index as u64),
         out: Vec::with_capacity(64 + person.visits.len() * 24),
         patient: reference("Patient", &person.id()),
-        counters: [0; 8],
+        counters: [0; 10],
         condition_ids: vec![None; person.conditions.len()],
         prescriptions: Vec::new(),
         shots: Shots::default(),
@@ -157,7 +162,7 @@ struct Chart<'a> {
     rng: Rng,
     out: Vec<Value>,
     patient: Value,
-    counters: [u32; 8],
+    counters: [u32; 10],
     condition_ids: Vec<Option<String>>,
     prescriptions: Vec<Prescription>,
     shots: Shots,
@@ -192,6 +197,8 @@ enum Kind {
     Immunization,
     Report,
     Document,
+    Order,
+    Procedure,
 }
 
 impl Kind {
@@ -205,6 +212,8 @@ impl Kind {
             Kind::Immunization => ("imm", 2),
             Kind::Report => ("rpt", 2),
             Kind::Document => ("doc", 2),
+            Kind::Order => ("ord", 2),
+            Kind::Procedure => ("proc", 2),
         }
     }
 }
@@ -327,6 +336,29 @@ impl Chart<'_> {
         patient["generalPractitioner"] = json!([self.clinician_ref(p.pcp)]);
         patient["managingOrganization"] = reference("Organization", ORGANIZATION_ID);
         self.out.push(patient);
+        // The patient's insurance and care team (US Core Coverage and CareTeam).
+        self.out.push(json!({
+            "resourceType": "Coverage",
+            "id": format!("cov-{}", p.key),
+            "status": "active",
+            "type": concept(ACT_CODE, "HIP", "health insurance plan policy"),
+            "subscriberId": format!("M{}", 40_000_000 + self.index as u64),
+            "beneficiary": self.patient,
+            "relationship": concept(SUBSCRIBER_RELATIONSHIP, "self", "Self"),
+            "payor": [{"display": "Cascade Health Plan"}]
+        }));
+        self.out.push(json!({
+            "resourceType": "CareTeam",
+            "id": format!("team-{}", p.key),
+            "status": "active",
+            "name": "Primary care team",
+            "subject": self.patient,
+            "participant": [{
+                "role": [concept(SNOMED, "446050000", "Primary care physician")],
+                "member": self.clinician_ref(p.pcp)
+            }],
+            "managingOrganization": [reference("Organization", ORGANIZATION_ID)]
+        }));
     }
 
     fn visit(&mut self, i: usize, visit: &Visit) {
@@ -451,6 +483,38 @@ impl Chart<'_> {
         condition["asserter"] = self.clinician_ref(visit.clinician);
         self.out.push(condition);
         let d = planned.kind.diagnosis();
+        // A goal and a care plan for it (US Core Goal and CarePlan).
+        let goal_id = format!("goal-{}-{ci}", self.p.key);
+        let active = planned.resolved.is_none();
+        self.out.push(json!({
+            "resourceType": "Goal",
+            "id": goal_id,
+            "lifecycleStatus": if active { "active" } else { "completed" },
+            "description": {"text": format!("Keep {} under control", d.text.to_lowercase())},
+            "subject": self.patient,
+            "startDate": visit.day().date(),
+            "addresses": [reference("Condition", &id)],
+            "expressedBy": self.clinician_ref(visit.clinician)
+        }));
+        self.out.push(json!({
+            "resourceType": "CarePlan",
+            "id": format!("plan-{}-{ci}", self.p.key),
+            "text": {
+                "status": "generated",
+                "div": format!(
+                    "<div xmlns=\"http://www.w3.org/1999/xhtml\">Care plan for {}</div>",
+                    d.text.to_lowercase()
+                )
+            },
+            "status": if active { "active" } else { "completed" },
+            "intent": "plan",
+            "category": [concept(CAREPLAN_CATEGORY, "assess-plan", "Assessment and Plan of Treatment")],
+            "subject": self.patient,
+            "encounter": enc,
+            "addresses": [reference("Condition", &id)],
+            "goal": [reference("Goal", &goal_id)],
+            "author": self.clinician_ref(visit.clinician)
+        }));
         self.note.assessment.push(if planned.pre_existing {
             format!(
                 "{} ({}), since {}: added to the problem list.",
@@ -908,6 +972,36 @@ impl Chart<'_> {
         }
         .date_time();
         let lab = reference("Organization", ORGANIZATION_ID);
+        // The orders (US Core ServiceRequest) and the blood draw (Procedure).
+        let mut orders = Vec::with_capacity(panels.len());
+        for panel in &panels {
+            let id = self.next_id(Kind::Order);
+            orders.push(reference("ServiceRequest", &id));
+            self.out.push(object! {
+                "resourceType" => "ServiceRequest",
+                "id" => id,
+                "status" => "completed",
+                "intent" => "order",
+                "category" => vec![concept(SNOMED, "108252007", "Laboratory procedure")],
+                "code" => code_concept(&panel.code(), Some(panel.text())),
+                "subject" => self.patient.clone(),
+                "encounter" => enc.clone(),
+                "occurrenceDateTime" => collected.as_str(),
+                "authoredOn" => visit.start.date_time(),
+                "requester" => self.clinician_ref(visit.clinician),
+            });
+        }
+        let draw = self.next_id(Kind::Procedure);
+        self.out.push(object! {
+            "resourceType" => "Procedure",
+            "id" => draw,
+            "status" => "completed",
+            "code" => concept(SNOMED, "82078001", "Collection of blood specimen for laboratory"),
+            "subject" => self.patient.clone(),
+            "encounter" => enc.clone(),
+            "performedDateTime" => collected.as_str(),
+            "basedOn" => orders.clone(),
+        });
         self.note.plan.push(format!(
             "Labs drawn: {}.",
             panels
@@ -916,7 +1010,7 @@ impl Chart<'_> {
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
-        for panel in panels {
+        for (panel, order) in panels.into_iter().zip(orders) {
             let values = p.panel_values(panel, day, visit.acute, &mut self.rng);
             let mut results = Vec::with_capacity(values.len());
             let mut flagged: Vec<String> = Vec::new();
@@ -974,6 +1068,7 @@ impl Chart<'_> {
             self.out.push(object! {
                 "resourceType" => "DiagnosticReport",
                 "id" => id,
+                "basedOn" => vec![order],
                 "status" => "final",
                 "category" => category(V2_0074, "LAB", "Laboratory"),
                 "code" => code_concept(&panel.code(), Some(panel.text())),

@@ -217,6 +217,12 @@ mod tests {
             "Immunization",
             "DiagnosticReport",
             "DocumentReference",
+            "ServiceRequest",
+            "Procedure",
+            "Coverage",
+            "CareTeam",
+            "Goal",
+            "CarePlan",
         ] {
             assert!(kinds.get(kind).copied().unwrap_or(0) > 0, "no {kind}");
         }
