@@ -88,13 +88,19 @@ impl Importer<'_> {
             std::mem::take(batch).into_iter().unzip();
         let prepared = self.records.prepare_import(values).await;
         self.wait().await?;
+        self.start_writing(prepared, locations);
+        Ok(())
+    }
+
+    /// Starts writing a validated batch (the one before it written already), with the location
+    /// of each of its resources for the report.
+    fn start_writing(&mut self, prepared: PreparedBatch, locations: Vec<String>) {
         let records = self.records.clone();
         let actor = self.actor.clone();
         self.in_flight = Some(tokio::spawn(async move {
             let outcomes = records.import_prepared(&actor, prepared).await;
             (locations, outcomes)
         }));
-        Ok(())
     }
 
     /// Validates the transaction Bundles waiting (all at once, on every core) and writes the
@@ -132,12 +138,7 @@ impl Importer<'_> {
         let Some(prepared) = good else {
             return Ok(());
         };
-        let records = self.records.clone();
-        let actor = self.actor.clone();
-        self.in_flight = Some(tokio::spawn(async move {
-            let outcomes = records.import_prepared(&actor, prepared).await;
-            (locations, outcomes)
-        }));
+        self.start_writing(prepared, locations);
         Ok(())
     }
 

@@ -122,9 +122,7 @@ impl Records {
 mod tests {
     use super::*;
     use crate::actor::Actor;
-    use crate::service::{DatabaseConfig, SecurityConfig};
     use ironchart_fhir::search::SearchQuery;
-    use ironchart_security::keyring::MasterKey;
     use serde_json::json;
 
     fn query(rtype: &str, pairs: &[(&str, &str)]) -> SearchQuery {
@@ -141,18 +139,7 @@ mod tests {
     #[tokio::test]
     async fn an_index_from_an_earlier_version_is_rebuilt() {
         let dir = tempfile::tempdir().unwrap();
-        let security = SecurityConfig {
-            master_key: MasterKey::generate(),
-            checkpoint_file: None,
-            journal_dir: dir.path().to_path_buf(),
-            sync_reads: false,
-        };
-        let records = Records::open(
-            &DatabaseConfig::Sqlite(dir.path().join("t.sqlite3")),
-            security,
-        )
-        .await
-        .unwrap();
+        let records = crate::service::tests::sqlite_records(dir.path()).await;
         let op = Actor::local_operator();
         records
             .import(

@@ -2001,7 +2001,7 @@ fn decode_history_cursor(text: &str) -> Result<(i64, i64, i64)> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
 
@@ -2147,22 +2147,24 @@ mod tests {
         drop(disk);
     }
 
+    /// A service on an SQLite database of its own in `dir` (no checkpoint file).
+    pub(crate) async fn sqlite_records(dir: &std::path::Path) -> Records {
+        let security = SecurityConfig {
+            master_key: MasterKey::generate(),
+            checkpoint_file: None,
+            journal_dir: dir.to_path_buf(),
+            sync_reads: false,
+        };
+        Records::open(&DatabaseConfig::Sqlite(dir.join("t.sqlite3")), security)
+            .await
+            .unwrap()
+    }
+
     /// Importing the same content again makes no new version; changed content does.
     #[tokio::test]
     async fn importing_the_same_content_again_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let security = SecurityConfig {
-            master_key: MasterKey::generate(),
-            checkpoint_file: None,
-            journal_dir: dir.path().to_path_buf(),
-            sync_reads: false,
-        };
-        let records = Records::open(
-            &DatabaseConfig::Sqlite(dir.path().join("t.sqlite3")),
-            security,
-        )
-        .await
-        .unwrap();
+        let records = sqlite_records(dir.path()).await;
         let op = Actor::local_operator();
         let cohort = || {
             vec![
