@@ -151,7 +151,76 @@ pub fn write(person: &Person, clinic: &Clinic, seed: u64, index: usize) -> Vec<V
     for (i, visit) in person.visits.iter().enumerate() {
         chart.visit(i, visit);
     }
+    // On its own stream, so that the rest of the chart is the same with or without it.
+    let mut rng = Rng::stream(seed, 0x4445_5649_4345, index as u64);
+    if let Some(device) = implanted_device(person, &chart.patient, &mut rng) {
+        chart.out.push(device);
+    }
     chart.out
+}
+
+/// Implants (SNOMED CT), for US Core Implantable Device.
+const IMPLANTS: [(&str, &str, &str); 4] = [
+    ("14106009", "Cardiac pacemaker", "Pacemaker, dual chamber"),
+    (
+        "304120007",
+        "Total hip replacement prosthesis",
+        "Hip prosthesis, cementless",
+    ),
+    (
+        "109228008",
+        "Knee joint prosthesis",
+        "Knee prosthesis, total",
+    ),
+    (
+        "705643001",
+        "Coronary artery stent",
+        "Drug-eluting coronary stent",
+    ),
+];
+
+/// An implanted device (US Core Implantable Device) for some patients over 55: its kind,
+/// its UDI (synthetic device identifier, lot, serial and dates) and when it was put in.
+fn implanted_device(p: &Person, patient: &Value, rng: &mut Rng) -> Option<Value> {
+    if p.age(AS_OF) < 55.0 || !rng.chance(0.15) {
+        return None;
+    }
+    let (code, display, name) = rng.pick(&IMPLANTS);
+    // Put in between age 50 and a month ago.
+    let earliest = AS_OF.days_since(p.birth) - (50 * 365);
+    let implanted = AS_OF.plus(-(rng.int(30, i64::from(earliest.max(31))) as i32));
+    let made = implanted.plus(-(rng.int(60, 400) as i32));
+    let expires = made.plus(5 * 365);
+    let di = format!("{:014}", 10_884_521_000_000u64 + rng.below(900_000));
+    let lot = format!("L{}", rng.int(10_000, 99_999));
+    let serial = format!("S{}", rng.int(1_000_000, 9_999_999));
+    let yymmdd = |d: Day| {
+        let (y, m, dd) = d.ymd();
+        format!("{:02}{m:02}{dd:02}", y % 100)
+    };
+    Some(json!({
+        "resourceType": "Device",
+        "id": format!("dev-{}", p.key),
+        "udiCarrier": [{
+            "deviceIdentifier": di,
+            "carrierHRF": format!(
+                "(01){di}(11){}(17){}(10){lot}(21){serial}",
+                yymmdd(made),
+                yymmdd(expires)
+            )
+        }],
+        "status": "active",
+        "distinctIdentifier": serial,
+        "manufacturer": "Cascade Medical Devices",
+        "manufactureDate": made.date(),
+        "expirationDate": expires.date(),
+        "lotNumber": lot,
+        "serialNumber": serial,
+        "deviceName": [{"name": name, "type": "user-friendly-name"}],
+        "type": concept(SNOMED, code, display),
+        "patient": patient,
+        "note": [{"text": format!("Implanted {}.", implanted.date())}]
+    }))
 }
 
 struct Chart<'a> {

@@ -223,6 +223,7 @@ mod tests {
             "CareTeam",
             "Goal",
             "CarePlan",
+            "Device",
         ] {
             assert!(kinds.get(kind).copied().unwrap_or(0) > 0, "no {kind}");
         }

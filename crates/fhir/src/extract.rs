@@ -56,6 +56,18 @@ pub enum IndexValue {
 pub struct IndexEntry {
     pub param: &'static str,
     pub value: IndexValue,
+    /// For a value of a contained resource (`param` is then one of the contained resource's
+    /// parameters): which one. Such a value is no value of the container's own; it is found
+    /// only by a chain through the container's `#id` reference (R4 3.1.1.5.5).
+    pub contained: Option<ContainedIn>,
+}
+
+/// The contained resource an [`IndexEntry`] is of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainedIn {
+    /// Its `id` (a `#id` reference's text without the `#`).
+    pub id: String,
+    pub resource_type: &'static str,
 }
 
 /// The code system of ISO 4217 currency codes (`Money.currency`).
@@ -97,7 +109,7 @@ pub fn word_starts(normalized: &str, max: usize) -> impl Iterator<Item = &str> {
 
 /// The version of what [`extract`] and [`normalize_string`] produce: a store whose index was
 /// built by an earlier version rebuilds it (`ironchart` does so at start, in the background).
-pub const INDEX_VERSION: u32 = 2;
+pub const INDEX_VERSION: u32 = 3;
 
 /// A reference text split into its parts (`Patient/123`, `http://x/fhir/Patient/123/_history/2`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,16 +228,52 @@ fn compile(def: &'static SearchParamDef, resource_type: &str) -> Option<Compiled
 /// Extracts the index entries of every search parameter of the resource's `resourceType`
 /// (including the common ones such as `_id`, `_lastUpdated`, `_tag`). Composite and special
 /// parameters are not extracted. Identical values of one parameter are listed once. An unknown or
-/// missing `resourceType` yields nothing.
+/// missing `resourceType` yields nothing. The values of each contained resource (with a valid
+/// `id` and a known type) follow, marked with [`IndexEntry::contained`].
 pub fn extract(resource: &Value) -> Vec<IndexEntry> {
+    let mut out = Vec::new();
+    extract_into(resource, None, &mut out);
+    if out.is_empty() && !resource_type_known(resource) {
+        return out;
+    }
+    // The values of contained resources, each under its own type's parameters.
+    if let Some(contained) = resource.get("contained").and_then(Value::as_array) {
+        for c in contained {
+            let id = c
+                .get("id")
+                .and_then(Value::as_str)
+                .filter(|id| is_valid_id(id));
+            let rt = c
+                .get("resourceType")
+                .and_then(Value::as_str)
+                .and_then(static_resource_type);
+            if let (Some(id), Some(resource_type)) = (id, rt) {
+                let within = ContainedIn {
+                    id: id.to_string(),
+                    resource_type,
+                };
+                extract_into(c, Some(&within), &mut out);
+            }
+        }
+    }
+    out
+}
+
+fn resource_type_known(resource: &Value) -> bool {
+    resource
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .is_some_and(|rt| compiled().contains_key(rt))
+}
+
+fn extract_into(resource: &Value, within: Option<&ContainedIn>, out: &mut Vec<IndexEntry>) {
     let Some(params) = resource
         .get("resourceType")
         .and_then(Value::as_str)
         .and_then(|rt| compiled().get(rt))
     else {
-        return Vec::new();
+        return;
     };
-    let mut out = Vec::new();
     let mut values = Vec::new();
     for param in params {
         values.clear();
@@ -234,9 +282,9 @@ pub fn extract(resource: &Value) -> Vec<IndexEntry> {
         out.extend(values.drain(..).map(|value| IndexEntry {
             param: param.def.name,
             value,
+            contained: within.cloned(),
         }));
     }
-    out
 }
 
 /// The index values of one search parameter (by name) of a resource, deduplicated. Empty for an

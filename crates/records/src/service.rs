@@ -1703,7 +1703,11 @@ pub(crate) fn compartment_patient(
     let params = ironchart_fhir::patient_compartment_params(resource_type);
     let mut found: Option<&String> = None;
     for name in params {
-        for entry in index.iter().filter(|e| e.param == *name) {
+        // A contained resource's references are not the container's.
+        for entry in index
+            .iter()
+            .filter(|e| e.param == *name && e.contained.is_none())
+        {
             // Only a local (relative) reference puts a resource in one of our Patients'
             // compartments; `http://elsewhere/fhir/Patient/1` is not our Patient 1.
             if let IndexValue::Reference {

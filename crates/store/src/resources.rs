@@ -511,7 +511,7 @@ impl WriteTx {
                 );
                 if !v.deleted {
                     // `_id` and `_lastUpdated` are columns of `resources`: no index rows.
-                    for entry in v.index.iter().filter(|e| stored(v.res_type, e.param)) {
+                    for entry in v.index.iter().filter(|e| stored_entry(v.res_type, e)) {
                         for full in index.add(rid, v.res_type, entry) {
                             self.conn().execute(&full.text, full.args).await?;
                         }
@@ -582,20 +582,31 @@ struct IndexBuffer {
 impl IndexBuffer {
     /// Adds a row; returns a full statement to run when its table's batch is full.
     fn add(&mut self, rid: i64, res_type: &str, entry: &IndexEntry) -> Vec<Sql> {
+        // A contained resource's value is a row of the container under its own type, named
+        // `#<contained id>:<parameter>`: no search by a parameter's name finds it, only a chain
+        // through the container's `#id` reference (see `ironchart_store::search`).
+        let contained_param;
+        let (res_type, param) = match &entry.contained {
+            Some(c) => {
+                contained_param = contained_param_name(&c.id, entry.param);
+                (c.resource_type, contained_param.as_str())
+            }
+            None => (res_type, entry.param),
+        };
         let mut full = Vec::new();
         if let IndexValue::String(s) = &entry.value {
             // A string is found by the start of any of its words: one row for the whole value
             // (with its text as written, for `:exact` and sorting) and one per later word,
             // whose `exact` is empty.
             let normalized = clip(&ironchart_fhir::extract::normalize_string(s));
-            self.row(&mut full, 0, rid, res_type, entry.param, |sql| {
+            self.row(&mut full, 0, rid, res_type, param, |sql| {
                 sql.push(", ")
                     .bind(Arg::Text(normalized.clone()))
                     .push(", ")
                     .bind(Arg::Text(clip(s)));
             });
             for start in ironchart_fhir::extract::word_starts(&normalized, MAX_WORD_STARTS) {
-                self.row(&mut full, 0, rid, res_type, entry.param, |sql| {
+                self.row(&mut full, 0, rid, res_type, param, |sql| {
                     sql.push(", ")
                         .bind(Arg::Text(start.to_string()))
                         .push(", ")
@@ -605,7 +616,7 @@ impl IndexBuffer {
             return full;
         }
         let slot = table_slot(&entry.value);
-        self.row(&mut full, slot, rid, res_type, entry.param, |sql| {
+        self.row(&mut full, slot, rid, res_type, param, |sql| {
             push_index_values(sql, &entry.value)
         });
         full
@@ -654,6 +665,12 @@ fn push_list(sql: &mut Sql, items: &[&str]) {
         }
         sql.bind_text(item);
     }
+}
+
+/// The `param` of a contained resource's index row: `#<id>:<parameter>` (the container's
+/// reference text, a colon, the parameter's name).
+pub(crate) fn contained_param_name(id: &str, param: &str) -> String {
+    format!("#{id}:{param}")
 }
 
 /// Index rows per multi-row insert (at most 8 values each: well under both databases'
@@ -800,6 +817,15 @@ fn push_index_values(sql: &mut Sql, value: &IndexValue) {
 
 /// Whether index rows of `param` are written: not for `_id` and `_lastUpdated` (columns of
 /// `resources`), nor for parameters answered from other parameters' rows.
+/// Whether an index entry is written: see [`stored`]; a contained resource's values by its
+/// own type's parameters.
+fn stored_entry(res_type: &str, entry: &IndexEntry) -> bool {
+    match &entry.contained {
+        Some(c) => stored(c.resource_type, entry.param),
+        None => stored(res_type, entry.param),
+    }
+}
+
 fn stored(res_type: &str, param: &str) -> bool {
     if param == "_id" || param == "_lastUpdated" {
         return false;
@@ -913,7 +939,7 @@ impl WriteTx {
         let rids: Vec<i64> = done.iter().map(|(rid, _, _)| *rid).collect();
         self.delete_index_rows(&rids).await?;
         for (rid, res_type, entries) in &done {
-            for entry in entries.iter().filter(|e| stored(res_type, e.param)) {
+            for entry in entries.iter().filter(|e| stored_entry(res_type, e)) {
                 for full in index.add(*rid, res_type, entry) {
                     self.conn().execute(&full.text, full.args).await?;
                 }

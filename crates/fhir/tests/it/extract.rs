@@ -139,6 +139,8 @@ fn extraction_over_every_official_example() {
         assert!(!entries.is_empty(), "{file}: nothing extracted");
         let rt = resource["resourceType"].as_str().unwrap_or_default();
         for entry in &entries {
+            // A contained resource's values are by its own type's parameters.
+            let rt = entry.contained.as_ref().map_or(rt, |c| c.resource_type);
             let def = ironchart_fhir::search_param(rt, entry.param)
                 .unwrap_or_else(|| panic!("{file}: unknown parameter {}", entry.param));
             let kind_matches = matches!(
@@ -162,7 +164,11 @@ fn extraction_over_every_official_example() {
             // No duplicates within a parameter.
             let same = entries
                 .iter()
-                .filter(|e| e.param == entry.param && e.value == entry.value)
+                .filter(|e| {
+                    e.param == entry.param
+                        && e.value == entry.value
+                        && e.contained == entry.contained
+                })
                 .count();
             assert_eq!(same, 1, "{file}: {} repeats {:?}", entry.param, entry.value);
         }
@@ -633,4 +639,38 @@ fn unknown_or_missing_resource_type_yields_nothing() {
     assert!(extract(&json!({"id": "x"})).is_empty());
     assert!(extract(&json!([1, 2])).is_empty());
     assert!(extract(&json!("Patient")).is_empty());
+}
+
+#[test]
+fn contained_resources_are_extracted_under_their_own_type() {
+    let mr = json!({
+        "resourceType": "MedicationRequest", "id": "mr1", "status": "active", "intent": "order",
+        "subject": {"reference": "Patient/p1"},
+        "contained": [
+            {"resourceType": "Medication", "id": "m1",
+             "code": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "860975"}]}},
+            // No id, or no known type: nothing can refer to it.
+            {"resourceType": "Medication",
+             "code": {"coding": [{"code": "1"}]}},
+            {"resourceType": "NotAType", "id": "x", "code": {"coding": [{"code": "2"}]}}
+        ],
+        "medicationReference": {"reference": "#m1"}
+    });
+    let entries = extract(&mr);
+    let contained: Vec<_> = entries.iter().filter(|e| e.contained.is_some()).collect();
+    assert!(contained.iter().all(|e| {
+        e.contained
+            .as_ref()
+            .is_some_and(|c| c.id == "m1" && c.resource_type == "Medication")
+    }));
+    assert!(contained.iter().any(|e| e.param == "code"
+        && matches!(&e.value, IndexValue::Token { code: Some(c), .. } if c == "860975")));
+    // The container's own values are unmarked, and none of them is the contained code.
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.contained.is_none() && e.param == "subject")
+    );
+    assert!(!entries.iter().any(|e| e.contained.is_none()
+        && matches!(&e.value, IndexValue::Token { code: Some(c), .. } if c == "860975")));
 }

@@ -358,6 +358,12 @@ async fn fetch_include(
     rids: &[i64],
     vis: &Visibility,
 ) -> Result<Vec<StoredVersion>> {
+    let sql = include_sql(inc, rids, vis);
+    conn.fetch(&sql.text, sql.args, version_row).await
+}
+
+/// The resources the matches (`rids`) refer to through `inc`'s parameter.
+pub(crate) fn include_sql(inc: &Include, rids: &[i64], vis: &Visibility) -> Sql {
     let mut sql = Sql::new(
         "SELECT r.rid, r.res_type, r.res_id, v.version, v.last_updated, v.deleted, v.method, v.body, v.patient, r.sensitivity, r.patient FROM idx_reference x JOIN resources r ON r.res_type = x.target_type AND r.res_id = x.target_id JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version WHERE r.deleted = FALSE",
     );
@@ -375,7 +381,7 @@ async fn fetch_include(
     }
     sql::visible(&mut sql, vis, "r.res_type", "r.patient", "r.sensitivity");
     sql.push(" LIMIT ").bind_i64(MAX_INCLUDED);
-    conn.fetch(&sql.text, sql.args, version_row).await
+    sql
 }
 
 async fn fetch_revinclude(
@@ -385,6 +391,17 @@ async fn fetch_revinclude(
     ids: &[String],
     vis: &Visibility,
 ) -> Result<Vec<StoredVersion>> {
+    let sql = revinclude_sql(inc, target_type, ids, vis);
+    conn.fetch(&sql.text, sql.args, version_row).await
+}
+
+/// The resources that refer to the matches (`ids` of `target_type`) through `inc`'s parameter.
+pub(crate) fn revinclude_sql(
+    inc: &Include,
+    target_type: &str,
+    ids: &[String],
+    vis: &Visibility,
+) -> Sql {
     let mut sql = Sql::new(
         "SELECT r.rid, r.res_type, r.res_id, v.version, v.last_updated, v.deleted, v.method, v.body, v.patient, r.sensitivity, r.patient FROM idx_reference x JOIN resources r ON r.rid = x.rid JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version WHERE r.deleted = FALSE AND x.res_type = ",
     );
@@ -402,5 +419,5 @@ async fn fetch_revinclude(
     sql.push(")");
     sql::visible(&mut sql, vis, "r.res_type", "r.patient", "r.sensitivity");
     sql.push(" LIMIT ").bind_i64(MAX_INCLUDED);
-    conn.fetch(&sql.text, sql.args, version_row).await
+    sql
 }

@@ -82,6 +82,11 @@ const SHAPES: &[(&str, &str)] = &[
     ("Organization", "name=clinic"),
     ("Location", "name=clinic"),
     ("Patient", "_id=p1&_revinclude=Observation:subject"),
+    ("Encounter", "patient=p1&_revinclude=Observation:encounter"),
+    ("Observation", "patient=p1&_include=Observation:performer"),
+    // Chains, into stored and contained resources: driving, and probed per candidate.
+    ("MedicationRequest", "medication.code=860975"),
+    ("MedicationRequest", "patient=p1&medication.code=860975"),
 ];
 
 fn query(rtype: &str, text: &str) -> SearchQuery {
@@ -142,6 +147,17 @@ fn statements(q: &SearchQuery, vis: &Visibility) -> Vec<(String, Vec<Arg>)> {
     out.push((count.text, count.args));
     let patients = sql::match_patients(q, vis, 1001);
     out.push((patients.text, patients.args));
+    // What a page of matches includes.
+    let rids: Vec<i64> = (1..=20).collect();
+    let ids: Vec<String> = (1..=20).map(|i| format!("id-{i}")).collect();
+    for inc in &q.includes {
+        let sql = super::include_sql(inc, &rids, vis);
+        out.push((sql.text, sql.args));
+    }
+    for inc in &q.revincludes {
+        let sql = super::revinclude_sql(inc, &q.resource_type, &ids, vis);
+        out.push((sql.text, sql.args));
+    }
     out
 }
 

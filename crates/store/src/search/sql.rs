@@ -433,6 +433,17 @@ fn filter_sql(
                 filter: inner,
             },
         ) => {
+            // R4 3.1.1.5.5: a chain is evaluated inside contained resources too. Those are
+            // found through the container's own `#id` references (see `contained_chain`).
+            let contained = match (&inner.param, &inner.test) {
+                (ParamRef::Indexed(inner_def), FilterTest::AnyOf(values)) => {
+                    Some((*inner_def, values))
+                }
+                _ => None,
+            };
+            if !drive && contained.is_some() {
+                sql.push("(");
+            }
             open_index_subquery(sql, res_type, def, alias, false, drive);
             // The target's own filter picks its rows (by `rid`, which names the type too): a
             // condition on `t.res_type` would tempt the planner into reading every resource of
@@ -459,9 +470,88 @@ fn filter_sql(
             visible(sql, &typeless, "t.res_type", "t.patient", "t.sensitivity");
             sql.push(" AND ");
             filter_sql(sql, target_type, inner, "t", true, vis);
-            sql.push("))");
+            sql.push(")");
+            match contained {
+                Some((inner_def, values)) if drive => {
+                    sql.push(" UNION ALL ");
+                    contained_chain(sql, res_type, def, target_type, inner_def, values, None);
+                    sql.push(")");
+                }
+                Some((inner_def, values)) => {
+                    sql.push(") OR EXISTS (");
+                    let rid = alias.rid();
+                    contained_chain(
+                        sql,
+                        res_type,
+                        def,
+                        target_type,
+                        inner_def,
+                        values,
+                        Some(rid),
+                    );
+                    sql.push("))");
+                }
+                None => {
+                    sql.push(")");
+                }
+            }
         }
     }
+}
+
+/// `SELECT x.rid FROM idx_reference x …`: the containers whose `param` refers (`#id`) to a
+/// contained resource of `target_type` that has one of `values` for `inner` — read from the
+/// contained resource's own index rows, which the container holds under `#id:name` (see
+/// `ironchart_store::resources`). Seeks on the reference index's `url` (only `#…` references),
+/// or on the candidate's own rows when `rid` is given.
+fn contained_chain(
+    sql: &mut Sql,
+    res_type: &str,
+    def: &SearchParamDef,
+    target_type: &str,
+    inner: &SearchParamDef,
+    values: &[FilterValue],
+    rid: Option<&'static str>,
+) {
+    sql.push("SELECT x.rid FROM idx_reference x WHERE ");
+    match rid {
+        Some(rid) => {
+            sql.push("x.rid = ").push(rid);
+        }
+        None => {
+            sql.push("x.res_type = ").bind_text(res_type);
+        }
+    }
+    push_param(sql, IndexAlias::X, def);
+    sql.push(" AND x.target_type = ")
+        .bind_text(target_type)
+        .push(" AND x.url >= '#' AND x.url < ")
+        .bind(Arg::Text(prefix_end("#")))
+        .push(" AND EXISTS (SELECT 1 FROM ")
+        .push(index_table(inner.kind))
+        .push(" WHERE rid = x.rid AND param IN (");
+    let (params, target) = match storage(inner) {
+        Storage::Own => (vec![inner.name], None),
+        Storage::Alias { params, target } => (params.clone(), *target),
+    };
+    for (i, p) in params.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.push("x.url || ").bind(Arg::Text([":", p].concat()));
+    }
+    sql.push(")");
+    if let Some(t) = target {
+        sql.push(" AND target_type = ").bind_text(t);
+    }
+    sql.push(" AND (");
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            sql.push(" OR ");
+        }
+        value_condition(sql, v);
+    }
+    sql.push("))");
 }
 
 /// The exclusive upper bound of all strings starting with `prefix`.

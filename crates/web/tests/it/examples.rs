@@ -168,8 +168,48 @@ async fn official_examples(s: Server) {
                 }
             }
         }
-        for entry in extract(&read.body) {
-            if entry.param == "_lastUpdated" || entry.param == "_id" {
+        let entries = extract(&read.body);
+        // A contained resource's values are found through chains only: by each of the
+        // container's references to it.
+        for entry in &entries {
+            let Some(within) = &entry.contained else {
+                continue;
+            };
+            if matches!(entry.value, IndexValue::Reference { .. }) || entry.param == "_id" {
+                continue;
+            }
+            let local = format!("#{}", within.id);
+            for via in &entries {
+                let IndexValue::Reference {
+                    url,
+                    target_type: Some(t),
+                    ..
+                } = &via.value
+                else {
+                    continue;
+                };
+                let allowed = ironchart_fhir::search_param(&rt, via.param)
+                    .is_some_and(|d| d.targets.is_empty() || d.targets.contains(&t.as_str()));
+                if via.contained.is_some() || *url != local || t != within.resource_type || !allowed
+                {
+                    continue;
+                }
+                for c in criteria(entry.param, &entry.value) {
+                    searches += 1;
+                    let q = format!("{rt}?_id={}&{}:{t}.{c}", enc(&id), via.param);
+                    let r = s.get(&q).await;
+                    let found = r.status == StatusCode::OK
+                        && r.body["entry"]
+                            .as_array()
+                            .is_some_and(|e| e.iter().any(|e| e["resource"]["id"] == id.as_str()));
+                    if !found {
+                        failures.push(format!("{file}: not found by {q} ({})", r.status));
+                    }
+                }
+            }
+        }
+        for entry in entries {
+            if entry.contained.is_some() || entry.param == "_lastUpdated" || entry.param == "_id" {
                 continue;
             }
             for c in criteria(entry.param, &entry.value) {

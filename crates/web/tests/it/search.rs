@@ -546,5 +546,51 @@ async fn references_as_r4_defines_them(s: Server) {
             .await,
         ["mr1"]
     );
+    // A chain is evaluated inside contained resources too — only the one the chained
+    // reference names — and through references to stored resources as before.
+    let rxnorm = "http://www.nlm.nih.gov/research/umls/rxnorm";
+    put(
+        &s,
+        json!({"resourceType": "Medication", "id": "med-x",
+        "code": {"coding": [{"system": rxnorm, "code": "860975"}]}}),
+    )
+    .await;
+    put(
+        &s,
+        json!({"resourceType": "MedicationRequest", "id": "mr2", "status": "active",
+        "intent": "order", "subject": {"reference": "Patient/p1"},
+        "medicationReference": {"reference": "Medication/med-x"}}),
+    )
+    .await;
+    put(
+        &s,
+        json!({"resourceType": "MedicationRequest", "id": "mr3", "status": "active",
+        "intent": "order", "subject": {"reference": "Patient/p1"},
+        "contained": [
+            {"resourceType": "Medication", "id": "m2",
+             "code": {"coding": [{"system": rxnorm, "code": "860975"}]}},
+            {"resourceType": "Medication", "id": "m3",
+             "code": {"coding": [{"system": rxnorm, "code": "197361"}]}}],
+        "medicationReference": {"reference": "#m3"},
+        "supportingInformation": [{"reference": "#m2"}]}),
+    )
+    .await;
+    for query in [
+        "MedicationRequest?medication.code=860975".to_string(),
+        format!("MedicationRequest?medication.code={rxnorm}|860975"),
+        "MedicationRequest?medication:Medication.code=860975".to_string(),
+        // Another filter drives; the chain is probed per candidate.
+        "MedicationRequest?_id=mr1,mr2,mr3&medication.code=860975".to_string(),
+        "MedicationRequest?status=active&medication.code=860975".to_string(),
+    ] {
+        assert_eq!(ids(s.search_ids(&query).await), ["mr1", "mr2"], "{query}");
+    }
+    assert_eq!(
+        s.search_ids("MedicationRequest?medication.code=197361")
+            .await,
+        ["mr3"]
+    );
+    // A contained resource is no resource of its own: not found by its type's search.
+    assert_eq!(s.search_ids("Medication?code=860975").await, ["med-x"]);
 }
 on_both!(references_as_r4_defines_them);
