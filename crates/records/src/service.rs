@@ -583,11 +583,19 @@ impl Records {
             .total
             .is_some_and(|t| t > 0 && t as usize > page.matches.len())
         {
-            patients.extend(
-                self.store
-                    .match_patients(query, &vis, crate::audit::MAX_AUDITED_PATIENTS + 1)
-                    .await?,
-            );
+            match page.counted_patients {
+                // Found as the matches were counted.
+                Some(counted) => patients.extend(
+                    counted
+                        .into_iter()
+                        .take(crate::audit::MAX_AUDITED_PATIENTS + 1),
+                ),
+                None => patients.extend(
+                    self.store
+                        .match_patients(query, &vis, crate::audit::MAX_AUDITED_PATIENTS + 1)
+                        .await?,
+                ),
+            }
         }
         Ok(ResourcePage {
             matches: self.reveal_all(actor, page.matches).await?,

@@ -133,6 +133,9 @@ pub struct SearchPage {
     pub previous: Option<Cursor>,
     /// The number of matches when asked for (or when it is known for free).
     pub total: Option<i64>,
+    /// When `total` was counted: the distinct patients whose compartments the counted matches
+    /// are in (found by the same read).
+    pub counted_patients: Option<Vec<String>>,
 }
 
 impl Store {
@@ -199,12 +202,9 @@ async fn search_on(
 ) -> Result<SearchPage> {
     let mut page = SearchPage::default();
     if query.summary_count {
-        let sql = sql::count(query, vis);
-        page.total = conn
-            .fetch(&sql.text, sql.args, |r| r.i64(0))
-            .await?
-            .into_iter()
-            .next();
+        let (total, patients) = count_with_patients(conn, query, vis).await?;
+        page.total = Some(total);
+        page.counted_patients = Some(patients);
         return Ok(page);
     }
     let key_types = sql::key_types(query);
@@ -215,22 +215,23 @@ async fn search_on(
         return Err(StoreError::BadCursor);
     }
     let limit = query.count;
-    let select = sql::page(query, cursor, limit + 1, vis);
-    let nkeys = key_types.len();
-    let mut rows = conn
-        .fetch(&select.text, select.args, |r| {
-            let mut keys = Vec::with_capacity(nkeys);
-            for (i, t) in key_types.iter().enumerate() {
-                keys.push(match t {
-                    KeyType::Text => KeyValue::Text(r.text(i)?),
-                    KeyType::Int => KeyValue::Int(r.i64(i)?),
-                    KeyType::Float => KeyValue::Float(r.f64(i)?),
-                });
-            }
-            Ok((keys, version_from(r, nkeys)?))
-        })
-        .await?;
     let forward = cursor.is_none_or(|c| c.forward);
+    let walked = match sql::walk_key(query) {
+        Some((def, desc)) if forward => {
+            walk(conn, query, def, desc, cursor, limit + 1, vis, &key_types).await?
+        }
+        _ if forward && sql::rid_walkable(query) => {
+            walk_rids(conn, query, cursor, limit + 1, vis).await?
+        }
+        _ => None,
+    };
+    let mut rows = match walked {
+        Some(rows) => rows,
+        None => {
+            let select = sql::page(query, cursor, limit + 1, vis);
+            page_rows(conn, select, &key_types).await?
+        }
+    };
     let mut more = rows.len() > limit;
     rows.truncate(limit);
     // A page also ends where its bodies reach the byte bound (the next page goes on from
@@ -270,11 +271,9 @@ async fn search_on(
     page.total = match query.total {
         ironchart_fhir::search::TotalMode::None => None,
         ironchart_fhir::search::TotalMode::Accurate => {
-            let sql = sql::count(query, vis);
-            conn.fetch(&sql.text, sql.args, |r| r.i64(0))
-                .await?
-                .into_iter()
-                .next()
+            let (total, patients) = count_with_patients(conn, query, vis).await?;
+            page.counted_patients = Some(patients);
+            Some(total)
         }
         ironchart_fhir::search::TotalMode::Default => {
             if cursor.is_none() && !more {
@@ -308,6 +307,158 @@ async fn search_on(
         }
     }
     Ok(page)
+}
+
+/// The number of a query's matches and the distinct patients they are about, in one read.
+async fn count_with_patients(
+    conn: &mut Conn<'_>,
+    query: &SearchQuery,
+    vis: &Visibility,
+) -> Result<(i64, Vec<String>)> {
+    let sql = sql::count_by_patient(query, vis);
+    let groups = conn
+        .fetch(&sql.text, sql.args, |r| Ok((r.opt_text(0)?, r.i64(1)?)))
+        .await?;
+    let total = groups.iter().map(|(_, n)| n).sum();
+    Ok((total, groups.into_iter().filter_map(|(p, _)| p).collect()))
+}
+
+/// A page's rows: each match's sort keys and its version.
+type Row = (Vec<KeyValue>, StoredVersion);
+
+async fn page_rows(conn: &mut Conn<'_>, select: Sql, key_types: &[KeyType]) -> Result<Vec<Row>> {
+    let nkeys = key_types.len();
+    conn.fetch(&select.text, select.args, |r| {
+        let mut keys = Vec::with_capacity(nkeys);
+        for (i, t) in key_types.iter().enumerate() {
+            keys.push(match t {
+                KeyType::Text => KeyValue::Text(r.text(i)?),
+                KeyType::Int => KeyValue::Int(r.i64(i)?),
+                KeyType::Float => KeyValue::Float(r.f64(i)?),
+            });
+        }
+        Ok((keys, version_from(r, nkeys)?))
+    })
+    .await
+}
+
+/// Whether a search over the population is better walked (in its order, stopping at the page)
+/// than read whole: not when its leading filter has few index rows — at least 500 and one in
+/// 256 of all resources — for then its matches are few (cheap to read) or sparse (a walk would
+/// read far to fill a page). A search with no index lookup to lead it is always walked.
+async fn worth_walking(conn: &mut Conn<'_>, query: &SearchQuery, max_rid: i64) -> Result<bool> {
+    let Some(few) = sql::driver_up_to(query, WALK_ABOVE.max(max_rid / 256)) else {
+        return Ok(true);
+    };
+    let threshold = WALK_ABOVE.max(max_rid / 256);
+    let n = conn.fetch(&few.text, few.args, |r| r.i64(0)).await?;
+    Ok(n.first().is_some_and(|n| *n >= threshold))
+}
+
+async fn max_rid(conn: &mut Conn<'_>) -> Result<i64> {
+    Ok(conn
+        .fetch(sql::MAX_RID, vec![], |r| r.opt_i64(0))
+        .await?
+        .into_iter()
+        .next()
+        .flatten()
+        .unwrap_or(0))
+}
+
+/// A forward page of a population search in the default order (by row id), walked by row id
+/// in growing windows from the cursor; `None` when the matches are too sparse for it.
+async fn walk_rids(
+    conn: &mut Conn<'_>,
+    query: &SearchQuery,
+    cursor: Option<&Cursor>,
+    limit: usize,
+    vis: &Visibility,
+) -> Result<Option<Vec<Row>>> {
+    let last = max_rid(conn).await?;
+    if !worth_walking(conn, query, last).await? {
+        return Ok(None);
+    }
+    let from = cursor.map_or(0, |c| c.rid);
+    let mut window = WALK_WINDOW as i64;
+    loop {
+        let bound = from.saturating_add(window);
+        let page = sql::rid_walk_page(query, cursor, bound, limit, vis);
+        let rows = page_rows(conn, page, &[]).await?;
+        if rows.len() >= limit || bound >= last {
+            return Ok(Some(rows));
+        }
+        if window >= MAX_WALK_WINDOW as i64 {
+            return Ok(None);
+        }
+        window *= 8;
+    }
+}
+
+/// At least this many index rows of its leading filter for a search to be walked.
+const WALK_ABOVE: i64 = 500;
+/// The index rows a walk reads first, and at most (then it reads every match instead).
+const WALK_WINDOW: usize = 4096;
+const MAX_WALK_WINDOW: usize = 32_768;
+
+/// A forward page of a population search sorted first by a date, read by walking the date's
+/// index from the cursor's key and stopping at the page (see [`sql::walk_page`]), then the
+/// matches without a date. `None` when reading every match is the better way: few matches, or
+/// so few among the dates that a walk would read too much.
+#[allow(clippy::too_many_arguments)]
+async fn walk(
+    conn: &mut Conn<'_>,
+    query: &SearchQuery,
+    def: &'static ironchart_fhir::SearchParamDef,
+    desc: bool,
+    cursor: Option<&Cursor>,
+    limit: usize,
+    vis: &Visibility,
+    key_types: &[KeyType],
+) -> Result<Option<Vec<Row>>> {
+    let missing = sql::missing_date_key(desc);
+    let from = match cursor.map(|c| c.keys.first()) {
+        Some(Some(KeyValue::Int(k))) => Some(*k),
+        Some(_) => return Ok(None),
+        None => None,
+    };
+    let mut rows = Vec::new();
+    if from != Some(missing) {
+        let last = max_rid(conn).await?;
+        if !worth_walking(conn, query, last).await? {
+            return Ok(None);
+        }
+        let mut window = WALK_WINDOW;
+        loop {
+            let w = sql::walk_window(query, def, desc, from, window);
+            let (seen, last) = conn
+                .fetch(&w.text, w.args, |r| Ok((r.i64(0)?, r.opt_i64(1)?)))
+                .await?
+                .into_iter()
+                .next()
+                .unwrap_or((0, None));
+            let to_the_end = (seen as usize) < window;
+            let bound = if to_the_end { None } else { last };
+            let page = sql::walk_page(query, def, desc, cursor, bound, limit, vis);
+            rows = page_rows(conn, page, key_types).await?;
+            if rows.len() >= limit {
+                return Ok(Some(rows));
+            }
+            if to_the_end {
+                break;
+            }
+            if window >= MAX_WALK_WINDOW {
+                return Ok(None);
+            }
+            window *= 8;
+        }
+    }
+    // The matches without a date come after every date (from the start, or from the cursor
+    // when it is among them).
+    let rest = sql::without_value(query, def);
+    let after = if from == Some(missing) { cursor } else { None };
+    let page = sql::page(&rest, after, limit - rows.len(), vis);
+    rows.extend(page_rows(conn, page, key_types).await?);
+    Ok(Some(rows))
 }
 
 fn version_from(r: &dyn RowGet, offset: usize) -> Result<StoredVersion> {

@@ -57,21 +57,32 @@ pub(crate) fn key_types(query: &SearchQuery) -> Vec<KeyType> {
 /// `WHERE` conditions (without the keyword) selecting the live resources of the query's type
 /// that match all its filters; `alias` names the `resources` row.
 pub(crate) fn matches(query: &SearchQuery, alias: Alias, vis: &Visibility) -> Sql {
+    matches_as(query, alias, vis, true)
+}
+
+/// [`matches`] for rows that come from elsewhere (a walk of a sort key's index, which names
+/// the type): every filter is probed per row; no condition on the type.
+fn matches_probed(query: &SearchQuery, alias: Alias, vis: &Visibility) -> Sql {
+    matches_as(query, alias, vis, false)
+}
+
+fn matches_as(query: &SearchQuery, alias: Alias, vis: &Visibility, drive: bool) -> Sql {
     let mut filters: Vec<&Filter> = query.filters.iter().collect();
     filters.sort_by_key(|f| selectivity(f));
     let mut sql = Sql::new("");
     // When the most selective filter is an index lookup, it alone yields the candidates (its
     // index rows are of this type only). A condition on the type column here would tempt
     // SQLite into scanning every resource of the type instead.
-    let driven_by_index = filters.first().is_some_and(|f| {
-        matches!(
-            (&f.param, &f.test),
-            (
-                ParamRef::Indexed(_),
-                FilterTest::AnyOf(_) | FilterTest::Chain { .. }
+    let driven_by_index = !drive
+        || filters.first().is_some_and(|f| {
+            matches!(
+                (&f.param, &f.test),
+                (
+                    ParamRef::Indexed(_),
+                    FilterTest::AnyOf(_) | FilterTest::Chain { .. }
+                )
             )
-        )
-    });
+        });
     if !driven_by_index {
         sql.push(alias.res_type())
             .push(" = ")
@@ -94,7 +105,14 @@ pub(crate) fn matches(query: &SearchQuery, alias: Alias, vis: &Visibility) -> Sq
     );
     for (i, filter) in filters.into_iter().enumerate() {
         sql.push(" AND ");
-        filter_sql(&mut sql, &query.resource_type, filter, alias, i == 0, vis);
+        filter_sql(
+            &mut sql,
+            &query.resource_type,
+            filter,
+            alias,
+            drive && i == 0,
+            vis,
+        );
     }
     sql
 }
@@ -836,6 +854,38 @@ pub(crate) fn match_patients(query: &SearchQuery, vis: &Visibility, limit: usize
     sql
 }
 
+/// How many index rows the query's most selective filter has, counting no further than
+/// `limit` (more than its matches: the other filters are not applied): `None` when no index
+/// lookup leads the query.
+pub(crate) fn driver_up_to(query: &SearchQuery, limit: i64) -> Option<Sql> {
+    let first = query.filters.iter().min_by_key(|f| selectivity(f))?;
+    let (ParamRef::Indexed(def), FilterTest::AnyOf(values)) = (&first.param, &first.test) else {
+        return None;
+    };
+    let mut sql = Sql::new("SELECT COUNT(*) FROM (SELECT 1 FROM ");
+    sql.push(index_table(def.kind))
+        .push(" WHERE res_type = ")
+        .bind_text(&query.resource_type);
+    push_param(&mut sql, IndexAlias::Bare, def);
+    sql.push(" AND (");
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            sql.push(" OR ");
+        }
+        value_condition(&mut sql, v);
+    }
+    sql.push(") LIMIT ").bind_i64(limit).push(") c");
+    Some(sql)
+}
+
+/// The matches of a query counted per patient (`NULL`: in no patient's compartment).
+pub(crate) fn count_by_patient(query: &SearchQuery, vis: &Visibility) -> Sql {
+    let mut sql = Sql::new("SELECT r.patient, COUNT(*) FROM resources r WHERE ");
+    sql.append(matches(query, "r", vis));
+    sql.push(" GROUP BY r.patient");
+    sql
+}
+
 /// `SELECT COUNT(*)` of a query's matches.
 pub(crate) fn count(query: &SearchQuery, vis: &Visibility) -> Sql {
     let mut sql = Sql::new("SELECT COUNT(*) FROM resources r WHERE ");
@@ -1012,4 +1062,229 @@ pub(crate) fn page(
     sql.push(if forward { "m.rid ASC" } else { "m.rid DESC" });
     sql.push(" LIMIT ").bind_i64(limit as i64);
     sql
+}
+
+/// A search over the population whose first sort key is a date can be answered by walking that
+/// parameter's index in the key's order and stopping at the page, instead of reading every
+/// match (see [`walk_window`] and [`walk_page`]): the date parameter and whether it is descending.
+/// Not for a search about one patient or a few ids (those read few matches anyway), nor for a
+/// parameter answered from other parameters' rows.
+pub(crate) fn walk_key(query: &SearchQuery) -> Option<(&'static SearchParamDef, bool)> {
+    let first = query.sort.first()?;
+    let ParamRef::Indexed(def) = first.param else {
+        return None;
+    };
+    if def.kind != SearchParamKind::Date || !matches!(storage(def), Storage::Own) {
+        return None;
+    }
+    if query.filters.iter().any(|f| selectivity(f) <= 1) {
+        return None;
+    }
+    Some((def, first.descending))
+}
+
+/// The date a walk covers is found by its first `window` index rows from the cursor's key:
+/// `SELECT COUNT(*), <last key>` — fewer than `window` rows means the walk reaches the end.
+pub(crate) fn walk_window(
+    query: &SearchQuery,
+    def: &SearchParamDef,
+    desc: bool,
+    from: Option<i64>,
+    window: usize,
+) -> Sql {
+    let (col, agg, cmp, order) = if desc {
+        (
+            "high",
+            "MIN(w.k)",
+            " AND high <= ",
+            " ORDER BY high DESC LIMIT ",
+        )
+    } else {
+        (
+            "low",
+            "MAX(w.k)",
+            " AND low >= ",
+            " ORDER BY low ASC LIMIT ",
+        )
+    };
+    let mut sql = Sql::new("SELECT COUNT(*), ");
+    sql.push(agg)
+        .push(" FROM (SELECT ")
+        .push(col)
+        .push(" AS k FROM idx_date WHERE res_type = ")
+        .bind_text(&query.resource_type)
+        .push(" AND param = ")
+        .bind_text(def.name);
+    if let Some(from) = from {
+        sql.push(cmp).bind_i64(from);
+    }
+    sql.push(order).bind_i64(window as i64).push(") w");
+    sql
+}
+
+/// One page (forward) of a search walked by its first sort key's index: the matches whose key
+/// lies from the cursor's to `bound` (exclusive: rows tied with the window's last key may lie
+/// beyond it), `limit` of them, with the same keys and order as [`page`]. A resource's row is
+/// the one that holds its key (its latest end descending, its earliest start ascending), so
+/// each match comes once.
+pub(crate) fn walk_page(
+    query: &SearchQuery,
+    def: &SearchParamDef,
+    desc: bool,
+    cursor: Option<&Cursor>,
+    bound: Option<i64>,
+    limit: usize,
+    vis: &Visibility,
+) -> Sql {
+    let keys: Vec<&SortKey> = query.sort.iter().take(MAX_SORT_KEYS).collect();
+    let col = if desc { "s.high" } else { "s.low" };
+    let mut inner = Sql::new("SELECT DISTINCT ");
+    inner.push(col).push(" AS k0");
+    for (i, key) in keys.iter().enumerate().skip(1) {
+        inner.push(", ");
+        sort_expression(&mut inner, key);
+        inner.push(KEY_ALIASES[i]);
+    }
+    // The walk leads: SQLite keeps a CROSS JOIN's order.
+    inner
+        .push(", s.rid AS rid FROM idx_date s CROSS JOIN resources r WHERE s.res_type = ")
+        .bind_text(&query.resource_type)
+        .push(" AND s.param = ")
+        .bind_text(def.name);
+    if let Some(c) = cursor
+        && let Some(KeyValue::Int(from)) = c.keys.first()
+    {
+        inner
+            .push(if desc {
+                " AND s.high <= "
+            } else {
+                " AND s.low >= "
+            })
+            .bind_i64(*from);
+    }
+    if let Some(b) = bound {
+        inner
+            .push(if desc {
+                " AND s.high > "
+            } else {
+                " AND s.low < "
+            })
+            .bind_i64(b);
+    }
+    inner.push(if desc {
+        " AND s.high = (SELECT MAX(x.high) FROM idx_date x WHERE x.rid = s.rid AND x.param = "
+    } else {
+        " AND s.low = (SELECT MIN(x.low) FROM idx_date x WHERE x.rid = s.rid AND x.param = "
+    });
+    inner.bind_text(def.name).push(") AND r.rid = s.rid AND ");
+    inner.append(matches_probed(query, "r", vis));
+    if let Some(c) = cursor {
+        // (k0, k1, …, rid) strictly after the cursor, each key in its own direction.
+        inner.push(" AND (");
+        for i in 0..=keys.len() {
+            if i > 0 {
+                inner.push(" OR ");
+            }
+            inner.push("(");
+            for (j, v) in c.keys.iter().enumerate().take(i) {
+                walk_key_expr(&mut inner, col, keys[j], j);
+                inner.push(" = ");
+                bind_key(&mut inner, v);
+                inner.push(" AND ");
+            }
+            if i < keys.len() {
+                walk_key_expr(&mut inner, col, keys[i], i);
+                inner.push(if keys[i].descending { " < " } else { " > " });
+                bind_key(&mut inner, &c.keys[i]);
+            } else {
+                inner.push("s.rid > ").bind_i64(c.rid);
+            }
+            inner.push(")");
+        }
+        inner.push(")");
+    }
+    inner.push(" ORDER BY ");
+    for (i, key) in keys.iter().enumerate() {
+        inner.push(if i == 0 {
+            col
+        } else {
+            KEY_ALIASES[i].trim_start_matches(" AS ")
+        });
+        inner.push(if key.descending { " DESC, " } else { " ASC, " });
+    }
+    inner.push("s.rid ASC LIMIT ").bind_i64(limit as i64);
+
+    let mut sql = Sql::new("SELECT ");
+    for col in KEY_COLUMNS.iter().take(keys.len()) {
+        sql.push(col).push(", ");
+    }
+    sql.push("r.rid, r.res_type, r.res_id, v.version, v.last_updated, v.deleted, v.method, v.body, v.patient, r.sensitivity FROM (");
+    sql.append(inner);
+    sql.push(") m JOIN resources r ON r.rid = m.rid JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version ORDER BY ");
+    for (i, key) in keys.iter().enumerate() {
+        sql.push(KEY_COLUMNS[i]);
+        sql.push(if key.descending { " DESC, " } else { " ASC, " });
+    }
+    sql.push("m.rid ASC");
+    sql
+}
+
+/// Key `i` of a walked row as an expression (its walked date, or the key's own expression).
+fn walk_key_expr(sql: &mut Sql, col: &'static str, key: &SortKey, i: usize) {
+    if i == 0 {
+        sql.push(col);
+    } else {
+        sort_expression(sql, key);
+    }
+}
+
+/// The query's matches that have no value for `def` (they sort after every value).
+pub(crate) fn without_value(query: &SearchQuery, def: &'static SearchParamDef) -> SearchQuery {
+    let mut q = query.clone();
+    q.filters.push(Filter {
+        param: ParamRef::Indexed(def),
+        test: FilterTest::Missing(true),
+    });
+    q
+}
+
+/// The key a match without a value for a date key has (see [`sort_expression`]).
+pub(crate) fn missing_date_key(desc: bool) -> i64 {
+    if desc { i64::MIN } else { i64::MAX }
+}
+
+/// `SELECT MAX(rid)`: how far resources' row ids reach (a walk by row id stops there).
+pub(crate) const MAX_RID: &str = "SELECT MAX(rid) FROM resources";
+
+/// One forward page in the default order (by row id) of the matches whose row id lies after
+/// the cursor's and at most `bound`: a walk of `resources` by its primary key, every filter
+/// probed per row, that stops at the page.
+pub(crate) fn rid_walk_page(
+    query: &SearchQuery,
+    cursor: Option<&Cursor>,
+    bound: i64,
+    limit: usize,
+    vis: &Visibility,
+) -> Sql {
+    let mut sql = Sql::new(
+        "SELECT r.rid, r.res_type, r.res_id, v.version, v.last_updated, v.deleted, v.method, v.body, v.patient, r.sensitivity FROM resources r JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version WHERE r.rid > ",
+    );
+    sql.bind_i64(cursor.map_or(0, |c| c.rid))
+        .push(" AND r.rid <= ")
+        .bind_i64(bound)
+        // The type is tested on each row of the range, never looked up: an index on the type
+        // would read every resource of it. (`|| ''` keeps both planners from using one.)
+        .push(" AND (r.res_type || '') = ")
+        .bind_text(&query.resource_type)
+        .push(" AND ");
+    sql.append(matches_probed(query, "r", vis));
+    sql.push(" ORDER BY r.rid ASC LIMIT ")
+        .bind_i64(limit as i64);
+    sql
+}
+
+/// Whether a search in the default order may be walked by row id: one over the population
+/// (not about one patient or a few ids, whose matches are few anyway).
+pub(crate) fn rid_walkable(query: &SearchQuery) -> bool {
+    query.sort.is_empty() && !query.filters.iter().any(|f| selectivity(f) <= 1)
 }

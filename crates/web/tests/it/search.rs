@@ -594,3 +594,123 @@ async fn references_as_r4_defines_them(s: Server) {
     assert_eq!(s.search_ids("Medication?code=860975").await, ["med-x"]);
 }
 on_both!(references_as_r4_defines_them);
+
+/// Newest first over the population: a search sorted by a date reads its pages by walking the
+/// date's index (once it has more than a few hundred matches). Every page, in both directions of
+/// the sort, gives each match once, in key order, the matches without a date last.
+async fn population_sorted_by_date(s: Server) {
+    // 1,400 Observations: laboratory and vital signs, dates with ties, some periods, some
+    // without a date; a Patient so that they have a subject.
+    put(
+        &s,
+        json!({"resourceType": "Patient", "id": "pd", "name": [{"family": "Dates"}]}),
+    )
+    .await;
+    let mut entries = Vec::new();
+    let mut expected: Vec<(String, bool, Option<(String, String)>)> = Vec::new();
+    for i in 0..1400u32 {
+        let id = format!("od{i:04}");
+        let lab = i % 3 != 0;
+        let day = (i * 37) % 700;
+        let (y, rest) = (2020 + day / 336, day % 336);
+        let start = format!("{y}-{:02}-{:02}", rest / 28 + 1, rest % 28 + 1);
+        let mut obs = json!({"resourceType": "Observation", "id": id, "status": "final",
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                      "code": if lab { "laboratory" } else { "vital-signs" }}]}],
+            "code": {"text": "x"}, "subject": {"reference": "Patient/pd"}});
+        let range = match i % 50 {
+            // No date.
+            7 => None,
+            // A period: its start sorts ascending, its end descending.
+            11 | 31 => {
+                let end = format!("{}-12-31", y + 1);
+                obs["effectivePeriod"] = json!({"start": start, "end": end});
+                Some((start, end))
+            }
+            _ => {
+                obs["effectiveDateTime"] = json!(start);
+                Some((start.clone(), start))
+            }
+        };
+        expected.push((id.clone(), lab, range));
+        entries.push(json!({"resource": obs, "request": {"method": "PUT", "url": format!("Observation/{id}")}}));
+    }
+    let r = s
+        .post(
+            "",
+            &json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    for (query, lab_only, desc) in [
+        (
+            "Observation?category=laboratory&_sort=-date&_count=7",
+            true,
+            true,
+        ),
+        (
+            "Observation?category=laboratory&_sort=date&_count=10",
+            true,
+            false,
+        ),
+        (
+            "Observation?status=final&_sort=-date,_id&_count=50",
+            false,
+            true,
+        ),
+        ("Observation?_sort=-date&_count=100", false, true),
+    ] {
+        let got = s.search_ids(query).await;
+        let want: Vec<&(String, bool, Option<(String, String)>)> =
+            expected.iter().filter(|e| !lab_only || e.1).collect();
+        let mut unique = got.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), got.len(), "{query}: a match came twice");
+        assert_eq!(got.len(), want.len(), "{query}");
+        // Keys in order (ties in any order), no date last.
+        let key = |id: &str| {
+            let e = expected.iter().find(|e| e.0 == id).unwrap();
+            e.2.as_ref()
+                .map(|(low, high)| if desc { high.clone() } else { low.clone() })
+        };
+        let keys: Vec<Option<String>> = got.iter().map(|id| key(id)).collect();
+        for w in keys.windows(2) {
+            match (&w[0], &w[1]) {
+                (Some(a), Some(b)) => {
+                    assert!(if desc { a >= b } else { a <= b }, "{query}: {a} then {b}")
+                }
+                (None, Some(b)) => panic!("{query}: no date before {b}"),
+                _ => {}
+            }
+        }
+        if query.contains(",_id") {
+            // Ties by id.
+            for w in got.windows(2) {
+                if key(&w[0]) == key(&w[1]) {
+                    assert!(w[0] < w[1], "{query}: {} then {}", w[0], w[1]);
+                }
+            }
+        }
+    }
+    // The default order (walked by row id too): each match once, pages of any size.
+    for (query, lab_only) in [
+        ("Observation?category=laboratory&_count=10", true),
+        ("Observation?status=final&_count=37", false),
+        ("Observation?_count=100", false),
+    ] {
+        let got = s.search_ids(query).await;
+        let mut unique = got.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), got.len(), "{query}: a match came twice");
+        let mut want: Vec<&str> = expected
+            .iter()
+            .filter(|e| !lab_only || e.1)
+            .map(|e| e.0.as_str())
+            .collect();
+        want.sort();
+        assert_eq!(unique, want, "{query}");
+    }
+}
+on_both!(population_sorted_by_date);
