@@ -38,8 +38,8 @@ const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 6,
-        sqlite: include_str!("../migrations/sqlite/0006_date_ends.sql"),
-        postgres: include_str!("../migrations/postgres/0006_date_ends.sql"),
+        sqlite: include_str!("../migrations/sqlite/0006_walk_indexes.sql"),
+        postgres: include_str!("../migrations/postgres/0006_walk_indexes.sql"),
     },
 ];
 

@@ -379,15 +379,27 @@ async fn walk_rids(
         return Ok(None);
     }
     let from = cursor.map_or(0, |c| c.rid);
-    let mut window = WALK_WINDOW as i64;
+    let mut window = WALK_WINDOW;
     loop {
-        let bound = from.saturating_add(window);
+        let w = sql::rid_window(query, from, window);
+        let (seen, reach) = conn
+            .fetch(&w.text, w.args, |r| Ok((r.i64(0)?, r.opt_i64(1)?)))
+            .await?
+            .into_iter()
+            .next()
+            .unwrap_or((0, None));
+        let to_the_end = (seen as usize) < window;
+        let bound = if to_the_end {
+            last
+        } else {
+            reach.unwrap_or(last)
+        };
         let page = sql::rid_walk_page(query, cursor, bound, limit, vis);
         let rows = page_rows(conn, page, &[]).await?;
-        if rows.len() >= limit || bound >= last {
+        if rows.len() >= limit || to_the_end {
             return Ok(Some(rows));
         }
-        if window >= MAX_WALK_WINDOW as i64 {
+        if window >= MAX_WALK_WINDOW {
             return Ok(None);
         }
         window *= 8;

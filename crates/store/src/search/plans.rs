@@ -173,6 +173,8 @@ fn statements(q: &SearchQuery, vis: &Visibility) -> Vec<(String, Vec<Arg>, bool)
             out.push((few.text, few.args, false));
         }
         out.push((sql::MAX_RID.to_string(), Vec::new(), false));
+        let w = sql::rid_window(q, 10, 4096);
+        out.push((w.text, w.args, true));
         let cursor = Cursor {
             forward: true,
             keys: Vec::new(),
@@ -242,6 +244,7 @@ fn constrained(condition: &str) -> Vec<String> {
                 "res_type"
                     | "param"
                     | "rid"
+                    | "rowid"
                     | "res_id"
                     | "target_id"
                     | "target_type"

@@ -1253,12 +1253,26 @@ pub(crate) fn missing_date_key(desc: bool) -> i64 {
     if desc { i64::MIN } else { i64::MAX }
 }
 
-/// `SELECT MAX(rid)`: how far resources' row ids reach (a walk by row id stops there).
+/// `SELECT MAX(rid)`: how far resources' row ids reach.
 pub(crate) const MAX_RID: &str = "SELECT MAX(rid) FROM resources";
 
+/// The row ids a walk in the default order covers: `SELECT COUNT(*), MAX(rid)` of the type's
+/// first `window` resources after `from` — fewer than `window` means the walk reaches the end.
+pub(crate) fn rid_window(query: &SearchQuery, from: i64, window: usize) -> Sql {
+    let mut sql =
+        Sql::new("SELECT COUNT(*), MAX(w.rid) FROM (SELECT rid FROM resources WHERE res_type = ");
+    sql.bind_text(&query.resource_type)
+        .push(" AND rid > ")
+        .bind_i64(from)
+        .push(" ORDER BY rid LIMIT ")
+        .bind_i64(window as i64)
+        .push(") w");
+    sql
+}
+
 /// One forward page in the default order (by row id) of the matches whose row id lies after
-/// the cursor's and at most `bound`: a walk of `resources` by its primary key, every filter
-/// probed per row, that stops at the page.
+/// the cursor's and at most `bound`: a walk of the type's resources by row id (its index on
+/// the type), every filter probed per row, that stops at the page.
 pub(crate) fn rid_walk_page(
     query: &SearchQuery,
     cursor: Option<&Cursor>,
@@ -1272,9 +1286,7 @@ pub(crate) fn rid_walk_page(
     sql.bind_i64(cursor.map_or(0, |c| c.rid))
         .push(" AND r.rid <= ")
         .bind_i64(bound)
-        // The type is tested on each row of the range, never looked up: an index on the type
-        // would read every resource of it. (`|| ''` keeps both planners from using one.)
-        .push(" AND (r.res_type || '') = ")
+        .push(" AND r.res_type = ")
         .bind_text(&query.resource_type)
         .push(" AND ");
     sql.append(matches_probed(query, "r", vis));
