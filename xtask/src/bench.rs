@@ -1,9 +1,14 @@
-//! `cargo xtask bench`: loads a generated cohort and measures ironchart on this machine, next to
-//! the machine's ceilings measured the same way.
+//! `cargo xtask bench`: loads generated cohorts and measures ironchart on this machine against
+//! its targets, next to the machine's ceilings measured the same way.
 //!
-//! - bulk import (resources/s, full indexing) through `ironchart import`;
-//! - read by id and two searches (requests/s, p50/p99) through `ironchart serve`, driven by `wrk`
-//!   in a separate process;
+//! - bulk import (resources/s, full indexing) through `ironchart import`, from NDJSON and from
+//!   the same resources written as one transaction Bundle per patient (target: 90 % of NDJSON);
+//! - every US Core 6.1 search with bare patient ids, each patient search again newest first
+//!   and paged to its last page (target: 3,000 req/s, p99 < 20 ms), and searches over the
+//!   population (target: p50 < 10 ms; counts in matches/s), each loaded by `wrk` in a separate
+//!   process through `ironchart serve`;
+//! - PostgreSQL against SQLite on every line (target: 70 %), and the curve across cohorts
+//!   (target: the largest within 1.5 times the smallest);
 //! - the HTTP ceiling: a trivial axum handler, same `wrk` settings;
 //! - the storage ceiling: raw inserts of the same JSON into SQLite, same durability settings.
 
@@ -14,7 +19,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub struct Options {
-    pub patients: usize,
+    /// Cohort sizes, smallest first.
+    pub patients: Vec<usize>,
     pub backends: Vec<String>,
     pub duration: u64,
     pub connections: usize,
@@ -23,27 +29,35 @@ pub struct Options {
     pub reuse: bool,
     /// Measure with a token of a user of this role instead of the system token.
     pub role: Option<String>,
+    /// Also import the cohort as per-patient transaction Bundles.
+    pub bundles: bool,
 }
 
 impl Options {
     pub fn parse(args: &[String]) -> Result<Options, String> {
         let mut o = Options {
-            patients: 10_000,
+            patients: vec![10_000],
             backends: vec!["sqlite".into()],
-            duration: 20,
+            duration: 5,
             connections: 16,
             threads: 2,
             database_url: std::env::var("IRONCHART_TEST_DATABASE_URL")
                 .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
             reuse: false,
             role: None,
+            bundles: true,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
             let mut value = || it.next().cloned().ok_or(format!("{a} needs a value"));
             match a.as_str() {
                 "--patients" => {
-                    o.patients = value()?.parse().map_err(|_| "--patients: a number")?
+                    o.patients = value()?
+                        .split(',')
+                        .map(|n| n.trim().parse::<usize>())
+                        .collect::<Result<_, _>>()
+                        .map_err(|_| "--patients: numbers, such as 1000,10000,16000")?;
+                    o.patients.sort_unstable();
                 }
                 "--backend" => {
                     o.backends = match value()?.as_str() {
@@ -60,6 +74,7 @@ impl Options {
                 "--database-url" => o.database_url = value()?,
                 "--reuse" => o.reuse = true,
                 "--as" => o.role = Some(value()?),
+                "--no-bundles" => o.bundles = false,
                 other => return Err(format!("unknown argument {other}")),
             }
         }
@@ -289,6 +304,278 @@ fn http_ceiling(opts: &Options) -> Result<WrkResult, String> {
     r
 }
 
+/// What a line of the bench is held to.
+#[derive(Clone, Copy, PartialEq)]
+enum Target {
+    /// A search about one patient (or a small lookup): 3,000 req/s and p99 < 20 ms.
+    Patient,
+    /// A search over the population: p50 < 10 ms.
+    Population,
+    /// A count over the population: p50 < 10 ms is not asked; a million matches a second is.
+    Count,
+}
+
+/// One measured line.
+struct Measured {
+    patients: usize,
+    backend: String,
+    label: String,
+    target: Target,
+    r: WrkResult,
+    /// For a count: how many it counted.
+    counted: Option<i64>,
+}
+
+/// A sample patient's searchable facts.
+struct Sample {
+    id: String,
+    family: String,
+    birth: String,
+    gender: String,
+    mrn: String,
+}
+
+/// Percent-encodes a query value.
+fn enc(v: &str) -> String {
+    v.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The US Core 6.1 server searches (SHALL and SHOULD), with `{p}` a bare patient id and the
+/// sample's facts.
+const US_CORE: &[&str] = &[
+    "Patient/{p}",
+    "Patient?_id={p}",
+    "Patient?identifier=urn:ironchart:demo:mrn|{mrn}",
+    "Patient?name={family}",
+    "Patient?birthdate={birth}&name={family}",
+    "Patient?gender={gender}&name={family}",
+    "AllergyIntolerance?patient={p}",
+    "Condition?patient={p}",
+    "Condition?patient={p}&category=problem-list-item",
+    "Condition?patient={p}&clinical-status=active",
+    "Condition?patient={p}&onset-date=ge2020-01-01",
+    "Condition?patient={p}&code=http://snomed.info/sct|195967001",
+    "DiagnosticReport?patient={p}",
+    "DiagnosticReport?patient={p}&category=LAB",
+    "DiagnosticReport?patient={p}&code=http://loinc.org|24323-8",
+    "DiagnosticReport?patient={p}&category=LAB&date=ge2023-01-01",
+    "DocumentReference?patient={p}",
+    "DocumentReference?patient={p}&category=clinical-note",
+    "DocumentReference?patient={p}&type=http://loinc.org|11506-3",
+    "DocumentReference?patient={p}&category=clinical-note&date=ge2023-01-01",
+    "Encounter?patient={p}",
+    "Encounter?patient={p}&date=ge2023-01-01",
+    "Immunization?patient={p}",
+    "MedicationRequest?patient={p}&intent=order",
+    "MedicationRequest?patient={p}&intent=order&status=active",
+    "MedicationRequest?patient={p}&intent=order&_include=MedicationRequest:medication",
+    "Observation?patient={p}&category=vital-signs",
+    "Observation?patient={p}&category=laboratory&date=ge2023-01-01",
+    "Observation?patient={p}&code=http://loinc.org|8867-4",
+    "Observation?patient={p}&code=http://loinc.org|8867-4&date=ge2023-01-01",
+    "Procedure?patient={p}",
+    "Procedure?patient={p}&date=ge2023-01-01",
+    "CarePlan?patient={p}&category=assess-plan",
+    "CareTeam?patient={p}&status=active",
+    "Goal?patient={p}",
+    "ServiceRequest?patient={p}",
+    "ServiceRequest?patient={p}&category=108252007",
+    "ServiceRequest?patient={p}&code=http://loinc.org|24323-8",
+    "Coverage?patient={p}",
+    "Device?patient={p}",
+    "Practitioner?name={practitioner}",
+    "Practitioner?identifier=http://hl7.org/fhir/sid/us-npi|{npi}",
+    "Organization?name=riverbend",
+    "Location?name=riverbend",
+];
+
+/// Each patient search newest first (by the type's date), paged to its last page.
+const NEWEST_FIRST: &[&str] = &[
+    "Observation?patient={p}&_sort=-date",
+    "Observation?patient={p}&category=laboratory&_sort=-date",
+    "Condition?patient={p}&_sort=-onset-date",
+    "DiagnosticReport?patient={p}&_sort=-date",
+    "DocumentReference?patient={p}&_sort=-date",
+    "Encounter?patient={p}&_sort=-date",
+    "Immunization?patient={p}&_sort=-date",
+    "MedicationRequest?patient={p}&intent=order&_sort=-authoredon",
+    "Procedure?patient={p}&_sort=-date",
+    "AllergyIntolerance?patient={p}&_sort=-date",
+];
+
+/// Searches over the population: first pages, and a count.
+const POPULATION: &[&str] = &[
+    "Observation?code=http://loinc.org|8867-4&_count=10",
+    "Observation?date=ge2025-01-01&_count=10",
+    "Encounter?date=ge2025-01-01&status=finished&_count=10",
+    "Observation?category=laboratory&_sort=-date&_count=10",
+    "Observation?status=final&_sort=-date,_id&_count=10",
+    "DiagnosticReport?_sort=-issued&_count=10",
+];
+const COUNTS: &[&str] = &[
+    "Observation?code=http://loinc.org|8867-4&_summary=count",
+    "Observation?category=laboratory&_summary=count",
+];
+
+/// A template with the sample's facts put in (values percent-encoded).
+fn fill(template: &str, s: &Sample, practitioner: &(String, String)) -> String {
+    let (path, query) = template.split_once('?').unwrap_or((template, ""));
+    let query: Vec<String> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let v = v
+                .replace("{p}", &s.id)
+                .replace("{mrn}", &s.mrn)
+                .replace("{family}", &s.family)
+                .replace("{birth}", &s.birth)
+                .replace("{gender}", &s.gender)
+                .replace("{practitioner}", &practitioner.0)
+                .replace("{npi}", &practitioner.1);
+            format!("{k}={}", enc(&v))
+        })
+        .collect();
+    let path = path.replace("{p}", &s.id);
+    if query.is_empty() {
+        format!("/fhir/{path}")
+    } else {
+        format!("/fhir/{path}?{}", query.join("&"))
+    }
+}
+
+/// The cohort written as one transaction Bundle of PUTs per patient, plus one Bundle of the
+/// resources about no patient (`0-shared.json`, imported first).
+fn write_bundles(files: &[PathBuf], out: &Path) -> Result<(), String> {
+    let _ = std::fs::remove_dir_all(out);
+    std::fs::create_dir_all(out).map_err(|e| e.to_string())?;
+    let mut by_patient: std::collections::BTreeMap<String, Vec<Value>> = Default::default();
+    let mut shared = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(f).map_err(|e| e.to_string())?;
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let r: Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+            let owner = if r["resourceType"] == "Patient" {
+                r["id"].as_str().map(str::to_string)
+            } else {
+                ["subject", "patient", "beneficiary"].iter().find_map(|k| {
+                    r[k]["reference"]
+                        .as_str()
+                        .and_then(|x| x.strip_prefix("Patient/"))
+                        .map(str::to_string)
+                })
+            };
+            match owner {
+                Some(p) => by_patient.entry(p).or_default().push(r),
+                None => shared.push(r),
+            }
+        }
+    }
+    let bundle = |rs: Vec<Value>| {
+        let entries: Vec<Value> = rs
+            .into_iter()
+            .map(|r| {
+                let url = format!(
+                    "{}/{}",
+                    r["resourceType"].as_str().unwrap_or_default(),
+                    r["id"].as_str().unwrap_or_default()
+                );
+                serde_json::json!({"fullUrl": format!("urn:ironchart:{url}"), "resource": r,
+                    "request": {"method": "PUT", "url": url}})
+            })
+            .collect();
+        serde_json::json!({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+            .to_string()
+    };
+    std::fs::write(out.join("0-shared.json"), bundle(shared)).map_err(|e| e.to_string())?;
+    for (p, rs) in by_patient {
+        std::fs::write(out.join(format!("{p}.json")), bundle(rs)).map_err(|e| e.to_string())?;
+    }
+    std::fs::write(out.join("done"), b"").map_err(|e| e.to_string())
+}
+
+/// Imports `paths` into a fresh store; resources/s.
+fn import(
+    bin: &Path,
+    data: &Path,
+    db_env: &[(&str, String)],
+    paths: &[PathBuf],
+    resources: usize,
+    opts: &Options,
+    schema: &str,
+) -> Result<f64, String> {
+    let _ = std::fs::remove_dir_all(data);
+    if db_env.iter().any(|(k, _)| *k == "IRONCHART_DATABASE_URL") {
+        let _ = Command::new("psql")
+            .args([
+                &opts.database_url,
+                "-qc",
+                &format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
+            ])
+            .output();
+    }
+    std::fs::create_dir_all(data).map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let mut cmd = Command::new(bin);
+    cmd.args(["import", "--quiet", "--data"])
+        .arg(data)
+        .args(paths);
+    for (k, v) in db_env {
+        cmd.env(k, v);
+    }
+    sh(&mut cmd)?;
+    Ok(resources as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Every page URL (relative) of a search, following its `next` links.
+fn all_pages(base: &str, token: &str, first: &str) -> Result<Vec<String>, String> {
+    let mut pages = vec![first.to_string()];
+    let mut url = first.to_string();
+    while pages.len() < 200 {
+        let b = http_get(&format!("{base}{url}"), token)?;
+        let next = b["link"].as_array().and_then(|links| {
+            links
+                .iter()
+                .find(|l| l["relation"] == "next")
+                .and_then(|l| l["url"].as_str())
+                .map(str::to_string)
+        });
+        match next {
+            Some(n) => {
+                url = n.strip_prefix(base).unwrap_or(&n).to_string();
+                pages.push(url.clone());
+            }
+            None => break,
+        }
+    }
+    Ok(pages)
+}
+
+fn load(
+    opts: &Options,
+    server: &Server,
+    token: &str,
+    work: &Path,
+    paths: &[String],
+) -> Result<WrkResult, String> {
+    let script = work.join("paths.lua");
+    write_script(&script, token, paths)?;
+    let warm = Options {
+        duration: 1,
+        ..clone_opts(opts)
+    };
+    let _ = wrk(&warm, &server.base, Some(&script));
+    wrk(opts, &server.base, Some(&script))
+}
+
 pub fn run(root: &Path, opts: &Options) -> Result<(), String> {
     if Command::new("wrk").arg("--version").output().is_err() {
         return Err("wrk is needed: apt-get install wrk".into());
@@ -300,190 +587,191 @@ pub fn run(root: &Path, opts: &Options) -> Result<(), String> {
     let bin = root.join("target/release/ironchart");
     let work = root.join("target/bench");
     std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+    let mut measured: Vec<Measured> = Vec::new();
+    let mut imports: Vec<(usize, String, f64, Option<f64>, usize)> = Vec::new();
+    let mut files = Vec::new();
 
-    let cohort = work.join(format!("cohort-{}", opts.patients));
-    if !cohort.join("done").exists() {
-        eprintln!("generating {} patients…", opts.patients);
-        let _ = std::fs::remove_dir_all(&cohort);
-        sh(Command::new(&bin)
-            .args([
-                "generate",
-                "--patients",
-                &opts.patients.to_string(),
-                "--out",
-            ])
-            .arg(&cohort))?;
-        std::fs::write(cohort.join("done"), b"").map_err(|e| e.to_string())?;
-    }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&cohort)
-        .map_err(|e| e.to_string())?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "ndjson"))
-        .collect();
-    files.sort();
-    let resources = count_lines(&files);
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let mut report = format!(
-        "### Run of {} ({} patients, {} resources; {} cores; wrk -t{} -c{} -d{}s)\n\n",
-        chrono_like_now(),
-        opts.patients,
-        resources,
-        cores,
-        opts.threads,
-        opts.connections,
-        opts.duration
-    );
-    report.push_str("| what | backend | result |\n| --- | --- | --- |\n");
-
-    for backend in &opts.backends {
-        let data = work.join(format!("data-{backend}-{}", opts.patients));
-        let schema = format!("bench_{}", opts.patients);
-        let db_env: Vec<(&str, String)> = if backend == "postgres" {
-            vec![
-                ("IRONCHART_DATABASE_URL", opts.database_url.clone()),
-                ("IRONCHART_DATABASE_SCHEMA", schema.clone()),
-            ]
-        } else {
-            vec![]
-        };
-        let imported = data.join("imported");
-        if !(opts.reuse && imported.exists()) {
-            let _ = std::fs::remove_dir_all(&data);
-            if backend == "postgres" {
-                let _ = Command::new("psql")
-                    .args([
-                        &opts.database_url,
-                        "-qc",
-                        &format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
-                    ])
-                    .output();
-            }
-            std::fs::create_dir_all(&data).map_err(|e| e.to_string())?;
-            eprintln!("[{backend}] importing {resources} resources…");
-            let started = Instant::now();
-            let mut cmd = Command::new(&bin);
-            cmd.args(["import", "--quiet", "--data"])
-                .arg(&data)
-                .args(&files);
-            for (k, v) in &db_env {
-                cmd.env(k, v);
-            }
-            sh(&mut cmd)?;
-            let secs = started.elapsed().as_secs_f64();
-            let line = format!(
-                "| import (full indexing) | {backend} | **{:.0} resources/s** ({resources} in {secs:.1} s) |\n",
-                resources as f64 / secs
-            );
-            eprint!("{line}");
-            report.push_str(&line);
-            std::fs::write(&imported, b"").map_err(|e| e.to_string())?;
+    for &patients in &opts.patients {
+        let cohort = work.join(format!("cohort-{patients}"));
+        if !cohort.join("done").exists() {
+            eprintln!("generating {patients} patients…");
+            let _ = std::fs::remove_dir_all(&cohort);
+            sh(Command::new(&bin)
+                .args(["generate", "--patients", &patients.to_string(), "--out"])
+                .arg(&cohort))?;
+            std::fs::write(cohort.join("done"), b"").map_err(|e| e.to_string())?;
+        }
+        files = std::fs::read_dir(&cohort)
+            .map_err(|e| e.to_string())?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "ndjson"))
+            .collect();
+        files.sort();
+        let resources = count_lines(&files);
+        let bundles = work.join(format!("bundles-{patients}"));
+        if opts.bundles && !bundles.join("done").exists() {
+            eprintln!("writing {patients} per-patient Bundles…");
+            write_bundles(&files, &bundles)?;
         }
 
-        let server = start_server(&bin, &data, &db_env)?;
-        let mut cmd = Command::new(&bin);
-        cmd.args(["admin", "token", "--ttl", "2h", "--data"])
-            .arg(&data);
-        if let Some(role) = &opts.role {
-            // A user of that role (created once), so that the measurement includes its policy.
-            let username = format!("bench-{}", role.replace('_', "-"));
-            let mut add = Command::new(&bin);
-            add.args(["admin", "user", "add", "--password-stdin", "--data"])
-                .arg(&data)
-                .args(["--username", &username, "--role", role])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            for (k, v) in &db_env {
-                add.env(k, v);
-            }
-            let mut child = add.spawn().map_err(|e| e.to_string())?;
-            if let Some(mut stdin) = child.stdin.take() {
-                use std::io::Write;
-                let _ = stdin.write_all(b"benchmark password 2026\n");
-            }
-            let _ = child.wait();
-            cmd.args(["--user", &username]);
-        }
-        for (k, v) in &db_env {
-            cmd.env(k, v);
-        }
-        let token = sh(&mut cmd)?
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .trim()
-            .to_string();
-        let sample = http_get(&format!("{}/fhir/Patient?_count=1000", server.base), &token)?;
-        let mut reads = Vec::new();
-        let mut names = Vec::new();
-        let mut obs = Vec::new();
-        for e in sample["entry"].as_array().cloned().unwrap_or_default() {
-            let id = e["resource"]["id"].as_str().unwrap_or_default().to_string();
-            reads.push(format!("/fhir/Patient/{id}"));
-            if let Some(f) = e["resource"]["name"][0]["family"].as_str() {
-                let enc: String = f
-                    .bytes()
-                    .map(|b| {
-                        if b.is_ascii_alphanumeric() {
-                            (b as char).to_string()
-                        } else {
-                            format!("%{b:02X}")
-                        }
-                    })
-                    .collect();
-                names.push(format!("/fhir/Patient?family={enc}"));
-            }
-            obs.push(format!(
-                "/fhir/Observation?subject=Patient/{id}&code=http%3A%2F%2Floinc.org%7C8867-4&date=ge2020-01-01"
-            ));
-        }
-        if reads.is_empty() {
-            return Err("no patients found to benchmark".into());
-        }
-        for (label, paths) in [
-            ("read Patient by id", &reads),
-            ("search Patient?family=", &names),
-            ("search Observation?subject+code+date", &obs),
-        ] {
-            let script = work.join("paths.lua");
-            write_script(&script, &token, paths)?;
-            // Warm up, then measure.
-            let warm = Options {
-                duration: 3,
-                ..clone_opts(opts)
-            };
-            let _ = wrk(&warm, &server.base, Some(&script));
-            let r = wrk(opts, &server.base, Some(&script))?;
-            let line = format!(
-                "| {label} | {backend} | **{:.0} req/s**, p50 {:.2} ms, p99 {:.2} ms{} |\n",
-                r.rps,
-                r.p50_ms,
-                r.p99_ms,
-                if r.errors > 0 {
-                    format!(", {} errors", r.errors)
+        for backend in &opts.backends {
+            let data = work.join(format!("data-{backend}-{patients}"));
+            let schema = format!("bench_{patients}");
+            let env_for = |schema: &str| -> Vec<(&str, String)> {
+                if backend == "postgres" {
+                    vec![
+                        ("IRONCHART_DATABASE_URL", opts.database_url.clone()),
+                        ("IRONCHART_DATABASE_SCHEMA", schema.to_string()),
+                    ]
                 } else {
-                    String::new()
+                    vec![]
                 }
-            );
-            eprint!("{line}");
-            report.push_str(&line);
+            };
+            let db_env = env_for(&schema);
+            let imported = data.join("imported");
+            if !(opts.reuse && imported.exists()) {
+                eprintln!("[{backend} {patients}] importing {resources} resources (NDJSON)…");
+                let ndjson = import(&bin, &data, &db_env, &files, resources, opts, &schema)?;
+                std::fs::write(&imported, b"").map_err(|e| e.to_string())?;
+                let mut from_bundles = None;
+                if opts.bundles {
+                    eprintln!("[{backend} {patients}] importing them as per-patient Bundles…");
+                    let bdata = work.join(format!("data-{backend}-{patients}-bundles"));
+                    let bschema = format!("bench_{patients}_bundles");
+                    let bundle_files: Vec<PathBuf> = vec![bundles.clone()];
+                    from_bundles = Some(import(
+                        &bin,
+                        &bdata,
+                        &env_for(&bschema),
+                        &bundle_files,
+                        resources,
+                        opts,
+                        &bschema,
+                    )?);
+                    let _ = std::fs::remove_dir_all(&bdata);
+                }
+                eprintln!(
+                    "[{backend} {patients}] NDJSON {ndjson:.0}/s, Bundles {}",
+                    from_bundles.map_or("-".into(), |b| format!("{b:.0}/s"))
+                );
+                imports.push((patients, backend.clone(), ndjson, from_bundles, resources));
+            }
+
+            let server = start_server(&bin, &data, &db_env)?;
+            let token = token_for(&bin, &data, &db_env, opts)?;
+            let sample = http_get(&format!("{}/fhir/Patient?_count=200", server.base), &token)?;
+            let samples: Vec<Sample> = sample["entry"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|e| {
+                    let r = &e["resource"];
+                    Sample {
+                        id: r["id"].as_str().unwrap_or_default().to_string(),
+                        family: r["name"][0]["family"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                        birth: r["birthDate"].as_str().unwrap_or_default().to_string(),
+                        gender: r["gender"].as_str().unwrap_or_default().to_string(),
+                        mrn: r["identifier"][0]["value"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                    }
+                })
+                .collect();
+            if samples.is_empty() {
+                return Err("no patients found to benchmark".into());
+            }
+            let prac = http_get(
+                &format!("{}/fhir/Practitioner?_count=50", server.base),
+                &token,
+            )?;
+            let practitioners: Vec<(String, String)> = prac["entry"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|e| {
+                    let r = &e["resource"];
+                    (
+                        r["name"][0]["family"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                        r["identifier"][0]["value"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                    )
+                })
+                .collect();
+            let prac_of = |i: usize| practitioners[i % practitioners.len().max(1)].clone();
+            let mut record = |label: String, target: Target, r: WrkResult, counted| {
+                let line = format!(
+                    "[{backend} {patients}] {label}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms{}",
+                    r.rps,
+                    r.p50_ms,
+                    r.p99_ms,
+                    if r.errors > 0 {
+                        format!(", {} errors", r.errors)
+                    } else {
+                        String::new()
+                    }
+                );
+                eprintln!("{line}");
+                measured.push(Measured {
+                    patients,
+                    backend: backend.clone(),
+                    label,
+                    target,
+                    r,
+                    counted,
+                });
+            };
+            for template in US_CORE {
+                let paths: Vec<String> = samples
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| fill(template, s, &prac_of(i)))
+                    .collect();
+                let r = load(opts, &server, &token, &work, &paths)?;
+                record(template.to_string(), Target::Patient, r, None);
+            }
+            for template in NEWEST_FIRST {
+                let mut paths = Vec::new();
+                for (i, s) in samples.iter().take(20).enumerate() {
+                    paths.extend(all_pages(
+                        &server.base,
+                        &token,
+                        &fill(template, s, &prac_of(i)),
+                    )?);
+                }
+                let r = load(opts, &server, &token, &work, &paths)?;
+                record(format!("{template} (every page)"), Target::Patient, r, None);
+            }
+            for template in POPULATION {
+                let paths = vec![fill(template, &samples[0], &prac_of(0))];
+                let r = load(opts, &server, &token, &work, &paths)?;
+                record(template.to_string(), Target::Population, r, None);
+            }
+            for template in COUNTS {
+                let path = fill(template, &samples[0], &prac_of(0));
+                let counted =
+                    http_get(&format!("{}{path}", server.base), &token)?["total"].as_i64();
+                let r = load(opts, &server, &token, &work, &[path])?;
+                record(template.to_string(), Target::Count, r, counted);
+            }
+            drop(server);
         }
-        drop(server);
     }
 
     eprintln!("measuring the ceilings…");
     let h = http_ceiling(opts)?;
-    let line = format!(
-        "| HTTP ceiling: trivial axum handler | — | **{:.0} req/s**, p50 {:.2} ms, p99 {:.2} ms |\n",
-        h.rps, h.p50_ms, h.p99_ms
-    );
-    eprint!("{line}");
-    report.push_str(&line);
     let s = storage_ceiling(&files, &work)?;
-    let line =
-        format!("| storage ceiling: raw JSON inserts into SQLite | sqlite | **{s:.0} rows/s** |\n");
-    eprint!("{line}");
-    report.push_str(&line);
+    let report = render(opts, &measured, &imports, &h, s);
     let out = work.join("results.md");
     std::fs::write(&out, &report).map_err(|e| e.to_string())?;
     println!("{report}");
@@ -491,9 +779,204 @@ pub fn run(root: &Path, opts: &Options) -> Result<(), String> {
     Ok(())
 }
 
+/// A token for the measurements: the system's, or a user's of `--as ROLE`.
+fn token_for(
+    bin: &Path,
+    data: &Path,
+    db_env: &[(&str, String)],
+    opts: &Options,
+) -> Result<String, String> {
+    let mut cmd = Command::new(bin);
+    cmd.args(["admin", "token", "--ttl", "2h", "--data"])
+        .arg(data);
+    if let Some(role) = &opts.role {
+        // A user of that role (created once), so that the measurement includes its policy.
+        let username = format!("bench-{}", role.replace('_', "-"));
+        let mut add = Command::new(bin);
+        add.args(["admin", "user", "add", "--password-stdin", "--data"])
+            .arg(data)
+            .args(["--username", &username, "--role", role])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (k, v) in db_env {
+            add.env(k, v);
+        }
+        let mut child = add.spawn().map_err(|e| e.to_string())?;
+        if let Some(mut stdin) = child.stdin.take() {
+            use std::io::Write;
+            let _ = stdin.write_all(b"benchmark password 2026\n");
+        }
+        let _ = child.wait();
+        cmd.args(["--user", &username]);
+    }
+    for (k, v) in db_env {
+        cmd.env(k, v);
+    }
+    Ok(sh(&mut cmd)?
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_string())
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "**short**" }
+}
+
+/// The results against their targets: per cohort, one line per search with each backend; the
+/// imports; the curve across cohorts; the ceilings.
+fn render(
+    opts: &Options,
+    measured: &[Measured],
+    imports: &[(usize, String, f64, Option<f64>, usize)],
+    http: &WrkResult,
+    storage: f64,
+) -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mut out = format!(
+        "### Run of {} ({} cores; wrk -t{} -c{} -d{}s after a 1 s warm-up)\n\n",
+        chrono_like_now(),
+        cores,
+        opts.threads,
+        opts.connections,
+        opts.duration
+    );
+    if !imports.is_empty() {
+        out.push_str("| import | backend | NDJSON | per-patient Bundles | Bundles / NDJSON (target ≥ 90 %) |\n| --- | --- | --- | --- | --- |\n");
+        for (patients, backend, ndjson, bundles, resources) in imports {
+            let ratio = bundles.map(|b| b / ndjson);
+            out.push_str(&format!(
+                "| {patients} patients, {resources} resources | {backend} | {ndjson:.0}/s | {} | {} |\n",
+                bundles.map_or("—".into(), |b| format!("{b:.0}/s")),
+                ratio.map_or("—".into(), |r| format!(
+                    "{:.0} % {}",
+                    r * 100.0,
+                    verdict(r >= 0.9)
+                ))
+            ));
+        }
+        out.push('\n');
+    }
+    let backends = &opts.backends;
+    for &patients in &opts.patients {
+        out.push_str(&format!(
+            "#### {patients} patients\n\n| search | target | {} | {} |\n| --- | --- |{} --- |\n",
+            backends.join(" | "),
+            if backends.len() > 1 {
+                "PostgreSQL / SQLite (target ≥ 70 %)"
+            } else {
+                "verdict"
+            },
+            " --- |".repeat(backends.len())
+        ));
+        let labels: Vec<&Measured> = measured
+            .iter()
+            .filter(|m| m.patients == patients && m.backend == backends[0])
+            .collect();
+        for first in labels {
+            let cells: Vec<Option<&Measured>> = backends
+                .iter()
+                .map(|b| {
+                    measured.iter().find(|m| {
+                        m.patients == patients && &m.backend == b && m.label == first.label
+                    })
+                })
+                .collect();
+            let target = match first.target {
+                Target::Patient => "≥ 3,000 req/s, p99 < 20 ms",
+                Target::Population => "p50 < 10 ms",
+                Target::Count => "≥ 1,000,000 matches/s",
+            };
+            let met = |m: &Measured| match m.target {
+                Target::Patient => m.r.rps >= 3000.0 && m.r.p99_ms < 20.0 && m.r.errors == 0,
+                Target::Population => m.r.p50_ms < 10.0 && m.r.errors == 0,
+                Target::Count => count_rate(m) >= 1_000_000.0,
+            };
+            let cell = |m: Option<&Measured>| match m {
+                None => "—".to_string(),
+                Some(m) => {
+                    let rate = if m.target == Target::Count {
+                        format!(", {:.0} matches/s", count_rate(m))
+                    } else {
+                        String::new()
+                    };
+                    format!(
+                        "{:.0} req/s, p50 {:.1} ms, p99 {:.1} ms{rate}{} — {}",
+                        m.r.rps,
+                        m.r.p50_ms,
+                        m.r.p99_ms,
+                        if m.r.errors > 0 {
+                            format!(", {} errors", m.r.errors)
+                        } else {
+                            String::new()
+                        },
+                        verdict(met(m))
+                    )
+                }
+            };
+            let last = if backends.len() > 1 {
+                match (cells[0], cells[1]) {
+                    (Some(a), Some(b)) if a.r.rps > 0.0 => {
+                        let r = b.r.rps / a.r.rps;
+                        format!("{:.0} % {}", r * 100.0, verdict(r >= 0.7))
+                    }
+                    _ => "—".into(),
+                }
+            } else {
+                String::new()
+            };
+            out.push_str(&format!(
+                "| `{}` | {target} | {} | {last} |\n",
+                first.label.replace('|', "\\|"),
+                cells
+                    .iter()
+                    .map(|c| cell(*c))
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            ));
+        }
+        out.push('\n');
+    }
+    if opts.patients.len() > 1 {
+        let (small, large) = (opts.patients[0], opts.patients[opts.patients.len() - 1]);
+        out.push_str(&format!(
+            "#### The curve: p50 at {large} patients against {small} (target ≤ 1.5×)\n\n| search | backend | p50 at {small} | p50 at {large} | ratio |\n| --- | --- | --- | --- | --- |\n"
+        ));
+        for m in measured.iter().filter(|m| m.patients == small) {
+            if let Some(l) = measured
+                .iter()
+                .find(|l| l.patients == large && l.backend == m.backend && l.label == m.label)
+            {
+                let ratio = l.r.p50_ms / m.r.p50_ms.max(0.001);
+                out.push_str(&format!(
+                    "| `{}` | {} | {:.2} ms | {:.2} ms | {ratio:.2}× {} |\n",
+                    m.label.replace('|', "\\|"),
+                    m.backend,
+                    m.r.p50_ms,
+                    l.r.p50_ms,
+                    verdict(ratio <= 1.5)
+                ));
+            }
+        }
+        out.push('\n');
+    }
+    out.push_str(&format!(
+        "Ceilings: a trivial axum handler {:.0} req/s (p50 {:.2} ms, p99 {:.2} ms); raw JSON inserts into SQLite {storage:.0} rows/s.\n",
+        http.rps, http.p50_ms, http.p99_ms
+    ));
+    out
+}
+
+/// Matches counted per second under the load: the count times the requests answered a second.
+fn count_rate(m: &Measured) -> f64 {
+    m.counted.unwrap_or(0) as f64 * m.r.rps
+}
+
 fn clone_opts(o: &Options) -> Options {
     Options {
-        patients: o.patients,
+        patients: o.patients.clone(),
         backends: o.backends.clone(),
         duration: o.duration,
         connections: o.connections,
@@ -501,6 +984,7 @@ fn clone_opts(o: &Options) -> Options {
         database_url: o.database_url.clone(),
         reuse: o.reuse,
         role: o.role.clone(),
+        bundles: o.bundles,
     }
 }
 

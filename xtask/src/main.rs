@@ -19,10 +19,13 @@ commands:
   codegen [--definitions DIR]   generate crates/fhir/src/generated/ from the FHIR R4 definitions
                                 (default DIR: ../shared/fhir-r4/definitions, relative to the
                                 workspace root)
-  bench [--patients N] [--backend sqlite|postgres|both] [--duration SECS]
+  bench [--patients N[,N…]] [--backend sqlite|postgres|both] [--duration SECS]
         [--connections N] [--threads N] [--database-url URL] [--reuse] [--as ROLE]
-                                load a generated cohort and measure import, reads and
-                                searches with wrk, next to the HTTP and storage ceilings
+        [--no-bundles]
+                                load generated cohorts (NDJSON and per-patient Bundles) and
+                                measure imports, every US Core search with bare ids, newest
+                                first to the last page, and population searches with wrk,
+                                against their targets, next to the HTTP and storage ceilings
 ";
 
 fn main() -> ExitCode {

@@ -209,7 +209,7 @@ impl Store {
     /// `synchronous=NORMAL`, PostgreSQL `synchronous_commit=off` per transaction), which is
     /// still safe against a crash of the process, not of the machine. Turning it off makes
     /// everything written so far durable before it returns, so an import acknowledges only
-    /// what is on disk.
+    /// what is on disk, and (PostgreSQL) brings the planner's statistics up to date.
     pub async fn set_bulk_mode(&self, on: bool) -> Result<()> {
         self.bulk.store(on, std::sync::atomic::Ordering::SeqCst);
         let mut conn = self.writer().await?;
@@ -230,6 +230,15 @@ impl Store {
                     conn.execute(
                         "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                         vec![Arg::Text("bulk.flushed".into()), Arg::Text(crate::migrate::now_millis().to_string())],
+                    )
+                    .await?;
+                    // A bulk load leaves the planner's statistics empty or stale until
+                    // autovacuum's next pass; meanwhile it chooses by guesswork (a patient's
+                    // references read by type and parameter alone, say). They are brought up
+                    // to date now, for the tables searches read.
+                    conn.execute(
+                        "ANALYZE resources, resource_versions, idx_string, idx_token, idx_date, idx_number, idx_quantity, idx_reference, idx_uri",
+                        vec![],
                     )
                     .await?;
                 }

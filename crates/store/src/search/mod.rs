@@ -408,8 +408,11 @@ async fn walk_rids(
 
 /// At least this many index rows of its leading filter for a search to be walked.
 const WALK_ABOVE: i64 = 500;
-/// The index rows a walk reads first, and at most (then it reads every match instead).
-const WALK_WINDOW: usize = 4096;
+/// The index rows a walk reads first (eight times more each time a window does not fill the
+/// page), and at most (then it reads every match instead). A small first window keeps a
+/// planner that reads a window whole and sorts it (PostgreSQL, which cannot tell how soon
+/// the page fills) within a millisecond or two.
+const WALK_WINDOW: usize = 256;
 const MAX_WALK_WINDOW: usize = 32_768;
 
 /// A forward page of a population search sorted first by a date, read by walking the date's

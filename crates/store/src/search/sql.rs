@@ -111,6 +111,7 @@ fn matches_as(query: &SearchQuery, alias: Alias, vis: &Visibility, drive: bool) 
             filter,
             alias,
             drive && i == 0,
+            !drive,
             vis,
         );
     }
@@ -316,7 +317,18 @@ fn open_index_subquery(
     alias: Alias,
     negate: bool,
     drive: bool,
+    scalar: bool,
 ) {
+    if scalar && !drive {
+        // A probe written as a scalar subquery (closed by `close_probe`): PostgreSQL turns an
+        // `EXISTS` into a join and may then read every row of the parameter; a scalar
+        // subquery it evaluates per row, as a seek.
+        sql.push("(SELECT 1 FROM ");
+        sql.push(index_table(def.kind));
+        sql.push(" WHERE rid = ").push(alias.rid());
+        push_param(sql, IndexAlias::Bare, def);
+        return;
+    }
     if drive {
         // The driving filter: its index rows give the candidate resources.
         sql.push(alias.rid());
@@ -376,12 +388,22 @@ fn selectivity(filter: &Filter) -> u8 {
     }
 }
 
+/// Closes what [`open_index_subquery`] opened.
+fn close_probe(sql: &mut Sql, drive: bool, scalar: bool, negate: bool) {
+    sql.push(match (scalar && !drive, negate) {
+        (false, _) => ")",
+        (true, false) => " LIMIT 1) IS NOT NULL",
+        (true, true) => " LIMIT 1) IS NULL",
+    });
+}
+
 fn filter_sql(
     sql: &mut Sql,
     res_type: &str,
     filter: &Filter,
     alias: Alias,
     drive: bool,
+    scalar: bool,
     vis: &Visibility,
 ) {
     match (&filter.param, &filter.test) {
@@ -429,12 +451,12 @@ fn filter_sql(
             sql.push("1 = 0");
         }
         (ParamRef::Indexed(def), FilterTest::Missing(missing)) => {
-            open_index_subquery(sql, res_type, def, alias, *missing, drive);
-            sql.push(")");
+            open_index_subquery(sql, res_type, def, alias, *missing, drive, scalar);
+            close_probe(sql, drive, scalar, *missing);
         }
         (ParamRef::Indexed(def), FilterTest::AnyOf(values) | FilterTest::NoneOf(values)) => {
             let negate = matches!(filter.test, FilterTest::NoneOf(_));
-            open_index_subquery(sql, res_type, def, alias, negate, drive);
+            open_index_subquery(sql, res_type, def, alias, negate, drive, scalar);
             sql.push(" AND (");
             for (i, v) in values.iter().enumerate() {
                 if i > 0 {
@@ -442,7 +464,8 @@ fn filter_sql(
                 }
                 value_condition(sql, v);
             }
-            sql.push("))");
+            sql.push(")");
+            close_probe(sql, drive, scalar, negate);
         }
         (
             ParamRef::Indexed(def),
@@ -462,7 +485,7 @@ fn filter_sql(
             if !drive && contained.is_some() {
                 sql.push("(");
             }
-            open_index_subquery(sql, res_type, def, alias, false, drive);
+            open_index_subquery(sql, res_type, def, alias, false, drive, scalar);
             // The target's own filter picks its rows (by `rid`, which names the type too): a
             // condition on `t.res_type` would tempt the planner into reading every resource of
             // the type instead.
@@ -487,7 +510,7 @@ fn filter_sql(
             };
             visible(sql, &typeless, "t.res_type", "t.patient", "t.sensitivity");
             sql.push(" AND ");
-            filter_sql(sql, target_type, inner, "t", true, vis);
+            filter_sql(sql, target_type, inner, "t", true, false, vis);
             sql.push(")");
             match contained {
                 Some((inner_def, values)) if drive => {
@@ -496,7 +519,8 @@ fn filter_sql(
                     sql.push(")");
                 }
                 Some((inner_def, values)) => {
-                    sql.push(") OR EXISTS (");
+                    close_probe(sql, drive, scalar, false);
+                    sql.push(if scalar { " OR (" } else { " OR EXISTS (" });
                     let rid = alias.rid();
                     contained_chain(
                         sql,
@@ -507,10 +531,14 @@ fn filter_sql(
                         values,
                         Some(rid),
                     );
-                    sql.push("))");
+                    sql.push(if scalar {
+                        " LIMIT 1) IS NOT NULL)"
+                    } else {
+                        "))"
+                    });
                 }
                 None => {
-                    sql.push(")");
+                    close_probe(sql, drive, scalar, false);
                 }
             }
         }
@@ -1264,7 +1292,9 @@ pub(crate) fn rid_window(query: &SearchQuery, from: i64, window: usize) -> Sql {
     sql.bind_text(&query.resource_type)
         .push(" AND rid > ")
         .bind_i64(from)
-        .push(" ORDER BY rid LIMIT ")
+        // By type, then row id: the order of the index on the type, which names it to
+        // PostgreSQL too.
+        .push(" ORDER BY res_type, rid LIMIT ")
         .bind_i64(window as i64)
         .push(") w");
     sql
