@@ -1310,8 +1310,10 @@ pub(crate) fn rid_walk_page(
     limit: usize,
     vis: &Visibility,
 ) -> Sql {
+    // The page's row ids first, then their versions: with the versions joined in the walk,
+    // PostgreSQL may merge-join them from the table's start.
     let mut sql = Sql::new(
-        "SELECT r.rid, r.res_type, r.res_id, v.version, v.last_updated, v.deleted, v.method, v.body, v.patient, r.sensitivity FROM resources r JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version WHERE r.rid > ",
+        "SELECT r.rid, r.res_type, r.res_id, v.version, v.last_updated, v.deleted, v.method, v.body, v.patient, r.sensitivity FROM (SELECT r.rid AS rid FROM resources r WHERE r.rid > ",
     );
     sql.bind_i64(cursor.map_or(0, |c| c.rid))
         .push(" AND r.rid <= ")
@@ -1321,7 +1323,8 @@ pub(crate) fn rid_walk_page(
         .push(" AND ");
     sql.append(matches_probed(query, "r", vis));
     sql.push(" ORDER BY r.rid ASC LIMIT ")
-        .bind_i64(limit as i64);
+        .bind_i64(limit as i64)
+        .push(") m JOIN resources r ON r.rid = m.rid JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version ORDER BY m.rid ASC");
     sql
 }
 
