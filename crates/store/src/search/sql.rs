@@ -366,6 +366,9 @@ fn selectivity(filter: &Filter) -> u8 {
             .map(|v| match v {
                 FilterValue::Reference { .. } | FilterValue::ReferenceIdentifier { .. } => 1,
                 FilterValue::Id(_) => 1,
+                // A code from a small fixed set (gender, a status, a category) matches a large
+                // share of the type: any other index lookup leads before it.
+                FilterValue::Token { code: Some(_), .. } if low_cardinality(&filter.param) => 5,
                 FilterValue::Token { code: Some(_), .. } => 3,
                 FilterValue::String {
                     mode: StringMatch::Exact,
@@ -395,6 +398,21 @@ fn close_probe(sql: &mut Sql, drive: bool, scalar: bool, negate: bool) {
         (true, false) => " LIMIT 1) IS NOT NULL",
         (true, true) => " LIMIT 1) IS NULL",
     });
+}
+
+/// Token parameters whose codes come from a small fixed value set.
+fn low_cardinality(param: &ParamRef) -> bool {
+    matches!(
+        param.name(),
+        "gender"
+            | "status"
+            | "intent"
+            | "clinical-status"
+            | "verification-status"
+            | "category"
+            | "priority"
+            | "active"
+    )
 }
 
 fn filter_sql(
