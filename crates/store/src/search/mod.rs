@@ -347,12 +347,24 @@ async fn page_rows(conn: &mut Conn<'_>, select: Sql, key_types: &[KeyType]) -> R
 /// 256 of all resources — for then its matches are few (cheap to read) or sparse (a walk would
 /// read far to fill a page). A search with no index lookup to lead it is always walked.
 async fn worth_walking(conn: &mut Conn<'_>, query: &SearchQuery, max_rid: i64) -> Result<bool> {
-    let Some(few) = sql::driver_up_to(query, WALK_ABOVE.max(max_rid / 256)) else {
+    let threshold = WALK_ABOVE.max(max_rid / 256);
+    let Some(few) = sql::driver_up_to(query, threshold) else {
         return Ok(true);
     };
-    let threshold = WALK_ABOVE.max(max_rid / 256);
     let n = conn.fetch(&few.text, few.args, |r| r.i64(0)).await?;
     Ok(n.first().is_some_and(|n| *n >= threshold))
+}
+
+/// Runs a walk's window query (`SELECT COUNT(*), <last key>`): whether the walk reaches the
+/// end within `window` rows, and the last key the window covers.
+async fn window_reach(conn: &mut Conn<'_>, w: Sql, window: usize) -> Result<(bool, Option<i64>)> {
+    let (seen, last) = conn
+        .fetch(&w.text, w.args, |r| Ok((r.i64(0)?, r.opt_i64(1)?)))
+        .await?
+        .into_iter()
+        .next()
+        .unwrap_or((0, None));
+    Ok(((seen as usize) < window, last))
 }
 
 async fn max_rid(conn: &mut Conn<'_>) -> Result<i64> {
@@ -381,14 +393,8 @@ async fn walk_rids(
     let from = cursor.map_or(0, |c| c.rid);
     let mut window = WALK_WINDOW;
     loop {
-        let w = sql::rid_window(query, from, window);
-        let (seen, reach) = conn
-            .fetch(&w.text, w.args, |r| Ok((r.i64(0)?, r.opt_i64(1)?)))
-            .await?
-            .into_iter()
-            .next()
-            .unwrap_or((0, None));
-        let to_the_end = (seen as usize) < window;
+        let (to_the_end, reach) =
+            window_reach(conn, sql::rid_window(query, from, window), window).await?;
         let bound = if to_the_end {
             last
         } else {
@@ -445,13 +451,7 @@ async fn walk(
         let mut window = WALK_WINDOW;
         loop {
             let w = sql::walk_window(query, def, desc, from, window);
-            let (seen, last) = conn
-                .fetch(&w.text, w.args, |r| Ok((r.i64(0)?, r.opt_i64(1)?)))
-                .await?
-                .into_iter()
-                .next()
-                .unwrap_or((0, None));
-            let to_the_end = (seen as usize) < window;
+            let (to_the_end, last) = window_reach(conn, w, window).await?;
             let bound = if to_the_end { None } else { last };
             let page = sql::walk_page(query, def, desc, cursor, bound, limit, vis);
             rows = page_rows(conn, page, key_types).await?;
