@@ -41,10 +41,15 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0006_walk_indexes.sql"),
         postgres: include_str!("../migrations/postgres/0006_walk_indexes.sql"),
     },
+    Migration {
+        version: 7,
+        sqlite: include_str!("../migrations/sqlite/0007_dates_by_reference.sql"),
+        postgres: include_str!("../migrations/postgres/0007_dates_by_reference.sql"),
+    },
 ];
 
 /// The schema version this build creates and understands.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 const CREATE_VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS ironchart_schema (version BIGINT NOT NULL, applied_at BIGINT NOT NULL)";
 
@@ -261,6 +266,90 @@ mod tests {
         let names: Vec<&str> = schema.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["resource_versions", "resource_versions_updated"]);
         assert!(!schema[0].1.contains("WITHOUT ROWID"), "{}", schema[0].1);
+        drop(conn);
+        store.close().await;
+    }
+
+    /// A schema-6 database's dates are found by the references its resources already have:
+    /// after the upgrade, a chart sorted by a date (walked under the patient's id) finds them,
+    /// newest first, and a contained resource's dates stay its own.
+    #[tokio::test]
+    async fn a_schema_6_database_walks_its_charts_by_date() {
+        use crate::search::Visibility;
+        use ironchart_fhir::search::SearchQuery;
+        use sqlx::Connection;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sqlite3");
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
+        let mut c = sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .unwrap();
+        sqlx::raw_sql(CREATE_VERSION_TABLE)
+            .execute(&mut c)
+            .await
+            .unwrap();
+        for m in &MIGRATIONS[..6] {
+            sqlx::raw_sql(m.sqlite).execute(&mut c).await.unwrap();
+            sqlx::query("INSERT INTO ironchart_schema (version, applied_at) VALUES (?, 0)")
+                .bind(m.version)
+                .execute(&mut c)
+                .await
+                .unwrap();
+        }
+        sqlx::raw_sql(
+            "INSERT INTO resources (rid, res_type, res_id, version, last_updated, deleted, patient, sensitivity) VALUES \
+               (1, 'Patient', 'p1', 1, 1, FALSE, 'p1', 0), (2, 'Observation', 'o1', 1, 1, FALSE, 'p1', 0), \
+               (3, 'Observation', 'o2', 1, 1, FALSE, 'p1', 0), (4, 'Observation', 'o3', 1, 1, FALSE, 'p1', 0); \
+             INSERT INTO resource_versions (rid, version, last_updated, deleted, method, body, patient, sensitivity) VALUES \
+               (1, 1, 1, FALSE, 'PUT', x'00', 'p1', 0), (2, 1, 1, FALSE, 'PUT', x'01', 'p1', 0), \
+               (3, 1, 1, FALSE, 'PUT', x'02', 'p1', 0), (4, 1, 1, FALSE, 'PUT', x'03', 'p1', 0); \
+             INSERT INTO idx_reference (rid, res_type, param, target_type, target_id, url) VALUES \
+               (2, 'Observation', 'subject', 'Patient', 'p1', 'Patient/p1'), \
+               (3, 'Observation', 'subject', 'Patient', 'p1', 'Patient/p1'), \
+               (4, 'Observation', 'subject', 'Patient', 'p1', 'Patient/p1'); \
+             INSERT INTO idx_date (rid, res_type, param, low, high) VALUES \
+               (2, 'Observation', 'date', 100, 199), (3, 'Observation', 'date', 300, 399), \
+               (3, 'Observation', 'date', 50, 60), (4, 'Observation', 'date', 200, 299), \
+               (4, 'Specimen', '#s1:collected', 900, 999);",
+        )
+        .execute(&mut c)
+        .await
+        .unwrap();
+        c.close().await.unwrap();
+
+        let store = Store::open_sqlite(&path).await.unwrap();
+        let pairs = |s: &str| -> Vec<(String, String)> {
+            s.split('&')
+                .filter_map(|p| p.split_once('='))
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect()
+        };
+        for (text, want) in [
+            ("patient=p1&_sort=-date", ["o2", "o3", "o1"]),
+            ("subject=Patient/p1&_sort=date", ["o2", "o1", "o3"]),
+        ] {
+            let q = SearchQuery::parse("Observation", &pairs(text)).unwrap();
+            assert!(crate::search::sql::scoped_walk(&q).is_some(), "{text}");
+            let page = store.search(&q, None, &Visibility::all()).await.unwrap();
+            let got: Vec<&str> = page.matches.iter().map(|m| m.res_id.as_str()).collect();
+            assert_eq!(got, want, "{text}");
+        }
+        let mut conn = store.reader().await.unwrap();
+        let rows = conn
+            .fetch(
+                "SELECT rid, param, target_id, low, high FROM idx_ref_date ORDER BY rid",
+                vec![],
+                |r| Ok((r.i64(0)?, r.text(1)?, r.text(2)?, r.i64(3)?, r.i64(4)?)),
+            )
+            .await
+            .unwrap();
+        let date = |rid, low, high| (rid, "date".to_string(), "p1".to_string(), low, high);
+        assert_eq!(
+            rows,
+            [date(2, 100, 199), date(3, 50, 399), date(4, 200, 299)]
+        );
         drop(conn);
         store.close().await;
     }

@@ -510,11 +510,8 @@ impl WriteTx {
                     ],
                 );
                 if !v.deleted {
-                    // `_id` and `_lastUpdated` are columns of `resources`: no index rows.
-                    for entry in v.index.iter().filter(|e| stored_entry(v.res_type, e)) {
-                        for full in index.add(rid, v.res_type, entry) {
-                            self.conn().execute(&full.text, full.args).await?;
-                        }
+                    for full in index.add_resource(rid, v.res_type, v.index) {
+                        self.conn().execute(&full.text, full.args).await?;
                     }
                 }
             }
@@ -575,11 +572,69 @@ impl WriteTx {
 /// Index rows waiting to be inserted, one multi-row statement per table.
 #[derive(Default)]
 struct IndexBuffer {
-    batches: [Option<Sql>; 7],
-    counts: [usize; 7],
+    batches: [Option<Sql>; 8],
+    counts: [usize; 8],
 }
 
 impl IndexBuffer {
+    /// Adds a resource's index rows (`_id` and `_lastUpdated` are columns of `resources`: no
+    /// rows), and its dates under each resource it refers to through a parameter that scopes a
+    /// chart (see [`scopes_by_reference`]); returns full statements to run.
+    fn add_resource(&mut self, rid: i64, res_type: &str, entries: &[IndexEntry]) -> Vec<Sql> {
+        let mut full = Vec::new();
+        for entry in entries.iter().filter(|e| stored_entry(res_type, e)) {
+            full.extend(self.add(rid, res_type, entry));
+        }
+        let mut targets: Vec<String> = entries
+            .iter()
+            .filter(|e| e.contained.is_none() && scopes_by_reference(res_type, e.param))
+            .filter_map(|e| match &e.value {
+                IndexValue::Reference {
+                    target_type,
+                    target_id,
+                    url,
+                    ..
+                } => match (target_type, target_id) {
+                    (None, None) => relative_type_id(url).1,
+                    (_, id) => id.clone(),
+                },
+                _ => None,
+            })
+            .collect();
+        if targets.is_empty() {
+            return full;
+        }
+        targets.sort_unstable();
+        targets.dedup();
+        // Per date parameter: the earliest start and the latest end (the keys of an ascending
+        // and a descending sort).
+        let mut dates: Vec<(&str, i64, i64)> = Vec::new();
+        for e in entries.iter().filter(|e| e.contained.is_none()) {
+            if let IndexValue::Date(r) = &e.value {
+                match dates.iter_mut().find(|(p, _, _)| *p == e.param) {
+                    Some(d) => {
+                        d.1 = d.1.min(r.low);
+                        d.2 = d.2.max(r.high);
+                    }
+                    None => dates.push((e.param, r.low, r.high)),
+                }
+            }
+        }
+        for target in &targets {
+            for (param, low, high) in &dates {
+                self.row(&mut full, REF_DATE_SLOT, rid, res_type, param, |sql| {
+                    sql.push(", ")
+                        .bind(Arg::Text(clip(target)))
+                        .push(", ")
+                        .bind_i64(*low)
+                        .push(", ")
+                        .bind_i64(*high);
+                });
+            }
+        }
+        full
+    }
+
     /// Adds a row; returns a full statement to run when its table's batch is full.
     fn add(&mut self, rid: i64, res_type: &str, entry: &IndexEntry) -> Vec<Sql> {
         // A contained resource's value is a row of the container under its own type, named
@@ -680,7 +735,8 @@ const INDEX_ROWS_PER_INSERT: usize = 500;
 /// Resources per multi-row statement.
 const ROWS_PER_INSERT: usize = 200;
 
-const DELETE_INDEX: [&str; 7] = [
+const DELETE_INDEX: [&str; 8] = [
+    "DELETE FROM idx_ref_date WHERE rid IN (",
     "DELETE FROM idx_string WHERE rid IN (",
     "DELETE FROM idx_token WHERE rid IN (",
     "DELETE FROM idx_date WHERE rid IN (",
@@ -690,7 +746,10 @@ const DELETE_INDEX: [&str; 7] = [
     "DELETE FROM idx_uri WHERE rid IN (",
 ];
 
-const INSERT_INDEX: [&str; 7] = [
+/// The batch of `idx_ref_date` rows in [`IndexBuffer`].
+const REF_DATE_SLOT: usize = 7;
+
+const INSERT_INDEX: [&str; 8] = [
     "INSERT INTO idx_string (rid, res_type, param, value, exact) VALUES ",
     "INSERT INTO idx_token (rid, res_type, param, system, code, text) VALUES ",
     "INSERT INTO idx_date (rid, res_type, param, low, high) VALUES ",
@@ -698,7 +757,16 @@ const INSERT_INDEX: [&str; 7] = [
     "INSERT INTO idx_quantity (rid, res_type, param, value, system, code, unit) VALUES ",
     "INSERT INTO idx_reference (rid, res_type, param, target_type, target_id, url, ident_system, ident_value) VALUES ",
     "INSERT INTO idx_uri (rid, res_type, param, value) VALUES ",
+    "INSERT INTO idx_ref_date (rid, res_type, param, target_id, low, high) VALUES ",
 ];
+
+/// Whether a reference parameter scopes a chart: one of the type's patient-compartment
+/// parameters, or `patient`. A resource's dates are kept under the ids it refers to through
+/// these (`idx_ref_date`), so that a search about one of them sorted by a date walks them in
+/// order (see `ironchart_store::search`).
+pub(crate) fn scopes_by_reference(res_type: &str, param: &str) -> bool {
+    param == "patient" || ironchart_fhir::patient_compartment_params(res_type).contains(&param)
+}
 
 fn table_slot(value: &IndexValue) -> usize {
     match value {
@@ -939,10 +1007,8 @@ impl WriteTx {
         let rids: Vec<i64> = done.iter().map(|(rid, _, _)| *rid).collect();
         self.delete_index_rows(&rids).await?;
         for (rid, res_type, entries) in &done {
-            for entry in entries.iter().filter(|e| stored_entry(res_type, e)) {
-                for full in index.add(*rid, res_type, entry) {
-                    self.conn().execute(&full.text, full.args).await?;
-                }
+            for full in index.add_resource(*rid, res_type, entries) {
+                self.conn().execute(&full.text, full.args).await?;
             }
         }
         for sql in index.finish() {

@@ -216,8 +216,11 @@ async fn search_on(
     }
     let limit = query.count;
     let forward = cursor.is_none_or(|c| c.forward);
-    let walked = match sql::walk_key(query) {
-        Some((def, desc)) if forward => {
+    let walked = match (sql::scoped_walk(query), sql::walk_key(query)) {
+        (Some((def, desc, target)), _) if forward => {
+            Some(walk_scoped(conn, query, def, desc, target, cursor, limit + 1, vis).await?)
+        }
+        (_, Some((def, desc))) if forward => {
             walk(conn, query, def, desc, cursor, limit + 1, vis, &key_types).await?
         }
         _ if forward && sql::rid_walkable(query) => {
@@ -467,13 +470,66 @@ async fn walk(
             window *= 8;
         }
     }
-    // The matches without a date come after every date (from the start, or from the cursor
-    // when it is among them).
-    let rest = sql::without_value(query, def);
-    let after = if from == Some(missing) { cursor } else { None };
-    let page = sql::page(&rest, after, limit - rows.len(), vis);
-    rows.extend(page_rows(conn, page, key_types).await?);
+    rows.extend(dateless(conn, query, def, cursor, limit - rows.len(), vis, key_types).await?);
     Ok(Some(rows))
+}
+
+/// The matches without a value for the date key `def`, which come after every date: from the
+/// start, or from the cursor when it is among them.
+async fn dateless(
+    conn: &mut Conn<'_>,
+    query: &SearchQuery,
+    def: &'static ironchart_fhir::SearchParamDef,
+    cursor: Option<&Cursor>,
+    limit: usize,
+    vis: &Visibility,
+    key_types: &[KeyType],
+) -> Result<Vec<Row>> {
+    let desc = query.sort.first().is_some_and(|k| k.descending);
+    let among =
+        cursor.is_some_and(|c| c.keys.first() == Some(&KeyValue::Int(sql::missing_date_key(desc))));
+    let rest = sql::without_value(query, def);
+    let page = sql::page(&rest, if among { cursor } else { None }, limit, vis);
+    page_rows(conn, page, key_types).await
+}
+
+/// A forward page of a search about one resource (see [`sql::scoped_walk`]) sorted by a date
+/// alone: its dates walked in the key's order from the cursor, stopping at the page, then the
+/// matches without the date.
+#[allow(clippy::too_many_arguments)]
+async fn walk_scoped(
+    conn: &mut Conn<'_>,
+    query: &SearchQuery,
+    def: &'static ironchart_fhir::SearchParamDef,
+    desc: bool,
+    target: &str,
+    cursor: Option<&Cursor>,
+    limit: usize,
+    vis: &Visibility,
+) -> Result<Vec<Row>> {
+    let key_types = [KeyType::Int];
+    let missing = KeyValue::Int(sql::missing_date_key(desc));
+    let mut rows = Vec::new();
+    if cursor.is_none_or(|c| c.keys.first() != Some(&missing)) {
+        let page = sql::scoped_walk_page(query, def, desc, target, cursor, limit, vis);
+        rows = page_rows(conn, page, &key_types).await?;
+        if rows.len() >= limit {
+            return Ok(rows);
+        }
+    }
+    rows.extend(
+        dateless(
+            conn,
+            query,
+            def,
+            cursor,
+            limit - rows.len(),
+            vis,
+            &key_types,
+        )
+        .await?,
+    );
+    Ok(rows)
 }
 
 fn version_from(r: &dyn RowGet, offset: usize) -> Result<StoredVersion> {

@@ -65,6 +65,13 @@ const SHAPES: &[(&str, &str)] = &[
     ("Observation", "subject=Patient/p1"),
     ("Observation", "patient=p1&_sort=-date"),
     ("Observation", "patient=p1&_sort=date"),
+    (
+        "Observation",
+        "subject=Patient/p1&category=laboratory&_sort=-date",
+    ),
+    ("Encounter", "patient=p1&_sort=-date"),
+    ("Condition", "patient=p1&_sort=-onset-date"),
+    ("DiagnosticReport", "patient=p1&category=LAB&_sort=-date"),
     ("Observation", "subject:Patient.family=smi"),
     ("Procedure", "patient=p1&date=ge2020-01-01"),
     ("CarePlan", "patient=p1&category=assess-plan"),
@@ -164,6 +171,20 @@ fn statements(q: &SearchQuery, vis: &Visibility) -> Vec<(String, Vec<Arg>, bool)
         for (c, bound) in [(None, Some(1_500_000_000_000)), (Some(&cursor), None)] {
             let p = sql::walk_page(q, def, desc, c, bound, 21, vis);
             out.push((p.text, p.args, true));
+        }
+        let rest = sql::page(&sql::without_value(q, def), None, 21, vis);
+        out.push((rest.text, rest.args, false));
+    }
+    // A search about one patient sorted by a date: that patient's dates walked in order.
+    if let Some((def, desc, target)) = sql::scoped_walk(q) {
+        let cursor = Cursor {
+            forward: true,
+            keys: vec![KeyValue::Int(1_600_000_000_000)],
+            rid: 10,
+        };
+        for c in [None, Some(&cursor)] {
+            let p = sql::scoped_walk_page(q, def, desc, target, c, 21, vis);
+            out.push((p.text, p.args, false));
         }
         let rest = sql::page(&sql::without_value(q, def), None, 21, vis);
         out.push((rest.text, rest.args, false));

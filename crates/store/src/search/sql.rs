@@ -1275,6 +1275,110 @@ pub(crate) fn walk_page(
     sql
 }
 
+/// A search about one resource (a patient, most often) sorted by one date alone can be answered
+/// by walking that resource's dates in order (`idx_ref_date`, kept under each id a resource
+/// refers to through a parameter that scopes a chart) and stopping at the page, instead of
+/// computing the key of every match: the date parameter, whether it is descending, and the id
+/// (bare or typed: the rows are kept by id, the filter itself is checked on every row).
+pub(crate) fn scoped_walk(query: &SearchQuery) -> Option<(&'static SearchParamDef, bool, &str)> {
+    let [first] = query.sort.as_slice() else {
+        return None;
+    };
+    let ParamRef::Indexed(def) = first.param else {
+        return None;
+    };
+    if def.kind != SearchParamKind::Date || !matches!(storage(def), Storage::Own) {
+        return None;
+    }
+    if query.filters.iter().any(|f| f.param == ParamRef::Id) {
+        return None;
+    }
+    query
+        .filters
+        .iter()
+        .find_map(|f| match (&f.param, &f.test) {
+            (ParamRef::Indexed(r), FilterTest::AnyOf(values))
+                if r.kind == SearchParamKind::Reference
+                    && crate::resources::scopes_by_reference(&query.resource_type, r.name) =>
+            {
+                match values.as_slice() {
+                    [FilterValue::Reference { id, .. }] => {
+                        Some((def, first.descending, id.as_str()))
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        })
+}
+
+/// One forward page of a [`scoped_walk`]: the rows of `target`'s dates of the type in the key's
+/// order from the cursor, every filter checked per row, `limit` matches (with the same keys and
+/// order as [`page`]; each resource has one row per id and date parameter, holding its
+/// earliest start and latest end).
+pub(crate) fn scoped_walk_page(
+    query: &SearchQuery,
+    def: &SearchParamDef,
+    desc: bool,
+    target: &str,
+    cursor: Option<&Cursor>,
+    limit: usize,
+    vis: &Visibility,
+) -> Sql {
+    let col = if desc { "s.high" } else { "s.low" };
+    let mut inner = Sql::new("SELECT ");
+    inner
+        .push(col)
+        .push(
+            " AS k0, s.rid AS rid FROM idx_ref_date s CROSS JOIN resources r WHERE s.target_id = ",
+        )
+        .bind_text(target)
+        .push(" AND s.res_type = ")
+        .bind_text(&query.resource_type)
+        .push(" AND s.param = ")
+        .bind_text(def.name);
+    if let Some(c) = cursor
+        && let Some(KeyValue::Int(from)) = c.keys.first()
+    {
+        // Strictly after the cursor: an earlier (later) date, or the same one and a greater
+        // row id.
+        let (within, beyond) = if desc {
+            (" <= ", " < ")
+        } else {
+            (" >= ", " > ")
+        };
+        inner
+            .push(" AND ")
+            .push(col)
+            .push(within)
+            .bind_i64(*from)
+            .push(" AND (")
+            .push(col)
+            .push(beyond)
+            .bind_i64(*from)
+            .push(" OR s.rid > ")
+            .bind_i64(c.rid)
+            .push(")");
+    }
+    inner.push(" AND r.rid = s.rid AND ");
+    inner.append(matches_probed(query, "r", vis));
+    inner
+        .push(" ORDER BY ")
+        .push(col)
+        .push(if desc { " DESC" } else { " ASC" })
+        .push(", s.rid ASC LIMIT ")
+        .bind_i64(limit as i64);
+
+    let mut sql = Sql::new(
+        "SELECT m.k0, r.rid, r.res_type, r.res_id, v.version, v.last_updated, v.deleted, v.method, v.body, v.patient, r.sensitivity FROM (",
+    );
+    sql.append(inner);
+    sql.push(") m JOIN resources r ON r.rid = m.rid JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version ORDER BY m.k0")
+        .push(if desc { " DESC" } else { " ASC" })
+        .push(", m.rid ASC");
+    sql
+}
+
 /// Key `i` of a walked row as an expression (its walked date, or the key's own expression).
 fn walk_key_expr(sql: &mut Sql, col: &'static str, key: &SortKey, i: usize) {
     if i == 0 {

@@ -2,6 +2,8 @@
 //! includes, chaining, totals and unknown parameters.
 
 use reqwest::{Method, StatusCode};
+use std::collections::HashMap;
+
 use serde_json::{Value, json};
 
 use crate::on_both;
@@ -714,3 +716,142 @@ async fn population_sorted_by_date(s: Server) {
     }
 }
 on_both!(population_sorted_by_date);
+
+/// A chart newest first: a search about one patient sorted by a date alone walks that patient's
+/// dates in order and stops at the page. Every page gives each match once, in key order, the
+/// matches without a date last, as the same search read whole does — with bare and typed ids, a
+/// resource about several patients, a Group that shares the patient's id, and after a date
+/// changes or a resource is deleted.
+async fn chart_sorted_by_date(s: Server) {
+    for (t, id) in [("Patient", "pc"), ("Patient", "po"), ("Group", "pc")] {
+        let mut v = json!({"resourceType": t, "id": id});
+        if t == "Group" {
+            v["type"] = json!("person");
+            v["actual"] = json!(true);
+        }
+        put(&s, v).await;
+    }
+    let mut dates: HashMap<String, Option<(String, String)>> = HashMap::new();
+    let mut entries = Vec::new();
+    for i in 0..400u32 {
+        let id = format!("oc{i:04}");
+        let day = (i * 37) % 300;
+        let start = format!(
+            "{}-{:02}-{:02}",
+            2021 + day / 112,
+            (day % 112) / 28 + 1,
+            day % 28 + 1
+        );
+        // Most are the patient's; some another patient's; some about both (in neither
+        // compartment); some a Group's with the patient's id.
+        let subject = match i % 20 {
+            3 => "Patient/po",
+            5 => "Group/pc",
+            _ => "Patient/pc",
+        };
+        let lab = i % 3 != 0;
+        let mut obs = json!({"resourceType": "Observation", "id": id, "status": "final",
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                      "code": if lab { "laboratory" } else { "vital-signs" }}]}],
+            "code": {"text": "x"}, "subject": {"reference": subject}});
+        if i % 20 == 9 {
+            obs["performer"] = json!([{"reference": "Patient/po"}]);
+        }
+        let range = match i % 50 {
+            7 | 8 => None,
+            11 | 31 => {
+                let end = format!("{}-12-31", 2022 + i % 3);
+                obs["effectivePeriod"] = json!({"start": start, "end": end});
+                Some((start, end))
+            }
+            _ => {
+                obs["effectiveDateTime"] = json!(start);
+                Some((start.clone(), start))
+            }
+        };
+        dates.insert(id.clone(), range);
+        entries.push(json!({"resource": obs, "request": {"method": "PUT", "url": format!("Observation/{id}")}}));
+    }
+    let r = s
+        .post(
+            "",
+            &json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    chart_pages(&s, &dates).await;
+    // A date moved to the newest, a resource deleted: the walk follows.
+    let mut moved = s.get("Observation/oc0100").await.body;
+    moved["effectiveDateTime"] = json!("2030-01-01");
+    put(&s, moved).await;
+    dates.insert(
+        "oc0100".into(),
+        Some(("2030-01-01".into(), "2030-01-01".into())),
+    );
+    let r = s.delete("Observation/oc0040").await;
+    assert!(r.status.is_success(), "{}", r.text);
+    dates.remove("oc0040");
+    let r = s
+        .get(&s.url("Observation?patient=pc&_sort=-date&_count=1"))
+        .await;
+    assert_eq!(r.body["entry"][0]["resource"]["id"], "oc0100", "{}", r.text);
+    chart_pages(&s, &dates).await;
+}
+on_both!(chart_sorted_by_date);
+
+/// The checks of [`chart_sorted_by_date`] over its searches.
+async fn chart_pages(s: &Server, dates: &HashMap<String, Option<(String, String)>>) {
+    for (filter, desc) in [
+        ("patient=pc", true),
+        ("patient=Patient/pc", false),
+        ("subject=pc", true),
+        ("subject=Group/pc", true),
+        ("subject=Patient/pc&category=laboratory", true),
+        ("patient=pc&category=vital-signs", false),
+        ("patient=po", true),
+    ] {
+        let sort = if desc { "-date" } else { "date" };
+        let label = format!("{filter} {sort}");
+        let paged = s
+            .search_ids(&format!("Observation?{filter}&_sort={sort}&_count=7"))
+            .await;
+        let one = s
+            .search_ids(&format!("Observation?{filter}&_sort={sort}&_count=1000"))
+            .await;
+        // Two sort keys are not walked: the search read whole.
+        let whole = s
+            .search_ids(&format!(
+                "Observation?{filter}&_sort={sort},_id&_count=1000"
+            ))
+            .await;
+        assert!(!paged.is_empty(), "{label}");
+        assert_eq!(paged, one, "{label}: pages against one page");
+        let mut a = paged.clone();
+        a.sort();
+        a.dedup();
+        assert_eq!(a.len(), paged.len(), "{label}: a match came twice");
+        let mut b = whole.clone();
+        b.sort();
+        assert_eq!(a, b, "{label}: the matches");
+        let key = |id: &String| {
+            dates[id]
+                .as_ref()
+                .map(|(low, high)| if desc { high.clone() } else { low.clone() })
+        };
+        let keys: Vec<Option<String>> = paged.iter().map(key).collect();
+        assert_eq!(
+            keys,
+            whole.iter().map(key).collect::<Vec<_>>(),
+            "{label}: the keys' order"
+        );
+        for w in keys.windows(2) {
+            match (&w[0], &w[1]) {
+                (Some(a), Some(b)) => {
+                    assert!(if desc { a >= b } else { a <= b }, "{label}: {a} then {b}")
+                }
+                (None, Some(b)) => panic!("{label}: no date before {b}"),
+                _ => {}
+            }
+        }
+    }
+}
