@@ -319,11 +319,18 @@ async fn count_with_patients(
     vis: &Visibility,
 ) -> Result<(i64, Vec<String>)> {
     let sql = sql::count_by_patient(query, vis);
-    let groups = conn
-        .fetch(&sql.text, sql.args, |r| Ok((r.opt_text(0)?, r.i64(1)?)))
-        .await?;
-    let total = groups.iter().map(|(_, n)| n).sum();
-    Ok((total, groups.into_iter().filter_map(|(p, _)| p).collect()))
+    let (total, patients) = conn
+        .fetch(&sql.text, sql.args, |r| Ok((r.i64(0)?, r.opt_text(1)?)))
+        .await?
+        .into_iter()
+        .next()
+        .unwrap_or((0, None));
+    let patients = patients.map_or_else(Vec::new, |p| {
+        p.split(sql::PATIENT_SEPARATOR)
+            .map(str::to_string)
+            .collect()
+    });
+    Ok((total, patients))
 }
 
 /// A page's rows: each match's sort keys and its version.
