@@ -12,6 +12,10 @@ use crate::cli::CliError;
 
 /// Resources written per database transaction.
 const BATCH: usize = 1000;
+/// Resources of per-patient transaction Bundles written in one database transaction: more than
+/// [`BATCH`], for a patient's resources of every type touch many more index pages than as many
+/// resources of one type (an NDJSON file), and a transaction writes each page it touched once.
+const BUNDLE_BATCH: usize = 5000;
 
 #[derive(Debug, Default)]
 pub struct Summary {
@@ -156,7 +160,7 @@ impl Importer<'_> {
         };
         self.bundled += resources.len();
         self.bundles.push((location.to_string(), resources));
-        if self.bundled >= BATCH {
+        if self.bundled >= BUNDLE_BATCH {
             self.write_bundles().await?;
         }
         Ok(None)
