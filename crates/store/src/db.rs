@@ -146,6 +146,11 @@ impl Store {
             admin.close().await;
             options = options.options([("search_path", schema)]);
         }
+        // No JIT compilation: our statements are short seeks whose plans PostgreSQL may still
+        // cost above `jit_above_cost` (a walk's LIMIT is not in the estimate), and compiling
+        // one took longer than running it — every time, for plans are not cached across
+        // statements with different values.
+        options = options.options([("jit", "off")]);
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(60))

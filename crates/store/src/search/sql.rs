@@ -1422,9 +1422,14 @@ pub(crate) fn rid_window(query: &SearchQuery, from: i64, window: usize) -> Sql {
     sql.bind_text(&query.resource_type)
         .push(" AND rid > ")
         .bind_i64(from)
-        // By type, then row id: the order of the index on the type, which names it to
-        // PostgreSQL too.
-        .push(" ORDER BY res_type, rid LIMIT ")
+        // The same bound as a row value on (type, row id): only the index on the type can
+        // seek it, so PostgreSQL no longer reads the primary key from `from` and filters the
+        // type (an import writes one type after another: the type's rows may start far on).
+        .push(" AND (res_type, rid) > (")
+        .bind_text(&query.resource_type)
+        .push(", ")
+        .bind_i64(from)
+        .push(") ORDER BY res_type, rid LIMIT ")
         .bind_i64(window as i64)
         .push(") w");
     sql
