@@ -457,8 +457,11 @@ fn fill(template: &str, s: &Sample, practitioner: &(String, String)) -> String {
 fn write_bundles(files: &[PathBuf], out: &Path) -> Result<(), String> {
     let _ = std::fs::remove_dir_all(out);
     std::fs::create_dir_all(out).map_err(|e| e.to_string())?;
-    let mut by_patient: std::collections::BTreeMap<String, Vec<Value>> = Default::default();
-    let mut shared = Vec::new();
+    // Each resource kept as its NDJSON line (its `Type/id` and line), not as a parsed value: a
+    // 16,000-patient cohort parsed whole did not fit in memory.
+    type Line = (String, String);
+    let mut by_patient: std::collections::BTreeMap<String, Vec<Line>> = Default::default();
+    let mut shared: Vec<Line> = Vec::new();
     for f in files {
         let text = std::fs::read_to_string(f).map_err(|e| e.to_string())?;
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
@@ -473,27 +476,32 @@ fn write_bundles(files: &[PathBuf], out: &Path) -> Result<(), String> {
                         .map(str::to_string)
                 })
             };
+            let url = format!(
+                "{}/{}",
+                r["resourceType"].as_str().unwrap_or_default(),
+                r["id"].as_str().unwrap_or_default()
+            );
+            let kept = (url, line.to_string());
             match owner {
-                Some(p) => by_patient.entry(p).or_default().push(r),
-                None => shared.push(r),
+                Some(p) => by_patient.entry(p).or_default().push(kept),
+                None => shared.push(kept),
             }
         }
     }
-    let bundle = |rs: Vec<Value>| {
-        let entries: Vec<Value> = rs
-            .into_iter()
-            .map(|r| {
-                let url = format!(
-                    "{}/{}",
-                    r["resourceType"].as_str().unwrap_or_default(),
-                    r["id"].as_str().unwrap_or_default()
-                );
-                serde_json::json!({"fullUrl": format!("urn:ironchart:{url}"), "resource": r,
-                    "request": {"method": "PUT", "url": url}})
-            })
-            .collect();
-        serde_json::json!({"resourceType": "Bundle", "type": "transaction", "entry": entries})
-            .to_string()
+    let bundle = |rs: Vec<Line>| {
+        let mut text = String::from(r#"{"resourceType":"Bundle","type":"transaction","entry":["#);
+        for (n, (url, line)) in rs.into_iter().enumerate() {
+            if n > 0 {
+                text.push(',');
+            }
+            let url_json = Value::String(url.clone()).to_string();
+            let full_json = Value::String(format!("urn:ironchart:{url}")).to_string();
+            text.push_str(&format!(
+                r#"{{"fullUrl":{full_json},"resource":{line},"request":{{"method":"PUT","url":{url_json}}}}}"#
+            ));
+        }
+        text.push_str("]}");
+        text
     };
     std::fs::write(out.join("0-shared.json"), bundle(shared)).map_err(|e| e.to_string())?;
     for (p, rs) in by_patient {

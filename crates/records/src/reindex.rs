@@ -17,6 +17,9 @@ const VERSION_SETTING: &str = "index.version";
 const PROGRESS_SETTING: &str = "index.rebuilt_up_to";
 const BATCH: usize = 500;
 
+/// How long a background reindex waits for the server's base URL before it starts without.
+const WAIT_FOR_BASE: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl Records {
     /// Starts rebuilding the search index in the background when it was built by an earlier
     /// version of ironchart (a new, empty database is marked current at once).
@@ -37,6 +40,15 @@ impl Records {
         }
         let records = self.clone();
         tokio::spawn(async move {
+            // An absolute reference on our own base is indexed as the local resource: wait (a
+            // little) for the server to say what its base is — it does so right after opening.
+            // A process that never does (a command-line tool) indexes without it.
+            let known = records.base_known.notified();
+            tokio::pin!(known);
+            known.as_mut().enable();
+            if records.base_url().is_none() {
+                let _ = tokio::time::timeout(WAIT_FOR_BASE, known).await;
+            }
             match records.reindex().await {
                 Ok(Some(n)) => tracing::info!(resources = n, "the search index was rebuilt"),
                 Ok(None) => {}
@@ -206,6 +218,70 @@ mod tests {
                 .as_deref(),
             Some(INDEX_VERSION.to_string().as_str())
         );
+        records.close().await;
+    }
+
+    /// A reindex started as the database opens waits for the server's base URL (set right
+    /// after), so that an absolute reference on that base is indexed as the local resource.
+    #[tokio::test]
+    async fn a_reindex_at_start_waits_for_the_base_url() {
+        use ironchart_security::keyring::MasterKey;
+        let dir = tempfile::tempdir().unwrap();
+        let op = Actor::local_operator();
+        let key_file = dir.path().join("master.key");
+        let open = |master_key: MasterKey| {
+            let security = crate::SecurityConfig {
+                master_key,
+                checkpoint_file: None,
+                journal_dir: dir.path().to_path_buf(),
+                sync_reads: false,
+            };
+            let config = crate::DatabaseConfig::Sqlite(dir.path().join("t.sqlite3"));
+            async move { Records::open(&config, security).await.unwrap() }
+        };
+        let records = open(MasterKey::create(&key_file).unwrap()).await;
+        records
+            .import(
+                &op,
+                vec![
+                    json!({"resourceType": "Patient", "id": "p1"}),
+                    json!({"resourceType": "Observation", "id": "o1", "status": "final",
+                           "code": {"text": "x"},
+                           "subject": {"reference": "https://emr.example/fhir/Patient/p1"}}),
+                ],
+            )
+            .await
+            .unwrap();
+        records
+            .store
+            .set_setting(VERSION_SETTING, "1")
+            .await
+            .unwrap();
+        records.close().await;
+
+        let records = open(MasterKey::load(&key_file).unwrap()).await;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        records.set_base_url("https://emr.example/fhir/");
+        let mut rebuilt = false;
+        for _ in 0..200 {
+            let built = records.store.setting(VERSION_SETTING).await.unwrap();
+            if built.as_deref() == Some(INDEX_VERSION.to_string().as_str()) {
+                rebuilt = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(rebuilt, "the index was not rebuilt");
+        let page = records
+            .search(
+                &op,
+                &query("Observation", &[("subject", "Patient/p1")]),
+                None,
+            )
+            .await
+            .unwrap();
+        let ids: Vec<String> = page.matches.into_iter().map(|r| r.id).collect();
+        assert_eq!(ids, ["o1"]);
         records.close().await;
     }
 }

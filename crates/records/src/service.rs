@@ -94,6 +94,8 @@ pub struct Shared {
     /// The public base URL of this server's FHIR API: an absolute reference on it is a local
     /// one (see [`Records::set_base_url`]).
     pub(crate) base: std::sync::OnceLock<String>,
+    /// Woken when `base` is set (the background reindex waits for it).
+    pub(crate) base_known: tokio::sync::Notify,
 }
 
 impl std::ops::Deref for Records {
@@ -198,6 +200,7 @@ impl Records {
                 sync_reads: security.sync_reads,
                 checkpoints: security.checkpoint_file,
                 base: std::sync::OnceLock::new(),
+                base_known: tokio::sync::Notify::new(),
             }),
             session_policy: crate::signin::SessionPolicy::default(),
             resource_limit: DEFAULT_RESOURCE_LIMIT,
@@ -225,7 +228,13 @@ impl Records {
     /// absolute reference on it is then the local resource (R4 3.1.1.4.12), and one on any other
     /// server is no local resource, for search, includes, chains and the patient compartment.
     pub fn set_base_url(&self, base: &str) {
-        let _ = self.base.set(base.trim_end_matches('/').to_string());
+        if self
+            .base
+            .set(base.trim_end_matches('/').to_string())
+            .is_ok()
+        {
+            self.base_known.notify_waiters();
+        }
     }
 
     pub(crate) fn base_url(&self) -> Option<&str> {
