@@ -216,14 +216,23 @@ fn start_server(bin: &Path, data: &Path, db: &[(&str, String)]) -> Result<Server
     Err("the server did not start".into())
 }
 
+/// A GET answered 200, tried up to three times: the first read of a large count on a cold
+/// cache may be stopped by the query time limit (503) before the cache is warm.
 fn http_get(url: &str, token: &str) -> Result<Value, String> {
-    let out = sh(Command::new("curl").args([
-        "-sf",
-        "-H",
-        &format!("Authorization: Bearer {token}"),
-        url,
-    ]))?;
-    serde_json::from_str(&out).map_err(|e| e.to_string())
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match sh(Command::new("curl").args([
+            "-sf",
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            url,
+        ])) {
+            Ok(out) => return serde_json::from_str(&out).map_err(|e| e.to_string()),
+            Err(e) if tries >= 3 => return Err(e),
+            Err(_) => {}
+        }
+    }
 }
 
 fn count_lines(files: &[PathBuf]) -> usize {
