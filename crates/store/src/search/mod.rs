@@ -354,10 +354,12 @@ async fn page_rows(conn: &mut Conn<'_>, select: Sql, key_types: &[KeyType]) -> R
 
 /// Whether a search over the population is better walked (in its order, stopping at the page)
 /// than read whole: not when its leading filter has few index rows — at least 500 and one in
-/// 256 of all resources — for then its matches are few (cheap to read) or sparse (a walk would
-/// read far to fill a page). A search with no index lookup to lead it is always walked.
+/// 256 of all resources, but never more than 2,000 (counting them is paid on every page: at
+/// 2.8 million resources one in 256 was 11,000 rows) — for then its matches are few (cheap to
+/// read) or sparse (a walk would read far to fill a page; past its largest window it reads
+/// every match instead). A search with no index lookup to lead it is always walked.
 async fn worth_walking(conn: &mut Conn<'_>, query: &SearchQuery, max_rid: i64) -> Result<bool> {
-    let threshold = WALK_ABOVE.max(max_rid / 256);
+    let threshold = (max_rid / 256).clamp(WALK_ABOVE, WALK_COUNTED);
     let Some(few) = sql::driver_up_to(query, threshold) else {
         return Ok(true);
     };
@@ -424,6 +426,8 @@ async fn walk_rids(
 
 /// At least this many index rows of its leading filter for a search to be walked.
 const WALK_ABOVE: i64 = 500;
+/// The most index rows counted to decide whether to walk.
+const WALK_COUNTED: i64 = 2_000;
 /// The index rows a walk reads first (eight times more each time a window does not fill the
 /// page), and at most (then it reads every match instead). A small first window keeps a
 /// planner that reads a window whole and sorts it (PostgreSQL, which cannot tell how soon
