@@ -174,15 +174,11 @@ mod tests {
         assert_eq!(sqlite, schema(|m| m.postgres));
     }
 
-    /// A database made by schema 2 (resource_versions as a WITHOUT ROWID table) upgrades with
-    /// every version, body and column intact, and its versions are then a rowid table.
-    #[tokio::test]
-    async fn a_schema_2_database_upgrades_with_every_version_intact() {
+    /// A SQLite database made by the first `version` migrations, as an older ironchart left it.
+    async fn database_at_schema(path: &std::path::Path, version: usize) -> sqlx::SqliteConnection {
         use sqlx::Connection;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("old.sqlite3");
         let options = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&path)
+            .filename(path)
             .create_if_missing(true);
         let mut c = sqlx::SqliteConnection::connect_with(&options)
             .await
@@ -191,7 +187,7 @@ mod tests {
             .execute(&mut c)
             .await
             .unwrap();
-        for m in &MIGRATIONS[..2] {
+        for m in &MIGRATIONS[..version] {
             sqlx::raw_sql(m.sqlite).execute(&mut c).await.unwrap();
             sqlx::query("INSERT INTO ironchart_schema (version, applied_at) VALUES (?, 0)")
                 .bind(m.version)
@@ -199,6 +195,17 @@ mod tests {
                 .await
                 .unwrap();
         }
+        c
+    }
+
+    /// A database made by schema 2 (resource_versions as a WITHOUT ROWID table) upgrades with
+    /// every version, body and column intact, and its versions are then a rowid table.
+    #[tokio::test]
+    async fn a_schema_2_database_upgrades_with_every_version_intact() {
+        use sqlx::Connection;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sqlite3");
+        let mut c = database_at_schema(&path, 2).await;
         let old: String =
             sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE name = 'resource_versions'")
                 .fetch_one(&mut c)
@@ -280,24 +287,7 @@ mod tests {
         use sqlx::Connection;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.sqlite3");
-        let options = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&path)
-            .create_if_missing(true);
-        let mut c = sqlx::SqliteConnection::connect_with(&options)
-            .await
-            .unwrap();
-        sqlx::raw_sql(CREATE_VERSION_TABLE)
-            .execute(&mut c)
-            .await
-            .unwrap();
-        for m in &MIGRATIONS[..6] {
-            sqlx::raw_sql(m.sqlite).execute(&mut c).await.unwrap();
-            sqlx::query("INSERT INTO ironchart_schema (version, applied_at) VALUES (?, 0)")
-                .bind(m.version)
-                .execute(&mut c)
-                .await
-                .unwrap();
-        }
+        let mut c = database_at_schema(&path, 6).await;
         sqlx::raw_sql(
             "INSERT INTO resources (rid, res_type, res_id, version, last_updated, deleted, patient, sensitivity) VALUES \
                (1, 'Patient', 'p1', 1, 1, FALSE, 'p1', 0), (2, 'Observation', 'o1', 1, 1, FALSE, 'p1', 0), \

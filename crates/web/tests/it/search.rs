@@ -677,15 +677,7 @@ async fn population_sorted_by_date(s: Server) {
                 .map(|(low, high)| if desc { high.clone() } else { low.clone() })
         };
         let keys: Vec<Option<String>> = got.iter().map(|id| key(id)).collect();
-        for w in keys.windows(2) {
-            match (&w[0], &w[1]) {
-                (Some(a), Some(b)) => {
-                    assert!(if desc { a >= b } else { a <= b }, "{query}: {a} then {b}")
-                }
-                (None, Some(b)) => panic!("{query}: no date before {b}"),
-                _ => {}
-            }
-        }
+        assert_dates_in_order(&keys, desc, &query);
         if query.contains(",_id") {
             // Ties by id.
             for w in got.windows(2) {
@@ -844,14 +836,19 @@ async fn chart_pages(s: &Server, dates: &HashMap<String, Option<(String, String)
             whole.iter().map(key).collect::<Vec<_>>(),
             "{label}: the keys' order"
         );
-        for w in keys.windows(2) {
-            match (&w[0], &w[1]) {
-                (Some(a), Some(b)) => {
-                    assert!(if desc { a >= b } else { a <= b }, "{label}: {a} then {b}")
-                }
-                (None, Some(b)) => panic!("{label}: no date before {b}"),
-                _ => {}
+        assert_dates_in_order(&keys, desc, &label);
+    }
+}
+
+/// Dates (as text) in the sort's order, the missing ones last.
+fn assert_dates_in_order(keys: &[Option<String>], desc: bool, label: &str) {
+    for w in keys.windows(2) {
+        match (&w[0], &w[1]) {
+            (Some(a), Some(b)) => {
+                assert!(if desc { a >= b } else { a <= b }, "{label}: {a} then {b}")
             }
+            (None, Some(b)) => panic!("{label}: no date before {b}"),
+            _ => {}
         }
     }
 }
