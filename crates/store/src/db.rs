@@ -214,7 +214,7 @@ impl Store {
     /// `synchronous=NORMAL`, PostgreSQL `synchronous_commit=off` per transaction), which is
     /// still safe against a crash of the process, not of the machine. Turning it off makes
     /// everything written so far durable before it returns, so an import acknowledges only
-    /// what is on disk, and (PostgreSQL) brings the planner's statistics up to date.
+    /// what is on disk, and (PostgreSQL) vacuums and analyzes the tables searches read.
     pub async fn set_bulk_mode(&self, on: bool) -> Result<()> {
         self.bulk.store(on, std::sync::atomic::Ordering::SeqCst);
         let mut conn = self.writer().await?;
@@ -238,11 +238,13 @@ impl Store {
                     )
                     .await?;
                     // A bulk load leaves the planner's statistics empty or stale until
-                    // autovacuum's next pass; meanwhile it chooses by guesswork (a patient's
-                    // references read by type and parameter alone, say). They are brought up
-                    // to date now, for the tables searches read.
+                    // autovacuum's next pass (if autovacuum runs at all); meanwhile it chooses
+                    // by guesswork (a patient's references read by type and parameter alone,
+                    // say). And until a vacuum marks the new pages all-visible, an index-only
+                    // read still visits the table for every row. Both are done now, for the
+                    // tables searches read.
                     conn.execute(
-                        "ANALYZE resources, resource_versions, idx_string, idx_token, idx_date, idx_number, idx_quantity, idx_reference, idx_uri",
+                        "VACUUM (ANALYZE) resources, resource_versions, idx_string, idx_token, idx_date, idx_number, idx_quantity, idx_reference, idx_uri, idx_ref_date",
                         vec![],
                     )
                     .await?;
@@ -709,6 +711,13 @@ macro_rules! bind_args {
 }
 
 impl Conn<'_> {
+    pub(crate) fn backend(&self) -> Backend {
+        match self {
+            Conn::Sqlite(_) | Conn::SqliteRead(_) => Backend::Sqlite,
+            Conn::Postgres(_) | Conn::PostgresRead(_) => Backend::Postgres,
+        }
+    }
+
     pub(crate) async fn fetch<T>(
         &mut self,
         sql: &str,

@@ -231,7 +231,7 @@ async fn search_on(
     let mut rows = match walked {
         Some(rows) => rows,
         None => {
-            let select = sql::page(query, cursor, limit + 1, vis);
+            let select = sql::page(query, cursor, limit + 1, vis, conn.backend());
             page_rows(conn, select, &key_types).await?
         }
     };
@@ -500,7 +500,13 @@ async fn dateless(
     let among =
         cursor.is_some_and(|c| c.keys.first() == Some(&KeyValue::Int(sql::missing_date_key(desc))));
     let rest = sql::without_value(query, def);
-    let page = sql::page(&rest, if among { cursor } else { None }, limit, vis);
+    let page = sql::page(
+        &rest,
+        if among { cursor } else { None },
+        limit,
+        vis,
+        conn.backend(),
+    );
     page_rows(conn, page, key_types).await
 }
 

@@ -6,7 +6,7 @@
 
 use ironchart_fhir::search::SearchQuery;
 
-use crate::db::{Arg, Store};
+use crate::db::{Arg, Backend, Store};
 use crate::search::{CompartmentRule, Cursor, KeyValue, Visibility, sql};
 
 /// The US Core searches (and their bare-id forms) whose plans are checked.
@@ -141,8 +141,8 @@ fn clinician_visibility() -> Visibility {
 
 /// The SQL texts a search builds: its first page, a later page, its count, and what its
 /// patients are for the audit.
-fn statements(q: &SearchQuery, vis: &Visibility) -> Vec<(String, Vec<Arg>, bool)> {
-    let mut out: Vec<(String, Vec<Arg>, bool)> = plain_statements(q, vis)
+fn statements(q: &SearchQuery, vis: &Visibility, b: Backend) -> Vec<(String, Vec<Arg>, bool)> {
+    let mut out: Vec<(String, Vec<Arg>, bool)> = plain_statements(q, vis, b)
         .into_iter()
         .map(|(t, a)| (t, a, false))
         .collect();
@@ -172,7 +172,7 @@ fn statements(q: &SearchQuery, vis: &Visibility) -> Vec<(String, Vec<Arg>, bool)
             let p = sql::walk_page(q, def, desc, c, bound, 21, vis);
             out.push((p.text, p.args, true));
         }
-        let rest = sql::page(&sql::without_value(q, def), None, 21, vis);
+        let rest = sql::page(&sql::without_value(q, def), None, 21, vis, b);
         out.push((rest.text, rest.args, false));
     }
     // A search about one patient sorted by a date: that patient's dates walked in order.
@@ -186,7 +186,7 @@ fn statements(q: &SearchQuery, vis: &Visibility) -> Vec<(String, Vec<Arg>, bool)
             let p = sql::scoped_walk_page(q, def, desc, target, c, 21, vis);
             out.push((p.text, p.args, false));
         }
-        let rest = sql::page(&sql::without_value(q, def), None, 21, vis);
+        let rest = sql::page(&sql::without_value(q, def), None, 21, vis, b);
         out.push((rest.text, rest.args, false));
     }
     if sql::rid_walkable(q) {
@@ -209,9 +209,9 @@ fn statements(q: &SearchQuery, vis: &Visibility) -> Vec<(String, Vec<Arg>, bool)
     out
 }
 
-fn plain_statements(q: &SearchQuery, vis: &Visibility) -> Vec<(String, Vec<Arg>)> {
+fn plain_statements(q: &SearchQuery, vis: &Visibility, b: Backend) -> Vec<(String, Vec<Arg>)> {
     let mut out = Vec::new();
-    let first = sql::page(q, None, 21, vis);
+    let first = sql::page(q, None, 21, vis, b);
     out.push((first.text, first.args));
     let keys: Vec<KeyValue> = sql::key_types(q)
         .iter()
@@ -226,7 +226,7 @@ fn plain_statements(q: &SearchQuery, vis: &Visibility) -> Vec<(String, Vec<Arg>)
         keys,
         rid: 10,
     };
-    let next = sql::page(q, Some(&cursor), 21, vis);
+    let next = sql::page(q, Some(&cursor), 21, vis, b);
     out.push((next.text, next.args));
     let count = sql::count(q, vis);
     out.push((count.text, count.args));
@@ -346,7 +346,7 @@ async fn check_plans(store: Store, backend: &str) {
             patient_visibility(),
             clinician_visibility(),
         ] {
-            for (sql_text, args, walk) in statements(&q, &vis) {
+            for (sql_text, args, walk) in statements(&q, &vis, store.backend()) {
                 let explain = if backend == "sqlite" {
                     ["EXPLAIN QUERY PLAN ", &sql_text].concat()
                 } else {
@@ -434,7 +434,7 @@ fn small_code_sets_do_not_lead() {
         ),
     ] {
         let q = query(rtype, text);
-        let page = sql::page(&q, None, 21, &Visibility::all());
+        let page = sql::page(&q, None, 21, &Visibility::all(), Backend::Sqlite);
         assert!(page.text.contains(leader), "{rtype}?{text}: {}", page.text);
     }
 }

@@ -9,7 +9,7 @@ use ironchart_fhir::storage::{Storage, storage};
 use ironchart_fhir::{SearchParamDef, SearchParamKind};
 
 use super::{Cursor, KeyValue, Visibility};
-use crate::db::{Arg, Sql};
+use crate::db::{Arg, Backend, Sql};
 
 /// The SQL type of a sort key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,16 +57,32 @@ pub(crate) fn key_types(query: &SearchQuery) -> Vec<KeyType> {
 /// `WHERE` conditions (without the keyword) selecting the live resources of the query's type
 /// that match all its filters; `alias` names the `resources` row.
 pub(crate) fn matches(query: &SearchQuery, alias: Alias, vis: &Visibility) -> Sql {
-    matches_as(query, alias, vis, true)
+    matches_as(query, alias, vis, true, false)
 }
 
 /// [`matches`] for rows that come from elsewhere (a walk of a sort key's index, which names
 /// the type): every filter is probed per row; no condition on the type.
 fn matches_probed(query: &SearchQuery, alias: Alias, vis: &Visibility) -> Sql {
-    matches_as(query, alias, vis, false)
+    matches_as(query, alias, vis, false, false)
 }
 
-fn matches_as(query: &SearchQuery, alias: Alias, vis: &Visibility, drive: bool) -> Sql {
+/// [`matches`] for a page in row-id order on PostgreSQL: the leading filter's rows are
+/// gathered into an array (`rid = ANY(ARRAY(…))`), which the primary key reads in row-id
+/// order, so that the page stops at its limit. As `rid IN (…)`, PostgreSQL makes the rows
+/// unique by hashing, then checks every candidate's other filters and version before sorting
+/// (a patient's 233 Observations probed for a page of 21). SQLite already reads an `IN` list
+/// in order.
+fn matches_in_rid_order(query: &SearchQuery, alias: Alias, vis: &Visibility) -> Sql {
+    matches_as(query, alias, vis, true, true)
+}
+
+fn matches_as(
+    query: &SearchQuery,
+    alias: Alias,
+    vis: &Visibility,
+    drive: bool,
+    sorted_lead: bool,
+) -> Sql {
     let mut filters: Vec<&Filter> = query.filters.iter().collect();
     filters.sort_by_key(|f| selectivity(f));
     let mut sql = Sql::new("");
@@ -105,12 +121,38 @@ fn matches_as(query: &SearchQuery, alias: Alias, vis: &Visibility, drive: bool) 
     );
     for (i, filter) in filters.into_iter().enumerate() {
         sql.push(" AND ");
+        let lead = drive && i == 0;
+        if lead && sorted_lead {
+            let mut part = Sql::new("");
+            filter_sql(
+                &mut part,
+                &query.resource_type,
+                filter,
+                alias,
+                true,
+                false,
+                vis,
+            );
+            let set = [alias.rid(), " IN ("].concat();
+            if let Some(rest) = part.text.strip_prefix(&set) {
+                let rest = Sql {
+                    text: rest.to_string(),
+                    args: part.args,
+                };
+                sql.push(alias.rid()).push(" = ANY(ARRAY(");
+                sql.append(rest);
+                sql.push(")");
+            } else {
+                sql.append(part);
+            }
+            continue;
+        }
         filter_sql(
             &mut sql,
             &query.resource_type,
             filter,
             alias,
-            drive && i == 0,
+            lead,
             !drive,
             vis,
         );
@@ -1031,6 +1073,7 @@ pub(crate) fn page(
     cursor: Option<&Cursor>,
     limit: usize,
     vis: &Visibility,
+    backend: Backend,
 ) -> Sql {
     let keys: Vec<&SortKey> = query.sort.iter().take(MAX_SORT_KEYS).collect();
     if keys.is_empty() {
@@ -1039,7 +1082,10 @@ pub(crate) fn page(
         let mut sql = Sql::new(
             "SELECT r.rid, r.res_type, r.res_id, v.version, v.last_updated, v.deleted, v.method, v.body, v.patient, r.sensitivity FROM resources r JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version WHERE ",
         );
-        sql.append(matches(query, "r", vis));
+        sql.append(match backend {
+            Backend::Postgres => matches_in_rid_order(query, "r", vis),
+            Backend::Sqlite => matches(query, "r", vis),
+        });
         let forward = cursor.is_none_or(|c| c.forward);
         if let Some(c) = cursor {
             sql.push(if forward {
