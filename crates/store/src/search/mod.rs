@@ -403,7 +403,7 @@ async fn walk_rids(
         return Ok(None);
     }
     let from = cursor.map_or(0, |c| c.rid);
-    let mut window = WALK_WINDOW;
+    let mut window = first_window(limit);
     loop {
         let (to_the_end, reach) =
             window_reach(conn, sql::rid_window(query, from, window), window).await?;
@@ -417,10 +417,10 @@ async fn walk_rids(
         if rows.len() >= limit || to_the_end {
             return Ok(Some(rows));
         }
-        if window >= MAX_WALK_WINDOW {
-            return Ok(None);
+        match next_window(window, limit, rows.len()) {
+            Some(w) => window = w,
+            None => return Ok(None),
         }
-        window *= 8;
     }
 }
 
@@ -428,12 +428,35 @@ async fn walk_rids(
 const WALK_ABOVE: i64 = 500;
 /// The most index rows counted to decide whether to walk.
 const WALK_COUNTED: i64 = 2_000;
-/// The index rows a walk reads first (eight times more each time a window does not fill the
-/// page), and at most (then it reads every match instead). A small first window keeps a
-/// planner that reads a window whole and sorts it (PostgreSQL, which cannot tell how soon
-/// the page fills) within a millisecond or two.
-const WALK_WINDOW: usize = 256;
+/// The fewest index rows a walk reads first, and the most it reads (then it reads every match
+/// instead).
+const MIN_WALK_WINDOW: usize = 32;
 const MAX_WALK_WINDOW: usize = 32_768;
+
+/// The index rows a walk reads first: four per row of the page. A window is read whole before
+/// the page is cut from it (PostgreSQL cannot tell how soon the page fills, so it reads and
+/// sorts the window), and each row read costs a probe of the resource and of each filter:
+/// a window sized to the page keeps a first page of ten to a fraction of a millisecond.
+fn first_window(limit: usize) -> usize {
+    limit
+        .saturating_mul(4)
+        .clamp(MIN_WALK_WINDOW, MAX_WALK_WINDOW)
+}
+
+/// The next window when `window` found only `found` of the page's `limit` rows: grown by the
+/// density seen so far (to find half as many again as the page needs), at least twice and at
+/// most eight times as large; `None` past the largest window.
+fn next_window(window: usize, limit: usize, found: usize) -> Option<usize> {
+    if window >= MAX_WALK_WINDOW {
+        return None;
+    }
+    let factor = if found == 0 {
+        8
+    } else {
+        (limit * 3).div_ceil(found * 2).clamp(2, 8)
+    };
+    Some(window.saturating_mul(factor).min(MAX_WALK_WINDOW))
+}
 
 /// A forward page of a population search sorted first by a date, read by walking the date's
 /// index from the cursor's key and stopping at the page (see [`sql::walk_page`]), then the
@@ -462,7 +485,7 @@ async fn walk(
         if !worth_walking(conn, query, last).await? {
             return Ok(None);
         }
-        let mut window = WALK_WINDOW;
+        let mut window = first_window(limit);
         loop {
             let w = sql::walk_window(query, def, desc, from, window);
             let (to_the_end, last) = window_reach(conn, w, window).await?;
@@ -475,10 +498,10 @@ async fn walk(
             if to_the_end {
                 break;
             }
-            if window >= MAX_WALK_WINDOW {
-                return Ok(None);
+            match next_window(window, limit, rows.len()) {
+                Some(w) => window = w,
+                None => return Ok(None),
             }
-            window *= 8;
         }
     }
     rows.extend(dateless(conn, query, def, cursor, limit - rows.len(), vis, key_types).await?);
@@ -659,4 +682,26 @@ pub(crate) fn revinclude_sql(
     sql::visible(&mut sql, vis, "r.res_type", "r.patient", "r.sensitivity");
     sql.push(" LIMIT ").bind_i64(MAX_INCLUDED);
     sql
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn walk_windows_follow_the_page_and_the_density_seen() {
+        assert_eq!(first_window(11), 44);
+        assert_eq!(first_window(1), MIN_WALK_WINDOW);
+        assert_eq!(first_window(usize::MAX), MAX_WALK_WINDOW);
+        // Nothing found: eight times larger.
+        assert_eq!(next_window(44, 11, 0), Some(352));
+        // Ten of eleven: twice (the least growth).
+        assert_eq!(next_window(44, 11, 10), Some(88));
+        // One of eleven: eight times (the most).
+        assert_eq!(next_window(32, 11, 1), Some(256));
+        // Three of eleven: 33 / 6 → six times.
+        assert_eq!(next_window(100, 11, 3), Some(600));
+        assert_eq!(next_window(30_000, 11, 0), Some(MAX_WALK_WINDOW));
+        assert_eq!(next_window(MAX_WALK_WINDOW, 11, 0), None);
+    }
 }

@@ -332,9 +332,20 @@ fn scans(backend: &str, plan: &[String], walk: bool) -> Vec<String> {
 }
 
 async fn check_plans(store: Store, backend: &str) {
+    if backend == "postgres" {
+        let mut writer = store.writer().await.unwrap();
+        writer
+            .conn()
+            .execute_script(include_str!("plans_seed.postgres.sql"))
+            .await
+            .unwrap();
+    }
     let mut conn = store.reader().await.unwrap();
     if backend == "postgres" {
         conn.execute("SET enable_seqscan = off", vec![])
+            .await
+            .unwrap();
+        conn.execute("SET plan_cache_mode = force_generic_plan", vec![])
             .await
             .unwrap();
     }
@@ -352,6 +363,11 @@ async fn check_plans(store: Store, backend: &str) {
                 } else {
                     ["EXPLAIN ", &sql_text].concat()
                 };
+                let generic = if backend == "postgres" {
+                    generic_plan(&mut conn, &sql_text, &args).await
+                } else {
+                    Vec::new()
+                };
                 let plan: Vec<String> = conn
                     .fetch(&explain, args, |r| {
                         // SQLite: (id, parent, notused, detail); PostgreSQL: one text column.
@@ -367,6 +383,12 @@ async fn check_plans(store: Store, backend: &str) {
                 if !scanned.is_empty() {
                     bad.push(format!("{rtype}?{text}: {scanned:?}\n  {sql_text}"));
                 }
+                let scanned = scans(backend, &generic, walk);
+                if !scanned.is_empty() {
+                    bad.push(format!(
+                        "{rtype}?{text} (generic plan): {scanned:?}\n  {sql_text}"
+                    ));
+                }
             }
         }
     }
@@ -378,6 +400,42 @@ async fn check_plans(store: Store, backend: &str) {
     );
     drop(conn);
     store.close().await;
+}
+
+/// PostgreSQL's generic plan of a statement: the one its read connections run (they plan a
+/// statement once, not for each execution's values; see `Store::open_postgres`). It does not
+/// depend on the values, so the statement is explained with nulls.
+async fn generic_plan(conn: &mut crate::db::PoolConn, sql_text: &str, args: &[Arg]) -> Vec<String> {
+    let types: Vec<&str> = args
+        .iter()
+        .map(|a| match a {
+            Arg::Text(_) | Arg::OptText(_) => "text",
+            Arg::I64(_) | Arg::OptI64(_) => "bigint",
+            Arg::F64(_) => "double precision",
+            Arg::Bool(_) => "boolean",
+            Arg::Bytes(_) => "bytea",
+        })
+        .collect();
+    let prepare = if types.is_empty() {
+        format!("PREPARE plan_check AS {sql_text}")
+    } else {
+        format!("PREPARE plan_check ({}) AS {sql_text}", types.join(", "))
+    };
+    conn.execute(&prepare, vec![])
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{prepare}"));
+    let nulls = vec!["NULL"; args.len()].join(", ");
+    let explain = if args.is_empty() {
+        "EXPLAIN EXECUTE plan_check".to_string()
+    } else {
+        format!("EXPLAIN EXECUTE plan_check ({nulls})")
+    };
+    let plan = conn
+        .fetch(&explain, vec![], |r| r.text(0))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{sql_text}"));
+    conn.execute("DEALLOCATE plan_check", vec![]).await.unwrap();
+    plan
 }
 
 #[tokio::test]

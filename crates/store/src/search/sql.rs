@@ -108,14 +108,10 @@ fn matches_as(
     sql.push(alias.deleted()).push(" = FALSE");
     // The searched type itself was checked by the caller; a type list here would only tempt
     // the planner into scanning the type.
-    let compartment_only = Visibility {
-        types: None,
-        ..vis.clone()
-    };
-    visible(
+    visible_of_type(
         &mut sql,
-        &compartment_only,
-        alias.res_type(),
+        vis,
+        &query.resource_type,
         alias.patient(),
         alias.sensitivity(),
     );
@@ -162,6 +158,35 @@ fn matches_as(
 
 /// `AND …` conditions keeping only the rows `vis` lets the caller see, given the columns that
 /// hold a row's type, patient and sensitivity.
+/// [`visible`] for rows all of one type, which the caller has checked: no type list, and the
+/// compartment's shared types reduced to whether this type is one of them. The rows are of
+/// that type anyway; naming the types would only tempt a plan that cannot know it (a generic
+/// one) into reading every row of the shared types.
+fn visible_of_type(
+    sql: &mut Sql,
+    vis: &Visibility,
+    res_type: &str,
+    patient_col: &'static str,
+    sensitivity_col: &'static str,
+) {
+    if let Some(c) = &vis.compartment {
+        sql.push(" AND (")
+            .push(patient_col)
+            .push(" = ")
+            .bind_text(&c.patient);
+        if c.shared_types.iter().any(|t| t == res_type) {
+            sql.push(" OR ").push(patient_col).push(" IS NULL");
+        }
+        sql.push(")");
+    }
+    let rest = Visibility {
+        types: None,
+        compartment: None,
+        ..vis.clone()
+    };
+    visible(sql, &rest, "", patient_col, sensitivity_col);
+}
+
 pub(crate) fn visible(
     sql: &mut Sql,
     vis: &Visibility,
@@ -564,11 +589,7 @@ fn filter_sql(
             if vis.types.as_ref().is_some_and(|t| !t.contains(target_type)) {
                 sql.push(" AND 1 = 0");
             }
-            let typeless = Visibility {
-                types: None,
-                ..vis.clone()
-            };
-            visible(sql, &typeless, "t.res_type", "t.patient", "t.sensitivity");
+            visible_of_type(sql, vis, target_type, "t.patient", "t.sensitivity");
             sql.push(" AND ");
             filter_sql(sql, target_type, inner, "t", true, false, vis);
             sql.push(")");
