@@ -1,4 +1,4 @@
-//! Search: typed [`SearchQuery`]s become SQL over the index tables (see [`sql`]); pages are
+//! Search: typed [`SearchQuery`]s become SQL over the index tables (see `sql`); pages are
 //! keyset-based (the cursor holds the sort keys of the last row, never an offset).
 
 #[cfg(test)]
@@ -146,7 +146,14 @@ impl Store {
         cursor: Option<&Cursor>,
         vis: &Visibility,
     ) -> Result<SearchPage> {
-        let mut conn = self.reader().await?;
+        // A count, or a page with its total, reads every match.
+        let counts =
+            query.summary_count || query.total == ironchart_fhir::search::TotalMode::Accurate;
+        let mut conn = if counts {
+            self.counter().await?
+        } else {
+            self.reader().await?
+        };
         search_on(&mut conn.conn(), query, cursor, vis).await
     }
 
@@ -158,14 +165,14 @@ impl Store {
         vis: &Visibility,
         limit: usize,
     ) -> Result<Vec<String>> {
-        let mut conn = self.reader().await?;
+        let mut conn = self.counter().await?;
         let sql = sql::match_patients(query, vis, limit);
         conn.fetch(&sql.text, sql.args, |r| r.text(0)).await
     }
 
     /// Counts the matches of a search.
     pub async fn count(&self, query: &SearchQuery, vis: &Visibility) -> Result<i64> {
-        let mut conn = self.reader().await?;
+        let mut conn = self.counter().await?;
         let sql = sql::count(query, vis);
         Ok(conn
             .fetch(&sql.text, sql.args, |r| r.i64(0))
@@ -403,7 +410,9 @@ async fn walk_rids(
         return Ok(None);
     }
     let from = cursor.map_or(0, |c| c.rid);
-    let mut window = first_window(limit);
+    // Its windows are of the type's resources, of which the leading filter may match few (one
+    // Observation in ten has a given code): it starts wider than a walk of a sort key.
+    let mut window = first_window(limit).max(RID_WALK_WINDOW);
     loop {
         let (to_the_end, reach) =
             window_reach(conn, sql::rid_window(query, from, window), window).await?;
@@ -431,6 +440,8 @@ const WALK_COUNTED: i64 = 2_000;
 /// The fewest index rows a walk reads first, and the most it reads (then it reads every match
 /// instead).
 const MIN_WALK_WINDOW: usize = 32;
+/// The fewest resources a walk by row id reads first.
+const RID_WALK_WINDOW: usize = 256;
 const MAX_WALK_WINDOW: usize = 32_768;
 
 /// The index rows a walk reads first: four per row of the page. A window is read whole before
