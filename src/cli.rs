@@ -7,7 +7,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use ironchart_records::audit::VerifyReport as AuditReport;
 use ironchart_records::{
-    Actor, DatabaseConfig, MasterKey, Records, Role, SecurityConfig, SessionPolicy, UserSummary,
+    DatabaseConfig, LocalOperator, MasterKey, Records, Role, SecurityConfig, SessionPolicy,
+    UserSummary,
 };
 use tokio::net::TcpListener;
 
@@ -457,7 +458,7 @@ async fn replace_master_key(data: &DataArgs, new_file: &Path) -> Result<u32, Cli
         data.database_url.as_deref(),
         data.database_schema.as_deref(),
     );
-    let generation = Records::replace_master_key(&config, security, new, &Actor::local_operator())
+    let generation = Records::replace_master_key(&config, security, new)
         .await
         .map_err(|e| forget_new(msg(e.to_string())))?;
     if created_new {
@@ -469,12 +470,15 @@ async fn replace_master_key(data: &DataArgs, new_file: &Path) -> Result<u32, Cli
     Ok(generation)
 }
 
-pub async fn open_records(data: &DataArgs) -> Result<Records, CliError> {
+pub async fn open_records(data: &DataArgs) -> Result<(Records, LocalOperator), CliError> {
     open_records_with(data, false).await
 }
 
 /// As [`open_records`]; `sync_reads` as in [`SecurityConfig::sync_reads`].
-pub async fn open_records_with(data: &DataArgs, sync_reads: bool) -> Result<Records, CliError> {
+pub async fn open_records_with(
+    data: &DataArgs,
+    sync_reads: bool,
+) -> Result<(Records, LocalOperator), CliError> {
     open_records_at(
         &data.data,
         data.database_url.as_deref(),
@@ -491,12 +495,12 @@ pub async fn open_records_at(
     schema: Option<&str>,
     key_file: Option<&Path>,
     sync_reads: bool,
-) -> Result<Records, CliError> {
+) -> Result<(Records, LocalOperator), CliError> {
     prepare_data_dir(dir)?;
     let config = database_config(dir, url, schema);
     let (master_key, key_path, created) = master_key(dir, key_file)?;
     let security = security_config(dir, master_key, sync_reads);
-    Records::open(&config, security).await.map_err(|e| {
+    Records::open_local(&config, security).await.map_err(|e| {
         if created {
             // The database was sealed with another key: the new file is of no use.
             let _ = std::fs::remove_file(&key_path);
@@ -558,7 +562,6 @@ fn print_user(u: &UserSummary) {
 }
 
 async fn run_user(command: UserCommand) -> Result<(), CliError> {
-    let operator = Actor::local_operator();
     match command {
         UserCommand::Add {
             data,
@@ -574,7 +577,7 @@ async fn run_user(command: UserCommand) -> Result<(), CliError> {
             }
             let roles = parse_role_list(&roles)?;
             let password = read_stdin_secret("password")?;
-            let records = open_records(&data).await?;
+            let (records, operator) = open_records(&data).await?;
             let result = records
                 .add_user(&operator, &username, &roles, patient.as_deref(), &password)
                 .await;
@@ -585,7 +588,7 @@ async fn run_user(command: UserCommand) -> Result<(), CliError> {
             Ok(())
         }
         UserCommand::List { data } => {
-            let records = open_records(&data).await?;
+            let (records, operator) = open_records(&data).await?;
             let result = records.list_users(&operator).await;
             records.close().await;
             for u in result? {
@@ -598,15 +601,14 @@ async fn run_user(command: UserCommand) -> Result<(), CliError> {
 }
 
 async fn run_user_change(command: UserCommand) -> Result<(), CliError> {
-    let operator = Actor::local_operator();
     let (data, outcome) = match command {
         UserCommand::Disable { data, username } => {
-            let records = open_records(&data).await?;
+            let (records, operator) = open_records(&data).await?;
             let r = records.set_user_disabled(&operator, &username, true).await;
             (records, r)
         }
         UserCommand::Enable { data, username } => {
-            let records = open_records(&data).await?;
+            let (records, operator) = open_records(&data).await?;
             let r = records.set_user_disabled(&operator, &username, false).await;
             (records, r)
         }
@@ -616,7 +618,7 @@ async fn run_user_change(command: UserCommand) -> Result<(), CliError> {
             roles,
         } => {
             let roles = parse_role_list(&roles)?;
-            let records = open_records(&data).await?;
+            let (records, operator) = open_records(&data).await?;
             let r = records.set_roles(&operator, &username, &roles).await;
             (records, r)
         }
@@ -631,14 +633,14 @@ async fn run_user_change(command: UserCommand) -> Result<(), CliError> {
                 ));
             }
             let password = read_stdin_secret("password")?;
-            let records = open_records(&data).await?;
+            let (records, operator) = open_records(&data).await?;
             let r = records
                 .reset_password(&operator, &username, &password)
                 .await;
             (records, r)
         }
         UserCommand::ResetMfa { data, username } => {
-            let records = open_records(&data).await?;
+            let (records, operator) = open_records(&data).await?;
             let r = records.reset_mfa(&operator, &username).await;
             (records, r)
         }
@@ -654,11 +656,12 @@ async fn run_user_change(command: UserCommand) -> Result<(), CliError> {
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Serve(args) => {
-            let records = open_records_with(&args.data, args.http.audit_sync_reads).await?;
-            serve(records, &args.http, None).await
+            let (records, operator) =
+                open_records_with(&args.data, args.http.audit_sync_reads).await?;
+            serve(records, operator, &args.http, None).await
         }
         Command::Demo(args) => {
-            let records = open_records_at(
+            let (records, operator) = open_records_at(
                 &args.data,
                 args.database_url.as_deref(),
                 None,
@@ -666,23 +669,23 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 false,
             )
             .await?;
-            seed_demo(&records, args.patients, args.seed).await?;
-            let operator = Actor::local_operator();
+            seed_demo(&records, &operator, args.patients, args.seed).await?;
             let token = records
                 .issue_system_token(&operator, Duration::from_secs(12 * 3600))
                 .await?;
-            let users = crate::demo::users::ensure_demo_users(&records, &args.data).await?;
+            let users =
+                crate::demo::users::ensure_demo_users(&records, &operator, &args.data).await?;
             if args.no_serve {
                 crate::demo::users::print_demo_users(&users);
                 println!("{token}");
                 records.close().await;
                 return Ok(());
             }
-            serve(records, &args.http, Some((token, users))).await
+            serve(records, operator, &args.http, Some((token, users))).await
         }
         Command::Import(args) => {
-            let records = open_records(&args.data).await?;
-            let summary = crate::import::run(&records, &args.paths, !args.quiet).await;
+            let (records, operator) = open_records(&args.data).await?;
+            let summary = crate::import::run(&records, &operator, &args.paths, !args.quiet).await;
             records.close().await;
             let summary = summary?;
             println!(
@@ -702,7 +705,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Audit {
             command: AuditCommand::Verify { data },
         } => {
-            let records = open_records(&data).await?;
+            let (records, _operator) = open_records(&data).await?;
             let report = records.verify_audit().await;
             records.close().await;
             match report? {
@@ -741,7 +744,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 master_key_file: new_master_key_file.or(data.master_key_file),
                 ..data
             };
-            let records = open_records(&data).await?;
+            let (records, operator) = open_records(&data).await?;
             let bar = if quiet {
                 indicatif::ProgressBar::hidden()
             } else {
@@ -762,7 +765,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 Some(generation) => {
                     eprintln!("Re-sealing everything under the new master key…");
                     records
-                        .reseal_all(&Actor::local_operator(), &progress)
+                        .reseal_all(&operator, &progress)
                         .await
                         .map(|n| (generation, n))
                 }
@@ -770,9 +773,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     eprintln!(
                         "Starting a new data key; waiting for running servers to pick it up…"
                     );
-                    records
-                        .rotate_keys(&Actor::local_operator(), &progress)
-                        .await
+                    records.rotate_keys(&operator, &progress).await
                 }
             };
             bar.finish_and_clear();
@@ -795,7 +796,6 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
 }
 
 async fn run_admin(command: AdminCommand) -> Result<(), CliError> {
-    let operator = Actor::local_operator();
     match command {
         AdminCommand::Token {
             data,
@@ -803,7 +803,7 @@ async fn run_admin(command: AdminCommand) -> Result<(), CliError> {
             scopes,
             ttl,
         } => {
-            let records = open_records(&data).await?;
+            let (records, operator) = open_records(&data).await?;
             let result = match &user {
                 None => records.issue_system_token(&operator, ttl).await,
                 Some(name) => {
@@ -829,7 +829,7 @@ async fn run_admin(command: AdminCommand) -> Result<(), CliError> {
         }
         AdminCommand::RevokeToken { data } => {
             let token = read_stdin_secret("token")?;
-            let records = open_records(&data).await?;
+            let (records, operator) = open_records(&data).await?;
             let result = records.revoke_token(&operator, &token).await;
             records.close().await;
             if result? {
@@ -843,8 +843,13 @@ async fn run_admin(command: AdminCommand) -> Result<(), CliError> {
     }
 }
 
-async fn seed_demo(records: &Records, patients: usize, seed: u64) -> Result<(), CliError> {
-    if records.setting("demo.seeded").await?.is_some() {
+async fn seed_demo(
+    records: &Records,
+    operator: &LocalOperator,
+    patients: usize,
+    seed: u64,
+) -> Result<(), CliError> {
+    if records.demo_seeded().await?.is_some() {
         eprintln!("Using the existing demo data.");
         return Ok(());
     }
@@ -856,7 +861,6 @@ async fn seed_demo(records: &Records, patients: usize, seed: u64) -> Result<(), 
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let actor = Actor::local_operator();
     records.set_bulk_mode(true).await?;
     let clinic = crate::demo::Clinic::new(seed);
     let mut failed = 0usize;
@@ -867,13 +871,13 @@ async fn seed_demo(records: &Records, patients: usize, seed: u64) -> Result<(), 
         bar.inc(1);
         if batch.len() >= 1000 || index + 1 == patients {
             total += batch.len();
-            let outcomes = records.import(&actor, std::mem::take(&mut batch)).await?;
+            let outcomes = records.import(operator, std::mem::take(&mut batch)).await?;
             failed += outcomes.iter().filter(|o| o.is_err()).count();
         }
     }
     if !batch.is_empty() {
         total += batch.len();
-        let outcomes = records.import(&actor, batch).await?;
+        let outcomes = records.import(operator, batch).await?;
         failed += outcomes.iter().filter(|o| o.is_err()).count();
     }
     bar.finish_and_clear();
@@ -882,9 +886,7 @@ async fn seed_demo(records: &Records, patients: usize, seed: u64) -> Result<(), 
             "{failed} generated resources were refused; this is a bug"
         )));
     }
-    records
-        .set_setting("demo.seeded", &patients.to_string())
-        .await?;
+    records.mark_demo_seeded(operator, patients as u64).await?;
     eprintln!("Seeded {total} resources.");
     Ok(())
 }
@@ -931,6 +933,7 @@ fn generate(args: &GenerateArgs) -> Result<(), CliError> {
 
 async fn serve(
     records: Records,
+    operator: LocalOperator,
     http: &HttpArgs,
     demo: Option<(String, Vec<crate::demo::users::DemoUser>)>,
 ) -> Result<(), CliError> {
@@ -975,8 +978,10 @@ async fn serve(
         .with_resource_limit(http.max_resource_size)
         .with_query_timeout(http.query_timeout);
     records
-        .set_mfa_for_everyone(&Actor::local_operator(), http.mfa_for_all)
+        .set_mfa_for_everyone(&operator, http.mfa_for_all)
         .await?;
+    // The operator's part ends here: what serves requests never holds it.
+    drop(operator);
     let setup = records
         .issue_setup_token(Duration::from_secs(24 * 3600))
         .await?;

@@ -5,7 +5,7 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use ironchart_records::{Actor, BundleOutcome, PreparedBatch, Records};
+use ironchart_records::{Actor, BundleOutcome, LocalOperator, PreparedBatch, Records};
 use serde_json::Value;
 
 use crate::cli::CliError;
@@ -317,6 +317,7 @@ fn describe(e: &ironchart_records::RecordsError) -> String {
 
 pub async fn run(
     records: &Records,
+    operator: &LocalOperator,
     paths: &[PathBuf],
     progress: bool,
 ) -> Result<Summary, CliError> {
@@ -340,7 +341,7 @@ pub async fn run(
     };
     let mut importer = Importer {
         records,
-        actor: Actor::local_operator(),
+        actor: operator.actor().clone(),
         bar,
         summary: Summary::default(),
         in_flight: None,

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use ironchart_records::{Actor, Records, Role};
+use ironchart_records::{LocalOperator, Records, Role};
 
 use crate::cli::CliError;
 
@@ -21,7 +21,11 @@ const FILE: &str = "demo-users.txt";
 const DEMO_PATIENT: &str = "pat-000000";
 
 /// Creates the demo users on first run (and remembers their passwords); reads them back later.
-pub async fn ensure_demo_users(records: &Records, dir: &Path) -> Result<Vec<DemoUser>, CliError> {
+pub async fn ensure_demo_users(
+    records: &Records,
+    operator: &LocalOperator,
+    dir: &Path,
+) -> Result<Vec<DemoUser>, CliError> {
     let path = dir.join(FILE);
     if let Ok(text) = std::fs::read_to_string(&path) {
         let users: Vec<DemoUser> = text
@@ -39,20 +43,19 @@ pub async fn ensure_demo_users(records: &Records, dir: &Path) -> Result<Vec<Demo
             return Ok(users);
         }
     }
-    let operator = Actor::local_operator();
     let mut users = Vec::new();
     for role in Role::ALL {
         let username = ["demo-", &role.as_str().replace('_', "-")].concat();
         let password = random_password();
         let patient = (role == Role::Patient).then_some(DEMO_PATIENT);
         match records
-            .add_user(&operator, &username, &[role], patient, &password)
+            .add_user(operator, &username, &[role], patient, &password)
             .await
         {
             Ok(_) => {}
             Err(ironchart_records::RecordsError::Conflict(_)) => {
                 records
-                    .reset_password(&operator, &username, &password)
+                    .reset_password(operator, &username, &password)
                     .await?;
             }
             Err(e) => return Err(e.into()),

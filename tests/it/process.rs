@@ -26,7 +26,7 @@ pub enum Db {
 
 impl Db {
     pub fn postgres() -> Option<Db> {
-        let url = std::env::var("IRONCHART_TEST_DATABASE_URL").ok()?;
+        let url = ironchart_store::test_database_url()?;
         Some(Db::Postgres {
             url,
             schema: format!("c_{}", uuid::Uuid::new_v4().simple()),

@@ -911,6 +911,45 @@ fn lit_list(items: &[String]) -> String {
 mod tests {
     use super::*;
 
+    /// Regenerating the tables from the official definitions gives exactly the committed files.
+    /// Runs where the definitions are (`../shared/fhir-r4/definitions`, as in CI, which sets
+    /// `IRONCHART_REQUIRE_DEFINITIONS` so that their absence fails instead of skipping).
+    #[test]
+    fn regenerating_reproduces_the_committed_tables() {
+        let root = crate::workspace_root();
+        let definitions = root.join("../shared/fhir-r4/definitions");
+        if !definitions.join("profiles-resources.json").exists() {
+            assert!(
+                std::env::var_os("IRONCHART_REQUIRE_DEFINITIONS").is_none(),
+                "IRONCHART_REQUIRE_DEFINITIONS is set, but {} is missing",
+                definitions.display()
+            );
+            eprintln!("no FHIR definitions at {}: skipping", definitions.display());
+            return;
+        }
+        let out = std::env::temp_dir().join(format!("ironchart-codegen-{}", std::process::id()));
+        run(&definitions, &out).expect("codegen");
+        let committed = root.join("crates/fhir/src/generated");
+        let names = |dir: &Path| -> Vec<String> {
+            let mut v: Vec<String> = std::fs::read_dir(dir)
+                .expect("read dir")
+                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names(&out), names(&committed), "the same files");
+        for name in names(&out) {
+            let fresh = std::fs::read_to_string(out.join(&name)).expect("read");
+            let kept = std::fs::read_to_string(committed.join(&name)).expect("read");
+            assert!(
+                fresh == kept,
+                "crates/fhir/src/generated/{name} differs from what `cargo xtask codegen` writes: run it and commit the result"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&out);
+    }
+
     #[test]
     fn splits_on_top_level_bars_only() {
         assert_eq!(

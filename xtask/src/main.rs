@@ -16,6 +16,9 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
+  test [ARGS…]                  run every test of the workspace (cargo nextest run --workspace
+                                ARGS…), installing cargo-nextest first if it is missing; the
+                                PostgreSQL cases run when IRONCHART_TEST_DATABASE_URL is set
   codegen [--definitions DIR]   generate crates/fhir/src/generated/ from the FHIR R4 definitions
                                 (default DIR: ../shared/fhir-r4/definitions, relative to the
                                 workspace root)
@@ -68,11 +71,45 @@ fn run(args: &[String]) -> Result<(), String> {
             codegen::run(&definitions, &out)
         }
         "bench" => bench::run(&root, &bench::Options::parse(rest)?),
+        "test" => test(&root, rest),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
             Ok(())
         }
         other => Err(format!("unknown command `{other}`\n{USAGE}")),
+    }
+}
+
+/// `cargo xtask test`: the test suite with cargo-nextest (each test in its own process, which
+/// the tests that change process-wide state rely on), installed first if this machine lacks it.
+fn test(root: &std::path::Path, rest: &[String]) -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let has_nextest = std::process::Command::new(&cargo)
+        .args(["nextest", "--version"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_nextest {
+        eprintln!("cargo-nextest is not installed: installing it (once) with cargo install…");
+        let status = std::process::Command::new(&cargo)
+            .args(["install", "--locked", "cargo-nextest"])
+            .status()
+            .map_err(|e| format!("cannot run cargo install: {e}"))?;
+        if !status.success() {
+            return Err("cargo install --locked cargo-nextest failed".into());
+        }
+    }
+    let status = std::process::Command::new(&cargo)
+        .current_dir(root)
+        .args(["nextest", "run", "--workspace"])
+        .args(rest)
+        .status()
+        .map_err(|e| format!("cannot run cargo nextest: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err("some tests failed (see above)".into())
     }
 }
 

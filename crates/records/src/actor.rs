@@ -31,10 +31,41 @@ pub struct Actor {
     pub(crate) purpose: Option<String>,
 }
 
+/// The operator running a command on their own data directory (import, demo seeding, user
+/// and key administration): full access, like the system token, and audited as `system` with
+/// the source `local`. Only [`crate::Records::open_local`] hands one out — to the command line,
+/// which opened the database with the operator's own master key — so no code that serves
+/// requests can make one. Everything done with it goes through the same policy and audit as
+/// any other actor.
+#[derive(Debug)]
+pub struct LocalOperator {
+    actor: Actor,
+}
+
+impl LocalOperator {
+    pub(crate) fn new() -> LocalOperator {
+        LocalOperator {
+            actor: Actor::local_operator(),
+        }
+    }
+
+    /// The operator as an actor, for the operations they run.
+    pub fn actor(&self) -> &Actor {
+        &self.actor
+    }
+}
+
+impl std::ops::Deref for LocalOperator {
+    type Target = Actor;
+    fn deref(&self) -> &Actor {
+        &self.actor
+    }
+}
+
 impl Actor {
-    /// The local operator running a command against their own data directory (import, demo
-    /// seeding): full access, like the system token, and audited as `system`.
-    pub fn local_operator() -> Actor {
+    /// The local operator (see [`LocalOperator`]); inside this crate only, for work the
+    /// service does on the operator's behalf (a reindex at start, setup).
+    pub(crate) fn local_operator() -> Actor {
         Actor {
             kind: ActorKind::System,
             roles: Vec::new(),

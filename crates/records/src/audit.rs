@@ -4,7 +4,7 @@
 //! Entries form a chain: each entry's MAC is HMAC-SHA256, under a key derived from the master
 //! key, over the previous entry's MAC and the entry's own fields, so a changed, deleted,
 //! inserted or reordered row breaks the chain at that row. Entries of reads and security events
-//! go through the process's journal ([`crate::journal`]) and are moved into the chain in large
+//! go through the process's journal (`crate::journal`) and are moved into the chain in large
 //! transactions; writes of health data append their entries inside their own transaction, so a
 //! write and its audit entry land together or not at all. Signed checkpoints (sequence number and
 //! MAC of the newest entry, Ed25519) are written to a file outside the database, which is how a
@@ -63,6 +63,65 @@ pub enum AuditAction {
 }
 
 impl AuditAction {
+    /// Every action, in the order of the enum (a new action goes here too: the tests check that
+    /// each name reads back as its action).
+    pub const ALL: [AuditAction; 28] = [
+        AuditAction::Read,
+        AuditAction::Vread,
+        AuditAction::Search,
+        AuditAction::History,
+        AuditAction::Create,
+        AuditAction::Update,
+        AuditAction::Delete,
+        AuditAction::Import,
+        AuditAction::Transaction,
+        AuditAction::SignIn,
+        AuditAction::SignOut,
+        AuditAction::MfaEnrol,
+        AuditAction::MfaReset,
+        AuditAction::Lockout,
+        AuditAction::UserAdd,
+        AuditAction::UserRoles,
+        AuditAction::UserDisable,
+        AuditAction::UserEnable,
+        AuditAction::PasswordChange,
+        AuditAction::TokenIssue,
+        AuditAction::TokenRevoke,
+        AuditAction::SessionRevoke,
+        AuditAction::BreakGlass,
+        AuditAction::KeyRotate,
+        AuditAction::Config,
+        AuditAction::Setup,
+        AuditAction::AuditRead,
+        AuditAction::JournalDamaged,
+    ];
+
+    /// The FHIR `AuditEvent.action` code (<http://hl7.org/fhir/audit-event-action>): C, R, U, D,
+    /// or E (execute) for everything that is not a create, read, update or delete of a record.
+    pub fn fhir_code(self) -> &'static str {
+        match self {
+            AuditAction::Create => "C",
+            AuditAction::Read
+            | AuditAction::Vread
+            | AuditAction::History
+            | AuditAction::AuditRead => "R",
+            AuditAction::Update => "U",
+            AuditAction::Delete => "D",
+            _ => "E",
+        }
+    }
+
+    /// The actions a FHIR `AuditEvent.action` code covers; `None` for a code that is not one.
+    pub fn of_fhir_code(code: &str) -> Option<Vec<AuditAction>> {
+        matches!(code, "C" | "R" | "U" | "D" | "E").then(|| {
+            AuditAction::ALL
+                .into_iter()
+                .filter(|a| a.fhir_code() == code)
+                .collect()
+        })
+    }
+
+    /// The action's name in the audit log.
     pub fn as_str(self) -> &'static str {
         match self {
             AuditAction::Read => "read",
@@ -120,6 +179,30 @@ impl AuditAction {
         )
     }
 }
+
+impl std::str::FromStr for AuditAction {
+    type Err = UnknownAuditAction;
+
+    /// An action by its name in the audit log.
+    fn from_str(name: &str) -> std::result::Result<AuditAction, UnknownAuditAction> {
+        AuditAction::ALL
+            .into_iter()
+            .find(|a| a.as_str() == name)
+            .ok_or_else(|| UnknownAuditAction(name.to_string()))
+    }
+}
+
+/// A name that is no audit action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownAuditAction(pub String);
+
+impl std::fmt::Display for UnknownAuditAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "'{}' is not an audit action", self.0)
+    }
+}
+
+impl std::error::Error for UnknownAuditAction {}
 
 /// How it ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1006,6 +1089,63 @@ impl crate::Records {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `ALL` lists every action once, each reads back by its name, and each FHIR code covers
+    /// exactly the actions that have it (the search `action=E` once missed a damaged journal).
+    #[test]
+    fn every_action_is_listed_and_reads_back_by_name() {
+        // Exhaustive: a new action does not compile here until it is counted.
+        let counted = |a: AuditAction| match a {
+            AuditAction::Read
+            | AuditAction::Vread
+            | AuditAction::Search
+            | AuditAction::History
+            | AuditAction::Create
+            | AuditAction::Update
+            | AuditAction::Delete
+            | AuditAction::Import
+            | AuditAction::Transaction
+            | AuditAction::SignIn
+            | AuditAction::SignOut
+            | AuditAction::MfaEnrol
+            | AuditAction::MfaReset
+            | AuditAction::Lockout
+            | AuditAction::UserAdd
+            | AuditAction::UserRoles
+            | AuditAction::UserDisable
+            | AuditAction::UserEnable
+            | AuditAction::PasswordChange
+            | AuditAction::TokenIssue
+            | AuditAction::TokenRevoke
+            | AuditAction::SessionRevoke
+            | AuditAction::BreakGlass
+            | AuditAction::KeyRotate
+            | AuditAction::Config
+            | AuditAction::Setup
+            | AuditAction::AuditRead
+            | AuditAction::JournalDamaged => 1,
+        };
+        assert_eq!(AuditAction::ALL.into_iter().map(counted).sum::<usize>(), 28);
+        let mut names = std::collections::HashSet::new();
+        for a in AuditAction::ALL {
+            assert!(names.insert(a.as_str()), "{} twice", a.as_str());
+            assert_eq!(a.as_str().parse::<AuditAction>(), Ok(a));
+        }
+        let mut covered = 0;
+        for code in ["C", "R", "U", "D", "E"] {
+            let actions = AuditAction::of_fhir_code(code).unwrap();
+            assert!(actions.iter().all(|a| a.fhir_code() == code));
+            covered += actions.len();
+        }
+        assert_eq!(covered, AuditAction::ALL.len());
+        assert!(
+            AuditAction::of_fhir_code("E")
+                .unwrap()
+                .contains(&AuditAction::JournalDamaged)
+        );
+        assert!(AuditAction::of_fhir_code("X").is_none());
+        assert!("no-such-action".parse::<AuditAction>().is_err());
+    }
 
     fn at(seq: i64, mac: &str) -> Option<(i64, String)> {
         Some((seq, mac.to_string()))

@@ -1403,8 +1403,7 @@ mod tests {
 
     /// A store in a schema of its own on `IRONCHART_TEST_DATABASE_URL`, if set.
     async fn postgres_store(prefix: &str) -> Option<Store> {
-        let Ok(url) = std::env::var("IRONCHART_TEST_DATABASE_URL") else {
-            eprintln!("IRONCHART_TEST_DATABASE_URL is not set: skipping the PostgreSQL run");
+        let Some(url) = ironchart_store::test_database_url() else {
             return None;
         };
         let nanos = std::time::SystemTime::now()
@@ -1709,8 +1708,7 @@ mod tests {
 
     #[tokio::test]
     async fn moved_entries_arrive_unchanged_and_indexed_on_postgres() {
-        let Ok(url) = std::env::var("IRONCHART_TEST_DATABASE_URL") else {
-            eprintln!("IRONCHART_TEST_DATABASE_URL is not set: skipping the PostgreSQL run");
+        let Some(url) = ironchart_store::test_database_url() else {
             return;
         };
         let dir = tempfile::tempdir().unwrap();

@@ -22,7 +22,7 @@ mod signin;
 mod tokens;
 mod users;
 
-pub use actor::{Actor, ActorKind};
+pub use actor::{Actor, ActorKind, LocalOperator};
 pub use bundle::{
     BundleOutcome, GetHandler, parse_etag, percent_decode, transaction_into_resources,
     transaction_resources,
@@ -48,3 +48,13 @@ pub use ironchart_store::{
 };
 
 pub type Result<T, E = RecordsError> = std::result::Result<T, E>;
+
+/// For the tests of the crates above (the `test-support` feature, enabled by their
+/// dev-dependencies only): the local operator without opening a database.
+#[cfg(feature = "test-support")]
+pub mod test_support {
+    /// The operator, as [`crate::Records::open_local`] hands it out.
+    pub fn operator() -> crate::LocalOperator {
+        crate::LocalOperator::new()
+    }
+}

@@ -18,7 +18,7 @@ use ironchart_store::{
 use serde_json::{Map, Value};
 use tracing::instrument;
 
-use crate::actor::Actor;
+use crate::actor::{Actor, LocalOperator};
 use crate::audit::{AuditAction, AuditEntry, ChainKeys, Outcome};
 use crate::journal::AuditWriter;
 use crate::keys::Keys;
@@ -152,7 +152,20 @@ pub(crate) struct WriteCtx<'a> {
     pub(crate) base: Option<&'a str>,
 }
 
+/// The setting that says the demo data was seeded, and with how many patients.
+const DEMO_SEEDED: &str = "demo.seeded";
+
 impl Records {
+    /// [`Records::open`] for a command the operator runs on their own data directory, with
+    /// their master key: also hands out the [`LocalOperator`] to act as. What serves requests
+    /// is given an open `Records`, never the configuration that opens one, so it cannot.
+    pub async fn open_local(
+        config: &DatabaseConfig,
+        security: SecurityConfig,
+    ) -> Result<(Records, LocalOperator)> {
+        Ok((Records::open(config, security).await?, LocalOperator::new()))
+    }
+
     /// Opens the database (creating and migrating the schema as needed), checks the master key
     /// against it, and starts the audit writer. Must run inside a Tokio runtime.
     pub async fn open(config: &DatabaseConfig, security: SecurityConfig) -> Result<Records> {
@@ -272,13 +285,29 @@ impl Records {
         self.store.close().await;
     }
 
-    /// Operational settings (not health data): e.g. whether the demo data was seeded.
-    pub async fn setting(&self, key: &str) -> Result<Option<String>> {
-        Ok(self.store.setting(key).await?)
+    /// How many patients the demo data was seeded with, if it was.
+    pub async fn demo_seeded(&self) -> Result<Option<u64>> {
+        Ok(self
+            .store
+            .setting(DEMO_SEEDED)
+            .await?
+            .and_then(|v| v.parse().ok()))
     }
 
-    pub async fn set_setting(&self, key: &str, value: &str) -> Result<()> {
-        Ok(self.store.set_setting(key, value).await?)
+    /// Records that the demo data was seeded (with `patients` patients): the operator's, and
+    /// audited.
+    pub async fn mark_demo_seeded(&self, by: &LocalOperator, patients: u64) -> Result<()> {
+        self.store
+            .set_setting(DEMO_SEEDED, &patients.to_string())
+            .await?;
+        self.audit(
+            by,
+            vec![
+                AuditEntry::new(AuditAction::Config, Outcome::Success)
+                    .detail(format!("demo data seeded: {patients} patients")),
+            ],
+        )
+        .await
     }
 
     // ----- reading what is stored -----
@@ -1090,13 +1119,10 @@ impl Records {
         config: &DatabaseConfig,
         current: SecurityConfig,
         new: MasterKey,
-        by: &Actor,
     ) -> Result<u32> {
-        if !by.is_system() {
-            return Err(RecordsError::Forbidden(
-                "replacing the master key is for the operator".into(),
-            ));
-        }
+        // Only the operator holds the master key in use (`current`), which opens the database:
+        // the entry names them.
+        let by = &Actor::local_operator();
         if new.check_value() == current.master_key.check_value() {
             return Err(RecordsError::Config(
                 "the new master key is the one in use".into(),

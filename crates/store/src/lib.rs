@@ -32,3 +32,22 @@ pub use tokens::TokenRecord;
 pub use users::{GrantRecord, SessionRecord, UserRecord};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The PostgreSQL database the tests run against (`IRONCHART_TEST_DATABASE_URL`), or `None`
+/// when none is configured and the PostgreSQL runs are skipped — unless
+/// `IRONCHART_REQUIRE_POSTGRES` is set (CI sets it), when a missing database fails the test
+/// instead of letting it pass without having run.
+#[doc(hidden)]
+pub fn test_database_url() -> Option<String> {
+    match std::env::var("IRONCHART_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var_os("IRONCHART_REQUIRE_POSTGRES").is_none(),
+                "IRONCHART_REQUIRE_POSTGRES is set, but IRONCHART_TEST_DATABASE_URL is not"
+            );
+            eprintln!("IRONCHART_TEST_DATABASE_URL is not set: skipping the PostgreSQL run");
+            None
+        }
+    }
+}

@@ -10,7 +10,7 @@ use axum::response::Response;
 
 use crate::AppState;
 
-/// The client address of a request (an extension set by [`client_address`]).
+/// The client address of a request (an extension set by the `client_address` layer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientIp(pub Option<IpAddr>);
 

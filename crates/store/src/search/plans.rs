@@ -449,8 +449,7 @@ async fn every_us_core_search_seeks_on_sqlite() {
 
 #[tokio::test]
 async fn every_us_core_search_seeks_on_postgres() {
-    let Ok(url) = std::env::var("IRONCHART_TEST_DATABASE_URL") else {
-        eprintln!("IRONCHART_TEST_DATABASE_URL is not set: skipping the PostgreSQL run");
+    let Some(url) = crate::test_database_url() else {
         return;
     };
     let schema = format!(

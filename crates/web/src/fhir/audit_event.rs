@@ -5,6 +5,7 @@
 //! read of the log is itself audited.
 
 use ironchart_fhir::datetime::{format_instant, parse_date_range};
+use ironchart_records::audit::AuditAction;
 use ironchart_records::{Actor, AuditQuery, AuditRow, RecordsError};
 use serde_json::{Value, json};
 
@@ -22,47 +23,12 @@ fn bad(message: String) -> ApiError {
     .into()
 }
 
-/// Our action names each FHIR action code covers.
-fn actions_for_code(code: &str) -> Option<Vec<&'static str>> {
-    Some(match code {
-        "C" => vec!["create"],
-        "R" => vec!["read", "vread", "history", "audit-read"],
-        "U" => vec!["update"],
-        "D" => vec!["delete"],
-        "E" => vec![
-            "search",
-            "import",
-            "transaction",
-            "sign-in",
-            "sign-out",
-            "mfa-enrol",
-            "mfa-reset",
-            "lockout",
-            "user-add",
-            "user-roles",
-            "user-disable",
-            "user-enable",
-            "password-change",
-            "token-issue",
-            "token-revoke",
-            "session-revoke",
-            "break-glass",
-            "key-rotate",
-            "config",
-            "setup",
-        ],
-        _ => return None,
-    })
-}
-
+/// The FHIR action code of an action named in the log (an unknown name, from a newer version,
+/// is an execute).
 fn action_code(action: &str) -> &'static str {
-    match action {
-        "create" => "C",
-        "read" | "vread" | "history" | "audit-read" => "R",
-        "update" => "U",
-        "delete" => "D",
-        _ => "E",
-    }
+    action
+        .parse::<AuditAction>()
+        .map_or("E", AuditAction::fhir_code)
 }
 
 fn outcome_code(outcome: &str) -> &'static str {
@@ -118,9 +84,19 @@ pub(crate) fn query_of(pairs: &[(String, String)]) -> Result<AuditQuery, ApiErro
             }
             "action" | "subtype" => {
                 for v in value.split(',') {
-                    match actions_for_code(v) {
-                        Some(list) => q.actions.extend(list.into_iter().map(str::to_string)),
-                        None => q.actions.push(v.to_string()),
+                    match AuditAction::of_fhir_code(v) {
+                        Some(list) => {
+                            q.actions
+                                .extend(list.into_iter().map(|a| a.as_str().to_string()));
+                        }
+                        None => {
+                            let action = v.parse::<AuditAction>().map_err(|_| {
+                                bad(format!(
+                                    "{name}: '{v}' is neither an action code (C, R, U, D, E) nor an audit action name"
+                                ))
+                            })?;
+                            q.actions.push(action.as_str().to_string());
+                        }
                     }
                 }
             }
@@ -367,6 +343,16 @@ mod tests {
         assert!(q.from.unwrap() < q.to.unwrap());
         assert!(query_of(&pairs(&[("date", "yesterday")])).is_err());
         assert!(query_of(&pairs(&[("bogus", "1")])).is_err());
+        // `E` covers every action that is not a C, R, U or D, a damaged journal included.
+        let e = query_of(&pairs(&[("action", "E")])).unwrap();
+        assert!(e.actions.iter().any(|a| a == "audit-journal-damaged"));
+        assert!(e.actions.iter().any(|a| a == "search"));
+        assert!(!e.actions.iter().any(|a| a == "read" || a == "create"));
+        // Names are taken as they are, and a name that is no action is refused.
+        let named = query_of(&pairs(&[("subtype", "sign-in,break-glass")])).unwrap();
+        assert_eq!(named.actions, vec!["sign-in", "break-glass"]);
+        assert!(query_of(&pairs(&[("action", "sign-on")])).is_err());
+        assert!(query_of(&pairs(&[("action", "e")])).is_err());
     }
 
     mod properties {

@@ -550,7 +550,7 @@ async fn history_and_paging_cover_only_the_own_compartment(s: Server) {
     };
     let rows = s
         .records
-        .audit_entries(&ironchart_records::Actor::local_operator(), &query)
+        .audit_entries(&ironchart_records::test_support::operator(), &query)
         .await
         .expect("log");
     assert!(rows.iter().any(|r| r.action == "history"));
@@ -1241,7 +1241,7 @@ async fn the_log_names_the_patients_an_answer_concerned(s: Server) {
     };
     let about_b = s
         .records
-        .audit_entries(&ironchart_records::Actor::local_operator(), &query)
+        .audit_entries(&ironchart_records::test_support::operator(), &query)
         .await
         .expect("log");
     assert_eq!(

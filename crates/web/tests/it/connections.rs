@@ -5,6 +5,7 @@
 //! Timings are loose on purpose: a test waits at most [`PATIENCE`] for the server to act, and
 //! only checks that it did not act before the limit.
 
+use ironchart_records::test_support::operator;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -60,7 +61,7 @@ async fn start(limits: ServerLimits) -> Limited {
         std::future::pending(),
     ));
     let token = records
-        .issue_system_token(&Actor::local_operator(), Duration::from_secs(3600))
+        .issue_system_token(&operator(), Duration::from_secs(3600))
         .await
         .expect("token");
     // Poll /healthz, each time on a connection of its own that the server closes, so that

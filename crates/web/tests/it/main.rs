@@ -9,6 +9,7 @@ mod bundles;
 mod connections;
 mod crud;
 mod examples;
+mod invariants;
 mod limits;
 mod policy;
 mod search;

@@ -2,6 +2,7 @@
 //! interactions, over HTTP, each request checked against the role table and against the audit
 //! log; the system token; expired, revoked and over-wide tokens; narrowed tokens.
 
+use ironchart_records::test_support::operator;
 use std::time::Duration;
 
 use ironchart_records::{Actor, AuditQuery, RecordsError, Role};
@@ -285,7 +286,7 @@ on_both!(a_user_token_works);
 /// A token issued for a user, with a chosen lifetime.
 async fn token_for(s: &Server, username: &str, scopes: Option<&str>, ttl: Duration) -> String {
     s.records
-        .issue_user_token(&Actor::local_operator(), username, scopes, ttl)
+        .issue_user_token(&operator(), username, scopes, ttl)
         .await
         .unwrap_or_else(|e| panic!("token for {username}: {e}"))
 }
@@ -327,7 +328,7 @@ async fn expired_revoked_and_orphaned_tokens_are_refused(s: Server) {
     );
     let live = s
         .records
-        .revoke_token(&Actor::local_operator(), &revoked)
+        .revoke_token(&operator(), &revoked)
         .await
         .expect("revoke");
     assert!(live, "the token was live before");
@@ -340,7 +341,7 @@ async fn expired_revoked_and_orphaned_tokens_are_refused(s: Server) {
         StatusCode::OK
     );
     s.records
-        .set_roles(&Actor::local_operator(), &nurse, &[Role::Billing])
+        .set_roles(&operator(), &nurse, &[Role::Billing])
         .await
         .expect("set roles");
     assert_refused(&s, &changed, "token from before a role change").await;
@@ -352,7 +353,7 @@ async fn expired_revoked_and_orphaned_tokens_are_refused(s: Server) {
         StatusCode::OK
     );
     s.records
-        .set_user_disabled(&Actor::local_operator(), &nurse, true)
+        .set_user_disabled(&operator(), &nurse, true)
         .await
         .expect("disable");
     assert_refused(&s, &disabled, "token of a disabled user").await;
@@ -384,7 +385,7 @@ async fn a_refused_token_is_audited(s: Server) {
     };
     let rows = s
         .records
-        .audit_entries(&Actor::local_operator(), &query)
+        .audit_entries(&operator(), &query)
         .await
         .expect("audit log");
     assert!(
@@ -424,7 +425,7 @@ async fn tokens_are_never_wider_than_the_roles(s: Server) {
         let refused = s
             .records
             .issue_user_token(
-                &Actor::local_operator(),
+                &operator(),
                 &username,
                 Some(scopes),
                 Duration::from_secs(60),
@@ -443,7 +444,7 @@ async fn tokens_are_never_wider_than_the_roles(s: Server) {
         };
         let rows = s
             .records
-            .audit_entries(&Actor::local_operator(), &query)
+            .audit_entries(&operator(), &query)
             .await
             .expect("audit log");
         assert_eq!(rows.len(), 1, "{role} {scopes}");
@@ -461,7 +462,7 @@ async fn tokens_are_never_wider_than_the_roles(s: Server) {
     let no_context = s
         .records
         .issue_user_token(
-            &Actor::local_operator(),
+            &operator(),
             &nurse,
             Some("patient/Observation.rs"),
             Duration::from_secs(60),

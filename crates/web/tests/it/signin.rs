@@ -3,6 +3,7 @@
 //! expiry, sign-out), CSRF, cookie attributes, the first-admin setup link, and the audit log as
 //! FHIR AuditEvents.
 
+use ironchart_records::test_support::operator;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -49,7 +50,7 @@ async fn start_with(
             (records, Some(dir))
         }
         Db::Postgres => {
-            let url = std::env::var("IRONCHART_TEST_DATABASE_URL").ok()?;
+            let url = ironchart_store::test_database_url()?;
             let dir = tempfile::tempdir().unwrap();
             let records = Records::open(
                 &DatabaseConfig::Postgres {
@@ -99,7 +100,7 @@ macro_rules! both {
 impl App {
     async fn user(&self, name: &str, role: Role, patient: Option<&str>) {
         self.records
-            .add_user(&Actor::local_operator(), name, &[role], patient, PASSWORD)
+            .add_user(&operator(), name, &[role], patient, PASSWORD)
             .await
             .unwrap();
     }
@@ -120,7 +121,7 @@ impl App {
         let rows = self
             .records
             .audit_entries(
-                &Actor::local_operator(),
+                &operator(),
                 &AuditQuery {
                     actor: Some(actor.to_string()),
                     limit: 1000,
@@ -392,18 +393,14 @@ async fn lockout_per_account_and_address(db: Db) {
         "the address is locked"
     );
     // The administrator can lift an account's lockout, but not the address's.
-    let summary = app
-        .records
-        .list_users(&Actor::local_operator())
-        .await
-        .unwrap();
+    let summary = app.records.list_users(&operator()).await.unwrap();
     assert!(
         summary
             .iter()
             .any(|u| u.username == "petra" && u.locked_until.is_some())
     );
     app.records
-        .set_user_disabled(&Actor::local_operator(), "petra", false)
+        .set_user_disabled(&operator(), "petra", false)
         .await
         .unwrap();
     let elsewhere = Client {
@@ -442,7 +439,7 @@ async fn authenticator_secrets_survive_a_new_master_key(db: Db) {
     let config = match db {
         Db::Sqlite => DatabaseConfig::Sqlite(dir.path().join("t.sqlite3")),
         Db::Postgres => {
-            let Ok(url) = std::env::var("IRONCHART_TEST_DATABASE_URL") else {
+            let Some(url) = ironchart_store::test_database_url() else {
                 return;
             };
             DatabaseConfig::Postgres {
@@ -461,7 +458,7 @@ async fn authenticator_secrets_survive_a_new_master_key(db: Db) {
         journal_dir: dir.path().to_path_buf(),
         sync_reads: false,
     };
-    let operator = Actor::local_operator();
+    let operator = operator();
     let client = Client::default();
     let records = Records::open(&config, security(&old_key)).await.unwrap();
     for name in ["audra", "audrey"] {
@@ -486,7 +483,6 @@ async fn authenticator_secrets_survive_a_new_master_key(db: Db) {
         &config,
         security(&old_key),
         MasterKey::load(&new_key).unwrap(),
-        &operator,
     )
     .await
     .unwrap();
@@ -706,7 +702,7 @@ async fn second_factor_cannot_be_guessed(db: Db) {
                 && d.as_deref().is_some_and(|d| d.contains("second factor"))),
         "{actions:?}"
     );
-    let users = records.list_users(&Actor::local_operator()).await.unwrap();
+    let users = records.list_users(&operator()).await.unwrap();
     assert!(
         users
             .iter()
@@ -970,12 +966,7 @@ async fn sessions_page_and_sign_out_everywhere(db: Db) {
     desk.sign_in("tara", PASSWORD).await;
     let token = app
         .records
-        .issue_user_token(
-            &Actor::local_operator(),
-            "tara",
-            None,
-            Duration::from_secs(600),
-        )
+        .issue_user_token(&operator(), "tara", None, Duration::from_secs(600))
         .await
         .unwrap();
     let page = desk.get("/account/sessions").await;
@@ -1120,11 +1111,7 @@ async fn setup_link_creates_one_admin_under_concurrency(db: Db) {
         created += usize::from(t.await.unwrap());
     }
     assert_eq!(created, 1);
-    let users = app
-        .records
-        .list_users(&Actor::local_operator())
-        .await
-        .unwrap();
+    let users = app.records.list_users(&operator()).await.unwrap();
     assert_eq!(users.len(), 1, "{users:?}");
 }
 both!(setup_link_creates_one_admin_under_concurrency);
@@ -1135,7 +1122,7 @@ async fn audit_events_for_auditors(db: Db) {
     };
     app.user("dora", Role::Physician, None).await;
     app.user("ulla", Role::Auditor, None).await;
-    let op = Actor::local_operator();
+    let op = operator();
     let system = app
         .records
         .issue_system_token(&op, Duration::from_secs(600))
@@ -1242,7 +1229,7 @@ async fn break_the_glass(db: Db) {
     let Some(app) = start(db, default_policy()).await else {
         return;
     };
-    let op = Actor::local_operator();
+    let op = operator();
     let system = app
         .records
         .issue_system_token(&op, Duration::from_secs(600))
@@ -1372,12 +1359,7 @@ async fn client_address_and_trusted_proxy(db: Db) {
         app.user("xavi", Role::Nurse, None).await;
         let token = app
             .records
-            .issue_user_token(
-                &Actor::local_operator(),
-                "xavi",
-                None,
-                Duration::from_secs(600),
-            )
+            .issue_user_token(&operator(), "xavi", None, Duration::from_secs(600))
             .await
             .unwrap();
         let r = reqwest::Client::new()
@@ -1391,7 +1373,7 @@ async fn client_address_and_trusted_proxy(db: Db) {
         let rows = app
             .records
             .audit_entries(
-                &Actor::local_operator(),
+                &operator(),
                 &AuditQuery {
                     actor: Some("user:xavi".into()),
                     actions: vec!["search".into()],

@@ -1,5 +1,6 @@
 //! A real server on an ephemeral port, with a fresh database per test.
 
+use ironchart_records::test_support::operator;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -75,8 +76,7 @@ impl Server {
 
     /// `None` when no PostgreSQL test database is configured.
     pub async fn postgres() -> Option<Server> {
-        let Ok(url) = std::env::var("IRONCHART_TEST_DATABASE_URL") else {
-            eprintln!("IRONCHART_TEST_DATABASE_URL is not set: skipping the PostgreSQL run");
+        let Some(url) = ironchart_store::test_database_url() else {
             return None;
         };
         let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
@@ -129,7 +129,7 @@ impl Server {
             let _ = ironchart_web::serve(listener, app, limits, std::future::pending()).await;
         });
         let token = records
-            .issue_system_token(&Actor::local_operator(), Duration::from_secs(3600))
+            .issue_system_token(&operator(), Duration::from_secs(3600))
             .await
             .expect("token");
         let client = reqwest::Client::builder()
@@ -228,13 +228,7 @@ impl Server {
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
         self.records
-            .add_user(
-                &Actor::local_operator(),
-                &username,
-                roles,
-                patient,
-                PASSWORD,
-            )
+            .add_user(&operator(), &username, roles, patient, PASSWORD)
             .await
             .unwrap_or_else(|e| panic!("add user {username}: {e}"));
         username
@@ -243,12 +237,7 @@ impl Server {
     /// Issues an hour's token for `username`: its roles' scopes, or `scopes` when given.
     pub async fn user_token(&self, username: &str, scopes: Option<&str>) -> String {
         self.records
-            .issue_user_token(
-                &Actor::local_operator(),
-                username,
-                scopes,
-                Duration::from_secs(3600),
-            )
+            .issue_user_token(&operator(), username, scopes, Duration::from_secs(3600))
             .await
             .unwrap_or_else(|e| panic!("token for {username} ({scopes:?}): {e}"))
     }
@@ -272,7 +261,7 @@ impl Server {
             ..AuditQuery::default()
         };
         self.records
-            .audit_entries(&Actor::local_operator(), &query)
+            .audit_entries(&operator(), &query)
             .await
             .expect("read the audit log")
     }
@@ -285,7 +274,7 @@ impl Server {
             ..AuditQuery::default()
         };
         self.records
-            .audit_entries(&Actor::local_operator(), &query)
+            .audit_entries(&operator(), &query)
             .await
             .expect("read the audit log")
             .first()
