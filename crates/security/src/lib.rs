@@ -1,6 +1,7 @@
 //! Security primitives for the one door: the keyring (master key, derived keys, the AEAD
-//! envelope around stored bodies), password hashing, TOTP, SMART scopes and roles, and the MACs
-//! of the audit chain.
+//! envelope around stored bodies), password hashing, TOTP, SMART scopes and roles. (The audit
+//! chain's MACs and checkpoint signatures are computed by `ironchart-records`, from keys derived
+//! here.)
 //!
 //! Pure apart from reading and creating the master key file: no database, no network. Secrets
 //! here never implement `Display` or `Debug` with their value.
