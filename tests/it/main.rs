@@ -3,6 +3,9 @@
 //! the audit log's verification, encryption at rest, what the logs may hold, and the sign-in
 //! pages in a real browser.
 
+// Test code: its helpers (outside `#[test]` functions) may unwrap.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod audit;
 mod browser;
 mod cli;
