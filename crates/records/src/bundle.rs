@@ -212,41 +212,12 @@ fn entries(bundle: &Value) -> Result<&[Value]> {
     Ok(entries)
 }
 
+/// The pairs of a query string, form-decoded (`%XX` and `+`); an invalid escape is kept as it
+/// is.
 fn query_pairs(query: &str) -> Vec<(String, String)> {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k), percent_decode(v))
-        })
+    form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
-}
-
-/// Decodes `%XX` escapes and `+` (form encoding); invalid escapes are kept as they are.
-pub fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = |c: u8| (c as char).to_digit(16);
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 3;
-                        continue;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            b'+' => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The resources of a transaction Bundle that an import can write like NDJSON (many Bundles in
@@ -750,8 +721,13 @@ mod tests {
 
     #[test]
     fn decoding() {
-        assert_eq!(percent_decode("a%20b+c%2"), "a b c%2");
-        assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(
+            query_pairs("a%20b+c%2=%zz&&x"),
+            vec![
+                ("a b c%2".to_string(), "%zz".to_string()),
+                ("x".to_string(), String::new())
+            ]
+        );
     }
 
     #[test]

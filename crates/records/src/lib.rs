@@ -24,8 +24,7 @@ mod users;
 
 pub use actor::{Actor, ActorKind, LocalOperator};
 pub use bundle::{
-    BundleOutcome, GetHandler, parse_etag, percent_decode, transaction_into_resources,
-    transaction_resources,
+    BundleOutcome, GetHandler, parse_etag, transaction_into_resources, transaction_resources,
 };
 pub use error::RecordsError;
 pub use resource::{HistoryPage, Resource, ResourcePage, WriteOutcome};

@@ -21,8 +21,6 @@ pub const DIGITS: usize = 6;
 /// Recovery codes made at a time.
 pub const RECOVERY_CODES: usize = 10;
 
-/// RFC 4648 base32 alphabet.
-const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 /// Recovery code characters: digits and lower-case letters without 0, 1, i, l and o, which are
 /// easily mistaken for one another (31 characters, so about 4.95 bits each).
 const RECOVERY_ALPHABET: &[u8] = b"23456789abcdefghjkmnpqrstuvwxyz";
@@ -86,48 +84,30 @@ impl std::fmt::Debug for TotpSecret {
 }
 
 fn base32_encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(5) * 8);
-    let mut buffer: u16 = 0;
-    let mut bits = 0u32;
-    for &byte in bytes {
-        buffer = (buffer << 8) | u16::from(byte);
-        bits += 8;
-        while bits >= 5 {
-            bits -= 5;
-            out.push(char::from(BASE32[usize::from((buffer >> bits) & 31)]));
-        }
-        buffer &= (1 << bits) - 1;
-    }
-    if bits > 0 {
-        out.push(char::from(BASE32[usize::from((buffer << (5 - bits)) & 31)]));
-    }
-    out
+    data_encoding::BASE32_NOPAD.encode(bytes)
 }
 
 /// `None` for a character outside the alphabet, a length no byte string encodes to, or
-/// non-zero bits after the last byte (so each byte string has exactly one encoding).
+/// non-zero bits after the last byte (so each byte string has exactly one encoding). Lower
+/// case, spaces and trailing padding are accepted, as people copy secrets.
 fn base32_decode(text: &str) -> Option<Zeroizing<Vec<u8>>> {
     let text = text.trim_end_matches(|c: char| c == '=' || c.is_ascii_whitespace());
-    let mut out = Zeroizing::new(Vec::with_capacity(text.len() * 5 / 8));
-    let mut buffer: u16 = 0;
-    let mut bits = 0u32;
-    for c in text.chars().filter(|c| !c.is_ascii_whitespace()) {
-        let upper = c.to_ascii_uppercase();
-        let value = BASE32.iter().position(|&b| char::from(b) == upper)?;
-        buffer = (buffer << 5) | u16::try_from(value).ok()?;
-        bits += 5;
-        if bits >= 8 {
-            bits -= 8;
-            out.push(u8::try_from(buffer >> bits).ok()?);
-            buffer &= (1 << bits) - 1;
-        }
-    }
-    let canonical = bits < 5 && buffer == 0;
-    buffer.zeroize();
-    canonical.then_some(out)
+    let clean: Zeroizing<Vec<u8>> = Zeroizing::new(
+        text.bytes()
+            .filter(|b| !b.is_ascii_whitespace())
+            .map(|b| b.to_ascii_uppercase())
+            .collect(),
+    );
+    // BASE32_NOPAD checks the trailing bits, so each byte string has one encoding.
+    data_encoding::BASE32_NOPAD
+        .decode(&clean)
+        .ok()
+        .map(Zeroizing::new)
 }
 
-/// RFC 4226 HOTP: HMAC-SHA1 of the big-endian counter, dynamic truncation, `digits` decimal
+/// RFC 4226 HOTP (ours rather than a TOTP crate's: a few lines over the `hmac` and `sha1`
+/// crates already here; the checks around it — one use per code, every candidate compared in
+/// constant time — are ours either way): HMAC-SHA1 of the big-endian counter, dynamic truncation, `digits` decimal
 /// digits (at most 9).
 fn hotp(key: &[u8], counter: u64, digits: u32) -> Option<u32> {
     let mut mac = Hmac::<Sha1>::new_from_slice(key).ok()?;
@@ -180,17 +160,15 @@ pub fn verify_code(
     matched
 }
 
-/// Percent-encodes everything but RFC 3986 unreserved characters.
+/// Everything but RFC 3986 unreserved characters is percent-encoded.
+const NOT_UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(text, NOT_UNRESERVED).to_string()
 }
 
 /// The enrolment URI authenticator apps read (Key URI Format):
