@@ -1403,9 +1403,7 @@ mod tests {
 
     /// A store in a schema of its own on `IRONCHART_TEST_DATABASE_URL`, if set.
     async fn postgres_store(prefix: &str) -> Option<Store> {
-        let Some(url) = ironchart_store::test_database_url() else {
-            return None;
-        };
+        let url = ironchart_store::test_database_url()?;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()

@@ -1102,9 +1102,7 @@ mod tests {
 
     /// A PostgreSQL store on a schema of its own, when a test database is configured.
     async fn postgres_store(name: &str) -> Option<Store> {
-        let Some(url) = crate::test_database_url() else {
-            return None;
-        };
+        let url = crate::test_database_url()?;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()

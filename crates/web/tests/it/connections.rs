@@ -9,7 +9,7 @@ use ironchart_records::test_support::operator;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use ironchart_records::{Actor, DatabaseConfig, Records};
+use ironchart_records::{DatabaseConfig, Records};
 use ironchart_web::ServerLimits;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -152,6 +152,7 @@ async fn at_and_beyond_each_limit(s: Server) {
     let r = search(&s, "Observation", &pairs_of(&[(0, 1)], &[], MAX_INCLUDES)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     // One beyond each: a 400 naming the limit.
+    #[allow(clippy::type_complexity)]
     let beyond: Vec<(&str, Vec<(String, String)>, &str)> = vec![
         (
             "values of one parameter",

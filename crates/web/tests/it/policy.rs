@@ -5,7 +5,7 @@
 use ironchart_records::test_support::operator;
 use std::time::Duration;
 
-use ironchart_records::{Actor, AuditQuery, RecordsError, Role};
+use ironchart_records::{AuditQuery, RecordsError, Role};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

@@ -597,6 +597,9 @@ async fn references_as_r4_defines_them(s: Server) {
 }
 on_both!(references_as_r4_defines_them);
 
+/// An expected match: its id, whether it has the date, and its sort key.
+type Expected = (String, bool, Option<(String, String)>);
+
 /// Newest first over the population: a search sorted by a date reads its pages by walking the
 /// date's index (once it has more than a few hundred matches). Every page, in both directions of
 /// the sort, gives each match once, in key order, the matches without a date last.
@@ -609,7 +612,7 @@ async fn population_sorted_by_date(s: Server) {
     )
     .await;
     let mut entries = Vec::new();
-    let mut expected: Vec<(String, bool, Option<(String, String)>)> = Vec::new();
+    let mut expected: Vec<Expected> = Vec::new();
     for i in 0..1400u32 {
         let id = format!("od{i:04}");
         let lab = i % 3 != 0;
@@ -663,8 +666,7 @@ async fn population_sorted_by_date(s: Server) {
         ("Observation?_sort=-date&_count=100", false, true),
     ] {
         let got = s.search_ids(query).await;
-        let want: Vec<&(String, bool, Option<(String, String)>)> =
-            expected.iter().filter(|e| !lab_only || e.1).collect();
+        let want: Vec<&Expected> = expected.iter().filter(|e| !lab_only || e.1).collect();
         let mut unique = got.clone();
         unique.sort();
         unique.dedup();
@@ -677,7 +679,7 @@ async fn population_sorted_by_date(s: Server) {
                 .map(|(low, high)| if desc { high.clone() } else { low.clone() })
         };
         let keys: Vec<Option<String>> = got.iter().map(|id| key(id)).collect();
-        assert_dates_in_order(&keys, desc, &query);
+        assert_dates_in_order(&keys, desc, query);
         if query.contains(",_id") {
             // Ties by id.
             for w in got.windows(2) {

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use ironchart_records::{
-    Actor, AuditQuery, Client, DatabaseConfig, MasterKey, Records, Role, SecurityConfig,
-    SessionPolicy, SessionStage, SignInError, SignInFailure,
+    AuditQuery, Client, DatabaseConfig, MasterKey, Records, Role, SecurityConfig, SessionPolicy,
+    SessionStage, SignInError, SignInFailure,
 };
 use ironchart_security::totp::{TotpSecret, code_at};
 use reqwest::StatusCode;

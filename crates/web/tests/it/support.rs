@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ironchart_records::{
-    Actor, AuditQuery, AuditRow, DatabaseConfig, MasterKey, Records, Role, SecurityConfig,
+    AuditQuery, AuditRow, DatabaseConfig, MasterKey, Records, Role, SecurityConfig,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -76,9 +76,7 @@ impl Server {
 
     /// `None` when no PostgreSQL test database is configured.
     pub async fn postgres() -> Option<Server> {
-        let Some(url) = ironchart_store::test_database_url() else {
-            return None;
-        };
+        let url = ironchart_store::test_database_url()?;
         let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
         let dir = tempfile::tempdir().expect("tempdir");
         let records = Records::open(
