@@ -170,13 +170,7 @@ mod tests {
         let mut seen = HashSet::new();
         for r in &resources {
             let id = str_at(r, "/id");
-            assert!(
-                (1..=64).contains(&id.len())
-                    && id
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'),
-                "bad id {id}"
-            );
+            assert!(ironchart_fhir::is_valid_id(id), "bad id {id}");
             let mut refs = Vec::new();
             references(r, &mut refs);
             for target in refs {

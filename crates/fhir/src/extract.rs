@@ -143,7 +143,7 @@ pub fn parse_reference(s: &str) -> Option<ParsedReference<'_>> {
             return None;
         }
     }
-    if !is_valid_id(id) {
+    if !crate::is_valid_id(id) {
         return None;
     }
     Some(ParsedReference {
@@ -169,14 +169,6 @@ fn static_resource_type(name: &str) -> Option<&'static str> {
     all.binary_search(&name)
         .ok()
         .and_then(|i| all.get(i).copied())
-}
-
-/// Whether `s` is a valid FHIR `id`: 1–64 of `A-Z a-z 0-9 - .`.
-/// Whether `s` is a FHIR id: `[A-Za-z0-9\-\.]{1,64}`.
-pub fn is_valid_id(s: &str) -> bool {
-    (1..=64).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
 /// A search parameter ready to evaluate.
@@ -242,7 +234,7 @@ pub fn extract(resource: &Value) -> Vec<IndexEntry> {
             let id = c
                 .get("id")
                 .and_then(Value::as_str)
-                .filter(|id| is_valid_id(id));
+                .filter(|id| crate::is_valid_id(id));
             let rt = c
                 .get("resourceType")
                 .and_then(Value::as_str)
@@ -707,7 +699,7 @@ fn reference_values(
         Value::String(s) if !s.is_empty() => {
             out.push(IndexValue::Reference {
                 target_type: None,
-                target_id: is_valid_id(s).then(|| s.clone()),
+                target_id: crate::is_valid_id(s).then(|| s.clone()),
                 url: s.clone(),
                 identifier: None,
             });
@@ -794,7 +786,7 @@ fn reference_value(map: &Map<String, Value>, resource: &Value) -> Option<IndexVa
             // search by that id finds it through the index like any other.
             None => Some(IndexValue::Reference {
                 target_type: declared_type.map(str::to_string),
-                target_id: is_valid_id(r).then(|| r.to_string()),
+                target_id: crate::is_valid_id(r).then(|| r.to_string()),
                 url: r.to_string(),
                 identifier,
             }),

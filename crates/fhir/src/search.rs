@@ -844,7 +844,7 @@ fn parse_reference(raw: &str) -> FilterValue {
     }
     match segments.as_slice() {
         // A bare id; anything else (`#contained`, text) is compared as written.
-        [id] if crate::extract::is_valid_id(id) => FilterValue::Reference {
+        [id] if crate::is_valid_id(id) => FilterValue::Reference {
             target_type: None,
             id: (*id).to_string(),
         },

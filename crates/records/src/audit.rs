@@ -290,7 +290,7 @@ impl AuditEntry {
             None => None,
         };
         let res_id = match self.res_id {
-            Some(id) if crate::service::valid_id(&id) => Some(id),
+            Some(id) if ironchart_fhir::is_valid_id(&id) => Some(id),
             Some(_) => {
                 notes.push("the id asked for is not a valid FHIR id".into());
                 None
@@ -300,7 +300,7 @@ impl AuditEntry {
         let mut patients: Vec<String> = self
             .patients
             .into_iter()
-            .filter(|p| crate::service::valid_id(p))
+            .filter(|p| ironchart_fhir::is_valid_id(p))
             .collect();
         if patients.len() > MAX_AUDITED_PATIENTS {
             notes.push(format!(

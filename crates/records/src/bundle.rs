@@ -16,7 +16,7 @@ use crate::audit::{AuditAction, AuditEntry, Outcome};
 use crate::policy;
 use crate::resource::{Resource, WriteOutcome};
 use crate::service::{
-    check_writable, conditional_match, delete_in, new_id, prepare, valid_id, write_version,
+    check_writable, conditional_match, delete_in, new_id, prepare, write_version,
 };
 use crate::{Records, RecordsError, Result};
 
@@ -292,7 +292,7 @@ fn simple_entry(entry: &Value) -> Option<(String, Option<String>)> {
         request.get("method").and_then(Value::as_str)?,
         url.split_once('/'),
     ) {
-        ("PUT", Some((t, id))) if t == rt && valid_id(id) => {
+        ("PUT", Some((t, id))) if t == rt && ironchart_fhir::is_valid_id(id) => {
             match resource.get("id").and_then(Value::as_str) {
                 Some(own) if own != id => None,
                 _ => Some((rt.to_string(), Some(id.to_string()))),
@@ -412,7 +412,7 @@ impl Records {
                     check_writable(&resource_type).map_err(|e| entry_error(i, e))?;
                     policy::check(actor, &resource_type, Interaction::Update)
                         .map_err(|e| entry_error(i, e))?;
-                    if !valid_id(&id) {
+                    if !ironchart_fhir::is_valid_id(&id) {
                         return Err(entry_error(
                             i,
                             RecordsError::bad(format!("'{id}' is not a valid id"), None),

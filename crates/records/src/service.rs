@@ -537,7 +537,7 @@ impl Records {
             None => RecordsError::NotFound(resource_type.into(), id.into()),
             Some(v) => RecordsError::NotFound(resource_type.into(), format!("{id}/_history/{v}")),
         };
-        if !valid_id(id) {
+        if !ironchart_fhir::is_valid_id(id) {
             return Err(not_found());
         }
         let stored = match version {
@@ -690,7 +690,7 @@ impl Records {
             HistoryScope::Instance(t, id) => {
                 check_type(t)?;
                 policy::check(actor, t, Interaction::Read)?;
-                let current = if valid_id(id) {
+                let current = if ironchart_fhir::is_valid_id(id) {
                     self.store.read(t, id).await?
                 } else {
                     None
@@ -857,7 +857,7 @@ impl Records {
     ) -> Result<WriteOutcome> {
         check_writable(resource_type)?;
         policy::check(actor, resource_type, Interaction::Update)?;
-        if !valid_id(id) {
+        if !ironchart_fhir::is_valid_id(id) {
             return Err(RecordsError::bad(
                 format!("'{id}' is not a valid resource id"),
                 None,
@@ -912,7 +912,7 @@ impl Records {
     ) -> Result<Option<i64>> {
         check_writable(resource_type)?;
         policy::check(actor, resource_type, Interaction::Delete)?;
-        if !valid_id(id) {
+        if !ironchart_fhir::is_valid_id(id) {
             return Ok(None);
         }
         let ctx = &self.write_ctx(actor).await?;
@@ -1296,7 +1296,8 @@ fn named_patients(query: &SearchQuery) -> Vec<String> {
             match value {
                 FilterValue::Id(id) => out.push(id.clone()),
                 FilterValue::Reference { target_type, id }
-                    if target_type.as_deref().is_none_or(|t| t == "Patient") && valid_id(id) =>
+                    if target_type.as_deref().is_none_or(|t| t == "Patient")
+                        && ironchart_fhir::is_valid_id(id) =>
                 {
                     out.push(id.clone())
                 }
@@ -1357,15 +1358,6 @@ pub(crate) fn check_type(resource_type: &str) -> Result<()> {
     } else {
         Err(RecordsError::UnknownType(resource_type.to_string()))
     }
-}
-
-/// `[A-Za-z0-9\-\.]{1,64}`.
-pub(crate) fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
 pub(crate) fn new_id() -> String {
@@ -1816,7 +1808,7 @@ fn prepare_import(mut value: Value, keys: &Keys, limit: usize, base: Option<Arc<
             id
         }
     };
-    if !valid_id(&id) {
+    if !ironchart_fhir::is_valid_id(&id) {
         return Err(RecordsError::bad(
             format!("'{id}' is not a valid resource id"),
             Some(&[rt.as_str(), ".id"].concat()),
@@ -2065,10 +2057,10 @@ pub(crate) mod tests {
 
     #[test]
     fn ids() {
-        assert!(valid_id("a-b.C9"));
-        assert!(!valid_id(""));
-        assert!(!valid_id("a/b"));
-        assert!(!valid_id(&"a".repeat(65)));
+        assert!(ironchart_fhir::is_valid_id("a-b.C9"));
+        assert!(!ironchart_fhir::is_valid_id(""));
+        assert!(!ironchart_fhir::is_valid_id("a/b"));
+        assert!(!ironchart_fhir::is_valid_id(&"a".repeat(65)));
     }
 
     /// A tmpfs of `bytes` of its own in a new directory (unmounted when dropped); none where

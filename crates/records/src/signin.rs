@@ -858,7 +858,7 @@ impl Records {
                 None,
             ));
         }
-        if !crate::service::valid_id(patient)
+        if !ironchart_fhir::is_valid_id(patient)
             || self
                 .store
                 .read("Patient", patient)

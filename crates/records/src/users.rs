@@ -8,7 +8,7 @@ use ironchart_store::UserRecord;
 
 use crate::actor::Actor;
 use crate::audit::{AuditAction, AuditEntry, Outcome};
-use crate::service::{now_millis, valid_id};
+use crate::service::now_millis;
 use crate::tokens::parse_roles;
 use crate::{Records, RecordsError, Result};
 
@@ -144,7 +144,7 @@ impl Records {
         }
         check_roles(roles, patient)?;
         if let Some(p) = patient {
-            let exists = valid_id(p)
+            let exists = ironchart_fhir::is_valid_id(p)
                 && self
                     .store
                     .read("Patient", p)

@@ -904,14 +904,7 @@ fn stored(res_type: &str, param: &str) -> bool {
 /// `Type/id` (a known resource type and a valid id) split in two.
 fn relative_type_id(url: &str) -> (Option<String>, Option<String>) {
     match url.split_once('/') {
-        Some((t, id))
-            if ironchart_fhir::is_resource_type(t)
-                && !id.is_empty()
-                && id.len() <= 64
-                && id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') =>
-        {
+        Some((t, id)) if ironchart_fhir::is_resource_type(t) && ironchart_fhir::is_valid_id(id) => {
             (Some(t.to_string()), Some(id.to_string()))
         }
         _ => (None, None),
