@@ -66,12 +66,9 @@ fn matches_probed(query: &SearchQuery, alias: Alias, vis: &Visibility) -> Sql {
     matches_as(query, alias, vis, false, false)
 }
 
-/// [`matches`] for a page in row-id order on PostgreSQL: the leading filter's rows are
-/// gathered into an array (`rid = ANY(ARRAY(…))`), which the primary key reads in row-id
-/// order, so that the page stops at its limit. As `rid IN (…)`, PostgreSQL makes the rows
-/// unique by hashing, then checks every candidate's other filters and version before sorting
-/// (a patient's 233 Observations probed for a page of 21). SQLite already reads an `IN` list
-/// in order.
+/// [`matches`] for a page in row-id order on PostgreSQL: led by [`Lead::SortedArray`], so
+/// that the page stops at its limit (a patient's 233 Observations were probed for a page of
+/// 21). SQLite already reads an `IN` set in order.
 fn matches_in_rid_order(query: &SearchQuery, alias: Alias, vis: &Visibility) -> Sql {
     matches_as(query, alias, vis, true, true)
 }
@@ -117,32 +114,11 @@ fn matches_as(
     );
     for (i, filter) in filters.into_iter().enumerate() {
         sql.push(" AND ");
-        let lead = drive && i == 0;
-        if lead && sorted_lead {
-            let mut part = Sql::new("");
-            filter_sql(
-                &mut part,
-                &query.resource_type,
-                filter,
-                alias,
-                true,
-                false,
-                vis,
-            );
-            let set = [alias.rid(), " IN ("].concat();
-            if let Some(rest) = part.text.strip_prefix(&set) {
-                let rest = Sql {
-                    text: rest.to_string(),
-                    args: part.args,
-                };
-                sql.push(alias.rid()).push(" = ANY(ARRAY(");
-                sql.append(rest);
-                sql.push(")");
-            } else {
-                sql.append(part);
-            }
-            continue;
-        }
+        let lead = match (drive && i == 0, sorted_lead) {
+            (false, _) => Lead::No,
+            (true, false) => Lead::Set,
+            (true, true) => Lead::SortedArray,
+        };
         filter_sql(
             &mut sql,
             &query.resource_type,
@@ -375,17 +351,39 @@ pub(crate) fn push_param(sql: &mut Sql, alias: IndexAlias, def: &SearchParamDef)
     }
 }
 
-/// `<alias>.rid [NOT] IN (SELECT rid FROM idx_x WHERE res_type = $ AND param = $` — the caller
-/// appends conditions and the closing parenthesis.
+/// Whether a filter leads (its index rows give the candidates), and in which form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lead {
+    /// A probe of each candidate's own index rows.
+    No,
+    /// `rid IN (SELECT rid …)`.
+    Set,
+    /// `rid = ANY(ARRAY(SELECT rid …))` (PostgreSQL, pages in row-id order): the array is
+    /// built from the index alone and the primary key reads it in order, so the page stops at
+    /// its limit; PostgreSQL makes an `IN` set unique by hashing and then probes every
+    /// candidate before sorting.
+    SortedArray,
+}
+
+impl Lead {
+    fn drives(self) -> bool {
+        self != Lead::No
+    }
+}
+
+/// `<alias>.rid [NOT] IN (SELECT rid FROM idx_x WHERE res_type = $ AND param = $` (or the
+/// array form of [`Lead::SortedArray`]) — the caller appends conditions and closes it with
+/// [`close_probe`].
 fn open_index_subquery(
     sql: &mut Sql,
     res_type: &str,
     def: &SearchParamDef,
     alias: Alias,
     negate: bool,
-    drive: bool,
+    lead: Lead,
     scalar: bool,
 ) {
+    let drive = lead.drives();
     if scalar && !drive {
         // A probe written as a scalar subquery (closed by `close_probe`): PostgreSQL turns an
         // `EXISTS` into a join and may then read every row of the parameter; a scalar
@@ -399,10 +397,10 @@ fn open_index_subquery(
     if drive {
         // The driving filter: its index rows give the candidate resources.
         sql.push(alias.rid());
-        sql.push(if negate {
-            " NOT IN (SELECT rid FROM "
-        } else {
-            " IN (SELECT rid FROM "
+        sql.push(match (negate, lead) {
+            (true, _) => " NOT IN (SELECT rid FROM ",
+            (false, Lead::SortedArray) => " = ANY(ARRAY(SELECT rid FROM ",
+            (false, _) => " IN (SELECT rid FROM ",
         });
         sql.push(index_table(def.kind));
         sql.push(" WHERE res_type = ").bind_text(res_type);
@@ -459,11 +457,12 @@ fn selectivity(filter: &Filter) -> u8 {
 }
 
 /// Closes what [`open_index_subquery`] opened.
-fn close_probe(sql: &mut Sql, drive: bool, scalar: bool, negate: bool) {
-    sql.push(match (scalar && !drive, negate) {
-        (false, _) => ")",
-        (true, false) => " LIMIT 1) IS NOT NULL",
-        (true, true) => " LIMIT 1) IS NULL",
+fn close_probe(sql: &mut Sql, lead: Lead, scalar: bool, negate: bool) {
+    sql.push(match (lead, scalar, negate) {
+        (Lead::SortedArray, _, false) => "))",
+        (Lead::No, true, false) => " LIMIT 1) IS NOT NULL",
+        (Lead::No, true, true) => " LIMIT 1) IS NULL",
+        _ => ")",
     });
 }
 
@@ -487,10 +486,11 @@ fn filter_sql(
     res_type: &str,
     filter: &Filter,
     alias: Alias,
-    drive: bool,
+    lead: Lead,
     scalar: bool,
     vis: &Visibility,
 ) {
+    let drive = lead.drives();
     match (&filter.param, &filter.test) {
         (ParamRef::Id | ParamRef::LastUpdated, FilterTest::Missing(missing)) => {
             // Every resource has both.
@@ -536,12 +536,12 @@ fn filter_sql(
             sql.push("1 = 0");
         }
         (ParamRef::Indexed(def), FilterTest::Missing(missing)) => {
-            open_index_subquery(sql, res_type, def, alias, *missing, drive, scalar);
-            close_probe(sql, drive, scalar, *missing);
+            open_index_subquery(sql, res_type, def, alias, *missing, lead, scalar);
+            close_probe(sql, lead, scalar, *missing);
         }
         (ParamRef::Indexed(def), FilterTest::AnyOf(values) | FilterTest::NoneOf(values)) => {
             let negate = matches!(filter.test, FilterTest::NoneOf(_));
-            open_index_subquery(sql, res_type, def, alias, negate, drive, scalar);
+            open_index_subquery(sql, res_type, def, alias, negate, lead, scalar);
             sql.push(" AND (");
             for (i, v) in values.iter().enumerate() {
                 if i > 0 {
@@ -550,7 +550,7 @@ fn filter_sql(
                 value_condition(sql, v);
             }
             sql.push(")");
-            close_probe(sql, drive, scalar, negate);
+            close_probe(sql, lead, scalar, negate);
         }
         (
             ParamRef::Indexed(def),
@@ -570,7 +570,7 @@ fn filter_sql(
             if !drive && contained.is_some() {
                 sql.push("(");
             }
-            open_index_subquery(sql, res_type, def, alias, false, drive, scalar);
+            open_index_subquery(sql, res_type, def, alias, false, lead, scalar);
             // The target's own filter picks its rows (by `rid`, which names the type too): a
             // condition on `t.res_type` would tempt the planner into reading every resource of
             // the type instead.
@@ -591,16 +591,16 @@ fn filter_sql(
             }
             visible_of_type(sql, vis, target_type, "t.patient", "t.sensitivity");
             sql.push(" AND ");
-            filter_sql(sql, target_type, inner, "t", true, false, vis);
+            filter_sql(sql, target_type, inner, "t", Lead::Set, false, vis);
             sql.push(")");
             match contained {
                 Some((inner_def, values)) if drive => {
                     sql.push(" UNION ALL ");
                     contained_chain(sql, res_type, def, target_type, inner_def, values, None);
-                    sql.push(")");
+                    close_probe(sql, lead, scalar, false);
                 }
                 Some((inner_def, values)) => {
-                    close_probe(sql, drive, scalar, false);
+                    close_probe(sql, lead, scalar, false);
                     sql.push(if scalar { " OR (" } else { " OR EXISTS (" });
                     let rid = alias.rid();
                     contained_chain(
@@ -619,7 +619,7 @@ fn filter_sql(
                     });
                 }
                 None => {
-                    close_probe(sql, drive, scalar, false);
+                    close_probe(sql, lead, scalar, false);
                 }
             }
         }
