@@ -262,6 +262,66 @@ pub fn format_instant(ms: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{hour:02}:{minute:02}:{second:02}.{milli:03}Z")
 }
 
+/// A point in time: milliseconds since the Unix epoch, UTC (a FHIR `instant`). Every "now",
+/// expiry and version time in ironchart is one of these; the store keeps its milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Instant(i64);
+
+impl Instant {
+    /// The Unix epoch (also what a clock before it reads as).
+    pub const EPOCH: Instant = Instant(0);
+    /// Later than any real time: what never expires.
+    pub const NEVER: Instant = Instant(i64::MAX);
+
+    /// Now, by the system clock. Code that decides by time takes its "now" from a clock it was
+    /// given (the records service's), so that tests can move it; this is that clock's source.
+    pub fn now() -> Instant {
+        Instant(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        )
+    }
+
+    pub const fn from_millis(ms: i64) -> Instant {
+        Instant(ms)
+    }
+
+    pub const fn as_millis(self) -> i64 {
+        self.0
+    }
+
+    /// `d` later (saturating).
+    pub fn plus(self, d: std::time::Duration) -> Instant {
+        Instant(
+            self.0
+                .saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        )
+    }
+
+    /// `d` earlier (saturating).
+    pub fn minus(self, d: std::time::Duration) -> Instant {
+        Instant(
+            self.0
+                .saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        )
+    }
+
+    /// The time from `earlier` to this instant (zero when `earlier` is later).
+    pub fn since(self, earlier: Instant) -> std::time::Duration {
+        std::time::Duration::from_millis(
+            u64::try_from(self.0.saturating_sub(earlier.0)).unwrap_or(0),
+        )
+    }
+}
+
+impl std::fmt::Display for Instant {
+    /// The FHIR form: `2024-01-02T03:04:05.678Z` (see [`format_instant`]).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&format_instant(self.0))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,8 +13,9 @@ pub mod search;
 pub mod storage;
 pub mod validate;
 
-pub use generated::search_params::SEARCH_PARAMS;
 /// Whether a string is a FHIR `id` (`[A-Za-z0-9\-\.]{1,64}`): the one test of the grammar.
+pub use datetime::Instant;
+pub use generated::search_params::SEARCH_PARAMS;
 pub use validate::primitive::is_id as is_valid_id;
 
 /// The FHIR version this crate implements.

@@ -15,9 +15,8 @@ use crate::actor::Actor;
 use crate::audit::{AuditAction, AuditEntry, Outcome};
 use crate::policy;
 use crate::resource::{Resource, WriteOutcome};
-use crate::service::{
-    check_writable, conditional_match, delete_in, new_id, prepare, write_version,
-};
+use crate::service::new_id;
+use crate::write::{check_writable, conditional_match, delete_in, prepare, write_version};
 use crate::{Records, RecordsError, Result};
 
 /// The outcome of one Bundle entry, for the response Bundle.
@@ -358,7 +357,7 @@ impl Records {
         bundle: &Value,
         get: GetHandler<'_>,
     ) -> Result<Vec<BundleOutcome>> {
-        policy::live(actor)?;
+        policy::live(actor, self.now())?;
         let raw = entries(bundle)?;
         let mut requests = Vec::with_capacity(raw.len());
         for (i, e) in raw.iter().enumerate() {
@@ -392,7 +391,7 @@ impl Records {
                     if_none_exist,
                 } => {
                     check_writable(&resource_type).map_err(|e| entry_error(i, e))?;
-                    policy::check(actor, &resource_type, Interaction::Create)
+                    policy::check(actor, self.now(), &resource_type, Interaction::Create)
                         .map_err(|e| entry_error(i, e))?;
                     let value = prepare(&resource_type, value, None, self.resource_limit)
                         .map_err(|e| entry_error(i, e))?;
@@ -410,7 +409,7 @@ impl Records {
                     if_match,
                 } => {
                     check_writable(&resource_type).map_err(|e| entry_error(i, e))?;
-                    policy::check(actor, &resource_type, Interaction::Update)
+                    policy::check(actor, self.now(), &resource_type, Interaction::Update)
                         .map_err(|e| entry_error(i, e))?;
                     if !ironchart_fhir::is_valid_id(&id) {
                         return Err(entry_error(
@@ -429,7 +428,7 @@ impl Records {
                 }
                 EntryRequest::Delete { resource_type, id } => {
                     check_writable(&resource_type).map_err(|e| entry_error(i, e))?;
-                    policy::check(actor, &resource_type, Interaction::Delete)
+                    policy::check(actor, self.now(), &resource_type, Interaction::Delete)
                         .map_err(|e| entry_error(i, e))?;
                     EntryRequest::Delete { resource_type, id }
                 }
@@ -571,8 +570,13 @@ impl Records {
                                 .await
                                 .map_err(|e| entry_error(i, e))?;
                                 if created {
-                                    policy::check(actor, resource_type, Interaction::Create)
-                                        .map_err(|e| entry_error(i, e))?;
+                                    policy::check(
+                                        actor,
+                                        self.now(),
+                                        resource_type,
+                                        Interaction::Create,
+                                    )
+                                    .map_err(|e| entry_error(i, e))?;
                                 }
                                 audit.push(entry);
                                 BundleOutcome::Written {
@@ -616,7 +620,7 @@ impl Records {
         bundle: &Value,
         get: GetHandler<'_>,
     ) -> Result<Vec<BundleOutcome>> {
-        policy::live(actor)?;
+        policy::live(actor, self.now())?;
         let entries = match entries(bundle) {
             Ok(entries) => entries,
             Err(e) => {

@@ -11,40 +11,43 @@
 mod actor;
 pub mod audit;
 mod bundle;
+mod clock;
 mod error;
-mod journal;
+mod import;
 mod keys;
 mod policy;
+mod read;
 mod reindex;
 mod resource;
 mod service;
 mod signin;
 mod tokens;
 mod users;
+mod write;
 
 pub use actor::{Actor, ActorKind, LocalOperator};
 pub use bundle::{
     BundleOutcome, GetHandler, parse_etag, transaction_into_resources, transaction_resources,
 };
+pub use clock::{Clock, Instant, ManualClock, SystemClock};
 pub use error::RecordsError;
+pub use import::{ImportOutcome, PreparedBatch};
+pub use read::HistoryScope;
 pub use resource::{HistoryPage, Resource, ResourcePage, WriteOutcome};
-pub use service::{
-    DEFAULT_RESOURCE_LIMIT, DatabaseConfig, ImportOutcome, MAX_INDEX_VALUES, PreparedBatch,
-    Records, SecurityConfig,
-};
+pub use service::{DEFAULT_RESOURCE_LIMIT, DatabaseConfig, Records, SecurityConfig};
 pub use signin::{
     Client, Enrolment, NewSession, Session, SessionListing, SessionPolicy, SessionStage,
     SignInError, SignInFailure,
 };
 pub use users::UserSummary;
+pub use write::MAX_INDEX_VALUES;
 
 pub use ironchart_security::constant_time_eq;
 pub use ironchart_security::keyring::MasterKey;
 pub use ironchart_security::scope::{Role, Scopes};
 
-pub use ironchart_store::{
-    AuditColumn, AuditQuery, AuditRow, Backend, HistoryScope, SCHEMA_VERSION,
-};
+pub use audit::{AuditAction, AuditFilter, AuditRecord, AuditSort, Outcome, VerifyReport};
+pub use ironchart_store::SCHEMA_VERSION;
 
 pub type Result<T, E = RecordsError> = std::result::Result<T, E>;
 

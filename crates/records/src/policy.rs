@@ -10,8 +10,10 @@ use ironchart_store::{CompartmentRule, StoredVersion, Visibility};
 use serde_json::Value;
 
 use crate::actor::{Actor, ActorKind};
+use crate::clock::Instant;
 use crate::resource::Resource;
-use crate::{RecordsError, Result};
+use crate::tokens::{CACHE_MAX, CACHE_TTL};
+use crate::{Records, RecordsError, Result};
 
 /// Resource types in no patient compartment that a patient-context actor still sees: the
 /// directory (who treats them, where) and what their medications are.
@@ -26,9 +28,7 @@ pub(crate) const SHARED_TYPES: &[&str] = &[
     "Substance",
 ];
 
-/// `meta.security` codes (v3-Confidentiality) and the sensitivity they mean.
-pub(crate) const RESTRICTED: i64 = 1;
-pub(crate) const VERY_RESTRICTED: i64 = 2;
+use ironchart_store::Sensitivity;
 
 /// The names the v3 Confidentiality code system goes by: its R4 URL, its OID, and the URL of
 /// FHIR DSTU2/STU3. Compared without case, scheme (`http`/`https`) or a trailing slash.
@@ -47,19 +47,18 @@ fn is_confidentiality_system(system: &str) -> bool {
     CONFIDENTIALITY_SYSTEMS.contains(&s)
 }
 
-/// The sensitivity a resource's labels give it: 0 normal, 1 restricted (R), 2 very restricted
-/// (V). A confidentiality label is recognised in every standard form of its system and code
+/// The sensitivity a resource's labels give it: normal, restricted (R) or very restricted (V). A confidentiality label is recognised in every standard form of its system and code
 /// (case, aliases); one that cannot be read — an unknown code in that system, or a bare `R` or
 /// `V` without a system — is refused rather than stored as open.
-pub(crate) fn sensitivity(value: &Value) -> Result<i64> {
+pub(crate) fn sensitivity(value: &Value) -> Result<Sensitivity> {
     let Some(labels) = value
         .get("meta")
         .and_then(|m| m.get("security"))
         .and_then(Value::as_array)
     else {
-        return Ok(0);
+        return Ok(Sensitivity::Normal);
     };
-    let mut level = 0;
+    let mut level = Sensitivity::Normal;
     for (i, label) in labels.iter().enumerate() {
         let system = label.get("system").and_then(Value::as_str);
         let code = label.get("code").and_then(Value::as_str).map(str::trim);
@@ -93,9 +92,9 @@ pub(crate) fn sensitivity(value: &Value) -> Result<i64> {
             ));
         }
         level = level.max(match code.map(str::to_ascii_uppercase).as_deref() {
-            Some("U" | "L" | "M" | "N") => 0,
-            Some("R") => RESTRICTED,
-            Some("V") => VERY_RESTRICTED,
+            Some("U" | "L" | "M" | "N") => Sensitivity::Normal,
+            Some("R") => Sensitivity::Restricted,
+            Some("V") => Sensitivity::VeryRestricted,
             _ => {
                 return Err(refuse(
                     "not a v3 Confidentiality code (U, L, M, N, R or V)".into(),
@@ -107,16 +106,21 @@ pub(crate) fn sensitivity(value: &Value) -> Result<i64> {
 }
 
 /// Refuses an actor whose credentials have expired.
-pub(crate) fn live(actor: &Actor) -> Result<()> {
-    if actor.expires_at <= crate::service::now_millis() || actor.kind == ActorKind::Anonymous {
+pub(crate) fn live(actor: &Actor, now: Instant) -> Result<()> {
+    if actor.expires_at <= now.as_millis() || actor.kind == ActorKind::Anonymous {
         return Err(RecordsError::Unauthorized);
     }
     Ok(())
 }
 
 /// Refuses an interaction the actor's scopes do not cover.
-pub(crate) fn check(actor: &Actor, res_type: &str, interaction: Interaction) -> Result<()> {
-    live(actor)?;
+pub(crate) fn check(
+    actor: &Actor,
+    now: Instant,
+    res_type: &str,
+    interaction: Interaction,
+) -> Result<()> {
+    live(actor, now)?;
     if actor.scopes.allows(res_type, interaction) {
         return Ok(());
     }
@@ -138,26 +142,26 @@ fn interaction_name(i: Interaction) -> &'static str {
 
 /// The highest sensitivity a break-the-glass grant opens to an actor: a physician's opens very
 /// restricted records, a nurse's only restricted ones; other roles cannot break the glass.
-fn grant_ceiling(actor: &Actor) -> i64 {
+fn grant_ceiling(actor: &Actor) -> Sensitivity {
     if actor.has_role(Role::Physician) {
-        VERY_RESTRICTED
+        Sensitivity::VeryRestricted
     } else if actor.roles.iter().any(|r| r.can_break_glass()) {
-        RESTRICTED
+        Sensitivity::Restricted
     } else {
-        0
+        Sensitivity::Normal
     }
 }
 
 /// The highest sensitivity an actor sees without break-the-glass.
-fn max_sensitivity(actor: &Actor) -> i64 {
+fn max_sensitivity(actor: &Actor) -> Sensitivity {
     if actor.kind == ActorKind::System {
-        i64::MAX
+        Sensitivity::VeryRestricted
     } else if actor.patient.is_some() {
         // Patients see their own restricted records, not the very restricted ones (such as
         // psychotherapy notes).
-        RESTRICTED
+        Sensitivity::Restricted
     } else {
-        0
+        Sensitivity::Normal
     }
 }
 
@@ -367,6 +371,40 @@ pub(crate) fn hidden(actor: &Actor, vis: &Visibility, v: &StoredVersion) -> Opti
     None
 }
 
+impl Records {
+    /// What `actor` may see, with its current break-the-glass grants.
+    pub(crate) async fn visibility(&self, actor: &Actor) -> Result<Visibility> {
+        let grants = match actor.user_id() {
+            Some(id) if actor.roles.iter().any(|r| r.can_break_glass()) => {
+                self.grants_of(id).await?
+            }
+            _ => Vec::new(),
+        };
+        Ok(visibility(actor, &grants))
+    }
+
+    async fn grants_of(&self, user_id: i64) -> Result<Vec<String>> {
+        let key = user_id.to_string();
+        if let Ok(cache) = self.grants.lock()
+            && let Some((g, at)) = cache.get(&key)
+            && at.elapsed() < CACHE_TTL
+        {
+            return Ok(g.clone());
+        }
+        let grants = self
+            .store
+            .granted_patients(user_id, self.now().as_millis())
+            .await?;
+        if let Ok(mut cache) = self.grants.lock() {
+            if cache.len() >= CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert(key, (grants.clone(), std::time::Instant::now()));
+        }
+        Ok(grants)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,12 +413,12 @@ mod tests {
     #[test]
     fn labels_give_sensitivity() {
         let r = json!({"meta":{"security":[{"system":"http://terminology.hl7.org/CodeSystem/v3-Confidentiality","code":"R"}]}});
-        assert_eq!(sensitivity(&r).unwrap(), RESTRICTED);
+        assert_eq!(sensitivity(&r).unwrap(), Sensitivity::Restricted);
         let v = json!({"meta":{"security":[{"system":"http://terminology.hl7.org/CodeSystem/v3-Confidentiality","code":"N"},{"system":"http://terminology.hl7.org/CodeSystem/v3-Confidentiality","code":"V"}]}});
-        assert_eq!(sensitivity(&v).unwrap(), VERY_RESTRICTED);
+        assert_eq!(sensitivity(&v).unwrap(), Sensitivity::VeryRestricted);
         let other = json!({"meta":{"security":[{"system":"http://example.org","code":"R"}]}});
-        assert_eq!(sensitivity(&other).unwrap(), 0);
-        assert_eq!(sensitivity(&json!({})).unwrap(), 0);
+        assert_eq!(sensitivity(&other).unwrap(), Sensitivity::Normal);
+        assert_eq!(sensitivity(&json!({})).unwrap(), Sensitivity::Normal);
     }
 
     /// Every standard form of the system, and either case of the code, counts.
@@ -396,11 +434,11 @@ mod tests {
             " URN:OID:2.16.840.1.113883.5.25 ",
         ] {
             for (code, level) in [
-                ("R", RESTRICTED),
-                ("r", RESTRICTED),
-                ("V", VERY_RESTRICTED),
-                ("v", VERY_RESTRICTED),
-                ("N", 0),
+                ("R", Sensitivity::Restricted),
+                ("r", Sensitivity::Restricted),
+                ("V", Sensitivity::VeryRestricted),
+                ("v", Sensitivity::VeryRestricted),
+                ("N", Sensitivity::Normal),
             ] {
                 let r = json!({"meta":{"security":[{"system":system,"code":code}]}});
                 assert_eq!(sensitivity(&r).unwrap(), level, "{system} {code}");

@@ -8,7 +8,7 @@
 use ironchart_fhir::extract::{INDEX_VERSION, IndexEntry, extract};
 use ironchart_store::Reindexed;
 
-use crate::service::{compartment_patient, localize};
+use crate::write::{compartment_patient, localize};
 use crate::{Records, RecordsError, Result};
 
 /// The index version the stored index was built with.

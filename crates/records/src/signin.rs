@@ -16,7 +16,7 @@ use ironchart_store::{GrantRecord, SessionRecord, UserRecord, WriteTx};
 
 use crate::actor::{Actor, ActorKind};
 use crate::audit::{AuditAction, AuditEntry, Outcome};
-use crate::service::{now_millis, token_hash};
+use crate::tokens::token_hash;
 use crate::tokens::{new_secret, parse_roles};
 use crate::users::{UserSummary, valid_username};
 use crate::{Records, RecordsError, Result};
@@ -255,7 +255,7 @@ impl Records {
         client: &Client,
     ) -> Step<NewSession> {
         let name = username.trim().to_lowercase();
-        let now = now_millis();
+        let now = self.now().as_millis();
         let account_key = ["account:", &name].concat();
         let address_key = address_key(client);
         let actor = attempt_actor(&name, client);
@@ -421,7 +421,7 @@ impl Records {
             return Ok(None);
         }
         let hash = token_hash(cookie);
-        let now = now_millis();
+        let now = self.now().as_millis();
         let Some(record) = self.store.session(&hash).await? else {
             return Ok(None);
         };
@@ -457,7 +457,7 @@ impl Records {
         Ok(Some(Session {
             stage,
             csrf_token: record.csrf_token,
-            user: UserSummary::of(&user),
+            user: UserSummary::of(&user, self.now().as_millis()),
             actor,
             id: hash[..16].to_string(),
         }))
@@ -467,7 +467,7 @@ impl Records {
     /// replaced by a new, signed-in one (a new id: no fixation).
     pub async fn verify_code(&self, cookie: &str, code: &str, client: &Client) -> Step<NewSession> {
         let hash = token_hash(cookie);
-        let now = now_millis();
+        let now = self.now().as_millis();
         let mut tx = self.store.begin().await?;
         let Some(record) = tx.session(&hash).await? else {
             tx.rollback().await?;
@@ -670,7 +670,7 @@ impl Records {
         client: &Client,
     ) -> Step<(NewSession, Vec<String>)> {
         let hash = token_hash(cookie);
-        let now = now_millis();
+        let now = self.now().as_millis();
         let mut tx = self.store.begin().await?;
         let Some(record) = tx.session(&hash).await? else {
             tx.rollback().await?;
@@ -777,7 +777,7 @@ impl Records {
         let Some(user_id) = actor.user_id() else {
             return Ok(Vec::new());
         };
-        let now = now_millis();
+        let now = self.now().as_millis();
         let idle = self.session_policy.idle.as_millis() as i64;
         Ok(self
             .store
@@ -837,7 +837,7 @@ impl Records {
                 "break-the-glass is for signed-in clinicians".into(),
             ));
         };
-        crate::policy::live(actor)?;
+        crate::policy::live(actor, self.now())?;
         if !actor.roles.iter().any(|r| r.can_break_glass()) {
             self.audit(
                 actor,
@@ -868,7 +868,7 @@ impl Records {
             return Err(RecordsError::NotFound("Patient".into(), patient.into()));
         }
         let minutes = minutes.clamp(5, 240);
-        let now = now_millis();
+        let now = self.now().as_millis();
         let until = now + i64::from(minutes) * 60_000;
         let mut tx = self.store.begin().await?;
         tx.insert_grant(&GrantRecord {
@@ -913,7 +913,7 @@ impl Records {
             return Ok(None);
         }
         let token = new_secret("setup_");
-        let expires = now_millis() + ttl.as_millis() as i64;
+        let expires = self.now().as_millis() + ttl.as_millis() as i64;
         self.store
             .set_setting("setup.token", &format!("{} {expires}", token_hash(&token)))
             .await?;
@@ -934,7 +934,9 @@ impl Records {
         let (Some(hash), Some(expires)) = (parts.next(), parts.next()) else {
             return Ok(None);
         };
-        let live = expires.parse::<i64>().is_ok_and(|e| e > now_millis());
+        let live = expires
+            .parse::<i64>()
+            .is_ok_and(|e| e > self.now().as_millis());
         let valid = live
             && ironchart_security::constant_time_eq(token_hash(token).as_bytes(), hash.as_bytes())
             && self.needs_setup().await?;

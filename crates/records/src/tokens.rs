@@ -1,6 +1,7 @@
 //! Bearer access tokens: issued to the system or to a user (never wider than the user's roles),
 //! stored only as hashes, checked on every request, revocable.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -11,7 +12,6 @@ use tracing::instrument;
 
 use crate::actor::{Actor, ActorKind};
 use crate::audit::{AuditAction, AuditEntry, Outcome};
-use crate::service::{CACHE_MAX, CACHE_TTL, now_millis, token_hash};
 use crate::{Records, RecordsError, Result};
 
 /// The scopes of the full-access system token.
@@ -139,7 +139,7 @@ impl Records {
         ttl: Duration,
     ) -> Result<String> {
         let token = new_secret("ic_");
-        let now = now_millis();
+        let now = self.now().as_millis();
         self.store
             .insert_token(&TokenRecord {
                 token_hash: token_hash(&token),
@@ -188,7 +188,7 @@ impl Records {
             return Err(RecordsError::Unauthorized);
         }
         let hash = token_hash(bearer);
-        let now = now_millis();
+        let now = self.now().as_millis();
         if let Ok(cache) = self.tokens.lock()
             && let Some((actor, at)) = cache.get(&hash)
             && at.elapsed() < CACHE_TTL
@@ -257,4 +257,22 @@ pub(crate) fn new_secret(prefix: &str) -> String {
     let mut raw = [0u8; 32];
     rand::Rng::fill(&mut rand::rngs::OsRng, &mut raw);
     [prefix, &URL_SAFE_NO_PAD.encode(raw)].concat()
+}
+
+/// How long a checked token (or a user's break-the-glass grants) is remembered before the
+/// database is asked again. Revocations in this process take effect at once; in another process
+/// within this time.
+pub(crate) const CACHE_TTL: Duration = Duration::from_secs(5);
+
+/// Most entries a cache holds at once.
+pub(crate) const CACHE_MAX: usize = 10_000;
+
+pub(crate) type Cache<V> =
+    Arc<std::sync::Mutex<std::collections::HashMap<String, (V, std::time::Instant)>>>;
+
+/// The stored form of a secret token or session id: hex SHA-256 (the values are random and
+/// long, so a fast hash is enough).
+pub(crate) fn token_hash(token: &str) -> String {
+    use sha2::Digest;
+    ironchart_security::hex(&sha2::Sha256::digest(token.as_bytes()))
 }

@@ -8,7 +8,6 @@ use ironchart_store::UserRecord;
 
 use crate::actor::Actor;
 use crate::audit::{AuditAction, AuditEntry, Outcome};
-use crate::service::now_millis;
 use crate::tokens::parse_roles;
 use crate::{Records, RecordsError, Result};
 
@@ -27,7 +26,7 @@ pub struct UserSummary {
 }
 
 impl UserSummary {
-    pub(crate) fn of(u: &UserRecord) -> UserSummary {
+    pub(crate) fn of(u: &UserRecord, now: i64) -> UserSummary {
         UserSummary {
             username: u.username.clone(),
             roles: parse_roles(&u.roles),
@@ -35,7 +34,7 @@ impl UserSummary {
             disabled: u.disabled,
             mfa_enrolled: u.mfa_secret.is_some(),
             mfa_required: u.mfa_required,
-            locked_until: (u.locked_until > now_millis()).then_some(u.locked_until),
+            locked_until: (u.locked_until > now).then_some(u.locked_until),
             created_at: u.created_at,
         }
     }
@@ -157,7 +156,7 @@ impl Records {
         check_new_password(password, &username)
             .map_err(|e| RecordsError::bad(e.to_string(), None))?;
         let everyone = self.mfa_for_everyone().await?;
-        let now = now_millis();
+        let now = self.now().as_millis();
         let mut record = UserRecord {
             user_id: 0,
             username: username.clone(),
@@ -202,18 +201,19 @@ impl Records {
             }
         })
         .await
-        .map(|r| UserSummary::of(&r))
+        .map(|r| UserSummary::of(&r, now))
     }
 
     /// Every user, by name.
     pub async fn list_users(&self, by: &Actor) -> Result<Vec<UserSummary>> {
         self.admin_only(by)?;
+        let now = self.now().as_millis();
         Ok(self
             .store
             .users()
             .await?
             .iter()
-            .map(UserSummary::of)
+            .map(|u| UserSummary::of(u, now))
             .collect())
     }
 
@@ -241,7 +241,7 @@ impl Records {
                         ));
                     };
                     let detail = change(&mut user)?;
-                    user.updated_at = now_millis();
+                    user.updated_at = self.now().as_millis();
                     tx.save_user(&user).await?;
                     // Enabling a user or setting a new password lifts their lockouts; a new second
                     // factor lifts the lockout of the old one.
@@ -271,7 +271,7 @@ impl Records {
         if end_access {
             self.forget_cached_tokens();
         }
-        result.map(|u| UserSummary::of(&u))
+        result.map(|u| UserSummary::of(&u, self.now().as_millis()))
     }
 
     /// Disables (or enables again) a user. Disabling ends their sessions and tokens.

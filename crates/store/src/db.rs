@@ -418,12 +418,6 @@ fn timeout_cell() -> std::sync::Arc<std::sync::atomic::AtomicU64> {
     ))
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// How a read connection's queries are held to the time limit: the deadline of the query
 /// running on it (ms since the epoch; 0 for none), and the timeout last set on the server.
 #[derive(Clone, Default)]
@@ -459,7 +453,7 @@ impl ReadConnection for SqliteConnection {
                 .await?
                 .set_progress_handler(4000, move || {
                     let d = deadline.load(std::sync::atomic::Ordering::Relaxed);
-                    d == 0 || now_ms() < d
+                    d == 0 || crate::migrate::now_millis() < d
                 });
         }
         Ok(())
@@ -600,7 +594,7 @@ impl<C: ReadConnection> ReadConn<C> {
     /// not ended cleanly.
     fn start(&mut self) -> &mut C {
         self.settled = false;
-        let deadline = now_ms().saturating_add(self.pool.timeout_ms() as i64);
+        let deadline = crate::migrate::now_millis().saturating_add(self.pool.timeout_ms() as i64);
         self.limit
             .deadline
             .store(deadline, std::sync::atomic::Ordering::Relaxed);
@@ -623,7 +617,7 @@ impl<C: ReadConnection> ReadConn<C> {
         self.conn = Some(conn);
         self.limit = limit;
         self.limit.deadline.store(
-            now_ms().saturating_add(self.pool.timeout_ms() as i64),
+            crate::migrate::now_millis().saturating_add(self.pool.timeout_ms() as i64),
             std::sync::atomic::Ordering::Relaxed,
         );
         Ok(true)

@@ -24,8 +24,8 @@ pub use db::{Backend, DEFAULT_QUERY_TIMEOUT, Store};
 pub use error::StoreError;
 pub use migrate::SCHEMA_VERSION;
 pub use resources::{
-    CurrentBody, HistoryScope, NewVersion, Reindexed, SealedBody, StoredVersion, VersionHead,
-    WriteTx,
+    CurrentBody, HistoryScope, NewVersion, Reindexed, SealedBody, Sensitivity, StoredVersion,
+    VersionHead, WriteTx,
 };
 pub use search::{CompartmentRule, Cursor, MAX_PAGE_BYTES, SearchPage, Visibility, within_bytes};
 pub use tokens::TokenRecord;

@@ -120,14 +120,13 @@ impl Store {
 }
 
 pub(crate) fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    ironchart_fhir::Instant::now().as_millis()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Sensitivity;
 
     #[test]
     fn versions_are_in_step_and_ordered() {
@@ -254,12 +253,15 @@ mod tests {
         let v2 = store.vread("Patient", "p1", 2).await.unwrap().unwrap();
         assert_eq!(
             (v2.body, v2.sensitivity, v2.patient.as_deref()),
-            (Some(body(2)), 2, Some("p1"))
+            (Some(body(2)), Sensitivity::VeryRestricted, Some("p1"))
         );
         let v3 = store.read("Patient", "p1").await.unwrap().unwrap();
         assert_eq!((v3.version, v3.deleted, v3.body), (3, true, None));
         let o = store.read("Observation", "o1").await.unwrap().unwrap();
-        assert_eq!((o.body, o.sensitivity), (Some(body(4)), 1));
+        assert_eq!(
+            (o.body, o.sensitivity),
+            (Some(body(4)), Sensitivity::Restricted)
+        );
         assert!(store.vread("Patient", "p1", 4).await.unwrap().is_none());
         let mut conn = store.reader().await.unwrap();
         let schema = conn

@@ -34,9 +34,44 @@ pub struct StoredVersion {
     /// The Patient whose compartment the resource's current version is in: a version is
     /// judged by both (a record moved to another patient stays closed to the first).
     pub record_patient: Option<String>,
-    /// The version's sensitivity (0 normal, 1 restricted, 2 very restricted): its own labels' or
-    /// the current version's, whichever is higher.
-    pub sensitivity: i64,
+    /// The version's sensitivity: its own labels' or the current version's, whichever is
+    /// higher.
+    pub sensitivity: Sensitivity,
+}
+
+/// How sensitive a version is, from its v3 Confidentiality label: who may see it. Stored as its
+/// level (0, 1, 2); ordered, so that "at most restricted" is a comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum Sensitivity {
+    /// No label, or U, L, M, N.
+    #[default]
+    Normal,
+    /// R: the patient's own care team (and the patient) only, or break-the-glass.
+    Restricted,
+    /// V: not even the patient (psychotherapy notes and the like); a physician's
+    /// break-the-glass.
+    VeryRestricted,
+}
+
+impl Sensitivity {
+    /// The stored level: 0, 1 or 2.
+    pub const fn level(self) -> i64 {
+        match self {
+            Sensitivity::Normal => 0,
+            Sensitivity::Restricted => 1,
+            Sensitivity::VeryRestricted => 2,
+        }
+    }
+
+    /// The sensitivity of a stored level (anything above 2 is very restricted, anything below 1
+    /// normal).
+    pub const fn of_level(level: i64) -> Sensitivity {
+        match level {
+            i64::MIN..=0 => Sensitivity::Normal,
+            1 => Sensitivity::Restricted,
+            _ => Sensitivity::VeryRestricted,
+        }
+    }
 }
 
 /// A new version to write.
@@ -55,8 +90,8 @@ pub struct NewVersion<'a> {
     pub body: Option<Vec<u8>>,
     /// The Patient this resource belongs to (its compartment), when any.
     pub patient: Option<String>,
-    /// 0 normal, 1 restricted, 2 very restricted (from `meta.security`).
-    pub sensitivity: i64,
+    /// From the resource's confidentiality label (`meta.security`).
+    pub sensitivity: Sensitivity,
     pub index: &'a [IndexEntry],
 }
 
@@ -85,7 +120,7 @@ pub(crate) fn version_row(r: &dyn RowGet) -> Result<StoredVersion> {
         method: r.text(6)?,
         body: r.opt_bytes(7)?,
         patient: r.opt_text(8)?,
-        sensitivity: r.i64(9)?,
+        sensitivity: Sensitivity::of_level(r.i64(9)?),
         record_patient: r.opt_text(10)?,
     })
 }
@@ -424,7 +459,7 @@ impl WriteTx {
                         Arg::I64(v.last_updated),
                         Arg::Bool(v.deleted),
                         Arg::OptText(v.patient.clone()),
-                        Arg::I64(v.sensitivity),
+                        Arg::I64(v.sensitivity.level()),
                     ],
                 );
             }
@@ -461,7 +496,7 @@ impl WriteTx {
                         Arg::I64(v.last_updated),
                         Arg::Bool(v.deleted),
                         Arg::OptText(v.patient.clone()),
-                        Arg::I64(v.sensitivity),
+                        Arg::I64(v.sensitivity.level()),
                         Arg::I64(prev.rid),
                         Arg::I64(prev.version),
                     ],
@@ -470,13 +505,13 @@ impl WriteTx {
             if n != 1 {
                 return Err(StoreError::Conflict);
             }
-            if v.sensitivity > 0 {
+            if v.sensitivity > Sensitivity::Normal {
                 // A label protects the versions before it too, for good: a later write that
                 // lowers the label (or a re-creation after a deletion) opens none of them.
                 self.conn()
                     .execute(
                         "UPDATE resource_versions SET sensitivity = $1 WHERE rid = $2 AND sensitivity < $1",
-                        vec![Arg::I64(v.sensitivity), Arg::I64(prev.rid)],
+                        vec![Arg::I64(v.sensitivity.level()), Arg::I64(prev.rid)],
                     )
                     .await?;
             }
@@ -506,7 +541,7 @@ impl WriteTx {
                         Arg::Text(v.method.into()),
                         Arg::Bytes(v.body),
                         Arg::OptText(v.patient.clone()),
-                        Arg::I64(v.sensitivity),
+                        Arg::I64(v.sensitivity.level()),
                     ],
                 );
                 if !v.deleted {

@@ -11,7 +11,7 @@ use ironchart_fhir::search::{Include, SearchQuery};
 use serde_json::{Value, json};
 
 use crate::db::{Conn, RowGet, Sql, Store};
-use crate::resources::{StoredVersion, WriteTx, version_row};
+use crate::resources::{Sensitivity, StoredVersion, WriteTx, version_row};
 use crate::{Result, StoreError};
 
 pub use sql::KeyType;
@@ -94,11 +94,11 @@ pub struct Visibility {
     pub compartment: Option<CompartmentRule>,
     /// Rows above this sensitivity are hidden, except those of `unrestricted_patients` up to
     /// `grant_ceiling`.
-    pub max_sensitivity: i64,
+    pub max_sensitivity: Sensitivity,
     /// Patients whose restricted rows a break-the-glass grant opens.
     pub unrestricted_patients: Vec<String>,
     /// The highest sensitivity a grant opens (the actor's role decides).
-    pub grant_ceiling: i64,
+    pub grant_ceiling: Sensitivity,
 }
 
 /// A patient compartment, plus the resource types in no compartment that remain visible (a
@@ -115,9 +115,9 @@ impl Visibility {
         Visibility {
             types: None,
             compartment: None,
-            max_sensitivity: i64::MAX,
+            max_sensitivity: Sensitivity::VeryRestricted,
             unrestricted_patients: Vec::new(),
-            grant_ceiling: i64::MAX,
+            grant_ceiling: Sensitivity::VeryRestricted,
         }
     }
 }
@@ -595,7 +595,7 @@ fn version_from(r: &dyn RowGet, offset: usize) -> Result<StoredVersion> {
         body: r.opt_bytes(offset + 7)?,
         patient: r.opt_text(offset + 8)?,
         record_patient: r.opt_text(offset + 8)?,
-        sensitivity: r.i64(offset + 9)?,
+        sensitivity: Sensitivity::of_level(r.i64(offset + 9)?),
     })
 }
 

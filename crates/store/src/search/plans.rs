@@ -7,6 +7,7 @@
 use ironchart_fhir::search::SearchQuery;
 
 use crate::db::{Arg, Backend, Store};
+use crate::resources::Sensitivity;
 use crate::search::{CompartmentRule, Cursor, KeyValue, Visibility, sql};
 
 /// The US Core searches (and their bare-id forms) whose plans are checked.
@@ -123,9 +124,9 @@ fn patient_visibility() -> Visibility {
             patient: "p1".into(),
             shared_types: vec!["Practitioner".into(), "Organization".into()],
         }),
-        max_sensitivity: 1,
+        max_sensitivity: Sensitivity::Restricted,
         unrestricted_patients: Vec::new(),
-        grant_ceiling: 1,
+        grant_ceiling: Sensitivity::Restricted,
     }
 }
 
@@ -133,9 +134,9 @@ fn clinician_visibility() -> Visibility {
     Visibility {
         types: None,
         compartment: None,
-        max_sensitivity: 0,
+        max_sensitivity: Sensitivity::Normal,
         unrestricted_patients: vec!["p2".into()],
-        grant_ceiling: 2,
+        grant_ceiling: Sensitivity::VeryRestricted,
     }
 }
 

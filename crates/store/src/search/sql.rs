@@ -10,6 +10,7 @@ use ironchart_fhir::{SearchParamDef, SearchParamKind};
 
 use super::{Cursor, KeyValue, Visibility};
 use crate::db::{Arg, Backend, Sql};
+use crate::resources::Sensitivity;
 
 /// The SQL type of a sort key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,17 +206,18 @@ pub(crate) fn visible_in(
             sql.push(")");
         }
     }
-    if vis.max_sensitivity < i64::MAX {
+    // The highest sensitivity is every row.
+    if vis.max_sensitivity < Sensitivity::VeryRestricted {
         sql.push(" AND (")
             .push(sensitivity_col)
             .push(" <= ")
-            .bind_i64(vis.max_sensitivity);
+            .bind_i64(vis.max_sensitivity.level());
         if !vis.unrestricted_patients.is_empty() && vis.grant_ceiling > vis.max_sensitivity {
             // A break-the-glass grant lifts labels up to the actor's ceiling, never beyond.
             sql.push(" OR (")
                 .push(sensitivity_col)
                 .push(" <= ")
-                .bind_i64(vis.grant_ceiling);
+                .bind_i64(vis.grant_ceiling.level());
             for patient_col in patient_cols {
                 sql.push(" AND ").push(patient_col).push(" IN (");
                 push_texts(sql, &vis.unrestricted_patients);

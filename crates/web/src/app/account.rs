@@ -5,7 +5,7 @@ use axum::Form;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use ironchart_records::{AuditQuery, RecordsError, Role};
+use ironchart_records::{AuditAction, AuditFilter, RecordsError, Role};
 use serde::Deserialize;
 
 use super::{Nav, PageError, SESSION_COOKIE, SignedIn, clear_cookie, display_time, page};
@@ -31,7 +31,7 @@ struct HomePage {
 }
 
 /// How far back the auditor's alert list reaches.
-const ALERT_DAYS: i64 = 7;
+const ALERT_DAYS: u64 = 7;
 
 pub(crate) async fn home(
     State(state): State<AppState>,
@@ -39,29 +39,30 @@ pub(crate) async fn home(
 ) -> Result<Response, PageError> {
     let roles: Vec<&str> = me.session.user.roles.iter().map(|r| r.as_str()).collect();
     let alerts = if me.actor.has_role(Role::Auditor) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let since = state
+            .records
+            .now()
+            .minus(std::time::Duration::from_secs(ALERT_DAYS * 86_400));
         let rows = state
             .records
             .audit_entries(
                 &me.actor,
-                &AuditQuery {
-                    from: Some(now - ALERT_DAYS * 86_400_000),
-                    actions: vec!["break-glass".into(), "lockout".into()],
+                &AuditFilter {
+                    from: Some(since),
+                    actions: vec![AuditAction::BreakGlass, AuditAction::Lockout],
                     descending: true,
                     limit: 50,
-                    ..AuditQuery::default()
+                    ..AuditFilter::default()
                 },
             )
             .await?;
         Some(
             rows.into_iter()
                 .map(|r| Alert {
-                    time: display_time(r.recorded),
+                    time: display_time(r.recorded.as_millis()),
                     actor: r.actor,
                     action: r.action,
-                    patients: r.patients.unwrap_or_default(),
+                    patients: r.patients.join(" "),
                     detail: r.detail.unwrap_or_default(),
                 })
                 .collect(),

@@ -5,7 +5,7 @@ use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use ironchart_records::{AuditColumn, AuditQuery, AuditRow, Role};
+use ironchart_records::{AuditFilter, AuditRecord, AuditSort, Instant, Role};
 use serde::Deserialize;
 
 use super::{Nav, PageError, SignedIn, page};
@@ -32,24 +32,24 @@ pub(crate) struct ReportQuery {
 }
 
 /// The report's columns: query name, label, store column, cell of a row.
-const COLUMNS: [(&str, &str, AuditColumn); 11] = [
-    ("seq", "#", AuditColumn::Seq),
-    ("time", "Time (UTC)", AuditColumn::Recorded),
-    ("actor", "Actor", AuditColumn::Actor),
-    ("role", "Role", AuditColumn::Role),
-    ("action", "Action", AuditColumn::Action),
-    ("type", "Type", AuditColumn::ResType),
-    ("id", "Id", AuditColumn::ResId),
-    ("patients", "Patients", AuditColumn::Patients),
-    ("outcome", "Outcome", AuditColumn::Outcome),
-    ("source", "From", AuditColumn::Source),
-    ("detail", "Detail", AuditColumn::Detail),
+const COLUMNS: [(&str, &str, AuditSort); 11] = [
+    ("seq", "#", AuditSort::Seq),
+    ("time", "Time (UTC)", AuditSort::Recorded),
+    ("actor", "Actor", AuditSort::Actor),
+    ("role", "Role", AuditSort::Role),
+    ("action", "Action", AuditSort::Action),
+    ("type", "Type", AuditSort::ResType),
+    ("id", "Id", AuditSort::ResId),
+    ("patients", "Patients", AuditSort::Patients),
+    ("outcome", "Outcome", AuditSort::Outcome),
+    ("source", "From", AuditSort::Source),
+    ("detail", "Detail", AuditSort::Detail),
 ];
 
-fn cells(r: &AuditRow) -> Vec<String> {
+fn cells(r: &AuditRecord) -> Vec<String> {
     vec![
         r.seq.to_string(),
-        ironchart_fhir::datetime::format_instant(r.recorded),
+        r.recorded.to_string(),
         r.actor.clone(),
         r.role.clone().unwrap_or_default(),
         r.action.clone(),
@@ -59,7 +59,7 @@ fn cells(r: &AuditRow) -> Vec<String> {
             (Some(id), None) => id.clone(),
             _ => String::new(),
         },
-        r.patients.clone().unwrap_or_default(),
+        r.patients.join(" "),
         r.outcome.clone(),
         r.source.clone().unwrap_or_default(),
         r.detail.clone().unwrap_or_default(),
@@ -76,14 +76,14 @@ fn day(text: &str, end: bool) -> Option<i64> {
 }
 
 impl ReportQuery {
-    fn store_query(&self, limit: usize) -> AuditQuery {
+    fn filter(&self, limit: usize) -> AuditFilter {
         let sort = COLUMNS
             .iter()
             .find(|c| c.0 == self.sort)
-            .map_or(AuditColumn::Seq, |c| c.2);
-        AuditQuery {
-            from: day(&self.from, false),
-            to: day(&self.to, true),
+            .map_or(AuditSort::Seq, |c| c.2);
+        AuditFilter {
+            from: day(&self.from, false).map(Instant::from_millis),
+            to: day(&self.to, true).map(Instant::from_millis),
             actor: Some(self.actor.trim().to_string()).filter(|a| !a.is_empty()),
             patient: Some(
                 self.patient
@@ -95,7 +95,7 @@ impl ReportQuery {
             sort,
             descending: self.dir != "asc",
             limit,
-            ..AuditQuery::default()
+            ..AuditFilter::default()
         }
     }
 
@@ -139,7 +139,7 @@ pub(crate) async fn report(
     Query(q): Query<ReportQuery>,
 ) -> Result<Response, PageError> {
     me.require(Role::Auditor)?;
-    let store_query = q.store_query(PAGE_ROWS);
+    let store_query = q.filter(PAGE_ROWS);
     let total = state.records.audit_count(&me.actor, &store_query).await?;
     let rows = state.records.audit_entries(&me.actor, &store_query).await?;
     let current_sort = COLUMNS
@@ -209,7 +209,7 @@ pub(crate) async fn export(
     me.require(Role::Auditor)?;
     let rows = state
         .records
-        .audit_entries(&me.actor, &q.store_query(MAX_ROWS))
+        .audit_entries(&me.actor, &q.filter(MAX_ROWS))
         .await?;
     let mut out = String::new();
     out.push_str(

@@ -4,9 +4,9 @@
 //! failure), `_count`; newest first, paged. Read by id (the entry's sequence number). Every
 //! read of the log is itself audited.
 
-use ironchart_fhir::datetime::{format_instant, parse_date_range};
+use ironchart_fhir::datetime::parse_date_range;
 use ironchart_records::audit::AuditAction;
-use ironchart_records::{Actor, AuditQuery, AuditRow, RecordsError};
+use ironchart_records::{Actor, AuditFilter, AuditRecord, Instant, Outcome, RecordsError};
 use serde_json::{Value, json};
 
 use super::error::ApiError;
@@ -41,11 +41,11 @@ fn outcome_code(outcome: &str) -> &'static str {
 
 /// Parses the search parameters into a store query; `_cursor` continues before a sequence
 /// number.
-pub(crate) fn query_of(pairs: &[(String, String)]) -> Result<AuditQuery, ApiError> {
-    let mut q = AuditQuery {
+pub(crate) fn query_of(pairs: &[(String, String)]) -> Result<AuditFilter, ApiError> {
+    let mut q = AuditFilter {
         descending: true,
         limit: DEFAULT_COUNT,
-        ..AuditQuery::default()
+        ..AuditFilter::default()
     };
     for (name, value) in pairs {
         match name.as_str() {
@@ -65,10 +65,12 @@ pub(crate) fn query_of(pairs: &[(String, String)]) -> Result<AuditQuery, ApiErro
                     _ => (None, Some(range.low - 1)),
                 };
                 if let Some(f) = from {
-                    q.from = Some(q.from.map_or(f, |x: i64| x.max(f)));
+                    let f = Instant::from_millis(f);
+                    q.from = Some(q.from.map_or(f, |x| x.max(f)));
                 }
                 if let Some(t) = to {
-                    q.to = Some(q.to.map_or(t, |x: i64| x.min(t)));
+                    let t = Instant::from_millis(t);
+                    q.to = Some(q.to.map_or(t, |x| x.min(t)));
                 }
             }
             "agent" | "agent-name" | "altid" => {
@@ -86,8 +88,7 @@ pub(crate) fn query_of(pairs: &[(String, String)]) -> Result<AuditQuery, ApiErro
                 for v in value.split(',') {
                     match AuditAction::of_fhir_code(v) {
                         Some(list) => {
-                            q.actions
-                                .extend(list.into_iter().map(|a| a.as_str().to_string()));
+                            q.actions.extend(list);
                         }
                         None => {
                             let action = v.parse::<AuditAction>().map_err(|_| {
@@ -95,20 +96,16 @@ pub(crate) fn query_of(pairs: &[(String, String)]) -> Result<AuditQuery, ApiErro
                                     "{name}: '{v}' is neither an action code (C, R, U, D, E) nor an audit action name"
                                 ))
                             })?;
-                            q.actions.push(action.as_str().to_string());
+                            q.actions.push(action);
                         }
                     }
                 }
             }
             "outcome" => {
                 q.outcome = Some(
-                    match value.as_str() {
-                        "0" | "success" => "success",
-                        "4" | "denied" => "denied",
-                        "8" | "failure" => "failure",
-                        other => return Err(bad(format!("outcome: '{other}' is not 0, 4 or 8"))),
-                    }
-                    .to_string(),
+                    value
+                        .parse::<Outcome>()
+                        .map_err(|_| bad(format!("outcome: '{value}' is not 0, 4 or 8")))?,
                 );
             }
             "_count" => {
@@ -136,7 +133,7 @@ pub(crate) fn query_of(pairs: &[(String, String)]) -> Result<AuditQuery, ApiErro
 }
 
 /// One audit entry as an AuditEvent.
-pub(crate) fn resource(row: &AuditRow) -> Value {
+pub(crate) fn resource(row: &AuditRecord) -> Value {
     let data = matches!(
         row.action.as_str(),
         "read" | "vread" | "search" | "history" | "create" | "update" | "delete"
@@ -180,12 +177,7 @@ pub(crate) fn resource(row: &AuditRow) -> Value {
             "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2", "display": "System Object"},
         }));
     }
-    for p in row
-        .patients
-        .iter()
-        .flat_map(|p| p.split(' '))
-        .filter(|p| !p.is_empty())
-    {
+    for p in &row.patients {
         entities.push(json!({
             "what": {"reference": format!("Patient/{p}")},
             "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "1", "display": "Person"},
@@ -195,11 +187,11 @@ pub(crate) fn resource(row: &AuditRow) -> Value {
     let mut event = json!({
         "resourceType": "AuditEvent",
         "id": row.seq.to_string(),
-        "meta": {"lastUpdated": format_instant(row.recorded)},
+        "meta": {"lastUpdated": row.recorded.to_string()},
         "type": event_type,
         "subtype": [subtype],
         "action": action_code(&row.action),
-        "recorded": format_instant(row.recorded),
+        "recorded": row.recorded.to_string(),
         "outcome": outcome_code(&row.outcome),
         "agent": [agent],
         "source": {
@@ -271,10 +263,10 @@ pub(crate) async fn search(
 pub(crate) async fn read(state: &AppState, actor: &Actor, id: &str) -> Result<Value, ApiError> {
     let not_found = || RecordsError::NotFound("AuditEvent".into(), id.into());
     let seq: i64 = id.parse().map_err(|_| not_found())?;
-    let q = AuditQuery {
+    let q = AuditFilter {
         seq: Some(seq),
         limit: 1,
-        ..AuditQuery::default()
+        ..AuditFilter::default()
     };
     let rows = state.records.audit_entries(actor, &q).await?;
     let row = rows.first().ok_or_else(not_found)?;
@@ -287,20 +279,20 @@ mod tests {
 
     #[test]
     fn entries_are_valid_audit_events() {
-        let row = AuditRow {
+        let row = AuditRecord {
             seq: 7,
-            recorded: 1_700_000_000_000,
+            recorded: Instant::from_millis(1_700_000_000_000),
             actor: "user:dr".into(),
             role: Some("physician".into()),
             action: "read".into(),
             res_type: Some("Observation".into()),
             res_id: Some("o1".into()),
             version: Some(2),
-            patients: Some("p1".into()),
+            patients: vec!["p1".into()],
             outcome: "success".into(),
             source: Some("127.0.0.1".into()),
             detail: Some("params=code".into()),
-            ..AuditRow::default()
+            ..AuditRecord::default()
         };
         let v = resource(&row);
         assert_eq!(
@@ -309,7 +301,7 @@ mod tests {
         );
         assert_eq!(v["entity"][1]["what"]["reference"], "Patient/p1");
         ironchart_fhir::validate::validate_resource(&v).expect("a valid AuditEvent");
-        let denied = AuditRow {
+        let denied = AuditRecord {
             action: "sign-in".into(),
             outcome: "denied".into(),
             ..row
@@ -338,19 +330,26 @@ mod tests {
         .unwrap();
         assert_eq!(q.actor.as_deref(), Some("user:dr"));
         assert_eq!(q.patient.as_deref(), Some("p1"));
-        assert_eq!(q.actions, vec!["create"]);
-        assert_eq!(q.outcome.as_deref(), Some("denied"));
+        assert_eq!(q.actions, vec![AuditAction::Create]);
+        assert_eq!(q.outcome, Some(Outcome::Denied));
         assert!(q.from.unwrap() < q.to.unwrap());
         assert!(query_of(&pairs(&[("date", "yesterday")])).is_err());
         assert!(query_of(&pairs(&[("bogus", "1")])).is_err());
         // `E` covers every action that is not a C, R, U or D, a damaged journal included.
         let e = query_of(&pairs(&[("action", "E")])).unwrap();
-        assert!(e.actions.iter().any(|a| a == "audit-journal-damaged"));
-        assert!(e.actions.iter().any(|a| a == "search"));
-        assert!(!e.actions.iter().any(|a| a == "read" || a == "create"));
+        assert!(e.actions.contains(&AuditAction::JournalDamaged));
+        assert!(e.actions.contains(&AuditAction::Search));
+        assert!(
+            !e.actions
+                .iter()
+                .any(|a| matches!(a, AuditAction::Read | AuditAction::Create))
+        );
         // Names are taken as they are, and a name that is no action is refused.
         let named = query_of(&pairs(&[("subtype", "sign-in,break-glass")])).unwrap();
-        assert_eq!(named.actions, vec!["sign-in", "break-glass"]);
+        assert_eq!(
+            named.actions,
+            vec![AuditAction::SignIn, AuditAction::BreakGlass]
+        );
         assert!(query_of(&pairs(&[("action", "sign-on")])).is_err());
         assert!(query_of(&pairs(&[("action", "e")])).is_err());
     }

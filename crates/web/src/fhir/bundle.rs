@@ -9,10 +9,7 @@ use super::error::{self, ApiError};
 use crate::AppState;
 
 fn now_instant() -> String {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    ironchart_fhir::datetime::format_instant(ms)
+    ironchart_fhir::Instant::now().to_string()
 }
 
 fn encode_pairs(pairs: &[(String, String)], cursor: Option<&str>) -> String {

@@ -91,10 +91,8 @@ fn includes_rev(rt: &str) -> Vec<Value> {
 
 /// Today's date (UTC), the date of this statement.
 fn today() -> String {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    ironchart_fhir::datetime::format_instant(ms)
+    ironchart_fhir::Instant::now()
+        .to_string()
         .chars()
         .take(10)
         .collect()

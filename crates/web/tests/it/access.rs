@@ -381,7 +381,7 @@ async fn searches_and_totals_cover_only_the_own_compartment(s: Server) {
         for row in tail.take_rows(&s).await {
             assert_eq!(row.action, "search", "{query}");
             assert_eq!(row.outcome, "success", "{query}");
-            let patients = row.patients.as_deref().unwrap_or("");
+            let patients = row.patients.join(" ");
             assert!(
                 patients.is_empty() || patients == "pa",
                 "{query}: the log names {patients:?}"
@@ -542,9 +542,12 @@ async fn history_and_paging_cover_only_the_own_compartment(s: Server) {
     );
 
     // History is logged with the patients it returned: A's only.
-    let query = ironchart_records::AuditQuery {
+    let query = ironchart_records::AuditFilter {
         actor: Some(format!("user:{username}")),
-        actions: vec!["history".into(), "search".into()],
+        actions: vec![
+            ironchart_records::AuditAction::History,
+            ironchart_records::AuditAction::Search,
+        ],
         limit: 1000,
         ..Default::default()
     };
@@ -555,7 +558,7 @@ async fn history_and_paging_cover_only_the_own_compartment(s: Server) {
         .expect("log");
     assert!(rows.iter().any(|r| r.action == "history"));
     for row in rows {
-        let patients = row.patients.as_deref().unwrap_or("");
+        let patients = row.patients.join(" ");
         assert!(patients == "pa" || patients.is_empty(), "{}", brief(&row));
     }
 }
@@ -1211,7 +1214,7 @@ async fn the_log_names_the_patients_an_answer_concerned(s: Server) {
         assert_eq!(logged.len(), 1, "{path}: {logged:?}");
         assert_eq!(logged[0].outcome, "success", "{path}");
         assert_eq!(
-            logged[0].patients.as_deref().unwrap_or(""),
+            logged[0].patients.join(" "),
             *patients,
             "{path}: {}",
             brief(&logged[0])
@@ -1226,14 +1229,14 @@ async fn the_log_names_the_patients_an_answer_concerned(s: Server) {
         assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text);
         let logged = alice_log.take_rows(&s).await;
         assert_eq!(logged.len(), 1, "{path}");
-        let patients = logged[0].patients.as_deref().unwrap_or("");
+        let patients = logged[0].patients.join(" ");
         assert!(
             patients == "pa" || patients.is_empty(),
             "{path}: {patients}"
         );
     }
     // An auditor can ask the log who looked at B.
-    let query = ironchart_records::AuditQuery {
+    let query = ironchart_records::AuditFilter {
         patient: Some("pb".into()),
         actor: Some(format!("user:{physician}")),
         limit: 100,
@@ -1282,7 +1285,7 @@ async fn counts_and_refusals_name_their_patients(s: Server) {
         let logged = log.take_rows(&s).await;
         assert_eq!(logged.len(), 1, "{path}: {logged:?}");
         assert_eq!(
-            logged[0].patients.as_deref().unwrap_or(""),
+            logged[0].patients.join(" "),
             *patients,
             "{path}: {}",
             brief(&logged[0])
@@ -1327,7 +1330,7 @@ async fn the_log_keeps_no_oversized_input(s: Server) {
         let size = row.res_type.as_deref().unwrap_or("").len()
             + row.res_id.as_deref().unwrap_or("").len()
             + row.detail.as_deref().unwrap_or("").len()
-            + row.patients.as_deref().unwrap_or("").len();
+            + row.patients.join(" ").len();
         assert!(size < 1_200, "{}: {} bytes", brief(row), size);
         assert!(!row.res_id.as_deref().unwrap_or("").contains('$'));
     }

@@ -5,7 +5,7 @@
 use ironchart_records::test_support::operator;
 use std::time::Duration;
 
-use ironchart_records::{AuditQuery, RecordsError, Role};
+use ironchart_records::{AuditFilter, RecordsError, Role};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -377,11 +377,11 @@ async fn a_refused_token_is_audited(s: Server) {
     let before = s.audit_head().await;
     let r = s.with_token("ic_not-a-real-token").get("Patient").await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    let query = AuditQuery {
+    let query = AuditFilter {
         after_seq: Some(before),
-        outcome: Some("denied".into()),
+        outcome: Some(ironchart_records::Outcome::Denied),
         limit: 100,
-        ..AuditQuery::default()
+        ..AuditFilter::default()
     };
     let rows = s
         .records
@@ -436,11 +436,11 @@ async fn tokens_are_never_wider_than_the_roles(s: Server) {
             "{role} asking for {scopes}: {refused:?}"
         );
         // The refusal is in the log.
-        let query = AuditQuery {
+        let query = AuditFilter {
             after_seq: Some(before),
-            actions: vec!["token-issue".into()],
+            actions: vec![ironchart_records::AuditAction::TokenIssue],
             limit: 10,
-            ..AuditQuery::default()
+            ..AuditFilter::default()
         };
         let rows = s
             .records
@@ -601,11 +601,11 @@ async fn only_auditors_read_the_audit_log(s: Server) {
         .get(&format!("Patient/{pid}"))
         .await;
     assert_eq!(read.status, StatusCode::OK);
-    let query = AuditQuery {
+    let query = AuditFilter {
         actor: Some(format!("user:{physician}")),
         patient: Some(pid.to_string()),
         limit: 10,
-        ..AuditQuery::default()
+        ..AuditFilter::default()
     };
     let rows = s
         .records
@@ -627,10 +627,10 @@ async fn only_auditors_read_the_audit_log(s: Server) {
         matches!(refused, Err(RecordsError::Forbidden(_))),
         "{refused:?}"
     );
-    let reads = AuditQuery {
-        actions: vec!["audit-read".into()],
+    let reads = AuditFilter {
+        actions: vec![ironchart_records::AuditAction::AuditRead],
         limit: 100,
-        ..AuditQuery::default()
+        ..AuditFilter::default()
     };
     let log_reads: Vec<(String, String)> = s
         .records

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use ironchart_records::{
-    AuditQuery, Client, DatabaseConfig, MasterKey, Records, Role, SecurityConfig, SessionPolicy,
-    SessionStage, SignInError, SignInFailure,
+    AuditFilter, Client, DatabaseConfig, ManualClock, MasterKey, Records, Role, SecurityConfig,
+    SessionPolicy, SessionStage, SignInError, SignInFailure,
 };
 use ironchart_security::totp::{TotpSecret, code_at};
 use reqwest::StatusCode;
@@ -38,6 +38,16 @@ async fn start_with(
     policy: SessionPolicy,
     trusted_proxies: Vec<std::net::IpAddr>,
 ) -> Option<App> {
+    start_on(db, policy, trusted_proxies, None).await
+}
+
+/// A server whose records service reads the time from `clock` (when given).
+async fn start_on(
+    db: Db,
+    policy: SessionPolicy,
+    trusted_proxies: Vec<std::net::IpAddr>,
+    clock: Option<std::sync::Arc<ManualClock>>,
+) -> Option<App> {
     let (records, dir) = match db {
         Db::Sqlite => {
             let dir = tempfile::tempdir().unwrap();
@@ -65,6 +75,10 @@ async fn start_with(
         }
     };
     let records = records.with_session_policy(policy);
+    let records = match clock {
+        Some(c) => records.with_clock(c),
+        None => records,
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let origin = format!("http://{}", listener.local_addr().unwrap());
     let mut config = ironchart_web::WebConfig::for_base(&origin);
@@ -122,10 +136,10 @@ impl App {
             .records
             .audit_entries(
                 &operator(),
-                &AuditQuery {
+                &AuditFilter {
                     actor: Some(actor.to_string()),
                     limit: 1000,
-                    ..AuditQuery::default()
+                    ..AuditFilter::default()
                 },
             )
             .await
@@ -498,9 +512,9 @@ async fn authenticator_secrets_survive_a_new_master_key(db: Db) {
     let details: Vec<String> = records
         .audit_entries(
             &operator,
-            &AuditQuery {
+            &AuditFilter {
                 limit: 1000,
-                ..AuditQuery::default()
+                ..AuditFilter::default()
             },
         )
         .await
@@ -914,10 +928,11 @@ both!(csrf_is_required);
 
 async fn session_fixation_and_expiry(db: Db) {
     let policy = SessionPolicy {
-        idle: Duration::from_secs(2),
-        lifetime: Duration::from_secs(5),
+        idle: Duration::from_secs(20 * 60),
+        lifetime: Duration::from_secs(12 * 3600),
     };
-    let Some(app) = start(db, policy).await else {
+    let clock = std::sync::Arc::new(ManualClock::starting_now());
+    let Some(app) = start_on(db, policy, Vec::new(), Some(clock.clone())).await else {
         return;
     };
     app.user("sam", Role::Billing, None).await;
@@ -934,24 +949,28 @@ async fn session_fixation_and_expiry(db: Db) {
         .cookies
         .insert("__Host-ironchart".into(), "planted-by-an-attacker".into());
     assert_eq!(planted.get("/").await.location(), "/login");
-    // Idle timeout: 2 s without a request ends the session.
+    // Idle timeout: 20 minutes without a request end the session; a request a minute before
+    // keeps it.
     assert_eq!(b.get("/").await.status, StatusCode::OK);
-    tokio::time::sleep(Duration::from_millis(2600)).await;
+    clock.advance(Duration::from_secs(19 * 60));
+    assert_eq!(b.get("/").await.status, StatusCode::OK, "not idle yet");
+    clock.advance(Duration::from_secs(20 * 60 + 1));
     assert_eq!(b.get("/").await.location(), "/login", "idle timeout");
-    // Absolute lifetime: activity every second does not keep it past 5 s.
+    // Absolute lifetime: activity every 15 minutes does not keep it past 12 hours.
     b.sign_in("sam", PASSWORD).await;
-    let started = Instant::now();
-    let mut ended = None;
-    while started.elapsed() < Duration::from_secs(9) {
-        let r = b.get("/").await;
-        if r.status != StatusCode::OK {
-            ended = Some(started.elapsed());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(700)).await;
+    let mut active = Duration::ZERO;
+    while b.get("/").await.status == StatusCode::OK {
+        assert!(
+            active <= Duration::from_secs(12 * 3600),
+            "outlived its lifetime"
+        );
+        clock.advance(Duration::from_secs(15 * 60));
+        active += Duration::from_secs(15 * 60);
     }
-    let ended = ended.expect("the session ended");
-    assert!(ended >= Duration::from_secs(4), "ended after {ended:?}");
+    assert!(
+        active >= Duration::from_secs(12 * 3600 - 15 * 60),
+        "ended after {active:?}"
+    );
 }
 both!(session_fixation_and_expiry);
 
@@ -1374,11 +1393,11 @@ async fn client_address_and_trusted_proxy(db: Db) {
             .records
             .audit_entries(
                 &operator(),
-                &AuditQuery {
+                &AuditFilter {
                     actor: Some("user:xavi".into()),
-                    actions: vec!["search".into()],
+                    actions: vec![ironchart_records::AuditAction::Search],
                     limit: 10,
-                    ..AuditQuery::default()
+                    ..AuditFilter::default()
                 },
             )
             .await

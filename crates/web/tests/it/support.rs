@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ironchart_records::{
-    AuditQuery, AuditRow, DatabaseConfig, MasterKey, Records, Role, SecurityConfig,
+    AuditFilter, AuditRecord, DatabaseConfig, MasterKey, Records, Role, SecurityConfig,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -250,13 +250,16 @@ impl Server {
     /// The health-data entries of the audit log (reads, searches, writes …) by `actor`
     /// (`user:NAME` or `system`) after sequence number `after`, oldest first, read as the
     /// operator. (Reading the log adds `audit-read` entries, which this leaves out.)
-    pub async fn audit_after(&self, actor: &str, after: i64) -> Vec<AuditRow> {
-        let query = AuditQuery {
+    pub async fn audit_after(&self, actor: &str, after: i64) -> Vec<AuditRecord> {
+        let query = AuditFilter {
             actor: Some(actor.to_string()),
-            actions: DATA_ACTIONS.iter().map(|a| a.to_string()).collect(),
+            actions: DATA_ACTIONS
+                .iter()
+                .map(|a| a.parse().expect("an audit action"))
+                .collect(),
             after_seq: Some(after),
             limit: 10_000,
-            ..AuditQuery::default()
+            ..AuditFilter::default()
         };
         self.records
             .audit_entries(&operator(), &query)
@@ -266,10 +269,10 @@ impl Server {
 
     /// The sequence number of the newest audit entry.
     pub async fn audit_head(&self) -> i64 {
-        let query = AuditQuery {
+        let query = AuditFilter {
             descending: true,
             limit: 1,
-            ..AuditQuery::default()
+            ..AuditFilter::default()
         };
         self.records
             .audit_entries(&operator(), &query)
@@ -331,14 +334,14 @@ pub const DATA_ACTIONS: &[&str] = &[
 
 /// An audit entry in brief, for comparisons that read well when they fail:
 /// `action Type/id outcome [patients]`, with `-` for what the entry does not name.
-pub fn brief(row: &AuditRow) -> String {
+pub fn brief(row: &AuditRecord) -> String {
     format!(
         "{} {}/{} {} [{}]",
         row.action,
         row.res_type.as_deref().unwrap_or("-"),
         row.res_id.as_deref().unwrap_or("-"),
         row.outcome,
-        row.patients.as_deref().unwrap_or(""),
+        row.patients.join(" "),
     )
 }
 
@@ -359,7 +362,7 @@ impl AuditTail {
     }
 
     /// The new entries, in order.
-    pub async fn take_rows(&mut self, s: &Server) -> Vec<AuditRow> {
+    pub async fn take_rows(&mut self, s: &Server) -> Vec<AuditRecord> {
         let rows = s.audit_after(&self.actor, self.seen).await;
         if let Some(last) = rows.last() {
             self.seen = last.seq;

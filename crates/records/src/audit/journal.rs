@@ -1077,7 +1077,7 @@ pub(crate) async fn recover(dir: &Path, store: &Store, keys: &ChainKeys) -> Resu
             Some(problem) => {
                 tracing::error!("the audit journal {file_name} is damaged: {problem}; kept aside");
                 let event = AuditRow {
-                    recorded: crate::service::now_millis(),
+                    recorded: ironchart_fhir::Instant::now().as_millis(),
                     actor: "system".into(),
                     action: crate::audit::AuditAction::JournalDamaged.as_str().into(),
                     outcome: crate::audit::Outcome::Failure.as_str().into(),
