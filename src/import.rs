@@ -257,7 +257,15 @@ impl Importer<'_> {
         self.write_bundles().await?;
         self.wait().await?;
         match kind.as_str() {
-            "transaction" => match self.records.transaction(&self.actor, &value, &no_get).await {
+            "transaction" => match self
+                .records
+                .transaction(
+                    &self.actor,
+                    ironchart_fhir::bundle::entries(&value),
+                    &no_get,
+                )
+                .await
+            {
                 Ok(outcomes) => self.summary.imported += outcomes.len(),
                 Err(e) => self.report(
                     &location,
@@ -265,7 +273,14 @@ impl Importer<'_> {
                 ),
             },
             "batch" => {
-                let outcomes = self.records.batch(&self.actor, &value, &no_get).await?;
+                let outcomes = self
+                    .records
+                    .batch(
+                        &self.actor,
+                        ironchart_fhir::bundle::entries(&value),
+                        &no_get,
+                    )
+                    .await?;
                 for (i, o) in outcomes.into_iter().enumerate() {
                     match o {
                         BundleOutcome::Failed(e) => {

@@ -5,6 +5,7 @@
 //! This crate is pure: no I/O, no database, no network. Everything here works on `serde_json::Value`s.
 #![forbid(unsafe_code)]
 
+pub mod bundle;
 pub mod datetime;
 pub mod extract;
 pub mod fhirpath;
@@ -13,9 +14,12 @@ pub mod search;
 pub mod storage;
 pub mod validate;
 
-/// Whether a string is a FHIR `id` (`[A-Za-z0-9\-\.]{1,64}`): the one test of the grammar.
+mod ids;
+
 pub use datetime::Instant;
 pub use generated::search_params::SEARCH_PARAMS;
+pub use ids::{Id, PatientId, ResourceType, UnknownResourceType};
+/// Whether a string is a FHIR `id` (`[A-Za-z0-9\-\.]{1,64}`): the one test of the grammar.
 pub use validate::primitive::is_id as is_valid_id;
 
 /// The FHIR version this crate implements.

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use ironchart_fhir::search::SearchQuery;
+use ironchart_fhir::bundle::{BundleEntry, EntryError};
 use serde_json::Value;
 
 use ironchart_security::scope::Interaction;
@@ -18,12 +18,14 @@ use crate::resource::{Resource, WriteOutcome};
 use crate::service::new_id;
 use crate::write::{check_writable, conditional_match, delete_in, prepare, write_version};
 use crate::{Records, RecordsError, Result};
+use ironchart_fhir::Id;
 
 /// The outcome of one Bundle entry, for the response Bundle.
 #[derive(Debug)]
 pub enum BundleOutcome {
-    /// A write: `status` is the HTTP status (200/201), with the resulting resource.
-    Written { status: u16, resource: Resource },
+    /// A write and the resulting resource: `created` for a new resource (a conditional create
+    /// that found one, or an update of an existing one, is not).
+    Written { created: bool, resource: Resource },
     /// A delete: 204 (or 204 for nothing to delete).
     Deleted,
     /// A read or search: the resource or search result, as JSON (built by the caller).
@@ -32,149 +34,10 @@ pub enum BundleOutcome {
     Failed(RecordsError),
 }
 
-/// A parsed Bundle entry request.
-#[derive(Debug, Clone)]
-enum EntryRequest {
-    Create {
-        resource_type: String,
-        value: Value,
-        full_url: Option<String>,
-        if_none_exist: Option<String>,
-    },
-    Update {
-        resource_type: String,
-        id: String,
-        value: Value,
-        if_match: Option<i64>,
-    },
-    Delete {
-        resource_type: String,
-        id: String,
-    },
-    Get {
-        url: String,
-    },
-}
-
 /// A GET entry is answered by the caller (the web layer knows how to render reads and searches);
 /// it hands us this callback.
 pub type GetHandler<'a> =
     &'a (dyn Fn(&str) -> std::pin::Pin<Box<dyn Future<Output = (u16, Value)> + Send + 'a>> + Sync);
-
-fn parse_entry(index: usize, entry: &Value) -> Result<EntryRequest> {
-    let at = |field: &str| format!("Bundle.entry[{index}].{field}");
-    let request = entry.get("request").ok_or_else(|| {
-        RecordsError::bad(
-            "entry.request is required in a batch or transaction",
-            Some(&at("request")),
-        )
-    })?;
-    let method = request
-        .get("method")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let url = request
-        .get("url")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    if url.is_empty() {
-        return Err(RecordsError::bad(
-            "entry.request.url is required",
-            Some(&at("request.url")),
-        ));
-    }
-    let (path, query) = match url.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (url, None),
-    };
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let resource = entry.get("resource").cloned();
-    match method {
-        "POST" => {
-            let [resource_type] = segments.as_slice() else {
-                return Err(RecordsError::bad(
-                    format!("POST needs a type URL, not '{url}'"),
-                    Some(&at("request.url")),
-                ));
-            };
-            let value = resource
-                .ok_or_else(|| RecordsError::bad("POST needs a resource", Some(&at("resource"))))?;
-            Ok(EntryRequest::Create {
-                resource_type: (*resource_type).to_string(),
-                value,
-                full_url: entry
-                    .get("fullUrl")
-                    .and_then(Value::as_str)
-                    .map(str::to_string),
-                if_none_exist: request
-                    .get("ifNoneExist")
-                    .and_then(Value::as_str)
-                    .map(str::to_string),
-            })
-        }
-        "PUT" => {
-            let [resource_type, id] = segments.as_slice() else {
-                return Err(RecordsError::bad(
-                    format!(
-                        "PUT needs a Type/id URL, not '{url}' (conditional update is not supported)"
-                    ),
-                    Some(&at("request.url")),
-                ));
-            };
-            if query.is_some() {
-                return Err(RecordsError::bad(
-                    "conditional update is not supported",
-                    Some(&at("request.url")),
-                ));
-            }
-            let value = resource
-                .ok_or_else(|| RecordsError::bad("PUT needs a resource", Some(&at("resource"))))?;
-            let if_match = match request.get("ifMatch").and_then(Value::as_str) {
-                Some(etag) => Some(parse_etag(etag).ok_or_else(|| {
-                    RecordsError::bad(
-                        format!("ifMatch '{etag}' is not an ETag"),
-                        Some(&at("request.ifMatch")),
-                    )
-                })?),
-                None => None,
-            };
-            Ok(EntryRequest::Update {
-                resource_type: (*resource_type).to_string(),
-                id: (*id).to_string(),
-                value,
-                if_match,
-            })
-        }
-        "DELETE" => {
-            let [resource_type, id] = segments.as_slice() else {
-                return Err(RecordsError::bad(
-                    format!(
-                        "DELETE needs a Type/id URL, not '{url}' (conditional delete is not supported)"
-                    ),
-                    Some(&at("request.url")),
-                ));
-            };
-            Ok(EntryRequest::Delete {
-                resource_type: (*resource_type).to_string(),
-                id: (*id).to_string(),
-            })
-        }
-        "GET" | "HEAD" => Ok(EntryRequest::Get {
-            url: url.to_string(),
-        }),
-        other => Err(RecordsError::bad(
-            format!("request.method '{other}' is not supported"),
-            Some(&at("request.method")),
-        )),
-    }
-}
-
-/// `W/"3"` or `"3"` or `3` → 3.
-pub fn parse_etag(etag: &str) -> Option<i64> {
-    let t = etag.trim();
-    let t = t.strip_prefix("W/").unwrap_or(t);
-    t.trim_matches('"').parse().ok()
-}
 
 /// Most entries of one batch or transaction Bundle.
 pub const MAX_BUNDLE_ENTRIES: usize = 10_000;
@@ -182,12 +45,8 @@ pub const MAX_BUNDLE_ENTRIES: usize = 10_000;
 /// rate limit counts the Bundle once.
 pub const MAX_BUNDLE_READS: usize = 200;
 
-/// A Bundle's entries, after checking it is within the limits (413 beyond).
-fn entries(bundle: &Value) -> Result<&[Value]> {
-    let entries = bundle
-        .get("entry")
-        .and_then(Value::as_array)
-        .map_or(&[][..], Vec::as_slice);
+/// Refuses a Bundle beyond the limits (413).
+fn check_limits(entries: &[Result<BundleEntry, EntryError>]) -> Result<()> {
     if entries.len() > MAX_BUNDLE_ENTRIES {
         return Err(RecordsError::TooLarge(format!(
             "a Bundle may have at most {MAX_BUNDLE_ENTRIES} entries; this one has {}",
@@ -196,27 +55,25 @@ fn entries(bundle: &Value) -> Result<&[Value]> {
     }
     let reads = entries
         .iter()
-        .filter(|e| {
-            e.get("request")
-                .and_then(|r| r.get("method"))
-                .and_then(Value::as_str)
-                == Some("GET")
-        })
+        .filter(|e| matches!(e, Ok(BundleEntry::Get { .. })))
         .count();
     if reads > MAX_BUNDLE_READS {
         return Err(RecordsError::TooLarge(format!(
             "a Bundle may have at most {MAX_BUNDLE_READS} GET entries; this one has {reads}"
         )));
     }
-    Ok(entries)
+    Ok(())
 }
 
-/// The pairs of a query string, form-decoded (`%XX` and `+`); an invalid escape is kept as it
-/// is.
-fn query_pairs(query: &str) -> Vec<(String, String)> {
-    form_urlencoded::parse(query.as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
+/// What an entry that could not be parsed fails with.
+fn unparsed(e: EntryError) -> RecordsError {
+    match e.unknown_type() {
+        Some(t) => RecordsError::UnknownType(t.to_string()),
+        None => RecordsError::BadRequest {
+            message: e.message,
+            expression: e.expression,
+        },
+    }
 }
 
 /// The resources of a transaction Bundle that an import can write like NDJSON (many Bundles in
@@ -256,7 +113,7 @@ fn take_transaction_resources(bundle: &mut Value) -> Option<Vec<Value>> {
     let mut resources = Vec::with_capacity(entries.len());
     for entry in entries.iter_mut() {
         let (rt, id) = simple_entry(entry)?;
-        let id = id.unwrap_or_else(new_id);
+        let id = id.unwrap_or_else(|| new_id().into_string());
         if let Some(full) = entry.get("fullUrl").and_then(Value::as_str) {
             map.insert(full.to_string(), [rt.as_str(), "/", &id].concat());
         }
@@ -322,10 +179,10 @@ impl Records {
     pub async fn transaction(
         &self,
         actor: &Actor,
-        bundle: &Value,
+        entries: Vec<std::result::Result<BundleEntry, EntryError>>,
         get: GetHandler<'_>,
     ) -> Result<Vec<BundleOutcome>> {
-        let result = self.transaction_inner(actor, bundle, get).await;
+        let result = self.transaction_inner(actor, entries, get).await;
         if let Err(e) = &result {
             let outcome = if e.is_denial() {
                 Outcome::Denied
@@ -354,20 +211,20 @@ impl Records {
     async fn transaction_inner(
         &self,
         actor: &Actor,
-        bundle: &Value,
+        entries: Vec<std::result::Result<BundleEntry, EntryError>>,
         get: GetHandler<'_>,
     ) -> Result<Vec<BundleOutcome>> {
         policy::live(actor, self.now())?;
-        let raw = entries(bundle)?;
-        let mut requests = Vec::with_capacity(raw.len());
-        for (i, e) in raw.iter().enumerate() {
-            requests.push(parse_entry(i, e).map_err(|e| entry_error(i, e))?);
+        check_limits(&entries)?;
+        let mut requests = Vec::with_capacity(entries.len());
+        for (i, e) in entries.into_iter().enumerate() {
+            requests.push(e.map_err(|e| entry_error(i, unparsed(e)))?);
         }
         // Give every POST its id up front and map its fullUrl to Type/id.
-        let mut ids: Vec<Option<String>> = vec![None; requests.len()];
+        let mut ids: Vec<Option<Id>> = vec![None; requests.len()];
         let mut map = HashMap::new();
         for (i, r) in requests.iter().enumerate() {
-            if let EntryRequest::Create {
+            if let BundleEntry::Create {
                 resource_type,
                 full_url,
                 ..
@@ -381,10 +238,10 @@ impl Records {
             }
         }
         // Check each write before starting (validation needs no database).
-        let mut prepared: Vec<EntryRequest> = Vec::with_capacity(requests.len());
+        let mut prepared: Vec<BundleEntry> = Vec::with_capacity(requests.len());
         for (i, r) in requests.into_iter().enumerate() {
             prepared.push(match r {
-                EntryRequest::Create {
+                BundleEntry::Create {
                     resource_type,
                     value,
                     full_url,
@@ -395,14 +252,14 @@ impl Records {
                         .map_err(|e| entry_error(i, e))?;
                     let value = prepare(&resource_type, value, None, self.resource_limit)
                         .map_err(|e| entry_error(i, e))?;
-                    EntryRequest::Create {
+                    BundleEntry::Create {
                         resource_type,
                         value,
                         full_url,
                         if_none_exist,
                     }
                 }
-                EntryRequest::Update {
+                BundleEntry::Update {
                     resource_type,
                     id,
                     value,
@@ -411,35 +268,29 @@ impl Records {
                     check_writable(&resource_type).map_err(|e| entry_error(i, e))?;
                     policy::check(actor, self.now(), &resource_type, Interaction::Update)
                         .map_err(|e| entry_error(i, e))?;
-                    if !ironchart_fhir::is_valid_id(&id) {
-                        return Err(entry_error(
-                            i,
-                            RecordsError::bad(format!("'{id}' is not a valid id"), None),
-                        ));
-                    }
                     let value = prepare(&resource_type, value, Some(&id), self.resource_limit)
                         .map_err(|e| entry_error(i, e))?;
-                    EntryRequest::Update {
+                    BundleEntry::Update {
                         resource_type,
                         id,
                         value,
                         if_match,
                     }
                 }
-                EntryRequest::Delete { resource_type, id } => {
+                BundleEntry::Delete { resource_type, id } => {
                     check_writable(&resource_type).map_err(|e| entry_error(i, e))?;
                     policy::check(actor, self.now(), &resource_type, Interaction::Delete)
                         .map_err(|e| entry_error(i, e))?;
-                    EntryRequest::Delete { resource_type, id }
+                    BundleEntry::Delete { resource_type, id }
                 }
-                get @ EntryRequest::Get { .. } => get,
+                get @ BundleEntry::Get { .. } => get,
             });
         }
-        let order = |r: &EntryRequest| match r {
-            EntryRequest::Delete { .. } => 0,
-            EntryRequest::Create { .. } => 1,
-            EntryRequest::Update { .. } => 2,
-            EntryRequest::Get { .. } => 3,
+        let order = |r: &BundleEntry| match r {
+            BundleEntry::Delete { .. } => 0,
+            BundleEntry::Create { .. } => 1,
+            BundleEntry::Update { .. } => 2,
+            BundleEntry::Get { .. } => 3,
         };
         let mut sequence: Vec<usize> = (0..prepared.len()).collect();
         sequence.sort_by_key(|&i| order(&prepared[i]));
@@ -456,46 +307,37 @@ impl Records {
                     let mut outcomes: Vec<Option<BundleOutcome>> =
                         (0..prepared.len()).map(|_| None).collect();
                     // Conditional creates first: a match maps its fullUrl to the existing resource.
-                    let mut existing_ids: Vec<Option<String>> = vec![None; prepared.len()];
+                    let mut existing_ids: Vec<Option<Id>> = vec![None; prepared.len()];
                     for (i, request) in prepared.iter().enumerate() {
-                        if let EntryRequest::Create {
+                        if let BundleEntry::Create {
                             resource_type,
                             if_none_exist: Some(q),
                             full_url,
                             ..
                         } = request
-                        {
-                            let query = SearchQuery::parse(resource_type, &query_pairs(q))
-                                .map_err(|e| {
-                                    entry_error(
-                                        i,
-                                        RecordsError::bad(e.message, Some("ifNoneExist")),
-                                    )
-                                })?;
-                            if let Some(found) = conditional_match(&mut tx, &query, &ctx.vis)
+                            && let Some(found) = conditional_match(&mut tx, q, &ctx.vis)
                                 .await
                                 .map_err(|e| entry_error(i, e))?
-                            {
-                                if let Some(url) = full_url {
-                                    map.insert(
-                                        url.clone(),
-                                        [resource_type.as_str(), "/", &found].concat(),
-                                    );
-                                }
-                                existing_ids[i] = Some(found);
+                        {
+                            if let Some(url) = full_url {
+                                map.insert(
+                                    url.clone(),
+                                    [resource_type.as_str(), "/", &found].concat(),
+                                );
                             }
+                            existing_ids[i] = Some(found);
                         }
                     }
                     for &i in sequence {
                         let outcome = match &prepared[i] {
-                            EntryRequest::Delete { resource_type, id } => {
+                            BundleEntry::Delete { resource_type, id } => {
                                 let (_, entry) = delete_in(&mut tx, ctx, resource_type, id)
                                     .await
                                     .map_err(|e| entry_error(i, e))?;
                                 audit.extend(entry);
                                 BundleOutcome::Deleted
                             }
-                            EntryRequest::Create {
+                            BundleEntry::Create {
                                 resource_type,
                                 value,
                                 ..
@@ -521,7 +363,7 @@ impl Records {
                                             .patients(current.patient.clone()),
                                     );
                                     BundleOutcome::Written {
-                                        status: 200,
+                                        created: false,
                                         resource: self
                                             .reveal(current)
                                             .await
@@ -545,12 +387,12 @@ impl Records {
                                     .map_err(|e| entry_error(i, e))?;
                                     audit.push(entry);
                                     BundleOutcome::Written {
-                                        status: 201,
+                                        created: true,
                                         resource,
                                     }
                                 }
                             },
-                            EntryRequest::Update {
+                            BundleEntry::Update {
                                 resource_type,
                                 id,
                                 value,
@@ -579,12 +421,9 @@ impl Records {
                                     .map_err(|e| entry_error(i, e))?;
                                 }
                                 audit.push(entry);
-                                BundleOutcome::Written {
-                                    status: if created { 201 } else { 200 },
-                                    resource,
-                                }
+                                BundleOutcome::Written { created, resource }
                             }
-                            EntryRequest::Get { .. } => continue,
+                            BundleEntry::Get { .. } => continue,
                         };
                         outcomes[i] = Some(outcome);
                     }
@@ -598,7 +437,7 @@ impl Records {
         for (i, (outcome, request)) in writes.into_iter().zip(&prepared).enumerate() {
             result.push(match (outcome, request) {
                 (Some(o), _) => o,
-                (None, EntryRequest::Get { url }) => {
+                (None, BundleEntry::Get { url }) => {
                     let (status, body) = get(url).await;
                     BundleOutcome::Get { status, body }
                 }
@@ -617,81 +456,61 @@ impl Records {
     pub async fn batch(
         &self,
         actor: &Actor,
-        bundle: &Value,
+        entries: Vec<std::result::Result<BundleEntry, EntryError>>,
         get: GetHandler<'_>,
     ) -> Result<Vec<BundleOutcome>> {
         policy::live(actor, self.now())?;
-        let entries = match entries(bundle) {
-            Ok(entries) => entries,
-            Err(e) => {
-                self.audit(
-                    actor,
-                    vec![
-                        AuditEntry::new(AuditAction::Transaction, Outcome::Failure)
-                            .detail("batch refused: over the limits; nothing done"),
-                    ],
-                )
-                .await?;
-                return Err(e);
-            }
+        if let Err(e) = check_limits(&entries) {
+            self.audit(
+                actor,
+                vec![
+                    AuditEntry::new(AuditAction::Transaction, Outcome::Failure)
+                        .detail("batch refused: over the limits; nothing done"),
+                ],
+            )
+            .await?;
+            return Err(e);
+        }
+        let written = |w: WriteOutcome| BundleOutcome::Written {
+            created: w.created,
+            resource: w.resource,
         };
-        let mut result = Vec::new();
-        for (i, e) in entries.iter().enumerate() {
-            let outcome = match parse_entry(i, e) {
-                Err(err) => BundleOutcome::Failed(err),
-                Ok(EntryRequest::Get { url }) => {
+        let mut result = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let outcome = match entry {
+                Err(err) => BundleOutcome::Failed(unparsed(err)),
+                Ok(BundleEntry::Get { url }) => {
                     let (status, body) = get(&url).await;
                     BundleOutcome::Get { status, body }
                 }
-                Ok(EntryRequest::Delete { resource_type, id }) => {
-                    match self.delete(actor, &resource_type, &id).await {
+                Ok(BundleEntry::Delete { resource_type, id }) => {
+                    match self.delete(actor, resource_type, &id).await {
                         Ok(_) => BundleOutcome::Deleted,
                         Err(err) => BundleOutcome::Failed(err),
                     }
                 }
-                Ok(EntryRequest::Create {
+                Ok(BundleEntry::Create {
                     resource_type,
                     value,
                     if_none_exist,
                     ..
-                }) => {
-                    let query = match if_none_exist
-                        .map(|q| SearchQuery::parse(&resource_type, &query_pairs(&q)))
-                    {
-                        Some(Err(e)) => {
-                            result.push(BundleOutcome::Failed(RecordsError::bad(
-                                e.message,
-                                Some("ifNoneExist"),
-                            )));
-                            continue;
-                        }
-                        Some(Ok(q)) => Some(q),
-                        None => None,
-                    };
-                    match self
-                        .create(actor, &resource_type, value, query.as_ref())
-                        .await
-                    {
-                        Ok(w) => BundleOutcome::Written {
-                            status: if w.created { 201 } else { 200 },
-                            resource: w.resource,
-                        },
-                        Err(err) => BundleOutcome::Failed(err),
-                    }
-                }
-                Ok(EntryRequest::Update {
+                }) => match self
+                    .create(actor, resource_type, value, if_none_exist.as_ref())
+                    .await
+                {
+                    Ok(w) => written(w),
+                    Err(err) => BundleOutcome::Failed(err),
+                },
+                Ok(BundleEntry::Update {
                     resource_type,
                     id,
                     value,
                     if_match,
                 }) => match self
-                    .update(actor, &resource_type, &id, value, if_match)
+                    .update(actor, resource_type, &id, value, if_match)
                     .await
                 {
-                    Ok(w) => BundleOutcome::Written {
-                        status: if w.created { 201 } else { 200 },
-                        resource: w.resource,
-                    },
+                    Ok(w) => written(w),
                     Err(err) => BundleOutcome::Failed(err),
                 },
             };
@@ -715,24 +534,6 @@ fn entry_error(index: usize, e: RecordsError) -> RecordsError {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn etags() {
-        assert_eq!(parse_etag("W/\"3\""), Some(3));
-        assert_eq!(parse_etag("\"12\""), Some(12));
-        assert_eq!(parse_etag("x"), None);
-    }
-
-    #[test]
-    fn decoding() {
-        assert_eq!(
-            query_pairs("a%20b+c%2=%zz&&x"),
-            vec![
-                ("a b c%2".to_string(), "%zz".to_string()),
-                ("x".to_string(), String::new())
-            ]
-        );
-    }
 
     #[test]
     fn transactions_an_import_can_write() {

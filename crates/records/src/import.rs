@@ -110,7 +110,7 @@ fn prepare_import(
             ));
         }
         None => {
-            let id = new_id();
+            let id = new_id().into_string();
             if let Some(o) = value.as_object_mut() {
                 o.insert("id".into(), Value::String(id.clone()));
             }

@@ -26,9 +26,7 @@ mod users;
 mod write;
 
 pub use actor::{Actor, ActorKind, LocalOperator};
-pub use bundle::{
-    BundleOutcome, GetHandler, parse_etag, transaction_into_resources, transaction_resources,
-};
+pub use bundle::{BundleOutcome, GetHandler, transaction_into_resources, transaction_resources};
 pub use clock::{Clock, Instant, ManualClock, SystemClock};
 pub use error::RecordsError;
 pub use import::{ImportOutcome, PreparedBatch};

@@ -3,6 +3,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ironchart_fhir::search::{ParamRef, SearchQuery};
+use ironchart_fhir::{Id, ResourceType};
 use ironchart_security::scope::Interaction;
 use ironchart_store::{Cursor, StoreError, StoredVersion};
 use tracing::instrument;
@@ -11,24 +12,23 @@ use crate::actor::Actor;
 use crate::audit::{AuditAction, AuditEntry, Outcome};
 use crate::policy::{self, Hidden};
 use crate::resource::{HistoryPage, Resource, ResourcePage};
-use crate::service::check_type;
 use crate::{Records, RecordsError, Result};
 
 /// Whose history: everything the actor may read, one type's, or one resource's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HistoryScope {
     System,
-    Type(String),
-    Instance(String, String),
+    Type(ResourceType),
+    Instance(ResourceType, Id),
 }
 
 impl HistoryScope {
     fn to_store(&self) -> ironchart_store::HistoryScope {
         match self {
             HistoryScope::System => ironchart_store::HistoryScope::System,
-            HistoryScope::Type(t) => ironchart_store::HistoryScope::Type(t.clone()),
+            HistoryScope::Type(t) => ironchart_store::HistoryScope::Type(t.to_string()),
             HistoryScope::Instance(t, id) => {
-                ironchart_store::HistoryScope::Instance(t.clone(), id.clone())
+                ironchart_store::HistoryScope::Instance(t.to_string(), id.to_string())
             }
         }
     }
@@ -70,8 +70,13 @@ impl Records {
     }
 
     /// The current version of a resource; deleted resources are [`RecordsError::Gone`].
-    #[instrument(skip_all, fields(resource_type = resource_type))]
-    pub async fn read(&self, actor: &Actor, resource_type: &str, id: &str) -> Result<Resource> {
+    #[instrument(skip_all, fields(resource_type = resource_type.as_str()))]
+    pub async fn read(
+        &self,
+        actor: &Actor,
+        resource_type: ResourceType,
+        id: &Id,
+    ) -> Result<Resource> {
         let mut patient = None;
         let result = self
             .read_inner(actor, resource_type, id, None, &mut patient)
@@ -82,7 +87,7 @@ impl Records {
                 AuditAction::Read,
                 if hidden { Outcome::Denied } else { outcome },
             )
-            .resource(resource_type, id, r.map(|r| r.version))
+            .resource(&resource_type, id, r.map(|r| r.version))
             .patients(patient)
         })
         .await
@@ -92,28 +97,21 @@ impl Records {
     pub async fn vread(
         &self,
         actor: &Actor,
-        resource_type: &str,
-        id: &str,
-        version: &str,
+        resource_type: ResourceType,
+        id: &Id,
+        version: i64,
     ) -> Result<Resource> {
         let mut patient = None;
-        let result = match version.parse::<i64>() {
-            Ok(v) => {
-                self.read_inner(actor, resource_type, id, Some(v), &mut patient)
-                    .await
-            }
-            Err(_) => Err(RecordsError::NotFound(
-                resource_type.into(),
-                [id, "/_history/", version].concat(),
-            )),
-        };
+        let result = self
+            .read_inner(actor, resource_type, id, Some(version), &mut patient)
+            .await;
         let hidden = hidden_by_policy(&result, &patient);
         self.audited(actor, result, |outcome, _| {
             AuditEntry::new(
                 AuditAction::Vread,
                 if hidden { Outcome::Denied } else { outcome },
             )
-            .resource(resource_type, id, version.parse().ok())
+            .resource(&resource_type, id, Some(version))
             .patients(patient)
         })
         .await
@@ -122,23 +120,21 @@ impl Records {
     async fn read_inner(
         &self,
         actor: &Actor,
-        resource_type: &str,
-        id: &str,
+        resource_type: ResourceType,
+        id: &Id,
         version: Option<i64>,
         patient: &mut Option<String>,
     ) -> Result<Resource> {
-        check_type(resource_type)?;
-        policy::check(actor, self.now(), resource_type, Interaction::Read)?;
+        policy::check(actor, self.now(), &resource_type, Interaction::Read)?;
         let not_found = || match version {
-            None => RecordsError::NotFound(resource_type.into(), id.into()),
-            Some(v) => RecordsError::NotFound(resource_type.into(), format!("{id}/_history/{v}")),
+            None => RecordsError::NotFound(resource_type.to_string(), id.to_string()),
+            Some(v) => {
+                RecordsError::NotFound(resource_type.to_string(), format!("{id}/_history/{v}"))
+            }
         };
-        if !ironchart_fhir::is_valid_id(id) {
-            return Err(not_found());
-        }
         let stored = match version {
-            None => self.store.read(resource_type, id).await?,
-            Some(v) => self.store.vread(resource_type, id, v).await?,
+            None => self.store.read(&resource_type, id).await?,
+            Some(v) => self.store.vread(&resource_type, id, v).await?,
         };
         let Some(v) = stored else {
             return Err(not_found());
@@ -153,7 +149,10 @@ impl Records {
             None => {}
         }
         if v.deleted {
-            return Err(RecordsError::Gone(resource_type.into(), id.into()));
+            return Err(RecordsError::Gone(
+                resource_type.to_string(),
+                id.to_string(),
+            ));
         }
         Ok(policy::redact(actor, self.reveal(v).await?))
     }
@@ -280,23 +279,15 @@ impl Records {
                 policy::live(actor, self.now())?;
             }
             HistoryScope::Type(t) => {
-                check_type(t)?;
                 policy::check(actor, self.now(), t, Interaction::Read)?;
             }
             HistoryScope::Instance(t, id) => {
-                check_type(t)?;
                 policy::check(actor, self.now(), t, Interaction::Read)?;
-                let current = if ironchart_fhir::is_valid_id(id) {
-                    self.store.read(t, id).await?
-                } else {
-                    None
-                };
-                match current {
-                    None => return Err(RecordsError::NotFound(t.clone(), id.clone())),
+                let not_found = || RecordsError::NotFound(t.to_string(), id.to_string());
+                match self.store.read(t, id).await? {
+                    None => return Err(not_found()),
                     Some(v) => match policy::hidden(actor, &vis, &v) {
-                        Some(Hidden::NotThere) => {
-                            return Err(RecordsError::NotFound(t.clone(), id.clone()));
-                        }
+                        Some(Hidden::NotThere) => return Err(not_found()),
                         Some(Hidden::Restricted) => {
                             return Err(RecordsError::Restricted(v.patient.unwrap_or_default()));
                         }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ironchart_fhir::Id;
 use ironchart_security::keyring::MasterKey;
 use ironchart_store::Store;
 
@@ -261,14 +262,19 @@ pub(crate) fn check_type(resource_type: &str) -> Result<()> {
     }
 }
 
-pub(crate) fn new_id() -> String {
-    uuid::Uuid::new_v4().to_string()
+pub(crate) fn new_id() -> Id {
+    Id::from_random(uuid::Uuid::new_v4().into_bytes())
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
     use crate::read::*;
+    use ironchart_fhir::ResourceType;
+
+    fn id_of(text: &str) -> Id {
+        Id::parse(text).unwrap()
+    }
     use crate::write::*;
     use serde_json::json;
 
@@ -354,7 +360,7 @@ pub(crate) mod tests {
         let patient = |n: usize| json!({"resourceType": "Patient", "name": [{"family": format!("Full{n}"), "text": "x".repeat(2000)}]});
         let mut acknowledged = Vec::new();
         let created = records
-            .create(&actor, "Patient", patient(0), None)
+            .create(&actor, ResourceType::PATIENT, patient(0), None)
             .await
             .unwrap();
         acknowledged.push(created.resource.id);
@@ -368,14 +374,20 @@ pub(crate) mod tests {
         }
         let mut refused = 0;
         for n in 1..2_000 {
-            match records.create(&actor, "Patient", patient(n), None).await {
+            match records
+                .create(&actor, ResourceType::PATIENT, patient(n), None)
+                .await
+            {
                 Ok(w) => acknowledged.push(w.resource.id),
                 Err(e) => {
                     assert!(is_transient(&e), "a full disk must be a 503, not: {e}");
                     refused += 1;
                 }
             }
-            if let Err(e) = records.read(&actor, "Patient", &acknowledged[0]).await {
+            if let Err(e) = records
+                .read(&actor, ResourceType::PATIENT, &id_of(&acknowledged[0]))
+                .await
+            {
                 assert!(is_transient(&e), "a full disk must be a 503, not: {e}");
             }
             if refused >= 5 {
@@ -388,7 +400,7 @@ pub(crate) mod tests {
         let start = std::time::Instant::now();
         let after = loop {
             match records
-                .create(&actor, "Patient", patient(9_999), None)
+                .create(&actor, ResourceType::PATIENT, patient(9_999), None)
                 .await
             {
                 Ok(w) => break w,
@@ -404,7 +416,10 @@ pub(crate) mod tests {
         };
         acknowledged.push(after.resource.id);
         for id in &acknowledged {
-            records.read(&actor, "Patient", id).await.unwrap();
+            records
+                .read(&actor, ResourceType::PATIENT, &id_of(id))
+                .await
+                .unwrap();
         }
         assert!(matches!(
             records.verify_audit().await.unwrap(),
@@ -446,7 +461,11 @@ pub(crate) mod tests {
         }
         for id in ["p1", "p2"] {
             assert_eq!(
-                records.read(&op, "Patient", id).await.unwrap().version,
+                records
+                    .read(&op, ResourceType::PATIENT, &id_of(id))
+                    .await
+                    .unwrap()
+                    .version,
                 1,
                 "{id}"
             );
@@ -454,8 +473,22 @@ pub(crate) mod tests {
         let mut changed = cohort();
         changed[1]["name"][0]["family"] = json!("Changed");
         records.import(&op, changed).await.unwrap();
-        assert_eq!(records.read(&op, "Patient", "p1").await.unwrap().version, 1);
-        assert_eq!(records.read(&op, "Patient", "p2").await.unwrap().version, 2);
+        assert_eq!(
+            records
+                .read(&op, ResourceType::PATIENT, &id_of("p1"))
+                .await
+                .unwrap()
+                .version,
+            1
+        );
+        assert_eq!(
+            records
+                .read(&op, ResourceType::PATIENT, &id_of("p2"))
+                .await
+                .unwrap()
+                .version,
+            2
+        );
         records.close().await;
     }
 

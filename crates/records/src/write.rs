@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use ironchart_fhir::extract::{IndexEntry, IndexValue, extract};
 use ironchart_fhir::search::SearchQuery;
+use ironchart_fhir::{Id, ResourceType};
 use ironchart_security::scope::Interaction;
 use ironchart_store::{NewVersion, Sensitivity, VersionHead, Visibility, WriteTx};
 use serde_json::{Map, Value};
@@ -141,7 +142,7 @@ pub(crate) async fn conditional_match(
     tx: &mut WriteTx,
     query: &SearchQuery,
     vis: &Visibility,
-) -> Result<Option<String>> {
+) -> Result<Option<Id>> {
     if query.filters.is_empty() {
         return Err(RecordsError::bad(
             "a conditional create needs search criteria",
@@ -151,7 +152,8 @@ pub(crate) async fn conditional_match(
     let found = tx.search_ids(query, 2, vis).await?;
     match found.len() {
         0 => Ok(None),
-        1 => Ok(found.into_iter().next().map(|(id, _)| id)),
+        // (Ids read back from the store were checked when they were written.)
+        1 => Ok(found.into_iter().next().and_then(|(id, _)| Id::parse(&id))),
         _ => {
             // "More than one" tells about those records: name their patients in the audit.
             let mut patients = named_patients(query);
@@ -468,27 +470,27 @@ impl Records {
     pub async fn create(
         &self,
         actor: &Actor,
-        resource_type: &str,
+        resource_type: ResourceType,
         value: Value,
         if_none_exist: Option<&SearchQuery>,
     ) -> Result<WriteOutcome> {
         let result = self
             .create_inner(actor, resource_type, value, if_none_exist)
             .await;
-        self.audit_refusal(actor, AuditAction::Create, resource_type, None, result)
+        self.audit_refusal(actor, AuditAction::Create, &resource_type, None, result)
             .await
     }
 
     async fn create_inner(
         &self,
         actor: &Actor,
-        resource_type: &str,
+        resource_type: ResourceType,
         value: Value,
         if_none_exist: Option<&SearchQuery>,
     ) -> Result<WriteOutcome> {
-        check_writable(resource_type)?;
-        policy::check(actor, self.now(), resource_type, Interaction::Create)?;
-        let value = prepare(resource_type, value, None, self.resource_limit)?;
+        check_writable(&resource_type)?;
+        policy::check(actor, self.now(), &resource_type, Interaction::Create)?;
+        let value = prepare(&resource_type, value, None, self.resource_limit)?;
         let ctx = &self.write_ctx(actor).await?;
         let existing = self
             .retrying(|mut tx| {
@@ -502,7 +504,7 @@ impl Records {
                     }
                     let id = new_id();
                     let (outcome, entry) =
-                        write_version(&mut tx, ctx, resource_type, &id, value, None, "POST")
+                        write_version(&mut tx, ctx, &resource_type, &id, value, None, "POST")
                             .await?;
                     self.audit_in(&mut tx, actor, vec![entry]).await?;
                     tx.commit().await?;
@@ -554,15 +556,15 @@ impl Records {
     pub async fn update(
         &self,
         actor: &Actor,
-        resource_type: &str,
-        id: &str,
+        resource_type: ResourceType,
+        id: &Id,
         value: Value,
         if_match: Option<i64>,
     ) -> Result<WriteOutcome> {
         let result = self
-            .update_inner(actor, resource_type, id, value, if_match)
+            .update_inner(actor, &resource_type, id, value, if_match)
             .await;
-        self.audit_refusal(actor, AuditAction::Update, resource_type, Some(id), result)
+        self.audit_refusal(actor, AuditAction::Update, &resource_type, Some(id), result)
             .await
     }
 
@@ -576,12 +578,6 @@ impl Records {
     ) -> Result<WriteOutcome> {
         check_writable(resource_type)?;
         policy::check(actor, self.now(), resource_type, Interaction::Update)?;
-        if !ironchart_fhir::is_valid_id(id) {
-            return Err(RecordsError::bad(
-                format!("'{id}' is not a valid resource id"),
-                None,
-            ));
-        }
         let value = prepare(resource_type, value, Some(id), self.resource_limit)?;
         let ctx = &self.write_ctx(actor).await?;
         let result = self
@@ -615,11 +611,11 @@ impl Records {
     pub async fn delete(
         &self,
         actor: &Actor,
-        resource_type: &str,
-        id: &str,
+        resource_type: ResourceType,
+        id: &Id,
     ) -> Result<Option<i64>> {
-        let result = self.delete_inner(actor, resource_type, id).await;
-        self.audit_refusal(actor, AuditAction::Delete, resource_type, Some(id), result)
+        let result = self.delete_inner(actor, &resource_type, id).await;
+        self.audit_refusal(actor, AuditAction::Delete, &resource_type, Some(id), result)
             .await
     }
 
@@ -631,9 +627,6 @@ impl Records {
     ) -> Result<Option<i64>> {
         check_writable(resource_type)?;
         policy::check(actor, self.now(), resource_type, Interaction::Delete)?;
-        if !ironchart_fhir::is_valid_id(id) {
-            return Ok(None);
-        }
         let ctx = &self.write_ctx(actor).await?;
         self.retrying(|mut tx| async move {
             let (version, entry) = delete_in(&mut tx, ctx, resource_type, id).await?;

@@ -385,6 +385,25 @@ impl crate::Records {
         .await
     }
 
+    /// Audits a request the edge refused because its URL names nothing: a resource type that is
+    /// none, or an id outside the FHIR id grammar. Such probing is logged as a failed `action`
+    /// like any other refused access; what was asked for is kept only when it is a valid type
+    /// or id (the entry notes what was not).
+    pub async fn audit_unnamed(
+        &self,
+        actor: &Actor,
+        action: AuditAction,
+        resource_type: &str,
+        id: Option<&str>,
+    ) -> Result<()> {
+        let entry = AuditEntry::new(action, Outcome::Failure);
+        let entry = match id {
+            Some(id) => entry.resource(resource_type, id, None),
+            None => entry.res_type(resource_type),
+        };
+        self.audit(actor, vec![entry]).await
+    }
+
     /// Writes a signed checkpoint (outside the database) of the newest audit entry, after
     /// checking the chain up to it from the last checkpoint.
     pub async fn checkpoint(&self) -> Result<()> {

@@ -2,7 +2,7 @@
 
 use axum::http::StatusCode;
 use ironchart_fhir::search::SearchQuery;
-use ironchart_records::{Actor, BundleOutcome, HistoryPage, Resource, ResourcePage};
+use ironchart_records::{Actor, AuditAction, BundleOutcome, HistoryPage, Resource, ResourcePage};
 use serde_json::{Map, Value, json};
 
 use super::error::{self, ApiError};
@@ -213,11 +213,11 @@ pub(crate) fn response_bundle(base: &str, kind: &str, outcomes: Vec<BundleOutcom
     let entries: Vec<Value> = outcomes
         .into_iter()
         .map(|o| match o {
-            BundleOutcome::Written { status, resource } => json!({
+            BundleOutcome::Written { created, resource } => json!({
                 "fullUrl": full_url(base, &resource),
                 "resource": resource_value(&resource),
                 "response": {
-                    "status": status_text(status),
+                    "status": status_text(if created { 201 } else { 200 }),
                     "location": format!("{}/{}/_history/{}", resource.resource_type, resource.id, resource.version),
                     "etag": format!("W/\"{}\"", resource.version),
                     "lastModified": ironchart_fhir::datetime::format_instant(resource.last_updated),
@@ -341,18 +341,35 @@ async fn entry_get_unbounded(state: &AppState, actor: &Actor, url: &str) -> (u16
             let size = v.to_string().len();
             (v, size)
         }),
-        [rtype, id] => state
-            .records
-            .read(actor, rtype, id)
-            .await
-            .map(sized)
-            .map_err(ApiError::from),
-        [rtype, id, "_history", vid] => state
-            .records
-            .vread(actor, rtype, id, vid)
-            .await
-            .map(sized)
-            .map_err(ApiError::from),
+        [rtype, id] => {
+            match super::named_instance(state, actor, AuditAction::Read, rtype, id).await {
+                Ok((rt, id)) => state
+                    .records
+                    .read(actor, rt, &id)
+                    .await
+                    .map(sized)
+                    .map_err(ApiError::from),
+                Err(e) => Err(e),
+            }
+        }
+        [rtype, id, "_history", vid] => {
+            match super::named_instance(state, actor, AuditAction::Vread, rtype, id).await {
+                Ok((rt, id)) => match vid.parse::<i64>() {
+                    Ok(version) => state
+                        .records
+                        .vread(actor, rt, &id, version)
+                        .await
+                        .map(sized)
+                        .map_err(ApiError::from),
+                    Err(_) => Err(ironchart_records::RecordsError::NotFound(
+                        rtype.to_string(),
+                        format!("{id}/_history/{vid}"),
+                    )
+                    .into()),
+                },
+                Err(e) => Err(e),
+            }
+        }
         _ => Err(ApiError::bad_request(format!(
             "unsupported GET '{url}' in a Bundle"
         ))),

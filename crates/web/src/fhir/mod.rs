@@ -12,8 +12,10 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use axum::routing::{get, post};
+use ironchart_fhir::bundle::version_of_etag;
 use ironchart_fhir::search::SearchQuery;
-use ironchart_records::{Actor, HistoryScope, Resource};
+use ironchart_fhir::{Id, ResourceType};
+use ironchart_records::{Actor, AuditAction, HistoryScope, RecordsError, Resource};
 use serde_json::Value;
 
 use crate::AppState;
@@ -106,6 +108,50 @@ async fn metadata(
     ))
 }
 
+/// What a URL names: its resource type and, for an instance, its id. A name that is no R4
+/// resource type is a 404, as is an id outside the FHIR id grammar for a read (`for_write`: a
+/// 400); either is audited as a failed `action` before it is refused.
+pub(crate) async fn named(
+    state: &AppState,
+    actor: &Actor,
+    action: AuditAction,
+    rtype: &str,
+    id: Option<&str>,
+) -> Result<(ResourceType, Option<Id>), ApiError> {
+    let parsed = match (ResourceType::parse(rtype), id) {
+        (None, _) => Err(ApiError::from(RecordsError::UnknownType(rtype.to_string()))),
+        (Some(rt), None) => Ok((rt, None)),
+        (Some(rt), Some(text)) => match Id::parse(text) {
+            Some(id) => Ok((rt, Some(id))),
+            None if action == AuditAction::Update => Err(ApiError::bad_request(format!(
+                "'{text}' is not a valid resource id"
+            ))),
+            None => Err(RecordsError::NotFound(rt.to_string(), text.to_string()).into()),
+        },
+    };
+    if parsed.is_err() {
+        state
+            .records
+            .audit_unnamed(actor, action, rtype, id)
+            .await?;
+    }
+    parsed
+}
+
+/// [`named`] for a URL with an id.
+pub(crate) async fn named_instance(
+    state: &AppState,
+    actor: &Actor,
+    action: AuditAction,
+    rtype: &str,
+    id: &str,
+) -> Result<(ResourceType, Id), ApiError> {
+    match named(state, actor, action, rtype, Some(id)).await? {
+        (rt, Some(id)) => Ok((rt, id)),
+        (rt, None) => Err(RecordsError::NotFound(rt.to_string(), id.to_string()).into()),
+    }
+}
+
 async fn read(
     State(state): State<AppState>,
     Authed(actor): Authed,
@@ -118,7 +164,8 @@ async fn read(
         let event = audit_event::read(&state, &actor, &id).await?;
         return Ok(json_response(StatusCode::OK, &event));
     }
-    let res = state.records.read(&actor, &rtype, &id).await?;
+    let (rt, id) = named_instance(&state, &actor, AuditAction::Read, &rtype, &id).await?;
+    let res = state.records.read(&actor, rt, &id).await?;
     // If-None-Match: the client's copy is current.
     if let Some(tag) = headers
         .get(header::IF_NONE_MATCH)
@@ -126,7 +173,7 @@ async fn read(
         && (tag.trim() == "*"
             || tag
                 .split(',')
-                .any(|t| ironchart_records::parse_etag(t) == Some(res.version)))
+                .any(|t| version_of_etag(t) == Some(res.version)))
     {
         let mut r = fhir_response(StatusCode::NOT_MODIFIED, Body::empty());
         version_headers(&mut r, &state, &res, false);
@@ -146,7 +193,16 @@ async fn vread(
     Path((rtype, id, vid)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
     check_accept(&headers, &q)?;
-    let res = state.records.vread(&actor, &rtype, &id, &vid).await?;
+    let (rt, id) = named_instance(&state, &actor, AuditAction::Vread, &rtype, &id).await?;
+    // A version that is no number names no version.
+    let Ok(version) = vid.parse::<i64>() else {
+        state
+            .records
+            .audit_unnamed(&actor, AuditAction::Vread, &rtype, Some(&id))
+            .await?;
+        return Err(RecordsError::NotFound(rtype, format!("{id}/_history/{vid}")).into());
+    };
+    let res = state.records.vread(&actor, rt, &id, version).await?;
     let body = res.json.clone().unwrap_or_default();
     let mut r = fhir_response(StatusCode::OK, body);
     version_headers(&mut r, &state, &res, false);
@@ -190,6 +246,7 @@ async fn create(
 ) -> Result<Response, ApiError> {
     check_accept(&headers, &q)?;
     let prefer = Prefer::from_headers(&headers);
+    let (rt, _) = named(&state, &actor, AuditAction::Create, &rtype, None).await?;
     let condition = match headers.get("if-none-exist").and_then(|v| v.to_str().ok()) {
         Some(text) => {
             let text = text.trim_start_matches('?');
@@ -203,7 +260,7 @@ async fn create(
     };
     let outcome = state
         .records
-        .create(&actor, &rtype, body.0, condition.as_ref())
+        .create(&actor, rt, body.0, condition.as_ref())
         .await?;
     let status = if outcome.created {
         StatusCode::CREATED
@@ -223,18 +280,17 @@ async fn update(
 ) -> Result<Response, ApiError> {
     check_accept(&headers, &q)?;
     let prefer = Prefer::from_headers(&headers);
-    let if_match = match headers.get(header::IF_MATCH) {
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .and_then(ironchart_records::parse_etag)
-                .ok_or_else(|| ApiError::bad_request("If-Match must be an ETag such as W/\"3\""))?,
-        ),
-        None => None,
-    };
+    let if_match =
+        match headers.get(header::IF_MATCH) {
+            Some(v) => Some(v.to_str().ok().and_then(version_of_etag).ok_or_else(|| {
+                ApiError::bad_request("If-Match must be an ETag such as W/\"3\"")
+            })?),
+            None => None,
+        };
+    let (rt, id) = named_instance(&state, &actor, AuditAction::Update, &rtype, &id).await?;
     let outcome = state
         .records
-        .update(&actor, &rtype, &id, body.0, if_match)
+        .update(&actor, rt, &id, body.0, if_match)
         .await?;
     let status = if outcome.created {
         StatusCode::CREATED
@@ -249,7 +305,12 @@ async fn delete(
     Authed(actor): Authed,
     Path((rtype, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let version = state.records.delete(&actor, &rtype, &id).await?;
+    let (rt, _) = named(&state, &actor, AuditAction::Delete, &rtype, None).await?;
+    // An id outside the grammar names nothing: deleting it deletes nothing (delete is idempotent).
+    let version = match Id::parse(&id) {
+        Some(id) => state.records.delete(&actor, rt, &id).await?,
+        None => None,
+    };
     let mut r = fhir_response(StatusCode::NO_CONTENT, Body::empty());
     if let Some(v) = version
         && let Ok(h) = HeaderValue::from_str(&format!("W/\"{v}\""))
@@ -426,7 +487,9 @@ async fn type_history(
 ) -> Result<Response, ApiError> {
     check_accept(&headers, &q)?;
     let path = format!("{rtype}/_history");
-    history_response(&state, &actor, HistoryScope::Type(rtype), q.0, &path).await
+    let (rt, _) = named(&state, &actor, AuditAction::History, &rtype, None).await?;
+    let scope = HistoryScope::Type(rt);
+    history_response(&state, &actor, scope, q.0, &path).await
 }
 
 async fn instance_history(
@@ -438,14 +501,9 @@ async fn instance_history(
 ) -> Result<Response, ApiError> {
     check_accept(&headers, &q)?;
     let path = format!("{rtype}/{id}/_history");
-    history_response(
-        &state,
-        &actor,
-        HistoryScope::Instance(rtype, id),
-        q.0,
-        &path,
-    )
-    .await
+    let (rt, id) = named_instance(&state, &actor, AuditAction::History, &rtype, &id).await?;
+    let scope = HistoryScope::Instance(rt, id);
+    history_response(&state, &actor, scope, q.0, &path).await
 }
 
 async fn system_bundle(
@@ -512,10 +570,11 @@ async fn system_bundle(
         Box::pin(async move { bundle::entry_get(&state, &actor, &url, &budget).await })
             as std::pin::Pin<Box<dyn Future<Output = (u16, Value)> + Send>>
     };
+    let entries = ironchart_fhir::bundle::entries(&value);
     let outcomes = if kind == "transaction" {
-        state.records.transaction(&actor, &value, &get).await?
+        state.records.transaction(&actor, entries, &get).await?
     } else {
-        state.records.batch(&actor, &value, &get).await?
+        state.records.batch(&actor, entries, &get).await?
     };
     Ok(json_response(
         StatusCode::OK,
