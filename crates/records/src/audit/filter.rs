@@ -3,6 +3,8 @@
 
 use ironchart_store::{AuditColumn, AuditQuery, AuditRow};
 
+use ironchart_fhir::PatientId;
+
 use super::{AuditAction, Outcome};
 use crate::clock::Instant;
 
@@ -18,7 +20,7 @@ pub struct AuditFilter {
     /// `system` or `user:<name>` (as [`AuditRecord::actor`] reads).
     pub actor: Option<String>,
     /// Entries concerning this Patient.
-    pub patient: Option<String>,
+    pub patient: Option<PatientId>,
     /// Any of these actions (none: every action).
     pub actions: Vec<AuditAction>,
     pub outcome: Option<Outcome>,
@@ -54,7 +56,7 @@ impl AuditFilter {
             from: self.from.map(Instant::as_millis),
             to: self.to.map(Instant::as_millis),
             actor: self.actor.clone(),
-            patient: self.patient.clone(),
+            patient: self.patient.as_ref().map(|p| p.to_string()),
             actions: self
                 .actions
                 .iter()

@@ -5,7 +5,8 @@ use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use ironchart_records::{AuditFilter, AuditRecord, AuditSort, Instant, Role};
+use ironchart_fhir::PatientId;
+use ironchart_records::{AuditFilter, AuditRecord, AuditSort, Instant, RecordsError, Role};
 use serde::Deserialize;
 
 use super::{Nav, PageError, SignedIn, page};
@@ -76,27 +77,32 @@ fn day(text: &str, end: bool) -> Option<i64> {
 }
 
 impl ReportQuery {
-    fn filter(&self, limit: usize) -> AuditFilter {
+    /// The filter the form asks for; a patient that is no Patient id is refused (an empty
+    /// answer would look like "no entries about them").
+    fn filter(&self, limit: usize) -> Result<AuditFilter, PageError> {
+        let patient = match self.patient.trim() {
+            "" => None,
+            text => Some(PatientId::parse(text).ok_or_else(|| {
+                PageError::Records(RecordsError::BadRequest {
+                    message: format!("'{text}' is not a Patient id"),
+                    expression: None,
+                })
+            })?),
+        };
         let sort = COLUMNS
             .iter()
             .find(|c| c.0 == self.sort)
             .map_or(AuditSort::Seq, |c| c.2);
-        AuditFilter {
+        Ok(AuditFilter {
             from: day(&self.from, false).map(Instant::from_millis),
             to: day(&self.to, true).map(Instant::from_millis),
             actor: Some(self.actor.trim().to_string()).filter(|a| !a.is_empty()),
-            patient: Some(
-                self.patient
-                    .trim()
-                    .trim_start_matches("Patient/")
-                    .to_string(),
-            )
-            .filter(|p| !p.is_empty()),
+            patient,
             sort,
             descending: self.dir != "asc",
             limit,
             ..AuditFilter::default()
-        }
+        })
     }
 
     fn encoded(&self, sort: &str, dir: &str) -> String {
@@ -139,7 +145,7 @@ pub(crate) async fn report(
     Query(q): Query<ReportQuery>,
 ) -> Result<Response, PageError> {
     me.require(Role::Auditor)?;
-    let store_query = q.filter(PAGE_ROWS);
+    let store_query = q.filter(PAGE_ROWS)?;
     let total = state.records.audit_count(&me.actor, &store_query).await?;
     let rows = state.records.audit_entries(&me.actor, &store_query).await?;
     let current_sort = COLUMNS
@@ -209,7 +215,7 @@ pub(crate) async fn export(
     me.require(Role::Auditor)?;
     let rows = state
         .records
-        .audit_entries(&me.actor, &q.filter(MAX_ROWS))
+        .audit_entries(&me.actor, &q.filter(MAX_ROWS)?)
         .await?;
     let mut out = String::new();
     out.push_str(

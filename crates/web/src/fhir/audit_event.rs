@@ -4,6 +4,7 @@
 //! failure), `_count`; newest first, paged. Read by id (the entry's sequence number). Every
 //! read of the log is itself audited.
 
+use ironchart_fhir::PatientId;
 use ironchart_fhir::datetime::parse_date_range;
 use ironchart_records::audit::AuditAction;
 use ironchart_records::{Actor, AuditFilter, AuditRecord, Instant, Outcome, RecordsError};
@@ -82,7 +83,10 @@ pub(crate) fn query_of(pairs: &[(String, String)]) -> Result<AuditFilter, ApiErr
                 });
             }
             "patient" => {
-                q.patient = Some(value.trim().trim_start_matches("Patient/").to_string());
+                q.patient = Some(
+                    PatientId::parse(value.trim())
+                        .ok_or_else(|| bad(format!("patient: '{value}' is not a Patient id")))?,
+                );
             }
             "action" | "subtype" => {
                 for v in value.split(',') {
@@ -330,6 +334,7 @@ mod tests {
         .unwrap();
         assert_eq!(q.actor.as_deref(), Some("user:dr"));
         assert_eq!(q.patient.as_deref(), Some("p1"));
+        assert!(query_of(&pairs(&[("patient", "a b")])).is_err());
         assert_eq!(q.actions, vec![AuditAction::Create]);
         assert_eq!(q.outcome, Some(Outcome::Denied));
         assert!(q.from.unwrap() < q.to.unwrap());

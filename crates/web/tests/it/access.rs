@@ -1237,7 +1237,7 @@ async fn the_log_names_the_patients_an_answer_concerned(s: Server) {
     }
     // An auditor can ask the log who looked at B.
     let query = ironchart_records::AuditFilter {
-        patient: Some("pb".into()),
+        patient: ironchart_fhir::PatientId::parse("pb"),
         actor: Some(format!("user:{physician}")),
         limit: 100,
         ..Default::default()

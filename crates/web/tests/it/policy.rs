@@ -603,7 +603,7 @@ async fn only_auditors_read_the_audit_log(s: Server) {
     assert_eq!(read.status, StatusCode::OK);
     let query = AuditFilter {
         actor: Some(format!("user:{physician}")),
-        patient: Some(pid.to_string()),
+        patient: ironchart_fhir::PatientId::parse(pid),
         limit: 10,
         ..AuditFilter::default()
     };
