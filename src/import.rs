@@ -238,14 +238,9 @@ impl Importer<'_> {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
-        let no_get = |_: &str| {
-            Box::pin(async {
-                (
-                    400u16,
-                    serde_json::json!({"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "not-supported", "diagnostics": "GET entries are not run by import"}]}),
-                )
-            }) as std::pin::Pin<Box<dyn Future<Output = (u16, Value)> + Send>>
-        };
+        // GET entries are not run by an import.
+        let no_get =
+            |_: &str| Box::pin(async {}) as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
         let value = if kind == "transaction" {
             match self.bundle_as_import(&location, value).await? {
                 Some(bundle) => bundle,

@@ -22,22 +22,22 @@ use ironchart_fhir::Id;
 
 /// The outcome of one Bundle entry, for the response Bundle.
 #[derive(Debug)]
-pub enum BundleOutcome {
+pub enum BundleOutcome<G> {
     /// A write and the resulting resource: `created` for a new resource (a conditional create
     /// that found one, or an update of an existing one, is not).
     Written { created: bool, resource: Resource },
     /// A delete: 204 (or 204 for nothing to delete).
     Deleted,
-    /// A read or search: the resource or search result, as JSON (built by the caller).
-    Get { status: u16, body: Value },
+    /// A read or search: what the caller's [`GetHandler`] answered.
+    Get(G),
     /// A failed batch entry.
     Failed(RecordsError),
 }
 
 /// A GET entry is answered by the caller (the web layer knows how to render reads and searches);
-/// it hands us this callback.
-pub type GetHandler<'a> =
-    &'a (dyn Fn(&str) -> std::pin::Pin<Box<dyn Future<Output = (u16, Value)> + Send + 'a>> + Sync);
+/// it hands us this callback, and gets its answers back in the outcomes.
+pub type GetHandler<'a, G> =
+    &'a (dyn Fn(&str) -> std::pin::Pin<Box<dyn Future<Output = G> + Send + 'a>> + Sync);
 
 /// Most entries of one batch or transaction Bundle.
 pub const MAX_BUNDLE_ENTRIES: usize = 10_000;
@@ -176,12 +176,12 @@ fn rewrite_references(value: &mut Value, map: &HashMap<String, String>) {
 impl Records {
     /// Runs a transaction Bundle atomically. On any failure nothing is written and the error of
     /// the failing entry is returned (with its index).
-    pub async fn transaction(
+    pub async fn transaction<G: Send>(
         &self,
         actor: &Actor,
         entries: Vec<std::result::Result<BundleEntry, EntryError>>,
-        get: GetHandler<'_>,
-    ) -> Result<Vec<BundleOutcome>> {
+        get: GetHandler<'_, G>,
+    ) -> Result<Vec<BundleOutcome<G>>> {
         let result = self.transaction_inner(actor, entries, get).await;
         if let Err(e) = &result {
             let outcome = if e.is_denial() {
@@ -208,12 +208,12 @@ impl Records {
         result
     }
 
-    async fn transaction_inner(
+    async fn transaction_inner<G: Send>(
         &self,
         actor: &Actor,
         entries: Vec<std::result::Result<BundleEntry, EntryError>>,
-        get: GetHandler<'_>,
-    ) -> Result<Vec<BundleOutcome>> {
+        get: GetHandler<'_, G>,
+    ) -> Result<Vec<BundleOutcome<G>>> {
         policy::live(actor, self.now())?;
         check_limits(&entries)?;
         let mut requests = Vec::with_capacity(entries.len());
@@ -304,7 +304,7 @@ impl Records {
                 let mut map = map.clone();
                 async move {
                     let mut audit = Vec::new();
-                    let mut outcomes: Vec<Option<BundleOutcome>> =
+                    let mut outcomes: Vec<Option<BundleOutcome<G>>> =
                         (0..prepared.len()).map(|_| None).collect();
                     // Conditional creates first: a match maps its fullUrl to the existing resource.
                     let mut existing_ids: Vec<Option<Id>> = vec![None; prepared.len()];
@@ -437,10 +437,7 @@ impl Records {
         for (i, (outcome, request)) in writes.into_iter().zip(&prepared).enumerate() {
             result.push(match (outcome, request) {
                 (Some(o), _) => o,
-                (None, BundleEntry::Get { url }) => {
-                    let (status, body) = get(url).await;
-                    BundleOutcome::Get { status, body }
-                }
+                (None, BundleEntry::Get { url }) => BundleOutcome::Get(get(url).await),
                 (None, _) => {
                     return Err(entry_error(
                         i,
@@ -453,12 +450,12 @@ impl Records {
     }
 
     /// Runs a batch Bundle: each entry on its own; failures are reported per entry.
-    pub async fn batch(
+    pub async fn batch<G: Send>(
         &self,
         actor: &Actor,
         entries: Vec<std::result::Result<BundleEntry, EntryError>>,
-        get: GetHandler<'_>,
-    ) -> Result<Vec<BundleOutcome>> {
+        get: GetHandler<'_, G>,
+    ) -> Result<Vec<BundleOutcome<G>>> {
         policy::live(actor, self.now())?;
         if let Err(e) = check_limits(&entries) {
             self.audit(
@@ -479,10 +476,7 @@ impl Records {
         for entry in entries {
             let outcome = match entry {
                 Err(err) => BundleOutcome::Failed(unparsed(err)),
-                Ok(BundleEntry::Get { url }) => {
-                    let (status, body) = get(&url).await;
-                    BundleOutcome::Get { status, body }
-                }
+                Ok(BundleEntry::Get { url }) => BundleOutcome::Get(get(&url).await),
                 Ok(BundleEntry::Delete { resource_type, id }) => {
                     match self.delete(actor, resource_type, &id).await {
                         Ok(_) => BundleOutcome::Deleted,

@@ -209,7 +209,11 @@ fn status_text(status: u16) -> String {
 }
 
 /// The response Bundle of a batch or transaction, entries in request order.
-pub(crate) fn response_bundle(base: &str, kind: &str, outcomes: Vec<BundleOutcome>) -> Value {
+pub(crate) fn response_bundle(
+    base: &str,
+    kind: &str,
+    outcomes: Vec<BundleOutcome<(u16, Value)>>,
+) -> Value {
     let entries: Vec<Value> = outcomes
         .into_iter()
         .map(|o| match o {
@@ -224,7 +228,7 @@ pub(crate) fn response_bundle(base: &str, kind: &str, outcomes: Vec<BundleOutcom
                 }
             }),
             BundleOutcome::Deleted => json!({ "response": { "status": status_text(204) } }),
-            BundleOutcome::Get { status, body } => json!({
+            BundleOutcome::Get((status, body)) => json!({
                 "resource": body,
                 "response": { "status": status_text(status) }
             }),

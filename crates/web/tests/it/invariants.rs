@@ -40,3 +40,79 @@ fn the_web_crate_never_opens_the_records_or_acts_as_the_operator() {
         }
     }
 }
+
+/// `records` holds no URL or ETag parsing and reads no system clock for its decisions: types,
+/// ids, Bundle entries and times are parsed at the edge and handed to it typed.
+#[test]
+fn the_records_crate_takes_names_parsed_at_the_edge() {
+    let mut files = Vec::new();
+    let records = Path::new(env!("CARGO_MANIFEST_DIR")).join("../records/src");
+    sources(&records, &mut files);
+    assert!(files.len() > 10, "found the sources");
+    for (path, text) in &files {
+        let allowed_clock =
+            path.ends_with("clock.rs") || path.contains("/audit/") || path.ends_with("keys.rs");
+        for (forbidden, why) in [
+            ("form_urlencoded", "query strings are parsed at the edge"),
+            ("percent_encoding", "URLs are decoded at the edge"),
+            ("fn parse_etag", "ETags are read at the edge"),
+            ("SystemTime::now", "the door reads its Clock"),
+        ] {
+            if forbidden == "SystemTime::now" && allowed_clock {
+                continue;
+            }
+            assert!(!text.contains(forbidden), "{path} uses {forbidden}: {why}");
+        }
+    }
+}
+
+/// The architecture document's code map names every module of the workspace.
+#[test]
+fn the_code_map_names_every_module() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let doc = std::fs::read_to_string(root.join("docs/architecture.md")).expect("the doc");
+    let map = doc
+        .split("## Code map")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("a code map section");
+    let mut files = Vec::new();
+    for dir in [
+        "crates/fhir/src",
+        "crates/security/src",
+        "crates/store/src",
+        "crates/records/src",
+        "crates/web/src",
+        "src",
+    ] {
+        sources(&root.join(dir), &mut files);
+    }
+    let mut missing = Vec::new();
+    for (path, _) in &files {
+        let name = Path::new(path)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let dir = Path::new(path)
+            .parent()
+            .and_then(|p| p.file_name())
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        // Crate roots and generated tables are described by their crate's line.
+        if matches!(name, "lib.rs" | "main.rs") || path.contains("/generated/") {
+            continue;
+        }
+        let named = map.contains(&format!("`{name}`"))
+            || map.contains(&format!("/{name}`"))
+            || map.contains(&format!("{dir}/`"))
+            || map.contains(&format!("{dir}/{name}"))
+            || map.contains(&format!("`{dir}/`"));
+        if !named {
+            missing.push(path.clone());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "modules the code map of docs/architecture.md does not name: {missing:#?}"
+    );
+}
