@@ -1,5 +1,6 @@
 //! Command-line options (each also an `IRONCHART_*` environment variable) and the commands.
 
+use crate::error::CliError;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -350,15 +351,6 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err("the duration must be positive".into());
     }
     Ok(Duration::from_secs(secs))
-}
-
-/// Errors reported to the operator (already readable; printed as `error: …`).
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    #[error("{0}")]
-    Message(String),
-    #[error(transparent)]
-    Records(#[from] ironchart_records::RecordsError),
 }
 
 fn msg(s: impl Into<String>) -> CliError {

@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use ironchart_records::{Actor, BundleOutcome, LocalOperator, PreparedBatch, Records};
 use serde_json::Value;
 
-use crate::cli::CliError;
+use crate::error::CliError;
 
 /// Resources written per database transaction.
 const BATCH: usize = 1000;

@@ -3,6 +3,7 @@
 
 mod cli;
 mod demo;
+mod error;
 mod import;
 
 use std::process::ExitCode;

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use ironchart_records::{LocalOperator, Records, Role};
 
-use crate::cli::CliError;
+use crate::error::CliError;
 
 /// A demo sign-in: user name, role, password.
 pub struct DemoUser {

@@ -1102,10 +1102,10 @@ impl<'a> Evaluator<'a> {
                 .find(|c| c.get("id").and_then(Value::as_str) == Some(local))?;
             return Some(Node::borrowed(found, None));
         }
-        if let Some(parsed) = reference.and_then(crate::extract::parse_reference) {
+        if let Some(parsed) = reference.and_then(crate::reference::parse_reference) {
             return Some(stub_resource(parsed.resource_type, Some(parsed.id)));
         }
-        let declared = crate::extract::reference_type_name(declared_type?)?;
+        let declared = crate::reference::reference_type_name(declared_type?)?;
         Some(stub_resource(declared, None))
     }
 }

@@ -10,6 +10,7 @@ pub mod datetime;
 pub mod extract;
 pub mod fhirpath;
 pub mod generated;
+pub mod reference;
 pub mod search;
 pub mod storage;
 pub mod validate;

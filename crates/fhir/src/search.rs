@@ -32,7 +32,7 @@ pub const MAX_INCLUDES: usize = 10;
 /// A parsed search request for one resource type.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SearchQuery {
-    pub resource_type: String,
+    pub resource_type: crate::ResourceType,
     /// All must match (logical AND); each filter's values are alternatives (logical OR).
     pub filters: Vec<Filter>,
     pub sort: Vec<SortKey>,
@@ -291,11 +291,11 @@ impl SearchQuery {
     /// that cannot be parsed are errors (a search that silently matched more than asked is worse
     /// than a refusal).
     pub fn parse(resource_type: &str, pairs: &[(String, String)]) -> Result<Self, SearchError> {
-        if !is_resource_type(resource_type) {
+        let Some(searched) = crate::ResourceType::parse(resource_type) else {
             return Err(err("", format!("unknown resource type '{resource_type}'")));
-        }
+        };
         let mut query = SearchQuery {
-            resource_type: resource_type.to_string(),
+            resource_type: searched,
             filters: Vec::new(),
             sort: Vec::new(),
             count: DEFAULT_COUNT,
@@ -413,7 +413,7 @@ impl SearchQuery {
                 }
                 let include = parse_include(key, value)?;
                 if base == "_include" {
-                    if include.source_type != self.resource_type {
+                    if include.source_type != self.resource_type.as_str() {
                         self.ignored.push(IgnoredParam {
                             name: key.to_string(),
                             reason: format!("_include source type must be {}", self.resource_type),

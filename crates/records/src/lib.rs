@@ -11,6 +11,7 @@
 mod actor;
 pub mod audit;
 mod bundle;
+mod cache;
 mod clock;
 mod error;
 mod import;
@@ -19,6 +20,7 @@ mod policy;
 mod read;
 mod reindex;
 mod resource;
+mod rotation;
 mod service;
 mod signin;
 mod tokens;

@@ -10,9 +10,9 @@ use ironchart_store::{CompartmentRule, StoredVersion, Visibility};
 use serde_json::Value;
 
 use crate::actor::{Actor, ActorKind};
+use crate::cache::{CACHE_MAX, CACHE_TTL};
 use crate::clock::Instant;
 use crate::resource::Resource;
-use crate::tokens::{CACHE_MAX, CACHE_TTL};
 use crate::{Records, RecordsError, Result};
 
 /// Resource types in no patient compartment that a patient-context actor still sees: the

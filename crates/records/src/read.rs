@@ -353,7 +353,7 @@ fn localize_query(query: &SearchQuery, base: &str) -> Option<SearchQuery> {
         FilterValue::ReferenceUrl(u) => u
             .strip_prefix(base)
             .and_then(|rest| rest.strip_prefix('/'))
-            .and_then(ironchart_fhir::extract::parse_reference)
+            .and_then(ironchart_fhir::reference::parse_reference)
             .filter(|p| p.base.is_none())
             .map(|p| FilterValue::Reference {
                 target_type: Some(p.resource_type.to_string()),

@@ -12,9 +12,9 @@ use ironchart_store::Store;
 use crate::actor::{Actor, LocalOperator};
 use crate::audit::journal::AuditWriter;
 use crate::audit::{AuditAction, AuditEntry, ChainKeys, Outcome};
+use crate::cache::Cache;
 use crate::clock::{Clock, Instant, SystemClock};
 use crate::keys::Keys;
-use crate::tokens::Cache;
 use crate::{RecordsError, Result};
 
 /// Where the data lives.

@@ -1,7 +1,6 @@
 //! Bearer access tokens: issued to the system or to a user (never wider than the user's roles),
 //! stored only as hashes, checked on every request, revocable.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -12,6 +11,7 @@ use tracing::instrument;
 
 use crate::actor::{Actor, ActorKind};
 use crate::audit::{AuditAction, AuditEntry, Outcome};
+use crate::cache::{CACHE_MAX, CACHE_TTL};
 use crate::{Records, RecordsError, Result};
 
 /// The scopes of the full-access system token.
@@ -258,17 +258,6 @@ pub(crate) fn new_secret(prefix: &str) -> String {
     rand::Rng::fill(&mut rand::rngs::OsRng, &mut raw);
     [prefix, &URL_SAFE_NO_PAD.encode(raw)].concat()
 }
-
-/// How long a checked token (or a user's break-the-glass grants) is remembered before the
-/// database is asked again. Revocations in this process take effect at once; in another process
-/// within this time.
-pub(crate) const CACHE_TTL: Duration = Duration::from_secs(5);
-
-/// Most entries a cache holds at once.
-pub(crate) const CACHE_MAX: usize = 10_000;
-
-pub(crate) type Cache<V> =
-    Arc<std::sync::Mutex<std::collections::HashMap<String, (V, std::time::Instant)>>>;
 
 /// The stored form of a secret token or session id: hex SHA-256 (the values are random and
 /// long, so a fast hash is enough).

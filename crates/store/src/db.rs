@@ -256,7 +256,7 @@ impl Store {
                     // every asynchronous commit before.
                     conn.execute(
                         "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                        vec![Arg::Text("bulk.flushed".into()), Arg::Text(crate::migrate::now_millis().to_string())],
+                        vec![Arg::Text("bulk.flushed".into()), Arg::Text(ironchart_fhir::Instant::now().as_millis().to_string())],
                     )
                     .await?;
                     // A bulk load leaves the planner's statistics empty or stale until
@@ -453,7 +453,7 @@ impl ReadConnection for SqliteConnection {
                 .await?
                 .set_progress_handler(4000, move || {
                     let d = deadline.load(std::sync::atomic::Ordering::Relaxed);
-                    d == 0 || crate::migrate::now_millis() < d
+                    d == 0 || ironchart_fhir::Instant::now().as_millis() < d
                 });
         }
         Ok(())
@@ -594,7 +594,9 @@ impl<C: ReadConnection> ReadConn<C> {
     /// not ended cleanly.
     fn start(&mut self) -> &mut C {
         self.settled = false;
-        let deadline = crate::migrate::now_millis().saturating_add(self.pool.timeout_ms() as i64);
+        let deadline = ironchart_fhir::Instant::now()
+            .as_millis()
+            .saturating_add(self.pool.timeout_ms() as i64);
         self.limit
             .deadline
             .store(deadline, std::sync::atomic::Ordering::Relaxed);
@@ -617,7 +619,9 @@ impl<C: ReadConnection> ReadConn<C> {
         self.conn = Some(conn);
         self.limit = limit;
         self.limit.deadline.store(
-            crate::migrate::now_millis().saturating_add(self.pool.timeout_ms() as i64),
+            ironchart_fhir::Instant::now()
+                .as_millis()
+                .saturating_add(self.pool.timeout_ms() as i64),
             std::sync::atomic::Ordering::Relaxed,
         );
         Ok(true)

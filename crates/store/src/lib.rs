@@ -11,11 +11,13 @@
 mod audit;
 mod db;
 mod error;
+mod indexing;
 mod migrate;
 mod resources;
 pub mod search;
 mod tokens;
 mod users;
+mod visibility;
 
 pub use audit::{
     AuditColumn, AuditQuery, AuditRow, INDEX_BATCH, ROWS_PER_INSERT as AUDIT_ROWS_PER_INSERT,
@@ -24,12 +26,13 @@ pub use db::{Backend, DEFAULT_QUERY_TIMEOUT, Store};
 pub use error::StoreError;
 pub use migrate::SCHEMA_VERSION;
 pub use resources::{
-    CurrentBody, HistoryScope, NewVersion, Reindexed, SealedBody, Sensitivity, StoredVersion,
-    VersionHead, WriteTx,
+    CurrentBody, HistoryScope, NewVersion, Reindexed, SealedBody, StoredVersion, VersionHead,
+    WriteTx,
 };
-pub use search::{CompartmentRule, Cursor, MAX_PAGE_BYTES, SearchPage, Visibility, within_bytes};
+pub use search::{Cursor, MAX_PAGE_BYTES, SearchPage, within_bytes};
 pub use tokens::TokenRecord;
 pub use users::{GrantRecord, SessionRecord, UserRecord};
+pub use visibility::{CompartmentRule, Sensitivity, Visibility};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 

@@ -95,7 +95,10 @@ impl Store {
             tx.conn()
                 .execute(
                     "INSERT INTO ironchart_schema (version, applied_at) VALUES ($1, $2)",
-                    vec![Arg::I64(m.version), Arg::I64(now_millis())],
+                    vec![
+                        Arg::I64(m.version),
+                        Arg::I64(ironchart_fhir::Instant::now().as_millis()),
+                    ],
                 )
                 .await?;
             tx.commit().await?;
@@ -117,10 +120,6 @@ impl Store {
             .next()
             .unwrap_or(0))
     }
-}
-
-pub(crate) fn now_millis() -> i64 {
-    ironchart_fhir::Instant::now().as_millis()
 }
 
 #[cfg(test)]
@@ -284,7 +283,7 @@ mod tests {
     /// newest first, and a contained resource's dates stay its own.
     #[tokio::test]
     async fn a_schema_6_database_walks_its_charts_by_date() {
-        use crate::search::Visibility;
+        use crate::Visibility;
         use ironchart_fhir::search::SearchQuery;
         use sqlx::Connection;
         let dir = tempfile::tempdir().unwrap();

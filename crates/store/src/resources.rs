@@ -4,8 +4,8 @@
 use ironchart_fhir::extract::{IndexEntry, IndexValue};
 
 use crate::db::{Arg, Conn, Pools, RowGet, Sql, Store};
-use crate::search::Visibility;
-use crate::search::sql::visible_in;
+use crate::indexing::{clip, scopes_by_reference};
+use crate::visibility::{Sensitivity, Visibility, visible_in};
 use crate::{Result, StoreError};
 
 /// The current version of a resource as the store knows it.
@@ -37,41 +37,6 @@ pub struct StoredVersion {
     /// The version's sensitivity: its own labels' or the current version's, whichever is
     /// higher.
     pub sensitivity: Sensitivity,
-}
-
-/// How sensitive a version is, from its v3 Confidentiality label: who may see it. Stored as its
-/// level (0, 1, 2); ordered, so that "at most restricted" is a comparison.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub enum Sensitivity {
-    /// No label, or U, L, M, N.
-    #[default]
-    Normal,
-    /// R: the patient's own care team (and the patient) only, or break-the-glass.
-    Restricted,
-    /// V: not even the patient (psychotherapy notes and the like); a physician's
-    /// break-the-glass.
-    VeryRestricted,
-}
-
-impl Sensitivity {
-    /// The stored level: 0, 1 or 2.
-    pub const fn level(self) -> i64 {
-        match self {
-            Sensitivity::Normal => 0,
-            Sensitivity::Restricted => 1,
-            Sensitivity::VeryRestricted => 2,
-        }
-    }
-
-    /// The sensitivity of a stored level (anything above 2 is very restricted, anything below 1
-    /// normal).
-    pub const fn of_level(level: i64) -> Sensitivity {
-        match level {
-            i64::MIN..=0 => Sensitivity::Normal,
-            1 => Sensitivity::Restricted,
-            _ => Sensitivity::VeryRestricted,
-        }
-    }
 }
 
 /// A new version to write.
@@ -795,14 +760,6 @@ const INSERT_INDEX: [&str; 8] = [
     "INSERT INTO idx_ref_date (rid, res_type, param, target_id, low, high) VALUES ",
 ];
 
-/// Whether a reference parameter scopes a chart: one of the type's patient-compartment
-/// parameters, or `patient`. A resource's dates are kept under the ids it refers to through
-/// these (`idx_ref_date`), so that a search about one of them sorted by a date walks them in
-/// order (see `ironchart_store::search`).
-pub(crate) fn scopes_by_reference(res_type: &str, param: &str) -> bool {
-    param == "patient" || ironchart_fhir::patient_compartment_params(res_type).contains(&param)
-}
-
 fn table_slot(value: &IndexValue) -> usize {
     match value {
         IndexValue::String(_) => 0,
@@ -817,25 +774,6 @@ fn table_slot(value: &IndexValue) -> usize {
 
 /// Most later words of one string value that it is found by.
 const MAX_WORD_STARTS: usize = 8;
-
-/// Longest indexed text kept (longer values are cut: search needs prefixes, not essays).
-const MAX_INDEXED_TEXT: usize = 512;
-
-/// Index text: at most [`MAX_INDEXED_TEXT`] bytes, without NUL (which PostgreSQL text cannot
-/// hold; search values never contain it).
-pub(crate) fn clip(s: &str) -> String {
-    if s.contains('\0') {
-        return clip(&s.replace('\0', ""));
-    }
-    if s.len() <= MAX_INDEXED_TEXT {
-        return s.to_string();
-    }
-    let mut end = MAX_INDEXED_TEXT;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_string()
-}
 
 fn opt(s: &Option<String>) -> Arg {
     Arg::OptText(s.as_deref().map(clip))

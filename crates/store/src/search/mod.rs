@@ -11,7 +11,8 @@ use ironchart_fhir::search::{Include, SearchQuery};
 use serde_json::{Value, json};
 
 use crate::db::{Conn, RowGet, Sql, Store};
-use crate::resources::{Sensitivity, StoredVersion, WriteTx, version_row};
+use crate::resources::{StoredVersion, WriteTx, version_row};
+use crate::visibility::{Sensitivity, Visibility};
 use crate::{Result, StoreError};
 
 pub use sql::KeyType;
@@ -80,45 +81,6 @@ impl Cursor {
             });
         }
         Ok(Cursor { forward, keys, rid })
-    }
-}
-
-/// Which rows a search or history may return. The caller (the records service's policy)
-/// decides; the store applies it inside the SQL, so totals, pages, chains and includes only ever
-/// cover rows the caller may see.
-#[derive(Debug, Clone)]
-pub struct Visibility {
-    /// Only resources of these types (`None`: any type).
-    pub types: Option<Vec<String>>,
-    /// Only one patient's compartment.
-    pub compartment: Option<CompartmentRule>,
-    /// Rows above this sensitivity are hidden, except those of `unrestricted_patients` up to
-    /// `grant_ceiling`.
-    pub max_sensitivity: Sensitivity,
-    /// Patients whose restricted rows a break-the-glass grant opens.
-    pub unrestricted_patients: Vec<String>,
-    /// The highest sensitivity a grant opens (the actor's role decides).
-    pub grant_ceiling: Sensitivity,
-}
-
-/// A patient compartment, plus the resource types in no compartment that remain visible (a
-/// patient's practitioners, organizations, medications …).
-#[derive(Debug, Clone)]
-pub struct CompartmentRule {
-    pub patient: String,
-    pub shared_types: Vec<String>,
-}
-
-impl Visibility {
-    /// Everything (the system actor).
-    pub fn all() -> Visibility {
-        Visibility {
-            types: None,
-            compartment: None,
-            max_sensitivity: Sensitivity::VeryRestricted,
-            unrestricted_patients: Vec::new(),
-            grant_ceiling: Sensitivity::VeryRestricted,
-        }
     }
 }
 
@@ -652,7 +614,7 @@ pub(crate) fn include_sql(inc: &Include, rids: &[i64], vis: &Visibility) -> Sql 
     if let Some(t) = &inc.target_type {
         sql.push(" AND x.target_type = ").bind_text(t);
     }
-    sql::visible(&mut sql, vis, "r.res_type", "r.patient", "r.sensitivity");
+    crate::visibility::visible(&mut sql, vis, "r.res_type", "r.patient", "r.sensitivity");
     sql.push(" LIMIT ").bind_i64(MAX_INCLUDED);
     sql
 }
@@ -690,7 +652,7 @@ pub(crate) fn revinclude_sql(
         sql.bind_text(id);
     }
     sql.push(")");
-    sql::visible(&mut sql, vis, "r.res_type", "r.patient", "r.sensitivity");
+    crate::visibility::visible(&mut sql, vis, "r.res_type", "r.patient", "r.sensitivity");
     sql.push(" LIMIT ").bind_i64(MAX_INCLUDED);
     sql
 }

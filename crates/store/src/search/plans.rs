@@ -7,8 +7,8 @@
 use ironchart_fhir::search::SearchQuery;
 
 use crate::db::{Arg, Backend, Store};
-use crate::resources::Sensitivity;
-use crate::search::{CompartmentRule, Cursor, KeyValue, Visibility, sql};
+use crate::search::{Cursor, KeyValue, sql};
+use crate::visibility::{CompartmentRule, Sensitivity, Visibility};
 
 /// The US Core searches (and their bare-id forms) whose plans are checked.
 const SHAPES: &[(&str, &str)] = &[

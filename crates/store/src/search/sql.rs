@@ -8,9 +8,10 @@ use ironchart_fhir::search::{
 use ironchart_fhir::storage::{Storage, storage};
 use ironchart_fhir::{SearchParamDef, SearchParamKind};
 
-use super::{Cursor, KeyValue, Visibility};
+use super::{Cursor, KeyValue};
 use crate::db::{Arg, Backend, Sql};
-use crate::resources::Sensitivity;
+use crate::indexing::{clip, scopes_by_reference};
+use crate::visibility::{Visibility, visible};
 
 /// The SQL type of a sort key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,84 +163,6 @@ fn visible_of_type(
         ..vis.clone()
     };
     visible(sql, &rest, "", patient_col, sensitivity_col);
-}
-
-pub(crate) fn visible(
-    sql: &mut Sql,
-    vis: &Visibility,
-    type_col: &'static str,
-    patient_col: &'static str,
-    sensitivity_col: &'static str,
-) {
-    visible_in(sql, vis, type_col, &[patient_col], sensitivity_col);
-}
-
-/// [`visible`] for a row judged by several patient columns (a stored version: its own patient
-/// and its resource's current one). Each must pass: the stricter wins.
-pub(crate) fn visible_in(
-    sql: &mut Sql,
-    vis: &Visibility,
-    type_col: &'static str,
-    patient_cols: &[&'static str],
-    sensitivity_col: &'static str,
-) {
-    if let Some(types) = &vis.types {
-        sql.push(" AND ").push(type_col).push(" IN (");
-        push_texts(sql, types);
-        sql.push(")");
-    }
-    if let Some(c) = &vis.compartment {
-        for patient_col in patient_cols {
-            sql.push(" AND (")
-                .push(patient_col)
-                .push(" = ")
-                .bind_text(&c.patient);
-            if !c.shared_types.is_empty() {
-                sql.push(" OR (")
-                    .push(patient_col)
-                    .push(" IS NULL AND ")
-                    .push(type_col)
-                    .push(" IN (");
-                push_texts(sql, &c.shared_types);
-                sql.push("))");
-            }
-            sql.push(")");
-        }
-    }
-    // The highest sensitivity is every row.
-    if vis.max_sensitivity < Sensitivity::VeryRestricted {
-        sql.push(" AND (")
-            .push(sensitivity_col)
-            .push(" <= ")
-            .bind_i64(vis.max_sensitivity.level());
-        if !vis.unrestricted_patients.is_empty() && vis.grant_ceiling > vis.max_sensitivity {
-            // A break-the-glass grant lifts labels up to the actor's ceiling, never beyond.
-            sql.push(" OR (")
-                .push(sensitivity_col)
-                .push(" <= ")
-                .bind_i64(vis.grant_ceiling.level());
-            for patient_col in patient_cols {
-                sql.push(" AND ").push(patient_col).push(" IN (");
-                push_texts(sql, &vis.unrestricted_patients);
-                sql.push(")");
-            }
-            sql.push(")");
-        }
-        sql.push(")");
-    }
-}
-
-fn push_texts(sql: &mut Sql, items: &[String]) {
-    if items.is_empty() {
-        // `IN ()` is not SQL; nothing is in the empty list.
-        sql.push("NULL");
-    }
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
-            sql.push(", ");
-        }
-        sql.bind_text(item);
-    }
 }
 
 /// Which `resources` alias a condition is about (`r` for the searched type, `t` for a chain).
@@ -714,9 +637,9 @@ fn value_condition(sql: &mut Sql, value: &FilterValue) {
             // decides.
             StringMatch::Exact => {
                 sql.push("(value = ")
-                    .bind(Arg::Text(crate::resources::clip(
-                        &ironchart_fhir::extract::normalize_string(value),
-                    )))
+                    .bind(Arg::Text(clip(&ironchart_fhir::extract::normalize_string(
+                        value,
+                    ))))
                     .push(" AND exact = ")
                     .bind_text(value)
                     .push(")");
@@ -901,7 +824,7 @@ fn date_condition(
         Prefix::Ap => {
             // Approximately: overlapping the search range widened by 10% of its distance from
             // now (at least one day).
-            let now = crate::migrate::now_millis();
+            let now = ironchart_fhir::Instant::now().as_millis();
             let distance = (now - ql).abs().max((now - qh).abs());
             let slack = (distance / 10).max(86_400_000);
             sql.push("(")
@@ -1376,7 +1299,7 @@ pub(crate) fn scoped_walk(query: &SearchQuery) -> Option<(&'static SearchParamDe
         .find_map(|f| match (&f.param, &f.test) {
             (ParamRef::Indexed(r), FilterTest::AnyOf(values))
                 if r.kind == SearchParamKind::Reference
-                    && crate::resources::scopes_by_reference(&query.resource_type, r.name) =>
+                    && scopes_by_reference(&query.resource_type, r.name) =>
             {
                 match values.as_slice() {
                     [FilterValue::Reference { id, .. }] => {

@@ -116,3 +116,81 @@ fn the_code_map_names_every_module() {
         "modules the code map of docs/architecture.md does not name: {missing:#?}"
     );
 }
+
+/// The modules of each crate depend on each other in one direction only: a cycle of `crate::`
+/// paths (outside tests) between top-level modules fails, naming the modules.
+#[test]
+fn no_module_cycles_within_a_crate() {
+    use std::collections::{BTreeMap, BTreeSet};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for dir in [
+        "crates/fhir/src",
+        "crates/security/src",
+        "crates/store/src",
+        "crates/records/src",
+        "crates/web/src",
+        "src",
+    ] {
+        let base = root.join(dir);
+        let mut files = Vec::new();
+        sources(&base, &mut files);
+        let mut deps: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (path, text) in &files {
+            let rel = Path::new(path)
+                .strip_prefix(&base)
+                .expect("under the crate");
+            let top = rel
+                .components()
+                .next()
+                .and_then(|c| c.as_os_str().to_str())
+                .unwrap_or_default()
+                .trim_end_matches(".rs")
+                .to_string();
+            if top == "lib" || top == "main" {
+                continue;
+            }
+            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+            let used = deps.entry(top.clone()).or_default();
+            for (i, _) in code.match_indices("crate::") {
+                let rest = &code[i + "crate::".len()..];
+                let names: Vec<&str> = match rest.strip_prefix('{') {
+                    Some(list) => list
+                        .split('}')
+                        .next()
+                        .unwrap_or_default()
+                        .split(',')
+                        .map(|p| p.trim().split("::").next().unwrap_or_default())
+                        .collect(),
+                    None => vec![rest.split("::").next().unwrap_or_default()],
+                };
+                for name in names {
+                    let name: String = name
+                        .chars()
+                        .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                        .collect();
+                    if !name.is_empty() && name != top {
+                        used.insert(name);
+                    }
+                }
+            }
+        }
+        // A module is on a cycle when it reaches itself.
+        for start in deps.keys() {
+            let mut seen = BTreeSet::new();
+            let mut stack: Vec<&String> = deps[start].iter().collect();
+            while let Some(m) = stack.pop() {
+                if m == start {
+                    panic!(
+                        "{dir}: module {start} depends on itself through {:?}",
+                        seen.iter().collect::<Vec<_>>()
+                    );
+                }
+                if seen.insert(m.clone())
+                    && let Some(next) = deps.get(m)
+                {
+                    stack.extend(next.iter());
+                }
+            }
+        }
+    }
+}
