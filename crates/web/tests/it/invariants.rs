@@ -5,6 +5,16 @@
 
 use std::path::Path;
 
+/// The source directories of the workspace's crates, from the repository root.
+const CRATE_SOURCES: [&str; 6] = [
+    "crates/fhir/src",
+    "crates/security/src",
+    "crates/store/src",
+    "crates/records/src",
+    "crates/web/src",
+    "src",
+];
+
 fn sources(dir: &Path, out: &mut Vec<(String, String)>) {
     for entry in std::fs::read_dir(dir).expect("read src") {
         let path = entry.expect("entry").path();
@@ -77,14 +87,7 @@ fn the_code_map_names_every_module() {
         .and_then(|rest| rest.split("\n## ").next())
         .expect("a code map section");
     let mut files = Vec::new();
-    for dir in [
-        "crates/fhir/src",
-        "crates/security/src",
-        "crates/store/src",
-        "crates/records/src",
-        "crates/web/src",
-        "src",
-    ] {
+    for dir in CRATE_SOURCES {
         sources(&root.join(dir), &mut files);
     }
     let mut missing = Vec::new();
@@ -123,14 +126,7 @@ fn the_code_map_names_every_module() {
 fn no_module_cycles_within_a_crate() {
     use std::collections::{BTreeMap, BTreeSet};
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    for dir in [
-        "crates/fhir/src",
-        "crates/security/src",
-        "crates/store/src",
-        "crates/records/src",
-        "crates/web/src",
-        "src",
-    ] {
+    for dir in CRATE_SOURCES {
         let base = root.join(dir);
         let mut files = Vec::new();
         sources(&base, &mut files);
