@@ -100,6 +100,11 @@ impl Id {
         crate::is_valid_id(text).then(|| Id(text.to_string()))
     }
 
+    /// `text` as an id, if it is one, without copying it.
+    pub fn from_string(text: String) -> Option<Id> {
+        crate::is_valid_id(&text).then_some(Id(text))
+    }
+
     /// A new id from 128 random bits, written as a UUID (`8-4-4-4-12` lower-case hex digits).
     pub fn from_random(bits: [u8; 16]) -> Id {
         let mut text = String::with_capacity(36);

@@ -377,7 +377,7 @@ impl Records {
                                     let (WriteOutcome { resource, .. }, entry) = write_version(
                                         &mut tx,
                                         ctx,
-                                        resource_type,
+                                        *resource_type,
                                         &id,
                                         value,
                                         None,
@@ -403,7 +403,7 @@ impl Records {
                                 let (WriteOutcome { resource, created }, entry) = write_version(
                                     &mut tx,
                                     ctx,
-                                    resource_type,
+                                    *resource_type,
                                     id,
                                     value,
                                     *if_match,

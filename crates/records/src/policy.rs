@@ -289,7 +289,7 @@ pub(crate) fn check_search(actor: &Actor, query: &SearchQuery) -> Result<()> {
 pub(crate) fn redact(actor: &Actor, mut resource: Resource) -> Resource {
     let Some(r) = redactions(actor)
         .iter()
-        .find(|r| r.res_type == resource.resource_type)
+        .find(|r| resource.resource_type == r.res_type)
     else {
         return resource;
     };

@@ -3,7 +3,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ironchart_fhir::search::{ParamRef, SearchQuery};
-use ironchart_fhir::{Id, ResourceType};
+use ironchart_fhir::{Id, Instant, ResourceType};
 use ironchart_security::scope::Interaction;
 use ironchart_store::{Cursor, StoreError, StoredVersion};
 use tracing::instrument;
@@ -45,11 +45,14 @@ impl Records {
             ),
             None => None,
         };
+        // The store holds only what the door wrote: a type or id outside the grammar is damage.
+        let damaged =
+            || RecordsError::Integrity("a stored resource has an invalid type or id".into());
         Ok(Resource {
-            resource_type: v.res_type,
-            id: v.res_id,
+            resource_type: ResourceType::parse(&v.res_type).ok_or_else(damaged)?,
+            id: Id::from_string(v.res_id).ok_or_else(damaged)?,
             version: v.version,
-            last_updated: v.last_updated,
+            last_updated: Instant::from_millis(v.last_updated),
             deleted: v.deleted,
             method: v.method,
             json,

@@ -171,7 +171,11 @@ mod tests {
             let op = op.clone();
             async move {
                 let page = records.search(&op, &q, None).await.unwrap();
-                let mut ids: Vec<String> = page.matches.into_iter().map(|r| r.id).collect();
+                let mut ids: Vec<String> = page
+                    .matches
+                    .into_iter()
+                    .map(|r| r.id.into_string())
+                    .collect();
                 ids.sort();
                 ids
             }
@@ -280,7 +284,11 @@ mod tests {
             )
             .await
             .unwrap();
-        let ids: Vec<String> = page.matches.into_iter().map(|r| r.id).collect();
+        let ids: Vec<String> = page
+            .matches
+            .into_iter()
+            .map(|r| r.id.into_string())
+            .collect();
         assert_eq!(ids, ["o1"]);
         records.close().await;
     }

@@ -1,14 +1,15 @@
 //! Resources as the service hands them out: the stored JSON plus its version facts.
 
+use ironchart_fhir::{Id, Instant, ResourceType};
+
 /// One version of a resource. `json` is the full resource (with `meta.versionId` and
 /// `meta.lastUpdated`), or `None` for a deletion.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resource {
-    pub resource_type: String,
-    pub id: String,
+    pub resource_type: ResourceType,
+    pub id: Id,
     pub version: i64,
-    /// Milliseconds since the Unix epoch (UTC).
-    pub last_updated: i64,
+    pub last_updated: Instant,
     pub deleted: bool,
     /// `POST`, `PUT` or `DELETE`.
     pub method: String,

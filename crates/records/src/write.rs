@@ -198,13 +198,14 @@ async fn check_current(tx: &mut WriteTx, ctx: &WriteCtx<'_>, rt: &str, id: &str)
 pub(crate) async fn write_version(
     tx: &mut WriteTx,
     ctx: &WriteCtx<'_>,
-    resource_type: &str,
-    id: &str,
+    resource_type: ResourceType,
+    id: &Id,
     mut value: Value,
     if_match: Option<i64>,
     method: &'static str,
 ) -> Result<(WriteOutcome, AuditEntry)> {
-    let head: Option<VersionHead> = tx.head_for_update(resource_type, id).await?;
+    let (rt, id_text) = (resource_type.as_str(), id.as_str());
+    let head: Option<VersionHead> = tx.head_for_update(rt, id_text).await?;
     if let Some(expected) = if_match {
         match &head {
             Some(h) if h.version == expected && !h.deleted => {}
@@ -216,12 +217,12 @@ pub(crate) async fn write_version(
         }
     }
     if head.is_some() {
-        check_current(tx, ctx, resource_type, id).await?;
+        check_current(tx, ctx, rt, id_text).await?;
     }
     let version = head.as_ref().map_or(1, |h| h.version + 1);
     let last_updated = next_time(ctx.now, head.as_ref());
-    let body = stamped(&mut value, id, version, last_updated)?;
-    let (index, patient) = index_of(resource_type, id, &value, ctx.base)?;
+    let body = stamped(&mut value, id_text, version, last_updated)?;
+    let (index, patient) = index_of(rt, id_text, &value, ctx.base)?;
     let created = head.as_ref().is_none_or(|h| h.deleted);
     if let Some(p) = &ctx.vis.compartment
         && patient.as_deref() != Some(p.patient.as_str())
@@ -231,14 +232,14 @@ pub(crate) async fn write_version(
         ));
     }
     tx.put(NewVersion {
-        res_type: resource_type,
-        res_id: id,
+        res_type: rt,
+        res_id: id_text,
         version,
         previous: head.as_ref(),
         last_updated,
         deleted: false,
         method,
-        body: Some(ctx.keys.seal(resource_type, id, version, &body)),
+        body: Some(ctx.keys.seal(rt, id_text, version, &body)),
         patient: patient.clone(),
         sensitivity: policy::sensitivity(&value)?,
         index: &index,
@@ -250,16 +251,16 @@ pub(crate) async fn write_version(
         AuditAction::Update
     };
     let entry = AuditEntry::new(action, Outcome::Success)
-        .resource(resource_type, id, Some(version))
+        .resource(rt, id_text, Some(version))
         .patients(patient);
     Ok((
         WriteOutcome {
             created,
             resource: Resource {
-                resource_type: resource_type.to_string(),
-                id: id.to_string(),
+                resource_type,
+                id: id.clone(),
                 version,
-                last_updated,
+                last_updated: Instant::from_millis(last_updated),
                 deleted: false,
                 method: method.to_string(),
                 json: Some(body),
@@ -504,7 +505,7 @@ impl Records {
                     }
                     let id = new_id();
                     let (outcome, entry) =
-                        write_version(&mut tx, ctx, &resource_type, &id, value, None, "POST")
+                        write_version(&mut tx, ctx, resource_type, &id, value, None, "POST")
                             .await?;
                     self.audit_in(&mut tx, actor, vec![entry]).await?;
                     tx.commit().await?;
@@ -562,7 +563,7 @@ impl Records {
         if_match: Option<i64>,
     ) -> Result<WriteOutcome> {
         let result = self
-            .update_inner(actor, &resource_type, id, value, if_match)
+            .update_inner(actor, resource_type, id, value, if_match)
             .await;
         self.audit_refusal(actor, AuditAction::Update, &resource_type, Some(id), result)
             .await
@@ -571,14 +572,14 @@ impl Records {
     async fn update_inner(
         &self,
         actor: &Actor,
-        resource_type: &str,
-        id: &str,
+        resource_type: ResourceType,
+        id: &Id,
         value: Value,
         if_match: Option<i64>,
     ) -> Result<WriteOutcome> {
-        check_writable(resource_type)?;
-        policy::check(actor, self.now(), resource_type, Interaction::Update)?;
-        let value = prepare(resource_type, value, Some(id), self.resource_limit)?;
+        check_writable(&resource_type)?;
+        policy::check(actor, self.now(), &resource_type, Interaction::Update)?;
+        let value = prepare(&resource_type, value, Some(id), self.resource_limit)?;
         let ctx = &self.write_ctx(actor).await?;
         let result = self
             .retrying(|mut tx| {
@@ -589,7 +590,7 @@ impl Records {
                             .await?;
                     if outcome.created {
                         // Update-as-create needs the right to create.
-                        policy::check(actor, self.now(), resource_type, Interaction::Create)?;
+                        policy::check(actor, self.now(), &resource_type, Interaction::Create)?;
                     }
                     self.audit_in(&mut tx, actor, vec![entry]).await?;
                     tx.commit().await?;

@@ -180,12 +180,12 @@ pub(crate) fn history(
                 "fullUrl": full_url(base, r),
                 "request": {
                     "method": r.method,
-                    "url": if r.method == "POST" { r.resource_type.clone() } else { url },
+                    "url": if r.method == "POST" { r.resource_type.to_string() } else { url },
                 },
                 "response": {
                     "status": if r.deleted { "204" } else if r.version == 1 { "201" } else { "200" },
                     "etag": format!("W/\"{}\"", r.version),
-                    "lastModified": ironchart_fhir::datetime::format_instant(r.last_updated),
+                    "lastModified": r.last_updated.to_string(),
                 }
             });
             if !r.deleted {
@@ -224,7 +224,7 @@ pub(crate) fn response_bundle(
                     "status": status_text(if created { 201 } else { 200 }),
                     "location": format!("{}/{}/_history/{}", resource.resource_type, resource.id, resource.version),
                     "etag": format!("W/\"{}\"", resource.version),
-                    "lastModified": ironchart_fhir::datetime::format_instant(resource.last_updated),
+                    "lastModified": resource.last_updated.to_string(),
                 }
             }),
             BundleOutcome::Deleted => json!({ "response": { "status": status_text(204) } }),

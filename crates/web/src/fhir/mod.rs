@@ -59,7 +59,7 @@ fn version_headers(r: &mut Response, state: &AppState, res: &Resource, location:
     if let Ok(v) = HeaderValue::from_str(&format!("W/\"{}\"", res.version)) {
         h.insert(header::ETAG, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&http_date(res.last_updated)) {
+    if let Ok(v) = HeaderValue::from_str(&http_date(res.last_updated.as_millis())) {
         h.insert(header::LAST_MODIFIED, v);
     }
     if location {
