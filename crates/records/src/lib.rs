@@ -44,7 +44,7 @@ pub use write::MAX_INDEX_VALUES;
 
 pub use ironchart_security::constant_time_eq;
 pub use ironchart_security::keyring::MasterKey;
-pub use ironchart_security::scope::{Role, Scopes};
+pub use ironchart_security::scope::{Interaction, Role, Scopes};
 
 pub use audit::{AuditAction, AuditFilter, AuditRecord, AuditSort, Outcome, VerifyReport};
 pub use ironchart_store::SCHEMA_VERSION;

@@ -10,6 +10,7 @@
 mod account;
 mod admin;
 mod audit;
+mod chart;
 mod signin;
 
 use askama::Template;
@@ -41,6 +42,8 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/admin/users", get(admin::users))
         .route("/admin/users/add", post(admin::add_user))
         .route("/admin/users/action", post(admin::user_action))
+        .route("/patients", get(chart::patients))
+        .route("/patients/{id}", get(chart::chart))
         .route("/audit", get(audit::report))
         .route("/audit/export.csv", get(audit::export))
         .route(
@@ -191,6 +194,8 @@ pub(crate) struct Nav {
     pub admin: bool,
     pub auditor: bool,
     pub clinician: bool,
+    /// May find and open patients' charts (a patient uses the portal instead).
+    pub patients: bool,
 }
 
 impl Nav {
@@ -202,6 +207,11 @@ impl Nav {
             admin: roles.contains(&Role::Admin),
             auditor: roles.contains(&Role::Auditor),
             clinician: roles.iter().any(|r| r.can_break_glass()),
+            patients: session.actor.as_ref().is_some_and(|a| {
+                a.patient().is_none()
+                    && a.scopes()
+                        .allows("Patient", ironchart_records::Interaction::Search)
+            }),
         }
     }
 }
@@ -266,7 +276,10 @@ impl IntoResponse for PageError {
                 "Try again",
                 "The audit log is unavailable, so nothing was done. Try again shortly.".to_string(),
             ),
-            PageError::Records(e @ (E::BadRequest { .. } | E::Conflict(_) | E::NotFound(..))) => {
+            PageError::Records(e @ (E::NotFound(..) | E::Gone(..))) => {
+                (StatusCode::NOT_FOUND, "Not found", e.to_string())
+            }
+            PageError::Records(e @ (E::BadRequest { .. } | E::Conflict(_))) => {
                 (StatusCode::BAD_REQUEST, "Not done", e.to_string())
             }
             PageError::Records(e @ (E::Forbidden(_) | E::Restricted(_))) => {

@@ -9,6 +9,7 @@ mod support;
 mod access;
 mod bad_input;
 mod bundles;
+mod chart;
 mod connections;
 mod crud;
 mod examples;

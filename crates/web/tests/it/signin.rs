@@ -15,21 +15,21 @@ use ironchart_security::totp::{TotpSecret, code_at};
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 
-const PASSWORD: &str = "correct horse battery staple 42";
+pub(super) const PASSWORD: &str = "correct horse battery staple 42";
 
 /// A server with its own records service.
-struct App {
-    records: Records,
+pub(super) struct App {
+    pub(super) records: Records,
     origin: String,
     _dir: Option<tempfile::TempDir>,
 }
 
-enum Db {
+pub(super) enum Db {
     Sqlite,
     Postgres,
 }
 
-async fn start(db: Db, policy: SessionPolicy) -> Option<App> {
+pub(super) async fn start(db: Db, policy: SessionPolicy) -> Option<App> {
     start_with(db, policy, Vec::new()).await
 }
 
@@ -112,14 +112,14 @@ macro_rules! both {
 }
 
 impl App {
-    async fn user(&self, name: &str, role: Role, patient: Option<&str>) {
+    pub(super) async fn user(&self, name: &str, role: Role, patient: Option<&str>) {
         self.records
             .add_user(&operator(), name, &[role], patient, PASSWORD)
             .await
             .unwrap();
     }
 
-    fn browser(&self) -> Browser {
+    pub(super) fn browser(&self) -> Browser {
         Browser {
             client: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
@@ -151,17 +151,17 @@ impl App {
 }
 
 /// A browser: keeps cookies, sends same-origin form posts, does not follow redirects.
-struct Browser {
+pub(super) struct Browser {
     client: reqwest::Client,
     origin: String,
     cookies: HashMap<String, String>,
     send_origin: bool,
 }
 
-struct Page {
-    status: StatusCode,
+pub(super) struct Page {
+    pub(super) status: StatusCode,
     headers: HeaderMap,
-    body: String,
+    pub(super) body: String,
 }
 
 impl Page {
@@ -224,7 +224,7 @@ impl Browser {
         }
     }
 
-    async fn get(&mut self, path: &str) -> Page {
+    pub(super) async fn get(&mut self, path: &str) -> Page {
         let r = self
             .client
             .get(format!("{}{path}", self.origin))
@@ -249,7 +249,7 @@ impl Browser {
     }
 
     /// Fills in and submits the sign-in form.
-    async fn sign_in(&mut self, username: &str, password: &str) -> Page {
+    pub(super) async fn sign_in(&mut self, username: &str, password: &str) -> Page {
         let form = self.get("/login").await;
         let csrf = form.field("csrf");
         self.post(
@@ -268,7 +268,7 @@ impl Browser {
     }
 }
 
-fn default_policy() -> SessionPolicy {
+pub(super) fn default_policy() -> SessionPolicy {
     SessionPolicy::default()
 }
 

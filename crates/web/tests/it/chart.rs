@@ -1,0 +1,192 @@
+//! The chart pages as each role sees them: finding a patient, the banner, the summary.
+
+use ironchart_fhir::{Id, ResourceType};
+use ironchart_records::Role;
+use ironchart_records::test_support::operator;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::signin::{Db, PASSWORD, default_policy, start};
+
+async fn put(app: &crate::signin::App, rt: &str, id: &str, value: Value) {
+    let op = operator();
+    let (Some(rt), Some(id)) = (ResourceType::parse(rt), Id::parse(id)) else {
+        panic!("a valid type and id");
+    };
+    app.records
+        .update(op.actor(), rt, &id, value, None)
+        .await
+        .expect("stored");
+}
+
+async fn clinic(app: &crate::signin::App) {
+    put(app, "Patient", "p1", json!({"resourceType": "Patient", "id": "p1",
+        "name": [{"use": "official", "family": "O'Brien<script>alert(1)</script>", "given": ["Mary"]}],
+        "gender": "female", "birthDate": "1961-02-03",
+        "identifier": [{"system": "urn:ironchart:demo:mrn", "value": "MRN-000777"}]})).await;
+    put(
+        app,
+        "AllergyIntolerance",
+        "a1",
+        json!({"resourceType": "AllergyIntolerance", "id": "a1",
+        "patient": {"reference": "Patient/p1"}, "code": {"text": "Penicillin"},
+        "reaction": [{"manifestation": [{"text": "Hives"}]}]}),
+    )
+    .await;
+    put(app, "Condition", "c1", json!({"resourceType": "Condition", "id": "c1",
+        "subject": {"reference": "Patient/p1"},
+        "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
+        "code": {"text": "Type 2 diabetes mellitus"}})).await;
+    put(app, "Observation", "bp1", json!({"resourceType": "Observation", "id": "bp1", "status": "final",
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}],
+        "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}], "text": "Blood pressure"},
+        "subject": {"reference": "Patient/p1"}, "effectiveDateTime": "2026-11-30T09:00:00Z",
+        "component": [
+            {"code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]}, "valueQuantity": {"value": 128, "unit": "mm[Hg]"}},
+            {"code": {"coding": [{"system": "http://loinc.org", "code": "8462-4"}]}, "valueQuantity": {"value": 82, "unit": "mm[Hg]"}}]})).await;
+    put(app, "Observation", "k1", json!({"resourceType": "Observation", "id": "k1", "status": "final",
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}]}],
+        "code": {"coding": [{"system": "http://loinc.org", "code": "2823-3"}], "text": "Potassium"},
+        "subject": {"reference": "Patient/p1"}, "effectiveDateTime": "2026-11-29T08:00:00Z",
+        "valueQuantity": {"value": 5.9, "unit": "mmol/L"},
+        "interpretation": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation", "code": "H"}]}]})).await;
+    put(
+        app,
+        "Patient",
+        "p2",
+        json!({"resourceType": "Patient", "id": "p2",
+        "name": [{"family": "Quiet", "given": ["Sam"]}], "birthDate": "2025-06-01"}),
+    )
+    .await;
+    put(app, "AllergyIntolerance", "a2", json!({"resourceType": "AllergyIntolerance", "id": "a2",
+        "patient": {"reference": "Patient/p2"},
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "716186003", "display": "No known allergy"}]}})).await;
+    put(
+        app,
+        "Patient",
+        "p3",
+        json!({"resourceType": "Patient", "id": "p3",
+        "name": [{"family": "Blank"}], "deceasedDateTime": "2024-03-05"}),
+    )
+    .await;
+}
+
+async fn each_role_sees_the_chart_it_may(db: Db) {
+    let Some(app) = start(db, default_policy()).await else {
+        return;
+    };
+    clinic(&app).await;
+    app.user("dr", Role::Physician, None).await;
+    app.user("desk", Role::FrontDesk, None).await;
+    app.user("pat", Role::Patient, Some("p1")).await;
+
+    let mut dr = app.browser();
+    dr.sign_in("dr", PASSWORD).await;
+    let home = dr.get("/").await;
+    assert!(
+        home.body.contains("action=\"/patients\""),
+        "the top bar has patient search"
+    );
+    // Found by name as typed, by birth date, by MRN; a name is text, never markup.
+    for q in [
+        "obrien",
+        "O%27Brien%2C%20Mary",
+        "mary%20obr",
+        "03-Feb-1961",
+        "1961-02-03",
+        "MRN-000777",
+    ] {
+        let found = dr.get(&format!("/patients?q={q}")).await;
+        assert_eq!(found.status, StatusCode::OK, "{q}");
+        assert!(
+            found.body.contains("href=\"/patients/p1\""),
+            "{q}: {}",
+            found.body
+        );
+        assert!(found.body.contains("03-Feb-1961 ("), "{q}: born with age");
+        assert!(!found.body.contains("<script>alert"), "{q}: escaped");
+    }
+    assert!(
+        dr.get("/patients?q=zzzz")
+            .await
+            .body
+            .contains("No patient matches")
+    );
+
+    let chart = dr.get("/patients/p1").await;
+    assert_eq!(chart.status, StatusCode::OK);
+    let body = &chart.body;
+    assert!(
+        body.contains("O&#39;BRIEN&#60;SCRIPT&#62;ALERT(1)&#60;/SCRIPT&#62;, Mary"),
+        "family name upper-case, escaped: {}",
+        body.lines()
+            .find(|l| l.contains("banner-name"))
+            .unwrap_or("")
+    );
+    assert!(!body.contains("<script>alert"));
+    assert!(body.contains("03-Feb-1961 ("), "born with age");
+    assert!(body.contains("MRN-000777"));
+    assert!(
+        body.contains("Penicillin (Hives)"),
+        "allergies with reactions in the banner"
+    );
+    assert!(body.contains("Type 2 diabetes mellitus"));
+    assert!(
+        body.contains("128/82 mm[Hg]"),
+        "blood pressure with its unit"
+    );
+    assert!(body.contains("Potassium") && body.contains("5.9 mmol/L") && body.contains(">H<"));
+    assert!(
+        dr.get("/patients/p2")
+            .await
+            .body
+            .contains("No known allergies")
+    );
+    let blank = dr.get("/patients/p3").await.body;
+    assert!(blank.contains("Allergies not recorded"));
+    assert!(blank.contains("Deceased 05-Mar-2024") && blank.contains("banner deceased"));
+    assert_eq!(
+        dr.get("/patients/nobody").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        dr.get("/patients/bad%20id").await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // The front desk finds patients and sees the banner, not the clinical record.
+    let mut desk = app.browser();
+    desk.sign_in("desk", PASSWORD).await;
+    assert!(
+        desk.get("/patients?q=obrien")
+            .await
+            .body
+            .contains("href=\"/patients/p1\"")
+    );
+    let chart = desk.get("/patients/p1").await;
+    assert_eq!(chart.status, StatusCode::OK);
+    assert!(chart.body.contains("MRN-000777"));
+    assert!(chart.body.contains("Allergies are not shown to your role"));
+    assert!(!chart.body.contains("diabetes") && !chart.body.contains("Potassium"));
+
+    // A patient uses the portal: no search, no one's chart by URL but their own.
+    let mut pat = app.browser();
+    pat.sign_in("pat", PASSWORD).await;
+    assert!(!pat.get("/").await.body.contains("action=\"/patients\""));
+    assert_eq!(
+        pat.get("/patients?q=obrien").await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(pat.get("/patients/p2").await.status, StatusCode::NOT_FOUND);
+}
+
+mod each_role_sees_the_chart_it_may {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::each_role_sees_the_chart_it_may(super::Db::Sqlite).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::each_role_sees_the_chart_it_may(super::Db::Postgres).await;
+    }
+}
