@@ -607,26 +607,6 @@ pub(crate) async fn chart(
         .await?;
     let pid = id.to_string();
     let today = state.records.now();
-    let section = async |title,
-                         rt: &str,
-                         pairs: &[(&str, String)],
-                         empty,
-                         item: fn(&Value) -> Option<Item>|
-           -> Result<Section, PageError> {
-        if !may_search(actor, rt) {
-            return Ok(Section {
-                title,
-                items: None,
-                empty,
-            });
-        }
-        let found = find(&state, actor, rt, pairs).await?;
-        Ok(Section {
-            title,
-            items: Some(found.iter().filter_map(|r| item(&r.value())).collect()),
-            empty,
-        })
-    };
     let allergies = if may_search(actor, "AllergyIntolerance") {
         allergy_status(
             &find(
@@ -640,171 +620,10 @@ pub(crate) async fn chart(
     } else {
         AllergyStatus::NotShown
     };
-    let mut sections = Vec::new();
-    sections.push(
-        section(
-            "Active problems",
-            "Condition",
-            &[
-                ("patient", pid.clone()),
-                ("clinical-status", "active".into()),
-                ("_count", "50".into()),
-            ],
-            "No active problems recorded.",
-            |c| {
-                Some(Item {
-                    text: concept_text(c.get("code")),
-                    detail: String::new(),
-                    when: effective(c),
-                    flag: String::new(),
-                })
-            },
-        )
-        .await?,
-    );
-    sections.push(
-        section(
-            "Active medications",
-            "MedicationRequest",
-            &[
-                ("patient", pid.clone()),
-                ("status", "active".into()),
-                ("_count", "50".into()),
-            ],
-            "No active medications recorded.",
-            |m| {
-                let drug = m
-                    .get("medicationCodeableConcept")
-                    .map(|c| concept_text(Some(c)))
-                    .or_else(|| {
-                        m.pointer("/medicationReference/display")
-                            .and_then(Value::as_str)
-                            .map(str::to_string)
-                    })
-                    .unwrap_or_else(|| "Medication not named".into());
-                let dose = m
-                    .pointer("/dosageInstruction/0/text")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
-                Some(Item {
-                    text: drug,
-                    detail: dose,
-                    when: effective(m),
-                    flag: String::new(),
-                })
-            },
-        )
-        .await?,
-    );
-    sections.push(latest_vitals(&state, actor, &pid).await?);
-    sections.push(
-        section(
-            "Recent abnormal results",
-            "Observation",
-            &[
-                ("patient", pid.clone()),
-                ("category", "laboratory".into()),
-                ("_sort", "-date".into()),
-                ("_count", "100".into()),
-            ],
-            "No abnormal results among the latest hundred.",
-            |o| {
-                let flag = abnormal_flag(o)?;
-                Some(Item {
-                    text: concept_text(o.get("code")),
-                    detail: observation_value(o),
-                    when: effective(o),
-                    flag,
-                })
-            },
-        )
-        .await?,
-    );
-    sections.push(
-        section(
-            "Recent encounters",
-            "Encounter",
-            &[
-                ("patient", pid.clone()),
-                ("_sort", "-date".into()),
-                ("_count", "5".into()),
-            ],
-            "No encounters recorded.",
-            |e| {
-                Some(Item {
-                    text: e
-                        .pointer("/type/0")
-                        .map(|c| concept_text(Some(c)))
-                        .unwrap_or_else(|| "Encounter".into()),
-                    detail: e
-                        .get("status")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string(),
-                    when: effective(e),
-                    flag: String::new(),
-                })
-            },
-        )
-        .await?,
-    );
-    let today_text = today.to_string();
-    sections.push(
-        section(
-            "Upcoming appointments",
-            "Appointment",
-            &[
-                ("patient", pid.clone()),
-                ("date", format!("ge{}", today_text.get(..10).unwrap_or(""))),
-                ("_sort", "date".into()),
-                ("_count", "5".into()),
-            ],
-            "No upcoming appointments.",
-            |a| {
-                Some(Item {
-                    text: a
-                        .get("description")
-                        .and_then(Value::as_str)
-                        .map(str::to_string)
-                        .unwrap_or_else(|| concept_text(a.pointer("/appointmentType"))),
-                    detail: a
-                        .get("status")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string(),
-                    when: effective(a),
-                    flag: String::new(),
-                })
-            },
-        )
-        .await?,
-    );
-    sections.push(
-        section(
-            "Immunizations",
-            "Immunization",
-            &[
-                ("patient", pid.clone()),
-                ("_sort", "-date".into()),
-                ("_count", "10".into()),
-            ],
-            "No immunizations recorded.",
-            |i| {
-                Some(Item {
-                    text: concept_text(i.get("vaccineCode")),
-                    detail: i
-                        .get("lotNumber")
-                        .and_then(Value::as_str)
-                        .map(|l| format!("lot {l}"))
-                        .unwrap_or_default(),
-                    when: effective(i),
-                    flag: String::new(),
-                })
-            },
-        )
-        .await?,
-    );
+    let mut sections = Vec::with_capacity(SECTIONS.len());
+    for spec in SECTIONS {
+        sections.push(section(&state, actor, &pid, today, spec).await?);
+    }
     Ok(page(
         StatusCode::OK,
         &ChartPage {
@@ -815,52 +634,218 @@ pub(crate) async fn chart(
     ))
 }
 
-/// The newest value of each vital sign, with its date.
-async fn latest_vitals(state: &AppState, actor: &Actor, pid: &str) -> Result<Section, PageError> {
-    let title = "Latest vital signs";
-    let empty = "No vital signs recorded.";
-    if !may_search(actor, "Observation") {
+/// One section of the chart summary: what it searches and how a found resource reads.
+struct Spec {
+    title: &'static str,
+    resource_type: &'static str,
+    /// Search parameters besides `patient`; `{today}` stands for today's date.
+    params: &'static [(&'static str, &'static str)],
+    empty: &'static str,
+    item: fn(&Value) -> Option<Item>,
+    /// Only the newest of each code (the searches are newest first).
+    latest_per_code: bool,
+}
+
+const SECTIONS: &[Spec] = &[
+    Spec {
+        title: "Active problems",
+        resource_type: "Condition",
+        params: &[("clinical-status", "active"), ("_count", "50")],
+        empty: "No active problems recorded.",
+        item: problem_item,
+        latest_per_code: false,
+    },
+    Spec {
+        title: "Active medications",
+        resource_type: "MedicationRequest",
+        params: &[("status", "active"), ("_count", "50")],
+        empty: "No active medications recorded.",
+        item: medication_item,
+        latest_per_code: false,
+    },
+    Spec {
+        title: "Latest vital signs",
+        resource_type: "Observation",
+        params: &[
+            ("category", "vital-signs"),
+            ("_sort", "-date"),
+            ("_count", "100"),
+        ],
+        empty: "No vital signs recorded.",
+        item: result_item,
+        latest_per_code: true,
+    },
+    Spec {
+        title: "Recent abnormal results",
+        resource_type: "Observation",
+        params: &[
+            ("category", "laboratory"),
+            ("_sort", "-date"),
+            ("_count", "100"),
+        ],
+        empty: "No abnormal results among the latest hundred.",
+        item: abnormal_item,
+        latest_per_code: false,
+    },
+    Spec {
+        title: "Recent encounters",
+        resource_type: "Encounter",
+        params: &[("_sort", "-date"), ("_count", "5")],
+        empty: "No encounters recorded.",
+        item: encounter_item,
+        latest_per_code: false,
+    },
+    Spec {
+        title: "Upcoming appointments",
+        resource_type: "Appointment",
+        params: &[("date", "ge{today}"), ("_sort", "date"), ("_count", "5")],
+        empty: "No upcoming appointments.",
+        item: appointment_item,
+        latest_per_code: false,
+    },
+    Spec {
+        title: "Immunizations",
+        resource_type: "Immunization",
+        params: &[("_sort", "-date"), ("_count", "10")],
+        empty: "No immunizations recorded.",
+        item: immunization_item,
+        latest_per_code: false,
+    },
+];
+
+/// A section of the chart: searched as the user, or said to be not shown to their role.
+async fn section(
+    state: &AppState,
+    actor: &Actor,
+    pid: &str,
+    today: Instant,
+    spec: &Spec,
+) -> Result<Section, PageError> {
+    let (title, empty) = (spec.title, spec.empty);
+    if !may_search(actor, spec.resource_type) {
         return Ok(Section {
             title,
             items: None,
             empty,
         });
     }
-    let found = find(
-        state,
-        actor,
-        "Observation",
-        &[
-            ("patient", pid.to_string()),
-            ("category", "vital-signs".into()),
-            ("_sort", "-date".into()),
-            ("_count", "100".into()),
-        ],
-    )
-    .await?;
+    let day = today.to_string();
+    let day = day.get(..10).unwrap_or("");
+    let mut pairs = vec![("patient", pid.to_string())];
+    pairs.extend(
+        spec.params
+            .iter()
+            .map(|(k, v)| (*k, v.replace("{today}", day))),
+    );
+    let found = find(state, actor, spec.resource_type, &pairs).await?;
     let mut seen = std::collections::HashSet::new();
     let mut items = Vec::new();
     for r in &found {
-        let o = r.value();
-        let code = o
-            .pointer("/code/coding/0/code")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        if !seen.insert(code) {
-            continue;
+        let v = r.value();
+        if spec.latest_per_code {
+            let code = v.pointer("/code/coding/0/code").and_then(Value::as_str);
+            if !seen.insert(code.unwrap_or("").to_string()) {
+                continue;
+            }
         }
-        items.push(Item {
-            text: concept_text(o.get("code")),
-            detail: observation_value(&o),
-            when: effective(&o),
-            flag: abnormal_flag(&o).unwrap_or_default(),
-        });
+        items.extend((spec.item)(&v));
     }
     Ok(Section {
         title,
         items: Some(items),
         empty,
+    })
+}
+
+fn problem_item(c: &Value) -> Option<Item> {
+    Some(Item {
+        text: concept_text(c.get("code")),
+        detail: String::new(),
+        when: effective(c),
+        flag: String::new(),
+    })
+}
+
+fn medication_item(m: &Value) -> Option<Item> {
+    let drug = m
+        .get("medicationCodeableConcept")
+        .map(|c| concept_text(Some(c)))
+        .or_else(|| {
+            m.pointer("/medicationReference/display")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "Medication not named".into());
+    Some(Item {
+        text: drug,
+        detail: m
+            .pointer("/dosageInstruction/0/text")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        when: effective(m),
+        flag: String::new(),
+    })
+}
+
+/// An observation with its value, unit, date and flag.
+fn result_item(o: &Value) -> Option<Item> {
+    Some(Item {
+        text: concept_text(o.get("code")),
+        detail: observation_value(o),
+        when: effective(o),
+        flag: abnormal_flag(o).unwrap_or_default(),
+    })
+}
+
+fn abnormal_item(o: &Value) -> Option<Item> {
+    abnormal_flag(o)?;
+    result_item(o)
+}
+
+fn encounter_item(e: &Value) -> Option<Item> {
+    Some(Item {
+        text: e
+            .pointer("/type/0")
+            .map(|c| concept_text(Some(c)))
+            .unwrap_or_else(|| "Encounter".into()),
+        detail: e
+            .get("status")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        when: effective(e),
+        flag: String::new(),
+    })
+}
+
+fn appointment_item(a: &Value) -> Option<Item> {
+    Some(Item {
+        text: a
+            .get("description")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| concept_text(a.pointer("/appointmentType"))),
+        detail: a
+            .get("status")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        when: effective(a),
+        flag: String::new(),
+    })
+}
+
+fn immunization_item(i: &Value) -> Option<Item> {
+    Some(Item {
+        text: concept_text(i.get("vaccineCode")),
+        detail: i
+            .get("lotNumber")
+            .and_then(Value::as_str)
+            .map(|l| format!("lot {l}"))
+            .unwrap_or_default(),
+        when: effective(i),
+        flag: String::new(),
     })
 }
 
