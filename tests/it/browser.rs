@@ -259,9 +259,16 @@ impl Browser {
             .await;
         assert_eq!(styled, true, "{what}: the stylesheet did not apply");
         let inline = self
-            .script("return document.querySelectorAll('script, style, [style]').length;")
+            .script("return document.querySelectorAll('script:not([src]), style, [style]').length;")
             .await;
         assert_eq!(inline, 0, "{what}: inline script or style");
+        let scripts = self
+            .script(
+                "return Array.from(document.scripts).every(s => \
+                   new URL(s.src).pathname === '/static/app.js');",
+            )
+            .await;
+        assert_eq!(scripts, true, "{what}: a script other than ours");
         // (A refused form answers 401 or 403 itself: the browser logs that status of the
         // page, which is not a problem of the page.)
         let page = self.get("/url").await.as_str().unwrap_or("").to_string();
@@ -346,6 +353,27 @@ async fn signing_in_works_in_a_real_browser() {
         !visible.as_str().unwrap().contains("ironchart"),
         "scripts see the cookie: {visible}"
     );
+
+    // "/" focuses patient search; searching lists the patients (none here).
+    let focused = browser
+        .script(
+            "document.body.dispatchEvent(new KeyboardEvent('keydown', {key: '/', bubbles: true})); \
+             return document.activeElement && document.activeElement.id;",
+        )
+        .await;
+    assert_eq!(focused, "patient-search", "/ focuses patient search");
+    browser.type_into("#patient-search", "nobody\n").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !browser.path().await.starts_with("/patients?q=nobody") {
+        assert!(Instant::now() < deadline, "the search did not run");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        browser.text(".card p").await.contains("No patient matches")
+            || browser.text("main").await.contains("No patient matches")
+    );
+    browser.check_page("patient search").await;
+    browser.open(&format!("{base}/")).await;
 
     // Signing out ends the session.
     browser.click("form[action='/logout'] button").await;

@@ -51,6 +51,7 @@ pub(crate) fn routes() -> Router<AppState> {
             get(account::break_glass_page).post(account::break_glass),
         )
         .route("/static/app.css", get(stylesheet))
+        .route("/static/app.js", get(script))
 }
 
 async fn stylesheet() -> Response {
@@ -60,6 +61,17 @@ async fn stylesheet() -> Response {
             (header::CACHE_CONTROL, "public, max-age=3600"),
         ],
         include_str!("../../static/app.css"),
+    )
+        .into_response()
+}
+
+async fn script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../../static/app.js"),
     )
         .into_response()
 }

@@ -300,7 +300,15 @@ async fn password_sign_in_and_cookies(db: Db) {
         "{csp}"
     );
     assert!(csp.contains("frame-ancestors 'none'"));
-    assert!(!home.body.contains("<script") && !home.body.contains("style="));
+    // The one script is a first-party file; none is inline.
+    assert_eq!(
+        home.body.matches("<script").count(),
+        home.body
+            .matches("<script src=\"/static/app.js\" defer></script>")
+            .count()
+    );
+    assert!(!home.body.contains("style="));
+    assert!(csp.contains("script-src 'self'") && !csp.contains("script-src *"));
     // Sign out: the session ends on the server, not just in the browser.
     let session = b.session().unwrap();
     let csrf = home.field("csrf");
