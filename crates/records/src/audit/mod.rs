@@ -26,6 +26,7 @@ pub(crate) use upkeep::{SharedSegment, start_upkeep};
 pub use verify::VerifyReport;
 pub(crate) use verify::verify;
 
+use ironchart_fhir::PatientId;
 use ironchart_store::{AuditRow, WriteTx};
 
 use crate::actor::Actor;
@@ -456,6 +457,44 @@ impl crate::Records {
         )
         .await?;
         Ok(rows.into_iter().map(AuditRecord::of).collect())
+    }
+
+    /// The Patients whose records `by` read most recently, newest first (at most `limit`), from
+    /// their own entries in the log: "my recent charts". A user's own trail is theirs to see, so
+    /// this needs no auditor role and is not itself logged; it lists ids only (their names are
+    /// read through the door as usual). Entries still in the journal show up within seconds.
+    pub async fn recent_patients(&self, by: &Actor, limit: usize) -> Result<Vec<PatientId>> {
+        crate::policy::live(by, self.now())?;
+        if by.is_system() || by.patient().is_some() {
+            return Ok(Vec::new());
+        }
+        let rows = self
+            .store
+            .audit_search(&ironchart_store::AuditQuery {
+                actor: Some(by.audit_name()),
+                actions: vec![AuditAction::Read.as_str().to_string()],
+                outcome: Some(Outcome::Success.as_str().to_string()),
+                descending: true,
+                limit: 500,
+                ..ironchart_store::AuditQuery::default()
+            })
+            .await?;
+        let mut out: Vec<PatientId> = Vec::new();
+        for row in rows {
+            if row.res_type.as_deref() != Some("Patient") {
+                continue;
+            }
+            let Some(id) = row.res_id.as_deref().and_then(PatientId::parse) else {
+                continue;
+            };
+            if !out.contains(&id) {
+                out.push(id);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// How many audit entries match (ignoring paging); auditors and the operator only.

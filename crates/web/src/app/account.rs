@@ -28,6 +28,15 @@ struct HomePage {
     roles: String,
     patient: Option<String>,
     alerts: Option<Vec<Alert>>,
+    /// Charts this user opened lately (`None`: not a user who opens charts).
+    recent: Option<Vec<RecentChart>>,
+}
+
+/// A chart on the home page's "recent charts".
+pub(crate) struct RecentChart {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) born: String,
 }
 
 /// How far back the auditor's alert list reaches.
@@ -70,14 +79,21 @@ pub(crate) async fn home(
     } else {
         None
     };
+    let nav = me.nav();
+    let recent = if nav.patients {
+        Some(super::chart::recent_charts(&state, &me.actor).await?)
+    } else {
+        None
+    };
     Ok(page(
         StatusCode::OK,
         &HomePage {
-            nav: Some(me.nav()),
+            nav: Some(nav),
             username: me.session.user.username.clone(),
             roles: roles.join(", "),
             patient: me.session.user.patient.clone(),
             alerts,
+            recent,
         },
     ))
 }

@@ -378,6 +378,38 @@ pub(crate) async fn patients(
     ))
 }
 
+/// The charts the user opened lately, newest first, named by one search (one audited read).
+pub(crate) async fn recent_charts(
+    state: &AppState,
+    actor: &Actor,
+) -> Result<Vec<super::account::RecentChart>, PageError> {
+    let ids = state.records.recent_patients(actor, 10).await?;
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = ids.iter().map(|i| i.as_str()).collect::<Vec<_>>().join(",");
+    let found = find(
+        state,
+        actor,
+        "Patient",
+        &[("_id", list), ("_count", "10".into())],
+    )
+    .await?;
+    let today = state.records.now();
+    Ok(ids
+        .iter()
+        .filter_map(|id| found.iter().find(|r| r.id.as_str() == id.as_str()))
+        .map(|r| {
+            let p = r.value();
+            super::account::RecentChart {
+                id: r.id.to_string(),
+                name: display_name(&p),
+                born: born_text(&p, today),
+            }
+        })
+        .collect())
+}
+
 /// `03-Feb-1961 (65y)`, or `Not known`.
 fn born_text(patient: &Value, today: Instant) -> String {
     match patient.get("birthDate").and_then(Value::as_str) {

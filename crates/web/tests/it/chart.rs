@@ -153,6 +153,18 @@ async fn each_role_sees_the_chart_it_may(db: Db) {
         dr.get("/patients/bad%20id").await.status,
         StatusCode::NOT_FOUND
     );
+    // The home page lists the charts just opened, newest first.
+    app.records.flush_audit().await.expect("flushed");
+    let home = dr.get("/").await.body;
+    let (p3, p2, p1) = (
+        home.find("href=\"/patients/p3\""),
+        home.find("href=\"/patients/p2\""),
+        home.find("href=\"/patients/p1\""),
+    );
+    assert!(
+        p3.is_some() && p3 < p2 && p2 < p1,
+        "recent charts, newest first: {home}"
+    );
 
     // The front desk finds patients and sees the banner, not the clinical record.
     let mut desk = app.browser();
