@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use ironchart_security::totp::{TotpSecret, code_at};
 use serde_json::{Value, json};
 
-use crate::process::{Db, Served, add_user, wait_healthy};
+use crate::process::{Db, Served, add_user, run, wait_healthy};
 
 const PASSWORD: &str = "correct horse battery staple 42";
 /// The key WebDriver names an element by.
@@ -308,6 +308,33 @@ async fn signing_in_works_in_a_real_browser() {
     let db = Db::Sqlite;
     add_user(data, &db, "nina", "nurse", PASSWORD);
     add_user(data, &db, "audra", "auditor", PASSWORD);
+    // One patient with an allergy, imported as a clinic would.
+    let files = tempfile::tempdir().unwrap();
+    let ndjson = [
+        json!({"resourceType": "Patient", "id": "b1", "birthDate": "1961-02-03",
+            "name": [{"family": "Okafor", "given": ["Ada"]}],
+            "identifier": [{"system": "urn:example:mrn", "value": "MRN-42"}]}),
+        json!({"resourceType": "AllergyIntolerance", "id": "b1-a", "patient": {"reference": "Patient/b1"},
+            "code": {"text": "Penicillin"}, "reaction": [{"manifestation": [{"text": "Anaphylaxis"}]}]}),
+    ]
+    .map(|v| v.to_string())
+    .join("\n");
+    std::fs::write(files.path().join("clinic.ndjson"), ndjson).unwrap();
+    let out = run(
+        &[
+            "import",
+            "--quiet",
+            "--data",
+            data.to_str().unwrap(),
+            files.path().to_str().unwrap(),
+        ],
+        &db,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut served = Served::start(data, &db);
     wait_healthy(&served.base).await;
     let base = served.base.clone();
@@ -373,6 +400,18 @@ async fn signing_in_works_in_a_real_browser() {
             || browser.text("main").await.contains("No patient matches")
     );
     browser.check_page("patient search").await;
+    // Found as typed; the chart opens under its banner.
+    browser
+        .open(&format!("{base}/patients?q=okafor%2C%20ada"))
+        .await;
+    browser.click("a[href='/patients/b1']").await;
+    assert_eq!(browser.path().await, "/patients/b1");
+    let banner = browser.text("section.banner").await;
+    assert!(banner.contains("OKAFOR, Ada"), "{banner}");
+    assert!(banner.contains("03-Feb-1961 ("), "{banner}");
+    assert!(banner.contains("MRN-42"), "{banner}");
+    assert!(banner.contains("Penicillin (Anaphylaxis)"), "{banner}");
+    browser.check_page("the chart").await;
     browser.open(&format!("{base}/")).await;
 
     // Signing out ends the session.
