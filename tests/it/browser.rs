@@ -285,7 +285,78 @@ impl Browser {
             })
             .collect();
         assert!(problems.is_empty(), "{what}: {problems:?}");
+        self.check_accessible(what).await;
+        self.screenshot(what).await;
     }
+
+    /// Saves the page as `target/screenshots/<what>.png` (CI keeps them).
+    async fn screenshot(&self, what: &str) {
+        use base64::Engine;
+        let png = self.get("/screenshot").await;
+        let Some(Ok(bytes)) = png
+            .as_str()
+            .map(|b| base64::engine::general_purpose::STANDARD.decode(b))
+        else {
+            panic!("{what}: no screenshot");
+        };
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+        std::fs::create_dir_all(&dir).expect("the screenshot directory");
+        let name: String = what
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        std::fs::write(dir.join(format!("{name}.png")), bytes).expect("the screenshot");
+    }
+
+    /// Runs axe-core (from npm, `tests/browser`) in the page: no WCAG 2.x A or AA violation.
+    async fn check_accessible(&self, what: &str) {
+        let Some(axe) = axe_source() else {
+            return;
+        };
+        self.script(&format!("{axe}\nreturn null;")).await;
+        let violations = self
+            .post(
+                "/execute/async",
+                json!({
+                    "script": "const done = arguments[arguments.length - 1]; \
+                        axe.run(document, {runOnly: {type: 'tag', values: \
+                          ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa']}}) \
+                        .then(r => done(r.violations.map(v => v.id + ' (' + v.impact + '): ' + \
+                          v.nodes.map(n => n.target.join(' ')).join(', '))), \
+                          e => done(['axe failed: ' + e]));",
+                    "args": []
+                }),
+            )
+            .await;
+        assert_eq!(
+            violations.as_array().map(Vec::len),
+            Some(0),
+            "{what}: accessibility: {violations}"
+        );
+    }
+}
+
+/// axe-core's script, installed from `tests/browser/package-lock.json` with `npm ci` when missing;
+/// `None` (the checks skipped) without npm, unless `IRONCHART_REQUIRE_BROWSER` is set.
+fn axe_source() -> Option<String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let script = dir.join("node_modules/axe-core/axe.min.js");
+    if !script.exists() {
+        let installed = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--silent"])
+            .current_dir(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !installed {
+            assert!(
+                std::env::var_os("IRONCHART_REQUIRE_BROWSER").is_none(),
+                "IRONCHART_REQUIRE_BROWSER is set, but axe-core could not be installed with npm"
+            );
+            eprintln!("no npm: skipping the accessibility checks");
+            return None;
+        }
+    }
+    Some(std::fs::read_to_string(script).expect("axe-core's script"))
 }
 
 /// The current code of a TOTP key as shown on the enrolment page, `ahead` steps from now.
