@@ -387,6 +387,14 @@ async fn signing_in_works_in_a_real_browser() {
             "identifier": [{"system": "urn:example:mrn", "value": "MRN-42"}]}),
         json!({"resourceType": "AllergyIntolerance", "id": "b1-a", "patient": {"reference": "Patient/b1"},
             "code": {"text": "Penicillin"}, "reaction": [{"manifestation": [{"text": "Anaphylaxis"}]}]}),
+        json!({"resourceType": "Observation", "id": "b1-k", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "2823-3"}], "text": "Potassium"},
+            "subject": {"reference": "Patient/b1"}, "effectiveDateTime": "2026-11-29T08:00:00Z",
+            "valueQuantity": {"value": 5.9, "unit": "mmol/L"},
+            "referenceRange": [{"low": {"value": 3.5, "unit": "mmol/L"}, "high": {"value": 5.1, "unit": "mmol/L"}}]}),
+        json!({"resourceType": "DiagnosticReport", "id": "b1-r", "status": "final",
+            "code": {"text": "Basic metabolic panel"}, "subject": {"reference": "Patient/b1"},
+            "effectiveDateTime": "2026-11-29T08:00:00Z", "result": [{"reference": "Observation/b1-k"}]}),
     ]
     .map(|v| v.to_string())
     .join("\n");
@@ -483,6 +491,16 @@ async fn signing_in_works_in_a_real_browser() {
     assert!(banner.contains("MRN-42"), "{banner}");
     assert!(banner.contains("Penicillin (Anaphylaxis)"), "{banner}");
     browser.check_page("the chart").await;
+    browser.click("a[href='/patients/b1/results']").await;
+    assert!(browser.text("main").await.contains("Basic metabolic panel"));
+    browser.check_page("the results").await;
+    browser.click("a[href*='/trend?code=']").await;
+    assert!(browser.text("h1").await.contains("Potassium"));
+    let plotted = browser
+        .script("return document.querySelectorAll('svg.plot circle').length;")
+        .await;
+    assert_eq!(plotted, 1, "the value is plotted");
+    browser.check_page("a result's trend").await;
     browser.open(&format!("{base}/")).await;
 
     // Signing out ends the session.

@@ -101,7 +101,7 @@ fn iso_date(text: &str) -> Option<String> {
 }
 
 /// A FHIR date as the banner shows it: `03-Feb-1961` (a partial date as far as it goes).
-fn display_date(date: &str) -> String {
+pub(super) fn display_date(date: &str) -> String {
     let mut parts = date.get(..10.min(date.len())).unwrap_or("").split('-');
     match (parts.next(), parts.next(), parts.next()) {
         (Some(y), Some(m), Some(d)) => match m
@@ -224,7 +224,7 @@ fn sex(patient: &Value) -> String {
 }
 
 /// The text of a CodeableConcept: its text, else its first coding's display, else code.
-fn concept_text(c: Option<&Value>) -> String {
+pub(super) fn concept_text(c: Option<&Value>) -> String {
     let Some(c) = c else {
         return "Not recorded".to_string();
     };
@@ -245,17 +245,18 @@ fn concept_text(c: Option<&Value>) -> String {
 }
 
 /// Whether the actor's access covers searching `resource_type`.
-fn may_search(actor: &Actor, resource_type: &str) -> bool {
+pub(super) fn may_search(actor: &Actor, resource_type: &str) -> bool {
     actor.scopes().allows(resource_type, Interaction::Search)
 }
 
 /// Runs a search as the user; the resources it found.
-async fn find(
+/// Runs a search as the user; the whole page (matches and included resources).
+pub(super) async fn search_page(
     state: &AppState,
     actor: &Actor,
     resource_type: &str,
     pairs: &[(&str, String)],
-) -> Result<Vec<Resource>, PageError> {
+) -> Result<ironchart_records::ResourcePage, PageError> {
     let pairs: Vec<(String, String)> = pairs
         .iter()
         .map(|(k, v)| ((*k).to_string(), v.clone()))
@@ -266,7 +267,18 @@ async fn find(
             expression: None,
         })
     })?;
-    Ok(state.records.search(actor, &query, None).await?.matches)
+    Ok(state.records.search(actor, &query, None).await?)
+}
+
+pub(super) async fn find(
+    state: &AppState,
+    actor: &Actor,
+    resource_type: &str,
+    pairs: &[(&str, String)],
+) -> Result<Vec<Resource>, PageError> {
+    Ok(search_page(state, actor, resource_type, pairs)
+        .await?
+        .matches)
 }
 
 /// `GET /patients?q=…`: find a patient by name, birth date, MRN or phone.
@@ -422,7 +434,7 @@ fn born_text(patient: &Value, today: Instant) -> String {
 }
 
 /// What the banner says about allergies: never ambiguous.
-enum AllergyStatus {
+pub(super) enum AllergyStatus {
     /// The recorded allergies, with their reactions.
     Listed(Vec<String>),
     /// A recorded statement that the patient has no known allergies.
@@ -433,15 +445,16 @@ enum AllergyStatus {
     NotShown,
 }
 
-struct Banner {
-    name: String,
-    born: String,
-    sex: String,
-    mrn_label: String,
-    mrn: String,
-    deceased: Option<String>,
-    restricted: bool,
-    allergies: AllergyStatus,
+pub(super) struct Banner {
+    pub(super) id: String,
+    pub(super) name: String,
+    pub(super) born: String,
+    pub(super) sex: String,
+    pub(super) mrn_label: String,
+    pub(super) mrn: String,
+    pub(super) deceased: Option<String>,
+    pub(super) restricted: bool,
+    pub(super) allergies: AllergyStatus,
 }
 
 /// One line of a chart section.
@@ -496,6 +509,7 @@ fn banner(patient: &Resource, allergies: AllergyStatus, today: Instant) -> Banne
             })
         });
     Banner {
+        id: patient.id.to_string(),
         name: display_name(&p),
         born: born_text(&p, today),
         sex: sex(&p),
@@ -566,7 +580,7 @@ fn allergy_status(found: &[Resource]) -> AllergyStatus {
 }
 
 /// A value with its unit (`120 mm[Hg]`), a component pair (`120/80 mm[Hg]`) or a concept.
-fn observation_value(o: &Value) -> String {
+pub(super) fn observation_value(o: &Value) -> String {
     let quantity = |q: &Value| {
         let value = q.get("value").map(Value::to_string).unwrap_or_default();
         let unit = q
@@ -603,14 +617,14 @@ fn observation_value(o: &Value) -> String {
 }
 
 /// The H/L/critical letter of an observation's interpretation, if abnormal.
-fn abnormal_flag(o: &Value) -> Option<String> {
+pub(super) fn abnormal_flag(o: &Value) -> Option<String> {
     let code = o
         .pointer("/interpretation/0/coding/0/code")
         .and_then(Value::as_str)?;
     matches!(code, "H" | "L" | "HH" | "LL" | "A" | "AA" | "HU" | "LU").then(|| code.to_string())
 }
 
-fn effective(o: &Value) -> String {
+pub(super) fn effective(o: &Value) -> String {
     o.get("effectiveDateTime")
         .or_else(|| o.pointer("/effectivePeriod/start"))
         .or_else(|| o.get("occurrenceDateTime"))
@@ -631,27 +645,9 @@ pub(crate) async fn chart(
     Path(id): Path<String>,
 ) -> Result<Response, PageError> {
     let actor = &me.actor;
-    let id = Id::parse(&id)
-        .ok_or_else(|| PageError::Records(RecordsError::NotFound("Patient".into(), id.clone())))?;
-    let patient = state
-        .records
-        .read(actor, ResourceType::PATIENT, &id)
-        .await?;
+    let (id, banner) = banner_of(&state, actor, &id).await?;
     let pid = id.to_string();
     let today = state.records.now();
-    let allergies = if may_search(actor, "AllergyIntolerance") {
-        allergy_status(
-            &find(
-                &state,
-                actor,
-                "AllergyIntolerance",
-                &[("patient", pid.clone()), ("_count", "100".into())],
-            )
-            .await?,
-        )
-    } else {
-        AllergyStatus::NotShown
-    };
     let mut sections = Vec::with_capacity(SECTIONS.len());
     for spec in SECTIONS {
         sections.push(section(&state, actor, &pid, today, spec).await?);
@@ -660,10 +656,40 @@ pub(crate) async fn chart(
         StatusCode::OK,
         &ChartPage {
             nav: Some(me.nav()),
-            banner: banner(&patient, allergies, today),
+            banner,
             sections,
         },
     ))
+}
+
+/// The patient a chart URL names, and their banner: read as the user (a 404 for an id that
+/// names no one they may see), with the allergy status their role may read.
+pub(super) async fn banner_of(
+    state: &AppState,
+    actor: &Actor,
+    id: &str,
+) -> Result<(Id, Banner), PageError> {
+    let id = Id::parse(id)
+        .ok_or_else(|| PageError::Records(RecordsError::NotFound("Patient".into(), id.into())))?;
+    let patient = state
+        .records
+        .read(actor, ResourceType::PATIENT, &id)
+        .await?;
+    let allergies = if may_search(actor, "AllergyIntolerance") {
+        allergy_status(
+            &find(
+                state,
+                actor,
+                "AllergyIntolerance",
+                &[("patient", id.to_string()), ("_count", "100".into())],
+            )
+            .await?,
+        )
+    } else {
+        AllergyStatus::NotShown
+    };
+    let banner = banner(&patient, allergies, state.records.now());
+    Ok((id, banner))
 }
 
 /// One section of the chart summary: what it searches and how a found resource reads.

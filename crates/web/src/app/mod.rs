@@ -11,6 +11,7 @@ mod account;
 mod admin;
 mod audit;
 mod chart;
+mod results;
 mod signin;
 
 use askama::Template;
@@ -44,6 +45,8 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/admin/users/action", post(admin::user_action))
         .route("/patients", get(chart::patients))
         .route("/patients/{id}", get(chart::chart))
+        .route("/patients/{id}/results", get(results::results))
+        .route("/patients/{id}/trend", get(results::trend))
         .route("/audit", get(audit::report))
         .route("/audit/export.csv", get(audit::export))
         .route(

@@ -49,7 +49,18 @@ async fn clinic(app: &crate::signin::App) {
         "code": {"coding": [{"system": "http://loinc.org", "code": "2823-3"}], "text": "Potassium"},
         "subject": {"reference": "Patient/p1"}, "effectiveDateTime": "2026-11-29T08:00:00Z",
         "valueQuantity": {"value": 5.9, "unit": "mmol/L"},
+        "referenceRange": [{"low": {"value": 3.5, "unit": "mmol/L"}, "high": {"value": 5.1, "unit": "mmol/L"}}],
         "interpretation": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation", "code": "H"}]}]})).await;
+    put(app, "Observation", "k0", json!({"resourceType": "Observation", "id": "k0", "status": "final",
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}]}],
+        "code": {"coding": [{"system": "http://loinc.org", "code": "2823-3"}], "text": "Potassium"},
+        "subject": {"reference": "Patient/p1"}, "effectiveDateTime": "2026-06-01T08:00:00Z",
+        "valueQuantity": {"value": 4.2, "unit": "mmol/L"},
+        "referenceRange": [{"low": {"value": 3.5, "unit": "mmol/L"}, "high": {"value": 5.1, "unit": "mmol/L"}}]})).await;
+    put(app, "DiagnosticReport", "r1", json!({"resourceType": "DiagnosticReport", "id": "r1", "status": "final",
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "LAB"}]}],
+        "code": {"text": "Basic metabolic panel"}, "subject": {"reference": "Patient/p1"},
+        "effectiveDateTime": "2026-11-29T08:00:00Z", "result": [{"reference": "Observation/k1"}]})).await;
     put(
         app,
         "Patient",
@@ -166,6 +177,38 @@ async fn each_role_sees_the_chart_it_may(db: Db) {
         "recent charts, newest first: {home}"
     );
 
+    // Results: the report with its results, ranges and flags; a test's trend, plotted.
+    let results = dr.get("/patients/p1/results").await;
+    assert_eq!(results.status, StatusCode::OK);
+    assert!(
+        results.body.contains("Basic metabolic panel"),
+        "{}",
+        results
+            .body
+            .get(results.body.find("<h1>").unwrap_or(0)..)
+            .unwrap_or("")
+    );
+    assert!(results.body.contains("5.9 mmol/L") && results.body.contains("3.5–5.1 mmol/L"));
+    assert!(results.body.contains("<strong class=\"flag\">H</strong>"));
+    assert!(
+        results.body.contains("banner-name"),
+        "the banner on every chart page"
+    );
+    let trend = dr
+        .get("/patients/p1/trend?code=http%3A%2F%2Floinc.org%7C2823-3")
+        .await;
+    assert_eq!(trend.status, StatusCode::OK);
+    assert_eq!(
+        trend.body.matches("<circle").count(),
+        2,
+        "both potassium values"
+    );
+    assert!(
+        trend.body.contains("<polyline") && trend.body.contains("<rect"),
+        "line and range band"
+    );
+    assert!(trend.body.contains("4.2 mmol/L") && trend.body.contains("01-Jun-2026"));
+
     // The front desk finds patients and sees the banner, not the clinical record.
     let mut desk = app.browser();
     desk.sign_in("desk", PASSWORD).await;
@@ -180,6 +223,9 @@ async fn each_role_sees_the_chart_it_may(db: Db) {
     assert!(chart.body.contains("MRN-000777"));
     assert!(chart.body.contains("Allergies are not shown to your role"));
     assert!(!chart.body.contains("diabetes") && !chart.body.contains("Potassium"));
+    let results = desk.get("/patients/p1/results").await;
+    assert!(results.body.contains("Results are not shown to your role"));
+    assert!(!results.body.contains("Potassium"));
 
     // A patient uses the portal: no search, no one's chart by URL but their own.
     let mut pat = app.browser();
