@@ -455,6 +455,8 @@ pub(super) struct Banner {
     pub(super) deceased: Option<String>,
     pub(super) restricted: bool,
     pub(super) allergies: AllergyStatus,
+    /// When the page was made (shown on paper only): `06-Dec-2026 05:44 UTC`.
+    pub(super) printed: String,
 }
 
 /// One line of a chart section.
@@ -463,6 +465,8 @@ struct Item {
     detail: String,
     when: String,
     flag: String,
+    /// The test's `system|code`, percent-encoded, when its trend can be shown.
+    trend: Option<String>,
 }
 
 struct Section {
@@ -508,7 +512,13 @@ fn banner(patient: &Resource, allergies: AllergyStatus, today: Instant) -> Banne
                 )
             })
         });
+    let now = today.to_string();
     Banner {
+        printed: format!(
+            "{} {} UTC",
+            display_date(&now),
+            now.get(11..16).unwrap_or("")
+        ),
         id: patient.id.to_string(),
         name: display_name(&p),
         born: born_text(&p, today),
@@ -821,6 +831,7 @@ fn problem_item(c: &Value) -> Option<Item> {
         detail: String::new(),
         when: effective(c),
         flag: String::new(),
+        trend: None,
     })
 }
 
@@ -843,16 +854,26 @@ fn medication_item(m: &Value) -> Option<Item> {
             .to_string(),
         when: effective(m),
         flag: String::new(),
+        trend: None,
     })
 }
 
 /// An observation with its value, unit, date and flag.
 fn result_item(o: &Value) -> Option<Item> {
+    let trend = o.pointer("/code/coding/0").and_then(|c| {
+        let code = c.get("code").and_then(Value::as_str)?;
+        let text = match c.get("system").and_then(Value::as_str) {
+            Some(system) => format!("{system}|{code}"),
+            None => code.to_string(),
+        };
+        Some(form_urlencoded::byte_serialize(text.as_bytes()).collect())
+    });
     Some(Item {
         text: concept_text(o.get("code")),
         detail: observation_value(o),
         when: effective(o),
         flag: abnormal_flag(o).unwrap_or_default(),
+        trend,
     })
 }
 
@@ -874,6 +895,7 @@ fn encounter_item(e: &Value) -> Option<Item> {
             .to_string(),
         when: effective(e),
         flag: String::new(),
+        trend: None,
     })
 }
 
@@ -891,6 +913,7 @@ fn appointment_item(a: &Value) -> Option<Item> {
             .to_string(),
         when: effective(a),
         flag: String::new(),
+        trend: None,
     })
 }
 
@@ -904,6 +927,7 @@ fn immunization_item(i: &Value) -> Option<Item> {
             .unwrap_or_default(),
         when: effective(i),
         flag: String::new(),
+        trend: None,
     })
 }
 

@@ -136,6 +136,14 @@ async fn each_role_sees_the_chart_it_may(db: Db) {
     );
     assert!(!body.contains("<script>alert"));
     assert!(body.contains("03-Feb-1961 ("), "born with age");
+    assert!(
+        body.contains("class=\"print-only\">Printed "),
+        "paper says when it was printed"
+    );
+    assert!(
+        body.contains("/patients/p1/trend?code=http%3A%2F%2Floinc.org%7C2823-3"),
+        "a result links to its trend"
+    );
     assert!(body.contains("MRN-000777"));
     assert!(
         body.contains("Penicillin (Hives)"),
