@@ -291,26 +291,11 @@ impl Instant {
         self.0
     }
 
-    /// `d` later (saturating).
-    pub fn plus(self, d: std::time::Duration) -> Instant {
-        Instant(
-            self.0
-                .saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
-        )
-    }
-
     /// `d` earlier (saturating).
     pub fn minus(self, d: std::time::Duration) -> Instant {
         Instant(
             self.0
                 .saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
-        )
-    }
-
-    /// The time from `earlier` to this instant (zero when `earlier` is later).
-    pub fn since(self, earlier: Instant) -> std::time::Duration {
-        std::time::Duration::from_millis(
-            u64::try_from(self.0.saturating_sub(earlier.0)).unwrap_or(0),
         )
     }
 }

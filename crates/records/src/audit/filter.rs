@@ -132,11 +132,6 @@ impl AuditRecord {
             detail: row.detail,
         }
     }
-
-    /// The action, when this version knows it.
-    pub fn known_action(&self) -> Option<AuditAction> {
-        self.action.parse().ok()
-    }
 }
 
 impl std::str::FromStr for Outcome {

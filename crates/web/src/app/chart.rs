@@ -291,7 +291,9 @@ pub(crate) async fn patients(
         return Err(PageError::Forbidden);
     }
     let count = SEARCH_ROWS.to_string();
-    let found: Vec<Resource> = match read_terms(&form.q) {
+    let terms = read_terms(&form.q);
+    let searched = terms.is_some();
+    let found: Vec<Resource> = match terms {
         None => Vec::new(),
         Some(Terms::Born(date)) => {
             find(
@@ -373,7 +375,6 @@ pub(crate) async fn patients(
             last_visit,
         });
     }
-    let searched = read_terms(&form.q).is_some();
     Ok(page(
         StatusCode::OK,
         &PatientsPage {
@@ -859,21 +860,24 @@ fn medication_item(m: &Value) -> Option<Item> {
 }
 
 /// An observation with its value, unit, date and flag.
+/// An observation's test as its trend's `code` parameter (`system|code`, percent-encoded).
+pub(super) fn trend_code(o: &Value) -> Option<String> {
+    let coding = o.pointer("/code/coding/0")?;
+    let code = coding.get("code").and_then(Value::as_str)?;
+    let text = match coding.get("system").and_then(Value::as_str) {
+        Some(system) => format!("{system}|{code}"),
+        None => code.to_string(),
+    };
+    Some(form_urlencoded::byte_serialize(text.as_bytes()).collect())
+}
+
 fn result_item(o: &Value) -> Option<Item> {
-    let trend = o.pointer("/code/coding/0").and_then(|c| {
-        let code = c.get("code").and_then(Value::as_str)?;
-        let text = match c.get("system").and_then(Value::as_str) {
-            Some(system) => format!("{system}|{code}"),
-            None => code.to_string(),
-        };
-        Some(form_urlencoded::byte_serialize(text.as_bytes()).collect())
-    });
     Some(Item {
         text: concept_text(o.get("code")),
         detail: observation_value(o),
         when: effective(o),
         flag: abnormal_flag(o).unwrap_or_default(),
-        trend,
+        trend: trend_code(o),
     })
 }
 

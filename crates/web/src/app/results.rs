@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::chart::{
     AllergyStatus, Banner, abnormal_flag, banner_of, concept_text, display_date, effective, find,
-    may_search, observation_value, search_page,
+    may_search, observation_value, search_page, trend_code,
 };
 use super::{Nav, PageError, SignedIn, page};
 use crate::AppState;
@@ -89,15 +89,6 @@ fn flag(o: &Value) -> String {
     }
 }
 
-fn test_code(o: &Value) -> Option<String> {
-    let coding = o.pointer("/code/coding/0")?;
-    let code = coding.get("code").and_then(Value::as_str)?;
-    Some(match coding.get("system").and_then(Value::as_str) {
-        Some(system) => format!("{system}|{code}"),
-        None => code.to_string(),
-    })
-}
-
 fn result_row(o: &Value) -> ResultRow {
     ResultRow {
         name: concept_text(o.get("code")),
@@ -105,7 +96,7 @@ fn result_row(o: &Value) -> ResultRow {
         range: range_text(o),
         flag: flag(o),
         when: effective(o),
-        code: test_code(o).map(|c| form_urlencoded::byte_serialize(c.as_bytes()).collect()),
+        code: trend_code(o),
     }
 }
 
