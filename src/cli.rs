@@ -50,6 +50,26 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Code lists (diagnoses, tests, drugs, vaccines) beyond the ones shipped.
+    Terminology {
+        #[command(subcommand)]
+        command: TerminologyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TerminologyCommand {
+    /// Load a full release a site downloaded (the ICD-10-CM order or codes file, RxNorm's
+    /// RXNCONSO.RRF, LOINC's Loinc.csv, CDC's cvx.txt), so that pages search every code.
+    /// Kept under DATA/terminology/; the server reads it when it starts.
+    Load {
+        /// The data directory.
+        #[arg(long, env = "IRONCHART_DATA")]
+        data: PathBuf,
+        /// The release files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -650,7 +670,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Serve(args) => {
             let (records, operator) =
                 open_records_with(&args.data, args.http.audit_sync_reads).await?;
-            serve(records, operator, &args.http, None).await
+            serve(records, operator, &args.data.data, &args.http, None).await
         }
         Command::Demo(args) => {
             let (records, operator) = open_records_at(
@@ -673,7 +693,14 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 records.close().await;
                 return Ok(());
             }
-            serve(records, operator, &args.http, Some((token, users))).await
+            serve(
+                records,
+                operator,
+                &args.data,
+                &args.http,
+                Some((token, users)),
+            )
+            .await
         }
         Command::Import(args) => {
             let (records, operator) = open_records(&args.data).await?;
@@ -693,6 +720,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Generate(args) => generate(&args),
+        Command::Terminology {
+            command: TerminologyCommand::Load { data, files },
+        } => load_terminology(&data, &files),
         Command::Admin { command } => run_admin(command).await,
         Command::Audit {
             command: AuditCommand::Verify { data },
@@ -923,9 +953,27 @@ fn generate(args: &GenerateArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// `ironchart terminology load`.
+fn load_terminology(data: &std::path::Path, files: &[PathBuf]) -> Result<(), CliError> {
+    for file in files {
+        let f = std::fs::File::open(file)
+            .map_err(|e| msg(format!("cannot read {}: {e}", file.display())))?;
+        let mut input = std::io::BufReader::new(f);
+        let release = ironchart_web::terminology::read_release(&file.to_string_lossy(), &mut input)
+            .map_err(msg)?;
+        let said = release.describe();
+        ironchart_web::terminology::save_release(data, release)
+            .map_err(|e| msg(format!("cannot write under {}: {e}", data.display())))?;
+        println!("{}: loaded {said}", file.display());
+    }
+    println!("Restart the server to search the loaded codes.");
+    Ok(())
+}
+
 async fn serve(
     records: Records,
     operator: LocalOperator,
+    data_dir: &std::path::Path,
     http: &HttpArgs,
     demo: Option<(String, Vec<crate::demo::users::DemoUser>)>,
 ) -> Result<(), CliError> {
@@ -962,6 +1010,14 @@ async fn serve(
     config.rate_limit = Some(http.rate_limit);
     config.trusted_proxies = http.trusted_proxies.clone();
     config.tls = config.tls || tls.is_some();
+    config.terminology = std::sync::Arc::new(
+        ironchart_web::terminology::Terminology::for_data_dir(data_dir).map_err(|e| {
+            msg(format!(
+                "cannot read the code lists under {}: {e}",
+                data_dir.join("terminology").display()
+            ))
+        })?,
+    );
     let records = records
         .with_session_policy(SessionPolicy {
             idle: http.session_idle,

@@ -13,6 +13,17 @@ pub struct ResourceType(&'static str);
 
 impl ResourceType {
     pub const PATIENT: ResourceType = ResourceType("Patient");
+    pub const ENCOUNTER: ResourceType = ResourceType("Encounter");
+    pub const OBSERVATION: ResourceType = ResourceType("Observation");
+    pub const CONDITION: ResourceType = ResourceType("Condition");
+    pub const DOCUMENT_REFERENCE: ResourceType = ResourceType("DocumentReference");
+    pub const DIAGNOSTIC_REPORT: ResourceType = ResourceType("DiagnosticReport");
+    pub const SERVICE_REQUEST: ResourceType = ResourceType("ServiceRequest");
+    pub const MEDICATION_REQUEST: ResourceType = ResourceType("MedicationRequest");
+    pub const ALLERGY_INTOLERANCE: ResourceType = ResourceType("AllergyIntolerance");
+    pub const IMMUNIZATION: ResourceType = ResourceType("Immunization");
+    pub const BINARY: ResourceType = ResourceType("Binary");
+    pub const PRACTITIONER: ResourceType = ResourceType("Practitioner");
 
     /// The resource type named `name` (exactly, case included), if R4 has it.
     pub fn parse(name: &str) -> Option<ResourceType> {
@@ -213,6 +224,21 @@ mod tests {
     #[test]
     fn resource_types_come_from_the_table_only() {
         assert_eq!(ResourceType::parse("Patient"), Some(ResourceType::PATIENT));
+        for named in [
+            ResourceType::ENCOUNTER,
+            ResourceType::OBSERVATION,
+            ResourceType::CONDITION,
+            ResourceType::DOCUMENT_REFERENCE,
+            ResourceType::DIAGNOSTIC_REPORT,
+            ResourceType::SERVICE_REQUEST,
+            ResourceType::MEDICATION_REQUEST,
+            ResourceType::ALLERGY_INTOLERANCE,
+            ResourceType::IMMUNIZATION,
+            ResourceType::BINARY,
+            ResourceType::PRACTITIONER,
+        ] {
+            assert_eq!(ResourceType::parse(named.as_str()), Some(named));
+        }
         assert!(crate::is_resource_type(ResourceType::PATIENT.as_str()));
         assert_eq!(ResourceType::parse("patient"), None);
         assert_eq!(ResourceType::parse("Patient "), None);

@@ -34,6 +34,12 @@ pub enum RecordsError {
     },
     #[error("{0}")]
     Conflict(String),
+    /// The write touches a signed (locked) encounter: `Encounter/{0}`.
+    #[error(
+        "Encounter/{0} is signed: it and everything recorded in it (note, vitals, orders, \
+         prescriptions) can no longer be changed; add an addendum to its note instead"
+    )]
+    Locked(String),
     /// A request over one of the size limits (a Bundle's entries, a resource's size).
     #[error("{0}")]
     TooLarge(String),

@@ -222,7 +222,7 @@ async fn import_in(
     }
     while !round.is_empty() {
         let mut seen = std::collections::HashSet::new();
-        let mut now_round = Vec::new();
+        let mut now_round: Vec<(usize, &Ready)> = Vec::new();
         let mut later = Vec::new();
         for item in round {
             if seen.insert((item.1.rt.as_str(), item.1.id.as_str())) {
@@ -246,11 +246,36 @@ async fn import_in(
                 heads.insert((rt.to_string(), id), head);
             }
         }
-        let mut versions = Vec::with_capacity(now_round.len());
         let mut previous: Vec<Option<VersionHead>> = Vec::with_capacity(now_round.len());
         for (_, r) in &now_round {
             previous.push(heads.remove(&(r.rt.clone(), r.id.clone())));
         }
+        // A signed encounter is locked for imports too (checked one by one, only when any
+        // encounter is signed at all).
+        if tx.any_signature().await? {
+            let mut kept = Vec::with_capacity(now_round.len());
+            let mut kept_previous = Vec::with_capacity(now_round.len());
+            for ((i, r), prev) in now_round.into_iter().zip(previous) {
+                match crate::lock::check_unlocked(
+                    tx,
+                    &r.rt,
+                    &r.id,
+                    prev.as_ref(),
+                    Some((&r.value, &r.index)),
+                )
+                .await
+                {
+                    Ok(()) => {
+                        kept.push((i, r));
+                        kept_previous.push(prev);
+                    }
+                    Err(e) => outcomes[i] = Some(Err(e)),
+                }
+            }
+            now_round = kept;
+            previous = kept_previous;
+        }
+        let mut versions = Vec::with_capacity(now_round.len());
         // Importing the same content again makes no new version: the current bodies of the
         // resources that exist are compared with what would be written.
         let live: Vec<i64> = previous

@@ -236,6 +236,49 @@ impl Records {
             .map(|(_, _, until)| (until - now + 999) / 1000))
     }
 
+    /// Asks a signed-in user for their password again (before a signature): `false` when it is
+    /// not right. Wrong answers count against the account exactly as failed sign-ins do, so
+    /// this cannot be used to guess a password; a locked account is refused.
+    pub(crate) async fn confirm_password(&self, actor: &Actor, password: &str) -> Result<bool> {
+        let Some(user_id) = actor.user_id() else {
+            return Err(RecordsError::Forbidden(
+                "only a signed-in user can sign, with their password".into(),
+            ));
+        };
+        let Some(user) = self.store.user_by_id(user_id).await? else {
+            return Err(RecordsError::Unauthorized);
+        };
+        let now = self.now().as_millis();
+        let account_key = ["account:", &user.username].concat();
+        let mut tx = self.store.begin().await?;
+        if let Some(seconds) = Self::locked(&mut tx, &account_key, now).await? {
+            tx.rollback().await?;
+            return Err(RecordsError::Forbidden(format!(
+                "too many wrong passwords; try again in {seconds} seconds"
+            )));
+        }
+        let good =
+            user.password_hash.as_deref().is_some_and(|phc| {
+                matches!(verify_password(password, phc), Verified::Match { .. })
+            }) && !user.disabled;
+        if good {
+            tx.set_throttle(&account_key, 0, now, 0).await?;
+        } else {
+            let lock = Self::fail(&mut tx, &account_key, ACCOUNT_FAILURES, now).await?;
+            let mut entries =
+                vec![AuditEntry::new(AuditAction::Sign, Outcome::Denied).detail("wrong password")];
+            if let Some(l) = lock {
+                entries.push(
+                    AuditEntry::new(AuditAction::Lockout, Outcome::Success)
+                        .detail(format!("account locked for {} s", l / 1000)),
+                );
+            }
+            self.audit_in(&mut tx, actor, entries).await?;
+        }
+        tx.commit().await?;
+        Ok(good)
+    }
+
     /// Counts a failure for a key; returns the lockout it starts (ms), if any. The count is one
     /// atomic statement, so that failures sent at once all count.
     async fn fail(tx: &mut WriteTx, key: &str, limit: i64, now: i64) -> Result<Option<i64>> {

@@ -60,6 +60,17 @@ fn roles_text(roles: &[Role]) -> String {
         .join(" ")
 }
 
+/// The settings key of a user's preference.
+fn preference_key(user_id: i64, name: &str) -> Result<String> {
+    if name.is_empty()
+        || name.len() > 40
+        || !name.chars().all(|c| c.is_ascii_lowercase() || c == '-')
+    {
+        return Err(RecordsError::bad("unknown preference", None));
+    }
+    Ok(format!("pref.{user_id}.{name}"))
+}
+
 /// Whether MFA is required of a user with these roles (always for admin and auditor; for the
 /// rest when the operator says so).
 pub(crate) fn mfa_required(roles: &[Role], for_everyone: bool) -> bool {
@@ -75,6 +86,30 @@ impl Records {
                 "managing users is for administrators".into(),
             ))
         }
+    }
+
+    /// One of the signed-in user's own preferences (`units`: `metric` or `us`), if set.
+    pub async fn preference(&self, actor: &Actor, name: &str) -> Result<Option<String>> {
+        let Some(id) = actor.user_id() else {
+            return Ok(None);
+        };
+        Ok(self.store.setting(&preference_key(id, name)?).await?)
+    }
+
+    /// Sets one of the signed-in user's own preferences (a short value; not health data).
+    pub async fn set_preference(&self, actor: &Actor, name: &str, value: &str) -> Result<()> {
+        let Some(id) = actor.user_id() else {
+            return Err(RecordsError::Forbidden(
+                "only a signed-in user has preferences".into(),
+            ));
+        };
+        if value.len() > 40 || !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(RecordsError::bad("a preference is a short word", None));
+        }
+        self.store
+            .set_setting(&preference_key(id, name)?, value)
+            .await?;
+        Ok(())
     }
 
     /// Whether MFA is required of every user (a setting), not only admins and auditors.

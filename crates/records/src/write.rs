@@ -223,6 +223,7 @@ pub(crate) async fn write_version(
     let last_updated = next_time(ctx.now, head.as_ref());
     let body = stamped(&mut value, id_text, version, last_updated)?;
     let (index, patient) = index_of(rt, id_text, &value, ctx.base)?;
+    crate::lock::check_unlocked(tx, rt, id_text, head.as_ref(), Some((&value, &index))).await?;
     let created = head.as_ref().is_none_or(|h| h.deleted);
     if let Some(p) = &ctx.vis.compartment
         && patient.as_deref() != Some(p.patient.as_str())
@@ -285,6 +286,7 @@ pub(crate) async fn delete_in(
         return Ok((None, None));
     }
     check_current(tx, ctx, resource_type, id).await?;
+    crate::lock::check_unlocked(tx, resource_type, id, Some(&head), None).await?;
     let current = tx.read(resource_type, id).await?;
     let patient = current.as_ref().and_then(|v| v.patient.clone());
     // The deletion keeps the resource's sensitivity: its earlier versions stay as protected.

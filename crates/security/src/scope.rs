@@ -424,6 +424,19 @@ impl Role {
         Role::Patient,
     ];
 
+    /// The name people read: `Physician`, `Front desk` …
+    pub fn label(self) -> &'static str {
+        match self {
+            Role::Admin => "Administrator",
+            Role::Physician => "Physician",
+            Role::Nurse => "Nurse",
+            Role::FrontDesk => "Front desk",
+            Role::Billing => "Billing",
+            Role::Auditor => "Auditor",
+            Role::Patient => "Patient",
+        }
+    }
+
     /// The stored name: `admin`, `physician`, `nurse`, `front_desk`, `billing`, `auditor`,
     /// `patient`.
     pub fn as_str(self) -> &'static str {

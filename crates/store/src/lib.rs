@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod clinical;
 mod db;
 mod error;
 mod indexing;
@@ -22,6 +23,7 @@ mod visibility;
 pub use audit::{
     AuditColumn, AuditQuery, AuditRow, INDEX_BATCH, ROWS_PER_INSERT as AUDIT_ROWS_PER_INSERT,
 };
+pub use clinical::{ReviewRecord, SignatureRecord};
 pub use db::{Backend, DEFAULT_QUERY_TIMEOUT, Store};
 pub use error::StoreError;
 pub use migrate::SCHEMA_VERSION;

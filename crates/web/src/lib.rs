@@ -16,6 +16,7 @@ pub mod fhir;
 mod headers;
 mod rate_limit;
 mod server;
+pub mod terminology;
 pub mod tls;
 
 pub use rate_limit::RateLimiter;
@@ -64,6 +65,8 @@ pub struct WebConfig {
     pub tls: bool,
     /// Reverse proxies whose `X-Forwarded-For` is believed (none by default).
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// The code lists pages pick from (shipped, or with a site's loaded release).
+    pub terminology: Arc<terminology::Terminology>,
 }
 
 impl WebConfig {
@@ -84,6 +87,7 @@ impl WebConfig {
             tls: base.starts_with("https://"),
             origin,
             trusted_proxies: Vec::new(),
+            terminology: terminology::shipped(),
         }
     }
 }

@@ -85,6 +85,12 @@ audit_actions! {
     Config = "config",
     Setup = "setup",
     AuditRead = "audit-read",
+    /// A clinician signed an encounter (its note), which locks it.
+    Sign = "sign",
+    /// A clinician prescribed despite an allergy alert (the reason is the detail).
+    AllergyOverride = "allergy-override",
+    /// A clinician acknowledged a result.
+    ResultReview = "result-review",
     /// A journal of entries waiting to be moved into the log was found damaged.
     JournalDamaged = "audit-journal-damaged",
 }
@@ -519,7 +525,7 @@ mod tests {
     #[test]
     fn every_action_is_listed_and_reads_back_by_name() {
         // (The enum, ALL and the names come from one list: see `audit_actions!`.)
-        assert_eq!(AuditAction::ALL.len(), 28);
+        assert_eq!(AuditAction::ALL.len(), 31);
         let mut names = std::collections::HashSet::new();
         for &a in AuditAction::ALL {
             assert!(names.insert(a.as_str()), "{} twice", a.as_str());

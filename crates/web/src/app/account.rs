@@ -30,6 +30,8 @@ struct HomePage {
     alerts: Option<Vec<Alert>>,
     /// Charts this user opened lately (`None`: not a user who opens charts).
     recent: Option<Vec<RecentChart>>,
+    /// Results of this clinician's orders not yet acknowledged (`None`: not a clinician).
+    unreviewed: Option<Vec<super::results::Unreviewed>>,
 }
 
 /// A chart on the home page's "recent charts".
@@ -85,6 +87,11 @@ pub(crate) async fn home(
     } else {
         None
     };
+    let unreviewed = if me.actor.roles().iter().any(|r| r.is_clinical()) {
+        Some(super::results::unreviewed(&state, &me.actor).await?)
+    } else {
+        None
+    };
     Ok(page(
         StatusCode::OK,
         &HomePage {
@@ -94,6 +101,7 @@ pub(crate) async fn home(
             patient: me.session.user.patient.clone(),
             alerts,
             recent,
+            unreviewed,
         },
     ))
 }

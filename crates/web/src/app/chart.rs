@@ -125,8 +125,8 @@ pub(super) fn display_date(date: &str) -> String {
     }
 }
 
-/// Age on `today` for a birth date: years from 2, months under 2, days under a month.
-fn age(birth: &str, today: Instant) -> Option<String> {
+/// Whole months from a birth date to `today`.
+pub(super) fn age_months(birth: &str, today: Instant) -> Option<i64> {
     let born = ironchart_fhir::datetime::parse_date_range(birth.get(..10)?)?.low;
     let (by, bm, bd) = civil(born);
     let (ty, tm, td) = civil(today.as_millis());
@@ -134,9 +134,13 @@ fn age(birth: &str, today: Instant) -> Option<String> {
     if td < bd {
         months -= 1;
     }
-    if months < 0 {
-        return None;
-    }
+    (months >= 0).then_some(months)
+}
+
+/// Age on `today` for a birth date: years from 2, months under 2, days under a month.
+fn age(birth: &str, today: Instant) -> Option<String> {
+    let born = ironchart_fhir::datetime::parse_date_range(birth.get(..10)?)?.low;
+    let months = age_months(birth, today)?;
     Some(if months >= 24 {
         format!("{}y", months / 12)
     } else if months >= 1 {
@@ -151,7 +155,7 @@ fn civil(ms: i64) -> (i64, u32, u32) {
 }
 
 /// `FAMILY, Given Middle` from the official (else the first) name.
-fn display_name(patient: &Value) -> String {
+pub(super) fn display_name(patient: &Value) -> String {
     let names = patient
         .get("name")
         .and_then(Value::as_array)
@@ -458,6 +462,8 @@ pub(super) struct Banner {
     pub(super) allergies: AllergyStatus,
     /// When the page was made (shown on paper only): `06-Dec-2026 05:44 UTC`.
     pub(super) printed: String,
+    /// Age in whole months, when the birth date is known.
+    pub(super) age_months: Option<i64>,
 }
 
 /// One line of a chart section.
@@ -468,6 +474,8 @@ struct Item {
     flag: String,
     /// The test's `system|code`, percent-encoded, when its trend can be shown.
     trend: Option<String>,
+    /// The Encounter's id, when this is a visit.
+    visit: Option<String>,
 }
 
 struct Section {
@@ -483,6 +491,8 @@ struct ChartPage {
     nav: Option<Nav>,
     banner: Banner,
     sections: Vec<Section>,
+    /// May start a visit (a clinician who may create Encounters).
+    may_start: bool,
 }
 
 /// SNOMED CT codes that record "no known allergy" statements.
@@ -529,6 +539,10 @@ fn banner(patient: &Resource, allergies: AllergyStatus, today: Instant) -> Banne
         deceased,
         restricted,
         allergies,
+        age_months: p
+            .get("birthDate")
+            .and_then(Value::as_str)
+            .and_then(|b| age_months(b, today)),
     }
 }
 
@@ -669,6 +683,8 @@ pub(crate) async fn chart(
             nav: Some(me.nav()),
             banner,
             sections,
+            may_start: actor.roles().iter().any(|r| r.is_clinical())
+                && actor.scopes().allows("Encounter", Interaction::Create),
         },
     ))
 }
@@ -833,6 +849,7 @@ fn problem_item(c: &Value) -> Option<Item> {
         when: effective(c),
         flag: String::new(),
         trend: None,
+        visit: None,
     })
 }
 
@@ -856,6 +873,7 @@ fn medication_item(m: &Value) -> Option<Item> {
         when: effective(m),
         flag: String::new(),
         trend: None,
+        visit: None,
     })
 }
 
@@ -878,6 +896,7 @@ fn result_item(o: &Value) -> Option<Item> {
         when: effective(o),
         flag: abnormal_flag(o).unwrap_or_default(),
         trend: trend_code(o),
+        visit: None,
     })
 }
 
@@ -900,6 +919,7 @@ fn encounter_item(e: &Value) -> Option<Item> {
         when: effective(e),
         flag: String::new(),
         trend: None,
+        visit: e.get("id").and_then(Value::as_str).map(str::to_string),
     })
 }
 
@@ -918,6 +938,7 @@ fn appointment_item(a: &Value) -> Option<Item> {
         when: effective(a),
         flag: String::new(),
         trend: None,
+        visit: None,
     })
 }
 
@@ -932,6 +953,7 @@ fn immunization_item(i: &Value) -> Option<Item> {
         when: effective(i),
         flag: String::new(),
         trend: None,
+        visit: None,
     })
 }
 

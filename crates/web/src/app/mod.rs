@@ -13,6 +13,8 @@ mod audit;
 mod chart;
 mod results;
 mod signin;
+mod visit;
+mod vitals;
 
 use askama::Template;
 use axum::Router;
@@ -47,6 +49,37 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/patients/{id}", get(chart::chart))
         .route("/patients/{id}/results", get(results::results))
         .route("/patients/{id}/trend", get(results::trend))
+        .route(
+            "/patients/{id}/results/{report}/review",
+            post(results::review),
+        )
+        .route("/patients/{id}/visits", post(visit::start))
+        .route("/patients/{id}/visits/{enc}", get(visit::visit))
+        .route(
+            "/patients/{id}/visits/{enc}/vitals",
+            post(visit::record_vitals),
+        )
+        .route("/patients/{id}/visits/{enc}/note", post(visit::write_note))
+        .route(
+            "/patients/{id}/visits/{enc}/diagnoses",
+            post(visit::add_diagnosis),
+        )
+        .route("/patients/{id}/visits/{enc}/orders", post(visit::add_order))
+        .route(
+            "/patients/{id}/visits/{enc}/prescriptions",
+            post(visit::prescribe),
+        )
+        .route("/patients/{id}/visits/{enc}/sign", post(visit::sign))
+        .route(
+            "/patients/{id}/visits/{enc}/addenda",
+            post(visit::add_addendum),
+        )
+        .route(
+            "/patients/{id}/prescriptions/{mr}",
+            get(visit::prescription),
+        )
+        .route("/account/units", post(visit::set_units))
+        .route("/terminology/{list}", get(visit::lookup))
         .route("/audit", get(audit::report))
         .route("/audit/export.csv", get(audit::export))
         .route(
@@ -154,6 +187,8 @@ impl FromRequestParts<AppState> for MaybeSession {
 pub(crate) struct SignedIn {
     pub session: Session,
     pub actor: Actor,
+    /// Seconds of inactivity after which the session ends.
+    pub idle_seconds: u64,
 }
 
 impl FromRequestParts<AppState> for SignedIn {
@@ -171,6 +206,7 @@ impl FromRequestParts<AppState> for SignedIn {
                 Ok(SignedIn {
                     actor: actor.for_request(source, Some(request_id)),
                     session,
+                    idle_seconds: state.records.session_policy().idle.as_secs(),
                 })
             }
             _ => Err(PageError::SignIn),
@@ -180,7 +216,9 @@ impl FromRequestParts<AppState> for SignedIn {
 
 impl SignedIn {
     pub(crate) fn nav(&self) -> Nav {
-        Nav::of(&self.session)
+        let mut nav = Nav::of(&self.session);
+        nav.idle_seconds = self.idle_seconds;
+        nav
     }
 
     /// Refuses a form whose CSRF token is not this session's.
@@ -211,6 +249,10 @@ pub(crate) struct Nav {
     pub clinician: bool,
     /// May find and open patients' charts (a patient uses the portal instead).
     pub patients: bool,
+    /// The signed-in user's roles, as shown in the top bar.
+    pub roles: String,
+    /// Seconds of inactivity before sign-out (the page warns before it happens); 0: unknown.
+    pub idle_seconds: u64,
 }
 
 impl Nav {
@@ -219,6 +261,12 @@ impl Nav {
         Nav {
             username: session.user.username.clone(),
             csrf: session.csrf_token.clone(),
+            roles: roles
+                .iter()
+                .map(|r| r.label())
+                .collect::<Vec<_>>()
+                .join(", "),
+            idle_seconds: 0,
             admin: roles.contains(&Role::Admin),
             auditor: roles.contains(&Role::Auditor),
             clinician: roles.iter().any(|r| r.can_break_glass()),
@@ -294,11 +342,14 @@ impl IntoResponse for PageError {
             PageError::Records(e @ (E::NotFound(..) | E::Gone(..))) => {
                 (StatusCode::NOT_FOUND, "Not found", e.to_string())
             }
-            PageError::Records(e @ (E::BadRequest { .. } | E::Conflict(_))) => {
+            PageError::Records(e @ (E::BadRequest { .. } | E::Conflict(_) | E::Locked(_))) => {
                 (StatusCode::BAD_REQUEST, "Not done", e.to_string())
             }
             PageError::Records(e @ (E::Forbidden(_) | E::Restricted(_))) => {
                 (StatusCode::FORBIDDEN, "Not allowed", e.to_string())
+            }
+            PageError::Records(E::Entry { source, .. }) => {
+                return PageError::Records(*source).into_response();
             }
             PageError::Records(E::Unauthorized) => {
                 return Redirect::to("/login").into_response();

@@ -29,6 +29,9 @@ struct ResultRow {
 }
 
 struct Report {
+    id: String,
+    /// `Reviewed by … on …`, once acknowledged.
+    reviewed: Option<String>,
     title: String,
     when: String,
     status: String,
@@ -42,6 +45,8 @@ struct ResultsPage {
     banner: Banner,
     /// `None`: the role may not read results.
     reports: Option<Vec<Report>>,
+    /// May acknowledge results (a clinician).
+    may_review: bool,
 }
 
 /// Most reports the page lists (newest first).
@@ -121,6 +126,7 @@ pub(crate) async fn results(
             ],
         )
         .await?;
+        let reviews = state.records.reviews(&page_of.matches).await?;
         let included: Vec<(String, Value)> = page_of
             .included
             .iter()
@@ -148,6 +154,14 @@ pub(crate) async fn results(
                         })
                         .unwrap_or_default();
                     Report {
+                        id: r.id.to_string(),
+                        reviewed: reviews.iter().find(|v| v.report == r.id.as_str()).map(|v| {
+                            format!(
+                                "Reviewed by {} on {}",
+                                v.reviewed_by,
+                                super::display_time(v.reviewed_at.as_millis())
+                            )
+                        }),
                         title: concept_text(report.get("code")),
                         when: report
                             .get("effectiveDateTime")
@@ -174,8 +188,155 @@ pub(crate) async fn results(
             nav: Some(me.nav()),
             banner,
             reports,
+            may_review: actor.roles().iter().any(|r| r.is_clinical()),
         },
     ))
+}
+
+#[derive(Deserialize, Default)]
+pub(crate) struct ReviewForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// `POST /patients/{id}/results/{report}/review`: acknowledges a report (who and when kept).
+pub(crate) async fn review(
+    State(state): State<AppState>,
+    me: SignedIn,
+    Path((pid, report)): Path<(String, String)>,
+    axum::Form(form): axum::Form<ReviewForm>,
+) -> Result<Response, PageError> {
+    me.check_csrf(&form.csrf)?;
+    let (pid, _) = banner_of(&state, &me.actor, &pid).await?;
+    let not_found = || {
+        PageError::Records(ironchart_records::RecordsError::NotFound(
+            "DiagnosticReport".into(),
+            report.clone(),
+        ))
+    };
+    let id = ironchart_fhir::Id::parse(&report).ok_or_else(not_found)?;
+    let found = state
+        .records
+        .read(
+            &me.actor,
+            ironchart_fhir::ResourceType::DIAGNOSTIC_REPORT,
+            &id,
+        )
+        .await?;
+    let subject = found.value();
+    if subject
+        .pointer("/subject/reference")
+        .and_then(Value::as_str)
+        != Some(&format!("Patient/{pid}"))
+    {
+        return Err(not_found());
+    }
+    state.records.review_result(&me.actor, &id).await?;
+    Ok(axum::response::IntoResponse::into_response(
+        axum::response::Redirect::to(&format!("/patients/{pid}/results#report-{id}")),
+    ))
+}
+
+/// A result waiting for its ordering clinician.
+pub(crate) struct Unreviewed {
+    pub(crate) patient: String,
+    pub(crate) name: String,
+    pub(crate) title: String,
+    pub(crate) when: String,
+}
+
+/// The reports of tests this clinician ordered that nobody has acknowledged yet, newest first
+/// (found through the orders: `DiagnosticReport.basedOn` → `ServiceRequest.requester`).
+pub(crate) async fn unreviewed(
+    state: &AppState,
+    actor: &ironchart_records::Actor,
+) -> Result<Vec<Unreviewed>, PageError> {
+    if !actor.roles().iter().any(|r| r.is_clinical())
+        || !may_search(actor, "Practitioner")
+        || !may_search(actor, "DiagnosticReport")
+    {
+        return Ok(Vec::new());
+    }
+    let name = actor.username().unwrap_or("");
+    let me = find(
+        state,
+        actor,
+        "Practitioner",
+        &[(
+            "identifier",
+            format!("{}|{name}", super::visit::USER_SYSTEM),
+        )],
+    )
+    .await?;
+    let Some(me) = me.first() else {
+        return Ok(Vec::new());
+    };
+    let reports = find(
+        state,
+        actor,
+        "DiagnosticReport",
+        &[
+            (
+                "based-on:ServiceRequest.requester",
+                format!("Practitioner/{}", me.id),
+            ),
+            ("_sort", "-date".into()),
+            ("_count", "100".into()),
+        ],
+    )
+    .await?;
+    let reviews = state.records.reviews(&reports).await?;
+    let waiting: Vec<&Resource> = reports
+        .iter()
+        .filter(|r| !reviews.iter().any(|v| v.report == r.id.as_str()))
+        .collect();
+    let patients: Vec<String> = waiting
+        .iter()
+        .filter_map(|r| {
+            r.value()
+                .pointer("/subject/reference")
+                .and_then(Value::as_str)
+                .and_then(|s| s.strip_prefix("Patient/"))
+                .map(str::to_string)
+        })
+        .collect();
+    let mut names = std::collections::HashMap::new();
+    if !patients.is_empty() {
+        let mut unique = patients.clone();
+        unique.sort();
+        unique.dedup();
+        for p in find(
+            state,
+            actor,
+            "Patient",
+            &[("_id", unique.join(",")), ("_count", "100".into())],
+        )
+        .await?
+        {
+            names.insert(p.id.to_string(), super::chart::display_name(&p.value()));
+        }
+    }
+    Ok(waiting
+        .iter()
+        .map(|r| {
+            let v = r.value();
+            let patient = v
+                .pointer("/subject/reference")
+                .and_then(Value::as_str)
+                .and_then(|s| s.strip_prefix("Patient/"))
+                .unwrap_or("")
+                .to_string();
+            Unreviewed {
+                name: names
+                    .get(&patient)
+                    .cloned()
+                    .unwrap_or_else(|| "Not shown".into()),
+                patient,
+                title: concept_text(v.get("code")),
+                when: effective(&v),
+            }
+        })
+        .collect())
 }
 
 #[derive(Deserialize, Default)]

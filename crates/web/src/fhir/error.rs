@@ -152,6 +152,12 @@ fn from_records(e: RecordsError, prefix: Option<&str>) -> ApiError {
         RecordsError::Conflict(m) => {
             ApiError::new(S::CONFLICT, "conflict", m, expr(None).as_deref())
         }
+        e @ RecordsError::Locked(_) => ApiError::new(
+            S::CONFLICT,
+            "business-rule",
+            e.to_string(),
+            expr(None).as_deref(),
+        ),
         RecordsError::TooLarge(m) => {
             ApiError::new(S::PAYLOAD_TOO_LARGE, "too-costly", m, expr(None).as_deref())
         }

@@ -18,3 +18,4 @@ mod limits;
 mod policy;
 mod search;
 mod signin;
+mod visit;

@@ -20,7 +20,7 @@ pub(super) const PASSWORD: &str = "correct horse battery staple 42";
 /// A server with its own records service.
 pub(super) struct App {
     pub(super) records: Records,
-    origin: String,
+    pub(super) origin: String,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -131,7 +131,7 @@ impl App {
         }
     }
 
-    async fn audit_actions(&self, actor: &str) -> Vec<(String, String, Option<String>)> {
+    pub(super) async fn audit_actions(&self, actor: &str) -> Vec<(String, String, Option<String>)> {
         let rows = self
             .records
             .audit_entries(
@@ -165,7 +165,7 @@ pub(super) struct Page {
 }
 
 impl Page {
-    fn location(&self) -> &str {
+    pub(super) fn location(&self) -> &str {
         self.headers
             .get("location")
             .and_then(|v| v.to_str().ok())
@@ -173,7 +173,7 @@ impl Page {
     }
 
     /// The value of a hidden form field.
-    fn field(&self, name: &str) -> String {
+    pub(super) fn field(&self, name: &str) -> String {
         let marker = format!("name=\"{name}\" value=\"");
         let start = self.body.find(&marker).map(|i| i + marker.len());
         start
@@ -235,7 +235,7 @@ impl Browser {
         self.absorb(r).await
     }
 
-    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+    pub(super) async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
         let mut req = self
             .client
             .post(format!("{}{path}", self.origin))

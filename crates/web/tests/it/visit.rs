@@ -1,0 +1,474 @@
+//! A visit from vitals to signed note, through the pages as each role uses them; the lock on a
+//! signed visit, for the pages, the API, Bundles and the door itself.
+
+use std::time::Duration;
+
+use ironchart_fhir::search::SearchQuery;
+use ironchart_fhir::{Id, ResourceType};
+use ironchart_records::test_support::operator;
+use ironchart_records::{RecordsError, Role};
+use ironchart_web::terminology::Terminology;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::signin::{App, Browser, Db, PASSWORD, default_policy, start};
+
+async fn put(app: &App, rt: &str, id: &str, value: Value) {
+    let op = operator();
+    app.records
+        .update(
+            op.actor(),
+            ResourceType::parse(rt).unwrap(),
+            &Id::parse(id).unwrap(),
+            value,
+            None,
+        )
+        .await
+        .expect("stored");
+}
+
+/// Everything of a type in an encounter, read by the operator.
+async fn in_visit(app: &App, rt: &str, enc: &str) -> Vec<Value> {
+    let query = SearchQuery::parse(
+        rt,
+        &[
+            ("encounter".to_string(), format!("Encounter/{enc}")),
+            ("_count".to_string(), "100".to_string()),
+        ],
+    )
+    .unwrap();
+    let op = operator();
+    app.records
+        .search(op.actor(), &query, None)
+        .await
+        .unwrap()
+        .matches
+        .iter()
+        .map(|r| r.value())
+        .collect()
+}
+
+async fn clinic(app: &App) {
+    put(
+        app,
+        "Patient",
+        "p1",
+        json!({"resourceType": "Patient", "id": "p1",
+        "name": [{"use": "official", "family": "Rivera", "given": ["Ana"]}],
+        "gender": "female", "birthDate": "1961-02-03",
+        "identifier": [{"system": "urn:ironchart:demo:mrn", "value": "MRN-000321"}]}),
+    )
+    .await;
+    put(
+        app,
+        "AllergyIntolerance",
+        "a1",
+        json!({"resourceType": "AllergyIntolerance", "id": "a1",
+        "patient": {"reference": "Patient/p1"}, "code": {"text": "Penicillin"},
+        "reaction": [{"manifestation": [{"text": "Hives"}]}]}),
+    )
+    .await;
+}
+
+/// Posts a form of the page at `path` (its CSRF token read from the page).
+async fn submit(
+    b: &mut Browser,
+    page: &str,
+    action: &str,
+    fields: &[(&str, &str)],
+) -> crate::signin::Page {
+    let csrf = b.get(page).await.field("csrf");
+    let mut form: Vec<(&str, &str)> = vec![("csrf", csrf.as_str())];
+    form.extend_from_slice(fields);
+    b.post(action, &form).await
+}
+
+async fn a_visit_from_vitals_to_signed_note(db: Db) {
+    let Some(app) = start(db, default_policy()).await else {
+        return;
+    };
+    clinic(&app).await;
+    app.user("nurse", Role::Nurse, None).await;
+    app.user("dr", Role::Physician, None).await;
+    app.user("desk", Role::FrontDesk, None).await;
+    let terms = Terminology::shipped();
+
+    // The nurse starts the visit from the chart.
+    let mut nurse = app.browser();
+    nurse.sign_in("nurse", PASSWORD).await;
+    let chart = nurse.get("/patients/p1").await;
+    assert!(chart.body.contains("Start a visit"), "{}", chart.body);
+    let started = submit(&mut nurse, "/patients/p1", "/patients/p1/visits", &[]).await;
+    assert_eq!(started.status, StatusCode::SEE_OTHER, "{}", started.body);
+    let visit = started.location().to_string();
+    assert!(visit.starts_with("/patients/p1/visits/"), "{visit}");
+    let enc = visit.rsplit('/').next().unwrap().to_string();
+    let vitals_url = format!("{visit}/vitals");
+
+    // An impossible weight is refused next to its field; what was typed is kept; nothing saved.
+    let refused = submit(
+        &mut nurse,
+        &visit,
+        &vitals_url,
+        &[("weight", "700"), ("pulse", "72")],
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        refused.body.contains("not a possible weight"),
+        "{}",
+        refused.body
+    );
+    assert!(refused.body.contains("id=\"weight-error\""));
+    assert!(refused.body.contains(
+        "name=\"pulse\" type=\"text\" inputmode=\"decimal\" autocomplete=\"off\" value=\"72\""
+    ));
+    assert!(in_visit(&app, "Observation", &enc).await.is_empty());
+
+    // In US units: entered in lb and in, stored in kg and cm, BMI computed, high BP flagged.
+    let units = submit(
+        &mut nurse,
+        &visit,
+        "/account/units",
+        &[("units", "us"), ("back", &visit)],
+    )
+    .await;
+    assert_eq!(units.location(), visit);
+    let saved = submit(
+        &mut nurse,
+        &visit,
+        &vitals_url,
+        &[
+            ("weight", "154"),
+            ("height", "65"),
+            ("systolic", "150"),
+            ("diastolic", "92"),
+            ("pulse", "72"),
+        ],
+    )
+    .await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
+    let stored = in_visit(&app, "Observation", &enc).await;
+    let by_code = |code: &str| {
+        stored
+            .iter()
+            .find(|o| o.pointer("/code/coding/0/code").and_then(Value::as_str) == Some(code))
+            .unwrap_or_else(|| panic!("{code} stored: {stored:?}"))
+            .clone()
+    };
+    let weight = by_code("29463-7");
+    assert_eq!(weight.pointer("/valueQuantity/code").unwrap(), "kg");
+    assert_eq!(
+        weight.pointer("/valueQuantity/value").unwrap().as_f64(),
+        Some(69.85)
+    );
+    assert_eq!(
+        by_code("8302-2")
+            .pointer("/valueQuantity/value")
+            .unwrap()
+            .as_f64(),
+        Some(165.1)
+    );
+    assert_eq!(
+        by_code("39156-5")
+            .pointer("/valueQuantity/value")
+            .unwrap()
+            .as_f64(),
+        Some(25.6)
+    );
+    assert_eq!(
+        by_code("85354-9")
+            .pointer("/interpretation/0/coding/0/code")
+            .unwrap(),
+        "H"
+    );
+    let page = nurse.get(&visit).await;
+    assert!(page.body.contains("154 lb"), "shown as entered");
+    assert!(page.body.contains("150/92 mmHg"));
+    // A nurse records vitals, but does not prescribe.
+    assert!(!page.body.contains("/prescriptions\" novalidate"));
+
+    // The physician: a note, a diagnosis by typing, a lab order.
+    let mut dr = app.browser();
+    dr.sign_in("dr", PASSWORD).await;
+    let note = submit(
+        &mut dr,
+        &visit,
+        &format!("{visit}/note"),
+        &[
+            ("subjective", "Sore throat for 3 days."),
+            ("objective", "Tonsillar exudate."),
+            ("assessment", "Strep pharyngitis."),
+            ("plan", "Antibiotic."),
+        ],
+    )
+    .await;
+    assert_eq!(note.status, StatusCode::SEE_OTHER, "{}", note.body);
+    let offered = submit(
+        &mut dr,
+        &visit,
+        &format!("{visit}/diagnoses"),
+        &[("diagnosis", "diab")],
+    )
+    .await;
+    assert_eq!(offered.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        offered.body.contains("value=\"E11.9\""),
+        "diab offers E11.9"
+    );
+    let picked = submit(
+        &mut dr,
+        &visit,
+        &format!("{visit}/diagnoses"),
+        &[("diagnosis", "diab"), ("code", "E11.9")],
+    )
+    .await;
+    assert_eq!(picked.status, StatusCode::SEE_OTHER, "{}", picked.body);
+    let conditions = in_visit(&app, "Condition", &enc).await;
+    assert_eq!(
+        conditions[0].pointer("/code/coding/0/code").unwrap(),
+        "E11.9"
+    );
+    assert_eq!(
+        conditions[0].pointer("/code/coding/0/system").unwrap(),
+        "http://hl7.org/fhir/sid/icd-10-cm"
+    );
+    let test = terms.orders().next().expect("an orderable test").clone();
+    let ordered = submit(
+        &mut dr,
+        &visit,
+        &format!("{visit}/orders"),
+        &[("code", &test.code)],
+    )
+    .await;
+    assert_eq!(ordered.status, StatusCode::SEE_OTHER, "{}", ordered.body);
+    let orders = in_visit(&app, "ServiceRequest", &enc).await;
+    assert_eq!(
+        orders[0].pointer("/code/coding/0/code").unwrap().as_str(),
+        Some(test.code.as_str())
+    );
+
+    // Amoxicillin for a penicillin allergy: the alert names it; no reason, no order.
+    let amoxicillin = terms
+        .find_drugs("amoxicillin", 20)
+        .into_iter()
+        .find(|d| d.ingredients.len() == 1)
+        .expect("amoxicillin")
+        .clone();
+    let rx_url = format!("{visit}/prescriptions");
+    let rx = [
+        ("drug", amoxicillin.name.as_str()),
+        ("dose", "500 mg"),
+        ("route", "oral"),
+        ("frequency", "three times a day"),
+        ("days", "10"),
+        ("quantity", "30"),
+    ];
+    let alerted = submit(&mut dr, &visit, &rx_url, &rx).await;
+    assert_eq!(alerted.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        alerted.body.contains("Allergy alert: Penicillin"),
+        "{}",
+        alerted.body
+    );
+    assert!(alerted.body.contains("Hives"));
+    assert!(
+        alerted.body.contains("value=\"500 mg\""),
+        "the form keeps what was typed"
+    );
+    let mut again: Vec<(&str, &str)> = rx.to_vec();
+    again.push(("alerted", "1"));
+    let no_reason = submit(&mut dr, &visit, &rx_url, &again).await;
+    assert_eq!(no_reason.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(no_reason.body.contains("Give the reason"));
+    assert!(in_visit(&app, "MedicationRequest", &enc).await.is_empty());
+    let reason = "Tolerated amoxicillin in 2020 without reaction";
+    again.push(("reason", reason));
+    let prescribed = submit(&mut dr, &visit, &rx_url, &again).await;
+    assert_eq!(
+        prescribed.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        prescribed.body
+    );
+    let orders = in_visit(&app, "MedicationRequest", &enc).await;
+    let order = &orders[0];
+    assert!(
+        order
+            .pointer("/note/0/text")
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .contains(reason)
+    );
+    assert_eq!(
+        order
+            .pointer("/medicationCodeableConcept/coding/0/code")
+            .unwrap()
+            .as_str(),
+        Some(amoxicillin.rxcui.as_str())
+    );
+    let audit = app.audit_actions("user:dr").await;
+    assert!(
+        audit
+            .iter()
+            .any(|(action, outcome, detail)| action == "allergy-override"
+                && outcome == "success"
+                && detail
+                    .as_deref()
+                    .is_some_and(|d| d.contains(reason) && d.contains("penicillin"))),
+        "{audit:?}"
+    );
+    let print = dr
+        .get(&format!(
+            "/patients/p1/prescriptions/{}",
+            order["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(print.status, StatusCode::OK);
+    for fact in [
+        "RIVERA, Ana",
+        "03-Feb-1961",
+        "MRN-000321",
+        "three times a day",
+    ] {
+        assert!(print.body.contains(fact), "the prescription shows {fact}");
+    }
+
+    // Signing asks for the password again.
+    let wrong = submit(
+        &mut dr,
+        &visit,
+        &format!("{visit}/sign"),
+        &[("password", "not the password")],
+    )
+    .await;
+    assert_eq!(wrong.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(wrong.body.contains("The password is not right"));
+    let signed = submit(
+        &mut dr,
+        &visit,
+        &format!("{visit}/sign"),
+        &[("password", PASSWORD)],
+    )
+    .await;
+    assert_eq!(signed.status, StatusCode::SEE_OTHER, "{}", signed.body);
+    let page = dr.get(&visit).await;
+    assert!(page.body.contains("Signed by dr"), "{}", page.body);
+    let notes = in_visit(&app, "DocumentReference", &enc).await;
+    assert_eq!(notes[0]["docStatus"], "final");
+
+    // Locked: a later vitals entry, the API, a Bundle and the door itself are refused.
+    let late = submit(&mut nurse, &visit, &vitals_url, &[("pulse", "80")]).await;
+    assert_eq!(late.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(late.body.contains("is signed"), "{}", late.body);
+    assert_eq!(
+        in_visit(&app, "Observation", &enc).await.len(),
+        stored.len()
+    );
+    let token = app
+        .records
+        .issue_user_token(&operator(), "dr", None, Duration::from_secs(600))
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let mut changed = notes[0].clone();
+    changed["content"][0]["attachment"]["data"] = json!("Q2hhbmdlZA==");
+    let note_id = notes[0]["id"].as_str().unwrap();
+    let api = http
+        .put(format!("{}/fhir/DocumentReference/{note_id}", app.origin))
+        .bearer_auth(&token)
+        .header("content-type", "application/fhir+json")
+        .body(changed.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), StatusCode::CONFLICT);
+    let outcome: Value = api.json().await.unwrap();
+    assert_eq!(outcome["issue"][0]["code"], "business-rule");
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [{
+        "request": {"method": "POST", "url": "Observation"},
+        "resource": {"resourceType": "Observation", "status": "final", "code": {"text": "Pulse"},
+            "subject": {"reference": "Patient/p1"}, "encounter": {"reference": format!("Encounter/{enc}")}}}]});
+    let api = http
+        .post(format!("{}/fhir", app.origin))
+        .bearer_auth(&token)
+        .header("content-type", "application/fhir+json")
+        .body(bundle.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), StatusCode::CONFLICT);
+    let op = operator();
+    let observation = Id::parse(weight["id"].as_str().unwrap()).unwrap();
+    assert!(matches!(
+        app.records
+            .delete(op.actor(), ResourceType::OBSERVATION, &observation)
+            .await,
+        Err(RecordsError::Locked(_))
+    ));
+    let mut encounter = app
+        .records
+        .read(
+            op.actor(),
+            ResourceType::ENCOUNTER,
+            &Id::parse(&enc).unwrap(),
+        )
+        .await
+        .unwrap()
+        .value();
+    encounter["status"] = json!("in-progress");
+    assert!(matches!(
+        app.records
+            .update(
+                op.actor(),
+                ResourceType::ENCOUNTER,
+                &Id::parse(&enc).unwrap(),
+                encounter,
+                None
+            )
+            .await,
+        Err(RecordsError::Locked(_))
+    ));
+
+    // An addendum keeps the original.
+    let addendum = submit(
+        &mut dr,
+        &visit,
+        &format!("{visit}/addenda"),
+        &[("text", "Culture came back positive; plan unchanged.")],
+    )
+    .await;
+    assert_eq!(addendum.status, StatusCode::SEE_OTHER, "{}", addendum.body);
+    let page = dr.get(&visit).await;
+    assert!(
+        page.body.contains("Sore throat for 3 days."),
+        "the original stays"
+    );
+    assert!(page.body.contains("Addendum by dr"));
+    assert!(page.body.contains("Culture came back positive"));
+
+    // The front desk sees the visit but not its note.
+    let mut desk = app.browser();
+    desk.sign_in("desk", PASSWORD).await;
+    let page = desk.get(&visit).await;
+    if page.status == StatusCode::OK {
+        assert!(
+            !page.body.contains("Sore throat"),
+            "no note for the front desk"
+        );
+    } else {
+        assert_eq!(page.status, StatusCode::FORBIDDEN);
+    }
+}
+
+mod a_visit_from_vitals_to_signed_note {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::a_visit_from_vitals_to_signed_note(super::Db::Sqlite).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::a_visit_from_vitals_to_signed_note(super::Db::Postgres).await;
+    }
+}
