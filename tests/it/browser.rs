@@ -582,6 +582,13 @@ async fn a_visit_works_in_a_real_browser() {
             "identifier": [{"system": "urn:example:mrn", "value": "MRN-77"}]}),
         json!({"resourceType": "AllergyIntolerance", "id": "v1-a", "patient": {"reference": "Patient/v1"},
             "code": {"text": "Penicillin"}, "reaction": [{"manifestation": [{"text": "Hives"}]}]}),
+        json!({"resourceType": "Patient", "id": "v2", "birthDate": "2025-01-01", "gender": "male",
+            "name": [{"family": "Mensah", "given": ["Kwame"]}]}),
+        json!({"resourceType": "Observation", "id": "v2-w", "status": "final",
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}],
+            "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}], "text": "Body weight"},
+            "subject": {"reference": "Patient/v2"}, "effectiveDateTime": "2026-01-01T12:00:00Z",
+            "valueQuantity": {"value": 9.6, "unit": "kg", "system": "http://unitsofmeasure.org", "code": "kg"}}),
     ]
     .map(|v| v.to_string())
     .join("\n");
@@ -736,6 +743,31 @@ async fn a_visit_works_in_a_real_browser() {
         "{note}"
     );
     browser.check_page("a signed visit with an addendum").await;
+    // The lists, with a problem resolved and its history; a child's growth chart.
+    browser.open(&format!("{base}/patients/v1/lists")).await;
+    browser.type_into("#problem", "I10").await;
+    browser
+        .click("form[action$='/lists/problems'] button")
+        .await;
+    browser
+        .click("form[action*='/lists/Condition/'] button")
+        .await;
+    let history = browser
+        .script(
+            "return Array.from(document.querySelectorAll('tr')).find(r => r.textContent.includes('I10'))\
+             .querySelector(\"a[href$='/history']\").getAttribute('href');",
+        )
+        .await;
+    browser
+        .open(&format!("{base}{}", history.as_str().unwrap()))
+        .await;
+    assert!(browser.text("#history").await.contains("resolved"));
+    browser.check_page("a problem's history").await;
+    browser.open(&format!("{base}/patients/v1/lists")).await;
+    browser.check_page("the lists").await;
+    browser.open(&format!("{base}/patients/v2/growth")).await;
+    assert!(browser.text("main").await.contains("48th"));
+    browser.check_page("a growth chart").await;
     browser.click("form[action='/logout'] button").await;
 
     // The front desk cannot read the note, even by its URL.

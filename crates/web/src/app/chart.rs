@@ -84,7 +84,7 @@ const MONTHS: [&str; 12] = [
 ];
 
 /// `1961-02-03` or `03-Feb-1961` (any case) as `1961-02-03`.
-fn iso_date(text: &str) -> Option<String> {
+pub(super) fn iso_date(text: &str) -> Option<String> {
     let parts: Vec<&str> = text.split('-').collect();
     let (y, m, d): (i64, u32, u32) = match parts.as_slice() {
         [y, m, d] if y.len() == 4 => (y.parse().ok()?, m.parse().ok()?, d.parse().ok()?),
@@ -546,54 +546,97 @@ fn banner(patient: &Resource, allergies: AllergyStatus, today: Instant) -> Banne
     }
 }
 
+/// One recorded allergy as pages use it.
+pub(super) struct Allergy {
+    /// `(system, code)` of each coding.
+    pub(super) codes: Vec<(String, String)>,
+    /// What it is called (its text, else its first coding's display or code).
+    pub(super) name: String,
+    /// Its codings' displays too, for matching drugs by words.
+    pub(super) words: String,
+    /// The reactions recorded, joined.
+    pub(super) reaction: String,
+    /// A "no known allergies" statement.
+    pub(super) none_known: bool,
+}
+
+/// An AllergyIntolerance in force (not refuted, entered in error, inactive or resolved).
+pub(super) fn allergy_of(a: &Value) -> Option<Allergy> {
+    let code_at = |p: &str| a.pointer(p).and_then(Value::as_str);
+    if matches!(
+        code_at("/verificationStatus/coding/0/code"),
+        Some("entered-in-error" | "refuted")
+    ) || matches!(
+        code_at("/clinicalStatus/coding/0/code"),
+        Some("inactive" | "resolved")
+    ) {
+        return None;
+    }
+    let codings = a
+        .pointer("/code/coding")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let codes: Vec<(String, String)> = codings
+        .iter()
+        .filter_map(|c| {
+            Some((
+                c.get("system")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+                c.get("code").and_then(Value::as_str)?.to_string(),
+            ))
+        })
+        .collect();
+    let name = concept_text(a.get("code"));
+    let mut words = vec![name.clone()];
+    words.extend(
+        codings
+            .iter()
+            .filter_map(|c| c.get("display").and_then(Value::as_str))
+            .map(str::to_string),
+    );
+    let reactions: Vec<String> = a
+        .get("reaction")
+        .and_then(Value::as_array)
+        .map(|rs| {
+            rs.iter()
+                .filter_map(|r| r.get("manifestation").and_then(Value::as_array))
+                .flatten()
+                .map(|c| concept_text(Some(c)))
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(Allergy {
+        none_known: codes
+            .iter()
+            .any(|(_, c)| NO_KNOWN_ALLERGY.contains(&c.as_str())),
+        codes,
+        name,
+        words: words.join(" · "),
+        reaction: reactions.join(", "),
+    })
+}
+
+impl Banner {
+    /// A child or young person (growth charts apply): 20 years or younger.
+    pub(super) fn child(&self) -> bool {
+        self.age_months.is_some_and(|m| m <= 240)
+    }
+}
+
 fn allergy_status(found: &[Resource]) -> AllergyStatus {
     let mut listed = Vec::new();
     let mut none_known = false;
-    for r in found {
-        let a = r.value();
-        let verification = a
-            .pointer("/verificationStatus/coding/0/code")
-            .and_then(Value::as_str);
-        let clinical = a
-            .pointer("/clinicalStatus/coding/0/code")
-            .and_then(Value::as_str);
-        if matches!(verification, Some("entered-in-error" | "refuted"))
-            || matches!(clinical, Some("inactive" | "resolved"))
-        {
-            continue;
-        }
-        let codes: Vec<&str> = a
-            .pointer("/code/coding")
-            .and_then(Value::as_array)
-            .map(|cs| {
-                cs.iter()
-                    .filter_map(|c| c.get("code").and_then(Value::as_str))
-                    .collect()
-            })
-            .unwrap_or_default();
-        if codes.iter().any(|c| NO_KNOWN_ALLERGY.contains(c)) {
+    for a in found.iter().filter_map(|r| allergy_of(&r.value())) {
+        if a.none_known {
             none_known = true;
-            continue;
+        } else if a.reaction.is_empty() {
+            listed.push(a.name);
+        } else {
+            listed.push(format!("{} ({})", a.name, a.reaction));
         }
-        let mut text = concept_text(a.get("code"));
-        let reactions: Vec<String> = a
-            .get("reaction")
-            .and_then(Value::as_array)
-            .map(|rs| {
-                rs.iter()
-                    .flat_map(|r| {
-                        r.get("manifestation")
-                            .and_then(Value::as_array)
-                            .map(|m| m.iter().map(|c| concept_text(Some(c))).collect::<Vec<_>>())
-                            .unwrap_or_default()
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        if !reactions.is_empty() {
-            text = format!("{text} ({})", reactions.join(", "));
-        }
-        listed.push(text);
     }
     if !listed.is_empty() {
         AllergyStatus::Listed(listed)

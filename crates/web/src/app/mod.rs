@@ -11,6 +11,8 @@ mod account;
 mod admin;
 mod audit;
 mod chart;
+mod growth;
+mod lists;
 mod results;
 mod signin;
 mod visit;
@@ -77,6 +79,22 @@ pub(crate) fn routes() -> Router<AppState> {
         .route(
             "/patients/{id}/prescriptions/{mr}",
             get(visit::prescription),
+        )
+        .route("/patients/{id}/growth", get(growth::growth))
+        .route("/patients/{id}/lists", get(lists::lists))
+        .route("/patients/{id}/lists/problems", post(lists::add_problem))
+        .route("/patients/{id}/lists/allergies", post(lists::add_allergy))
+        .route(
+            "/patients/{id}/lists/immunizations",
+            post(lists::add_immunization),
+        )
+        .route(
+            "/patients/{id}/lists/{kind}/{rid}/status",
+            post(lists::change_status),
+        )
+        .route(
+            "/patients/{id}/lists/{kind}/{rid}/history",
+            get(lists::history),
         )
         .route("/account/units", post(visit::set_units))
         .route("/terminology/{list}", get(visit::lookup))

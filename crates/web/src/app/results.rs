@@ -357,6 +357,9 @@ struct Plot {
     points: Vec<Point>,
     /// The polyline through the points.
     line: String,
+    /// A second series on the same axes (diastolic under systolic), if any.
+    second_points: Vec<Point>,
+    second_line: String,
     /// The reference range as a band: top and height.
     band: Option<(String, String)>,
     y_top: String,
@@ -382,10 +385,17 @@ const RIGHT: f64 = 620.0;
 const TOP: f64 = 20.0;
 const BOTTOM: f64 = 220.0;
 
-fn plot(values: &[(i64, f64, String)], range: (Option<f64>, Option<f64>)) -> Option<Plot> {
-    let (first, last) = (values.first()?.0, values.last()?.0);
-    let mut lo = values.iter().map(|v| v.1).fold(f64::INFINITY, f64::min);
-    let mut hi = values.iter().map(|v| v.1).fold(f64::NEG_INFINITY, f64::max);
+/// A plot of one series, or of two on the same axes (systolic and diastolic pressure).
+fn plot_two(
+    values: &[(i64, f64, String)],
+    second: &[(i64, f64, String)],
+    range: (Option<f64>, Option<f64>),
+) -> Option<Plot> {
+    let all = || values.iter().chain(second);
+    let first = all().map(|v| v.0).min()?;
+    let last = all().map(|v| v.0).max()?;
+    let mut lo = all().map(|v| v.1).fold(f64::INFINITY, f64::min);
+    let mut hi = all().map(|v| v.1).fold(f64::NEG_INFINITY, f64::max);
     if let Some(l) = range.0 {
         lo = lo.min(l);
     }
@@ -415,6 +425,19 @@ fn plot(values: &[(i64, f64, String)], range: (Option<f64>, Option<f64>)) -> Opt
         .map(|p| format!("{},{}", p.x, p.y))
         .collect::<Vec<_>>()
         .join(" ");
+    let second_points: Vec<Point> = second
+        .iter()
+        .map(|(t, v, label)| Point {
+            x: format!("{:.1}", x(*t)),
+            y: format!("{:.1}", y(*v)),
+            label: label.clone(),
+        })
+        .collect();
+    let second_line = second_points
+        .iter()
+        .map(|p| format!("{},{}", p.x, p.y))
+        .collect::<Vec<_>>()
+        .join(" ");
     let band = match range {
         (Some(l), Some(h)) => Some((format!("{:.1}", y(h)), format!("{:.1}", y(l) - y(h)))),
         (Some(l), None) => Some((format!("{TOP:.1}"), format!("{:.1}", y(l) - TOP))),
@@ -425,6 +448,8 @@ fn plot(values: &[(i64, f64, String)], range: (Option<f64>, Option<f64>)) -> Opt
     Some(Plot {
         points,
         line,
+        second_points,
+        second_line,
         band,
         y_top: format!("{hi:.1}"),
         y_bottom: format!("{lo:.1}"),
@@ -459,21 +484,36 @@ pub(crate) async fn trend(
     .await?;
     let observations: Vec<Value> = found.iter().map(Resource::value).collect();
     let mut values = Vec::new();
+    let mut second = Vec::new();
     for o in &observations {
         let when = o
             .get("effectiveDateTime")
             .or_else(|| o.pointer("/effectivePeriod/start"))
             .and_then(Value::as_str)
             .and_then(ironchart_fhir::datetime::parse_date_range);
-        if let (Some(when), Some(v)) = (
-            when,
-            o.pointer("/valueQuantity/value").and_then(Value::as_f64),
-        ) {
-            values.push((
-                when.low,
-                v,
-                format!("{}: {}", effective(o), observation_value(o)),
-            ));
+        let Some(when) = when else {
+            continue;
+        };
+        let label = format!("{}: {}", effective(o), observation_value(o));
+        if let Some(v) = o.pointer("/valueQuantity/value").and_then(Value::as_f64) {
+            values.push((when.low, v, label));
+        } else {
+            // A blood pressure: systolic as the first series, diastolic as the second.
+            let part = |code: &str| {
+                o.get("component")
+                    .and_then(Value::as_array)
+                    .and_then(|cs| {
+                        cs.iter().find(|c| {
+                            c.pointer("/code/coding/0/code").and_then(Value::as_str) == Some(code)
+                        })
+                    })
+                    .and_then(|c| c.pointer("/valueQuantity/value"))
+                    .and_then(Value::as_f64)
+            };
+            if let (Some(s), Some(d)) = (part("8480-6"), part("8462-4")) {
+                values.push((when.low, s, label.clone()));
+                second.push((when.low, d, label));
+            }
         }
     }
     let newest = observations.last();
@@ -491,7 +531,10 @@ pub(crate) async fn trend(
         .map(|o| concept_text(o.get("code")))
         .unwrap_or_else(|| form.code.clone());
     let unit = newest
-        .and_then(|o| o.pointer("/valueQuantity/unit"))
+        .and_then(|o| {
+            o.pointer("/valueQuantity/unit")
+                .or_else(|| o.pointer("/component/0/valueQuantity/unit"))
+        })
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
@@ -503,7 +546,7 @@ pub(crate) async fn trend(
             test,
             unit,
             rows: observations.iter().rev().map(result_row).collect(),
-            plot: plot(&values, range),
+            plot: plot_two(&values, &second, range),
         },
     ))
 }
@@ -534,7 +577,7 @@ mod tests {
     #[test]
     fn the_plot_spans_the_values_and_the_range() {
         let values = vec![(0, 4.0, "a".to_string()), (1000, 6.0, "b".to_string())];
-        let p = plot(&values, (Some(3.5), Some(5.1))).expect("a plot");
+        let p = plot_two(&values, &[], (Some(3.5), Some(5.1))).expect("a plot");
         assert_eq!(p.points.len(), 2);
         assert_eq!(p.points[0].x, "60.0");
         assert_eq!(p.points[1].x, "620.0");
@@ -548,6 +591,10 @@ mod tests {
         assert!(
             top.parse::<f64>().unwrap_or(0.0) > TOP && height.parse::<f64>().unwrap_or(0.0) > 0.0
         );
-        assert!(plot(&[], (None, None)).is_none());
+        assert!(plot_two(&[], &[], (None, None)).is_none());
+        let bp =
+            plot_two(&values, &[(500, 3.0, "d".to_string())], (None, None)).expect("two series");
+        assert_eq!(bp.second_points.len(), 1);
+        assert!(!bp.second_line.is_empty());
     }
 }

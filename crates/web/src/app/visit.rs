@@ -22,7 +22,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::chart::{
-    AllergyStatus, Banner, banner_of, concept_text, display_date, find, may_search,
+    Allergy, AllergyStatus, Banner, allergy_of, banner_of, concept_text, display_date, find,
+    may_search,
 };
 use super::vitals::{self, Units};
 use super::{Nav, PageError, SignedIn, display_time, page};
@@ -44,7 +45,7 @@ impl Problems {
             .map(|(_, m)| m.as_str())
     }
 
-    fn add(&mut self, field: &str, message: impl Into<String>) {
+    pub(crate) fn add(&mut self, field: &str, message: impl Into<String>) {
         self.0.push((field.to_string(), message.into()));
     }
 
@@ -1041,7 +1042,7 @@ pub(crate) async fn write_note(
 /// The code a typed entry names: a choice picked from the offered ones (only while the text
 /// still finds it: a stale choice never wins over new words), a leading code that exists
 /// (`E11.9 Type 2 …`, as the typeahead fills it), a name typed in full, else the only match.
-fn resolve<'a, T: PartialEq>(
+pub(crate) fn resolve<'a, T: PartialEq>(
     text: &str,
     chosen: &str,
     exact: impl Fn(&str) -> Option<&'a T>,
@@ -1231,85 +1232,23 @@ pub(crate) async fn add_order(
     }
 }
 
-/// The patient's active allergies: codes, text and reactions.
-pub(crate) struct Allergy {
-    pub codes: Vec<(String, String)>,
-    pub text: String,
-    pub reaction: String,
-}
-
+/// The patient's allergies in force (a "no known allergies" statement names no drug).
 pub(crate) async fn allergies(
     state: &AppState,
     actor: &Actor,
     pid: &Id,
 ) -> Result<Vec<Allergy>, PageError> {
-    let found = find(
+    Ok(find(
         state,
         actor,
         "AllergyIntolerance",
         &[("patient", pid.to_string()), ("_count", "200".into())],
     )
-    .await?;
-    let mut out = Vec::new();
-    for r in found {
-        let a = r.value();
-        let verification = a
-            .pointer("/verificationStatus/coding/0/code")
-            .and_then(Value::as_str);
-        let clinical = a
-            .pointer("/clinicalStatus/coding/0/code")
-            .and_then(Value::as_str);
-        if matches!(verification, Some("entered-in-error" | "refuted"))
-            || matches!(clinical, Some("inactive" | "resolved"))
-        {
-            continue;
-        }
-        let codes: Vec<(String, String)> = a
-            .pointer("/code/coding")
-            .and_then(Value::as_array)
-            .map(|cs| {
-                cs.iter()
-                    .filter_map(|c| {
-                        Some((
-                            c.get("system")
-                                .and_then(Value::as_str)
-                                .unwrap_or("")
-                                .to_string(),
-                            c.get("code").and_then(Value::as_str)?.to_string(),
-                        ))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let mut words: Vec<String> = vec![concept_text(a.get("code"))];
-        if let Some(cs) = a.pointer("/code/coding").and_then(Value::as_array) {
-            words.extend(
-                cs.iter()
-                    .filter_map(|c| c.get("display").and_then(Value::as_str))
-                    .map(str::to_string),
-            );
-        }
-        let reaction: Vec<String> = a
-            .get("reaction")
-            .and_then(Value::as_array)
-            .map(|rs| {
-                rs.iter()
-                    .flat_map(|r| {
-                        r.get("manifestation")
-                            .and_then(Value::as_array)
-                            .map(|m| m.iter().map(|c| concept_text(Some(c))).collect::<Vec<_>>())
-                            .unwrap_or_default()
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        out.push(Allergy {
-            codes,
-            text: words.join(" · "),
-            reaction: reaction.join(", "),
-        });
-    }
-    Ok(out)
+    .await?
+    .iter()
+    .filter_map(|r| allergy_of(&r.value()))
+    .filter(|a| !a.none_known)
+    .collect())
 }
 
 /// The first allergy `drug` may trigger.
@@ -1320,9 +1259,9 @@ pub(crate) fn allergy_alert(
 ) -> Option<Alert> {
     allergies.iter().find_map(|a| {
         terms
-            .allergy_match(drug, &a.codes, &a.text)
+            .allergy_match(drug, &a.codes, &a.words)
             .map(|why| Alert {
-                allergen: a.text.split(" · ").next().unwrap_or("").to_string(),
+                allergen: a.name.clone(),
                 reaction: a.reaction.clone(),
                 why,
             })

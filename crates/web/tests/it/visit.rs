@@ -185,6 +185,12 @@ async fn a_visit_from_vitals_to_signed_note(db: Db) {
     let page = nurse.get(&visit).await;
     assert!(page.body.contains("154 lb"), "shown as entered");
     assert!(page.body.contains("150/92 mmHg"));
+    // Blood pressure's trend: systolic and diastolic on one plot.
+    let trend = nurse
+        .get("/patients/p1/trend?code=http%3A%2F%2Floinc.org%7C85354-9")
+        .await;
+    assert_eq!(trend.status, StatusCode::OK);
+    assert!(trend.body.contains("stroke-dasharray"), "two series");
     // A nurse records vitals, but does not prescribe.
     assert!(!page.body.contains("/prescriptions\" novalidate"));
 
@@ -470,5 +476,286 @@ mod a_visit_from_vitals_to_signed_note {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres() {
         super::a_visit_from_vitals_to_signed_note(super::Db::Postgres).await;
+    }
+}
+
+/// Problems, allergies (and "no known allergies" as a statement), immunizations and
+/// medications: added, changed, with every version in the history.
+async fn lists_are_kept_with_their_history(db: Db) {
+    let Some(app) = start(db, default_policy()).await else {
+        return;
+    };
+    put(
+        &app,
+        "Patient",
+        "p2",
+        json!({"resourceType": "Patient", "id": "p2",
+        "name": [{"family": "Lee", "given": ["Min"]}], "birthDate": "2000-01-01"}),
+    )
+    .await;
+    app.user("dr", Role::Physician, None).await;
+    app.user("desk", Role::FrontDesk, None).await;
+    let mut dr = app.browser();
+    dr.sign_in("dr", PASSWORD).await;
+    let lists = "/patients/p2/lists";
+
+    // Nothing recorded: said so, and "no known allergies" can be recorded as a statement.
+    let page = dr.get(lists).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("Allergies not recorded"));
+    let nka = submit(
+        &mut dr,
+        lists,
+        "/patients/p2/lists/allergies",
+        &[("category", "none-known")],
+    )
+    .await;
+    assert_eq!(nka.status, StatusCode::SEE_OTHER, "{}", nka.body);
+    assert!(
+        dr.get("/patients/p2")
+            .await
+            .body
+            .contains("No known allergies")
+    );
+
+    // A problem by typing; a bad onset date is refused next to its field.
+    let refused = submit(
+        &mut dr,
+        lists,
+        "/patients/p2/lists/problems",
+        &[("problem", "I10"), ("onset", "2999-01-01")],
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(refused.body.contains("id=\"onset-error\""));
+    assert!(refused.body.contains("value=\"I10\""), "kept");
+    let added = submit(
+        &mut dr,
+        lists,
+        "/patients/p2/lists/problems",
+        &[("problem", "I10"), ("onset", "2020-05-01")],
+    )
+    .await;
+    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.body);
+
+    // An allergy to a drug ingredient is coded (RxNorm); the banner lists it.
+    let allergy = submit(
+        &mut dr,
+        lists,
+        "/patients/p2/lists/allergies",
+        &[
+            ("substance", "amoxicillin"),
+            ("category", "medication"),
+            ("reaction", "Rash"),
+            ("severity", "moderate"),
+        ],
+    )
+    .await;
+    assert_eq!(allergy.status, StatusCode::SEE_OTHER, "{}", allergy.body);
+    let chart = dr.get("/patients/p2").await;
+    assert!(chart.body.contains("amoxicillin (Rash)"), "{}", chart.body);
+    assert!(
+        !chart.body.contains("No known allergies"),
+        "a listed allergy overrides the statement"
+    );
+
+    // An immunization by CVX.
+    let imm = submit(
+        &mut dr,
+        lists,
+        "/patients/p2/lists/immunizations",
+        &[
+            ("vaccine", "03"),
+            ("date", "2026-11-01"),
+            ("lot", "LOT-9"),
+            ("site", "left arm"),
+        ],
+    )
+    .await;
+    assert_eq!(imm.status, StatusCode::SEE_OTHER, "{}", imm.body);
+
+    let op = operator();
+    let find = |rt: &'static str| {
+        let records = app.records.clone();
+        async move {
+            let q = SearchQuery::parse(rt, &[("patient".to_string(), "p2".to_string())]).unwrap();
+            records
+                .search(operator().actor(), &q, None)
+                .await
+                .unwrap()
+                .matches
+        }
+    };
+    let conditions = find("Condition").await;
+    assert_eq!(conditions[0].value()["code"]["coding"][0]["code"], "I10");
+    let allergies = find("AllergyIntolerance").await;
+    let coded = allergies
+        .iter()
+        .map(|r| r.value())
+        .find(|a| a["code"]["text"] == "amoxicillin")
+        .unwrap();
+    assert_eq!(
+        coded["code"]["coding"][0]["system"],
+        "http://www.nlm.nih.gov/research/umls/rxnorm"
+    );
+    let imms = find("Immunization").await;
+    assert_eq!(imms[0].value()["vaccineCode"]["coding"][0]["code"], "03");
+    assert_eq!(imms[0].value()["lotNumber"], "LOT-9");
+
+    // Resolve the problem: a new version; the history shows both, who and when.
+    let cid = conditions[0].id.to_string();
+    let resolved = submit(
+        &mut dr,
+        lists,
+        &format!("/patients/p2/lists/Condition/{cid}/status"),
+        &[("status", "resolved")],
+    )
+    .await;
+    assert_eq!(resolved.status, StatusCode::SEE_OTHER, "{}", resolved.body);
+    let now = app
+        .records
+        .read(op.actor(), ResourceType::CONDITION, &conditions[0].id)
+        .await
+        .unwrap()
+        .value();
+    assert_eq!(now["clinicalStatus"]["coding"][0]["code"], "resolved");
+    assert!(now["abatementDateTime"].is_string());
+    let history = dr
+        .get(&format!("/patients/p2/lists/Condition/{cid}/history"))
+        .await;
+    assert_eq!(history.status, StatusCode::OK);
+    assert!(
+        history.body.contains("<td>resolved</td>") && history.body.contains("<td>active</td>"),
+        "{}",
+        history.body
+    );
+    // A status the entry cannot take, and another patient's entry, are refused.
+    let bad = submit(
+        &mut dr,
+        lists,
+        &format!("/patients/p2/lists/Condition/{cid}/status"),
+        &[("status", "deleted")],
+    )
+    .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    put(
+        &app,
+        "Patient",
+        "p3",
+        json!({"resourceType": "Patient", "id": "p3"}),
+    )
+    .await;
+    let other = submit(
+        &mut dr,
+        lists,
+        &format!("/patients/p3/lists/Condition/{cid}/status"),
+        &[("status", "inactive")],
+    )
+    .await;
+    assert_eq!(other.status, StatusCode::NOT_FOUND);
+
+    // The allergy entered in error: no longer listed; the statement is shown again.
+    let aid = allergies
+        .iter()
+        .find(|r| r.value()["code"]["text"] == "amoxicillin")
+        .unwrap()
+        .id
+        .to_string();
+    let wrong = submit(
+        &mut dr,
+        lists,
+        &format!("/patients/p2/lists/AllergyIntolerance/{aid}/status"),
+        &[("status", "entered-in-error")],
+    )
+    .await;
+    assert_eq!(wrong.status, StatusCode::SEE_OTHER, "{}", wrong.body);
+    let chart = dr.get("/patients/p2").await;
+    assert!(!chart.body.contains("amoxicillin (Rash)"));
+    assert!(chart.body.contains("No known allergies"));
+
+    // The front desk may read the lists page only as far as its role allows, and changes nothing.
+    let mut desk = app.browser();
+    desk.sign_in("desk", PASSWORD).await;
+    let page = desk.get(lists).await;
+    if page.status == StatusCode::OK {
+        assert!(!page.body.contains("Add problem"));
+    }
+}
+
+mod lists_are_kept_with_their_history {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::lists_are_kept_with_their_history(super::Db::Sqlite).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::lists_are_kept_with_their_history(super::Db::Postgres).await;
+    }
+}
+
+/// A child's growth chart: percentile curves from the published tables, the child's z-score.
+async fn a_childs_growth_is_charted(db: Db) {
+    let Some(app) = start(db, default_policy()).await else {
+        return;
+    };
+    put(&app, "Patient", "kid", json!({"resourceType": "Patient", "id": "kid",
+        "name": [{"family": "Young", "given": ["Sam"]}], "gender": "male", "birthDate": "2025-01-01"}))
+    .await;
+    put(&app, "Observation", "kw", json!({"resourceType": "Observation", "id": "kw", "status": "final",
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}],
+        "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}], "text": "Body weight"},
+        "subject": {"reference": "Patient/kid"}, "effectiveDateTime": "2026-01-01T12:00:00Z",
+        "valueQuantity": {"value": 9.6, "unit": "kg", "system": "http://unitsofmeasure.org", "code": "kg"}}))
+    .await;
+    put(
+        &app,
+        "Patient",
+        "adult",
+        json!({"resourceType": "Patient", "id": "adult",
+        "gender": "female", "birthDate": "1970-01-01"}),
+    )
+    .await;
+    app.user("nurse", Role::Nurse, None).await;
+    let mut nurse = app.browser();
+    nurse.sign_in("nurse", PASSWORD).await;
+    let chart = nurse.get("/patients/kid").await;
+    assert!(
+        chart.body.contains("/patients/kid/growth"),
+        "a child's chart links its growth"
+    );
+    let growth = nurse.get("/patients/kid/growth").await;
+    assert_eq!(growth.status, StatusCode::OK);
+    assert!(growth.body.contains("Weight-for-age, birth to 24 months"));
+    assert!(growth.body.contains("<td>48th</td>"), "{}", growth.body);
+    assert!(growth.body.contains("<td>-0.05</td>"));
+    assert_eq!(
+        growth.body.matches("<polyline").count(),
+        7,
+        "seven percentile curves"
+    );
+    assert!(
+        !nurse
+            .get("/patients/adult")
+            .await
+            .body
+            .contains("/growth\"")
+    );
+    assert!(
+        nurse
+            .get("/patients/adult/growth")
+            .await
+            .body
+            .contains("up to 20 years")
+    );
+}
+
+mod a_childs_growth_is_charted {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::a_childs_growth_is_charted(super::Db::Sqlite).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::a_childs_growth_is_charted(super::Db::Postgres).await;
     }
 }
