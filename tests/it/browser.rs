@@ -555,6 +555,15 @@ async fn signing_in_works_in_a_real_browser() {
     assert!(served.interrupt().success());
 }
 
+/// A 1×1 PNG.
+const TINY_PNG: &[u8] = &[
+    0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x48, 0x44, 0x52,
+    0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1F, 0x15, 0xC4,
+    0x89, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9C, 0x63, 0xF8, 0xCF, 0xC0, 0xF0,
+    0x1F, 0x00, 0x05, 0x00, 0x01, 0xFF, 0x89, 0x99, 0x3D, 0x1D, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45,
+    0x4E, 0x44, 0xAE, 0x42, 0x60, 0x82,
+];
+
 /// Waits until a script returns true (the typeahead's answer arriving, say).
 async fn wait_for(browser: &Browser, script: &str, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -765,6 +774,36 @@ async fn a_visit_works_in_a_real_browser() {
     browser.check_page("a problem's history").await;
     browser.open(&format!("{base}/patients/v1/lists")).await;
     browser.check_page("the lists").await;
+    // A document: HTML named .pdf is refused; a real image is kept and previewed.
+    let disguised = files.path().join("letter.pdf");
+    std::fs::write(&disguised, "<html><script>alert(1)</script></html>").unwrap();
+    browser.open(&format!("{base}/patients/v1/documents")).await;
+    browser.type_into("#title", "Referral letter").await;
+    browser
+        .type_into("#file", disguised.to_str().unwrap())
+        .await;
+    browser.click("form[action$='/documents'] button").await;
+    assert!(
+        browser
+            .text(".error-summary")
+            .await
+            .contains("Only PDF, PNG and JPEG")
+    );
+    browser.check_page("a refused upload").await;
+    let image = files.path().join("photo.png");
+    std::fs::write(&image, TINY_PNG).unwrap();
+    browser
+        .script("document.getElementById('title').value = ''; return null;")
+        .await;
+    browser.type_into("#title", "Rash photo").await;
+    browser.type_into("#file", image.to_str().unwrap()).await;
+    browser.click("form[action$='/documents'] button").await;
+    assert!(browser.text("#documents").await.contains("Rash photo"));
+    let shown = browser
+        .script("const i = document.querySelector('img.preview'); return i.complete && i.naturalWidth === 1;")
+        .await;
+    assert_eq!(shown, true, "the image is previewed");
+    browser.check_page("the documents").await;
     browser.open(&format!("{base}/patients/v2/growth")).await;
     assert!(browser.text("main").await.contains("48th"));
     browser.check_page("a growth chart").await;

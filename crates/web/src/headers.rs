@@ -11,6 +11,9 @@ use crate::AppState;
 /// The API's policy: nothing may load or run.
 const API_CSP: &str =
     "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+/// A stored file's policy: nothing in it may load or run, and it is its own sandbox.
+const FILE_CSP: &str =
+    "default-src 'none'; sandbox; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 /// The pages' policy: our stylesheet, our one script file and forms only; nothing inline.
 const PAGE_CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; connect-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
@@ -19,12 +22,23 @@ pub(crate) async fn security_headers(
     request: Request,
     next: Next,
 ) -> Response {
-    let api = request.uri().path().starts_with("/fhir");
+    let path = request.uri().path();
+    let api = path.starts_with("/fhir");
+    // A patient's file (a download, or an image shown in a page): nothing in it may run.
+    let file = path.starts_with("/patients/")
+        && path.contains("/documents/")
+        && (path.ends_with("/file") || path.ends_with("/preview"));
     let mut response = next.run(request).await;
     let h = response.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(if api { API_CSP } else { PAGE_CSP }),
+        HeaderValue::from_static(if api {
+            API_CSP
+        } else if file {
+            FILE_CSP
+        } else {
+            PAGE_CSP
+        }),
     );
     if state.config.tls {
         h.insert(

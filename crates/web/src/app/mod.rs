@@ -11,6 +11,7 @@ mod account;
 mod admin;
 mod audit;
 mod chart;
+mod documents;
 mod growth;
 mod lists;
 mod results;
@@ -79,6 +80,20 @@ pub(crate) fn routes() -> Router<AppState> {
         .route(
             "/patients/{id}/prescriptions/{mr}",
             get(visit::prescription),
+        )
+        .route(
+            "/patients/{id}/documents",
+            get(documents::documents).post(documents::upload).layer(
+                axum::extract::DefaultBodyLimit::max(documents::MAX_DOCUMENT_BYTES + 64 * 1024),
+            ),
+        )
+        .route(
+            "/patients/{id}/documents/{doc}/file",
+            get(documents::download),
+        )
+        .route(
+            "/patients/{id}/documents/{doc}/preview",
+            get(documents::preview),
         )
         .route("/patients/{id}/growth", get(growth::growth))
         .route("/patients/{id}/lists", get(lists::lists))

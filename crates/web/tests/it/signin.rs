@@ -248,6 +248,34 @@ impl Browser {
         self.absorb(r).await
     }
 
+    /// Posts a multipart form (a file upload), same-origin.
+    pub(super) async fn post_multipart(
+        &mut self,
+        path: &str,
+        form: reqwest::multipart::Form,
+    ) -> Page {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.origin))
+            .header("cookie", self.cookie_header())
+            .header("origin", &self.origin)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        self.absorb(r).await
+    }
+
+    /// The raw response of a GET (headers and bytes), for files.
+    pub(super) async fn get_raw(&mut self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.origin))
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Fills in and submits the sign-in form.
     pub(super) async fn sign_in(&mut self, username: &str, password: &str) -> Page {
         let form = self.get("/login").await;

@@ -759,3 +759,139 @@ mod a_childs_growth_is_charted {
         super::a_childs_growth_is_charted(super::Db::Postgres).await;
     }
 }
+
+/// Documents: the type decided by the content; served as a download or an image, never a page.
+async fn documents_are_kept_safely(db: Db) {
+    let Some(app) = start(db, default_policy()).await else {
+        return;
+    };
+    clinic(&app).await;
+    app.user("nurse", Role::Nurse, None).await;
+    let mut nurse = app.browser();
+    nurse.sign_in("nurse", PASSWORD).await;
+    let page = nurse.get("/patients/p1/documents").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let csrf = page.field("csrf");
+    let upload = |title: &str, name: &str, mime: &str, bytes: Vec<u8>| {
+        reqwest::multipart::Form::new()
+            .text("csrf", csrf.clone())
+            .text("title", title.to_string())
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(bytes)
+                    .file_name(name.to_string())
+                    .mime_str(mime)
+                    .unwrap(),
+            )
+    };
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend_from_slice(&[0u8; 64]);
+    let added = nurse
+        .post_multipart(
+            "/patients/p1/documents",
+            upload("Rash photo", "rash.png", "image/png", png.clone()),
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.body);
+
+    // HTML dressed as a PDF is refused, and so is an empty title; what was typed stays.
+    let disguised = nurse
+        .post_multipart(
+            "/patients/p1/documents",
+            upload(
+                "Letter",
+                "letter.pdf",
+                "application/pdf",
+                b"<html><script>alert(1)</script></html>".to_vec(),
+            ),
+        )
+        .await;
+    assert_eq!(disguised.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        disguised.body.contains("Only PDF, PNG and JPEG"),
+        "{}",
+        disguised.body
+    );
+    assert!(disguised.body.contains("value=\"Letter\""));
+    let untitled = nurse
+        .post_multipart(
+            "/patients/p1/documents",
+            upload("", "a.pdf", "application/pdf", b"%PDF-1.7\n%%EOF".to_vec()),
+        )
+        .await;
+    assert_eq!(untitled.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let too_big = nurse
+        .post_multipart(
+            "/patients/p1/documents",
+            upload("Big", "big.pdf", "application/pdf", {
+                let mut b = b"%PDF-1.7\n".to_vec();
+                b.resize(11 * 1024 * 1024, b' ');
+                b
+            }),
+        )
+        .await;
+    assert!(
+        too_big.status == StatusCode::UNPROCESSABLE_ENTITY
+            || too_big.status == StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        too_big.status
+    );
+
+    // Listed once; served as an attachment (and an inline image), with nosniff and a sandbox.
+    let list = nurse.get("/patients/p1/documents").await;
+    assert_eq!(
+        list.body.matches("/file\">Download</a>").count(),
+        1,
+        "{}",
+        list.body
+    );
+    let doc = list
+        .body
+        .split("/patients/p1/documents/")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap()
+        .to_string();
+    let file = nurse
+        .get_raw(&format!("/patients/p1/documents/{doc}/file"))
+        .await;
+    assert_eq!(file.status(), StatusCode::OK);
+    let h = file.headers().clone();
+    assert_eq!(h["content-type"], "image/png");
+    assert!(
+        h["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment;")
+    );
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert!(
+        h["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("sandbox")
+    );
+    assert_eq!(file.bytes().await.unwrap().to_vec(), png);
+    let preview = nurse
+        .get_raw(&format!("/patients/p1/documents/{doc}/preview"))
+        .await;
+    assert_eq!(preview.headers()["content-type"], "image/png");
+    assert_eq!(
+        nurse
+            .get_raw(&format!("/patients/p1/documents/not-there/file"))
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+}
+
+mod documents_are_kept_safely {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::documents_are_kept_safely(super::Db::Sqlite).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::documents_are_kept_safely(super::Db::Postgres).await;
+    }
+}
