@@ -878,7 +878,7 @@ async fn documents_are_kept_safely(db: Db) {
     assert_eq!(preview.headers()["content-type"], "image/png");
     assert_eq!(
         nurse
-            .get_raw(&format!("/patients/p1/documents/not-there/file"))
+            .get_raw("/patients/p1/documents/not-there/file")
             .await
             .status(),
         StatusCode::NOT_FOUND
