@@ -902,6 +902,13 @@ async fn seed_demo(
         let outcomes = records.import(operator, batch).await?;
         failed += outcomes.iter().filter(|o| o.is_err()).count();
     }
+    // The showcase: a 500-visit chart, children's growth, unreviewed results.
+    let showcase = crate::demo::showcase::resources(seed);
+    for chunk in showcase.chunks(1000) {
+        total += chunk.len();
+        let outcomes = records.import(operator, chunk.to_vec()).await?;
+        failed += outcomes.iter().filter(|o| o.is_err()).count();
+    }
     bar.finish_and_clear();
     if failed > 0 {
         return Err(msg(format!(

@@ -31,6 +31,7 @@ mod datatypes;
 mod names;
 mod patient;
 mod rng;
+pub mod showcase;
 mod terminology;
 pub mod users;
 

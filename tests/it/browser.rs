@@ -698,7 +698,7 @@ async fn a_visit_works_in_a_real_browser() {
         .check_page("a visit with note, diagnosis and order")
         .await;
     let amoxicillin = ironchart_web::terminology::Terminology::shipped()
-        .find_drugs("amoxicillin", 20)
+        .find_drugs("amoxicillin 500 capsule", 20)
         .into_iter()
         .find(|d| d.ingredients.len() == 1)
         .expect("amoxicillin")
@@ -706,6 +706,9 @@ async fn a_visit_works_in_a_real_browser() {
         .clone();
     browser.type_into("#drug", &amoxicillin).await;
     browser.type_into("#dose", "500 mg").await;
+    browser
+        .script("document.getElementById('frequency').value = 'three times a day'; return null;")
+        .await;
     browser.type_into("#days", "10").await;
     browser.type_into("#quantity", "30").await;
     browser.click("form[action$='/prescriptions'] button").await;
@@ -751,6 +754,11 @@ async fn a_visit_works_in_a_real_browser() {
         note.contains("Sore throat for three days.") && note.contains("Addendum by doc"),
         "{note}"
     );
+    browser
+        .script(
+            "document.querySelector('.addendum').scrollIntoView({block: 'center'}); return null;",
+        )
+        .await;
     browser.check_page("a signed visit with an addendum").await;
     // The lists, with a problem resolved and its history; a child's growth chart.
     browser.open(&format!("{base}/patients/v1/lists")).await;

@@ -8,6 +8,7 @@
 
 mod bench;
 mod codegen;
+mod pages;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +30,10 @@ commands:
                                 measure imports, every US Core search with bare ids, newest
                                 first to the last page, and population searches with wrk,
                                 against their targets, next to the HTTP and storage ceilings
+  bench-pages [--patients N] [--search-patients N] [--requests N]
+                                time the clinician's pages as a signed-in physician (SQLite):
+                                the demo's 500-visit chart, results, trend, a visit, growth,
+                                home, and patient search among N more patients (100,000)
 ";
 
 fn main() -> ExitCode {
@@ -71,6 +76,7 @@ fn run(args: &[String]) -> Result<(), String> {
             codegen::run(&definitions, &out)
         }
         "bench" => bench::run(&root, &bench::Options::parse(rest)?),
+        "bench-pages" => pages::run(&root, &pages::Options::parse(rest)?),
         "test" => test(&root, rest),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");

@@ -83,3 +83,11 @@ document.addEventListener("keydown", function (event) {
     summary.focus();
   }
 })();
+
+// A prescription stopped by an allergy alert: bring the alert into view.
+(function () {
+  var alertBox = document.getElementById("allergy-alert");
+  if (alertBox && !document.querySelector(".error-summary")) {
+    alertBox.scrollIntoView({ block: "center" });
+  }
+})();

@@ -723,14 +723,21 @@ async fn render(
     ))
 }
 
-/// `2026-12-06T10:00:00Z` as `06-Dec-2026 10:00`.
+/// `2026-12-06T10:00:00Z` as `06-Dec-2026 10:00 UTC` (another offset is shown as written:
+/// `10:00 -08:00`): a time is never shown without its zone.
 fn display_time_text(t: &str) -> String {
     let time = t.get(11..16).unwrap_or("");
     if time.is_empty() {
-        display_date(t)
-    } else {
-        format!("{} {time}", display_date(t))
+        return display_date(t);
     }
+    let zone = match t
+        .get(19..)
+        .map(|rest| rest.trim_start_matches(|c: char| c == '.' || c.is_ascii_digit()))
+    {
+        Some("Z") | Some("+00:00") | None | Some("") => "UTC".to_string(),
+        Some(offset) => offset.to_string(),
+    };
+    format!("{} {time} {zone}", display_date(t))
 }
 
 fn vital_row(o: &Value, units: Units) -> VitalRow {
@@ -1736,6 +1743,23 @@ pub(crate) async fn prescription(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_carry_their_zone() {
+        assert_eq!(
+            display_time_text("2026-12-06T10:00:00Z"),
+            "06-Dec-2026 10:00 UTC"
+        );
+        assert_eq!(
+            display_time_text("2026-12-06T10:00:00.123Z"),
+            "06-Dec-2026 10:00 UTC"
+        );
+        assert_eq!(
+            display_time_text("2026-10-30T09:30:00-07:00"),
+            "30-Oct-2026 09:30 -07:00"
+        );
+        assert_eq!(display_time_text("2026-10-30"), "30-Oct-2026");
+    }
 
     #[test]
     fn a_note_reads_back_by_section() {

@@ -256,7 +256,7 @@ async fn a_visit_from_vitals_to_signed_note(db: Db) {
 
     // Amoxicillin for a penicillin allergy: the alert names it; no reason, no order.
     let amoxicillin = terms
-        .find_drugs("amoxicillin", 20)
+        .find_drugs("amoxicillin 500 capsule", 20)
         .into_iter()
         .find(|d| d.ingredients.len() == 1)
         .expect("amoxicillin")
