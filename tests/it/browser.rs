@@ -591,6 +591,8 @@ async fn a_visit_works_in_a_real_browser() {
             "identifier": [{"system": "urn:example:mrn", "value": "MRN-77"}]}),
         json!({"resourceType": "AllergyIntolerance", "id": "v1-a", "patient": {"reference": "Patient/v1"},
             "code": {"text": "Penicillin"}, "reaction": [{"manifestation": [{"text": "Hives"}]}]}),
+        json!({"resourceType": "Patient", "id": "v3",
+            "name": [{"family": "<script>window.pwned = 1</script>Lane", "given": ["<img src=x onerror=window.pwned=2>"]}]}),
         json!({"resourceType": "Patient", "id": "v2", "birthDate": "2025-01-01", "gender": "male",
             "name": [{"family": "Mensah", "given": ["Kwame"]}]}),
         json!({"resourceType": "Observation", "id": "v2-w", "status": "final",
@@ -760,6 +762,23 @@ async fn a_visit_works_in_a_real_browser() {
         )
         .await;
     browser.check_page("a signed visit with an addendum").await;
+    // The chart shows the new data, and the plot of a vital sign.
+    browser.open(&format!("{base}/patients/v1")).await;
+    let chart = browser.text("main").await;
+    assert!(
+        chart.contains("E11.9") || chart.contains("Type 2 diabetes"),
+        "{chart}"
+    );
+    assert!(chart.contains("150/92"), "{chart}");
+    browser
+        .click("a[href*='/trend?code='][href*='29463-7']")
+        .await;
+    let plotted = browser
+        .script("return document.querySelectorAll('svg.plot circle').length;")
+        .await;
+    assert_eq!(plotted, 1, "the weight is plotted");
+    browser.check_page("a vital sign's trend").await;
+
     // The lists, with a problem resolved and its history; a child's growth chart.
     browser.open(&format!("{base}/patients/v1/lists")).await;
     browser.type_into("#problem", "I10").await;
@@ -821,6 +840,52 @@ async fn a_visit_works_in_a_real_browser() {
     assert_eq!(browser.sign_in(&base, "desk", PASSWORD).await, "/");
     browser.open(&format!("{base}{visit}")).await;
     assert!(!browser.text("body").await.contains("Sore throat"));
+
+    // Markup in a patient's name is shown as text and never runs.
+    browser.open(&format!("{base}/patients/v3")).await;
+    let banner = browser.text("section.banner").await;
+    assert!(
+        banner.contains("<SCRIPT>WINDOW.PWNED = 1</SCRIPT>LANE"),
+        "{banner}"
+    );
+    assert!(
+        banner.contains("<img src=x onerror=window.pwned=2>"),
+        "{banner}"
+    );
+    assert_eq!(
+        browser.script("return window.pwned === undefined;").await,
+        true
+    );
+    browser.click("form[action='/logout'] button").await;
+    assert!(served.interrupt().success());
+
+    // An idle session: warned, then signed out (a server with a 3-second idle limit).
+    let mut served = Served::start_cmd(
+        &[
+            "serve",
+            "--data",
+            data.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--session-idle",
+            "3s",
+        ],
+        &db,
+    );
+    wait_healthy(&served.base).await;
+    let base = served.base.clone();
+    assert_eq!(browser.sign_in(&base, "nina", PASSWORD).await, "/");
+    browser.open(&format!("{base}/patients/v1")).await;
+    wait_for(
+        &browser,
+        "return !document.getElementById('idle-warning').hidden;",
+        "the page warns before the idle sign-out",
+    )
+    .await;
+    assert!(browser.text("#idle-warning").await.contains("signed out"));
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    browser.open(&format!("{base}/patients/v1")).await;
+    assert_eq!(browser.path().await, "/login", "signed out after 3 s idle");
 
     browser.quit().await;
     assert!(served.interrupt().success());

@@ -345,3 +345,44 @@ fn demo_seeds_once() {
     assert!(token.starts_with("ic_"));
     let _ = Duration::from_secs(0);
 }
+
+/// `ironchart terminology load`: a site's full release is read in its published form and
+/// kept under the data directory; a file it does not know is refused with a clear message.
+#[test]
+fn terminology_load_reads_published_releases() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let codes = files.path().join("icd10cm_codes_2026.txt");
+    std::fs::write(
+        &codes,
+        "Z9989   Dependence on other enabling machines and devices\nA000    Cholera due to Vibrio cholerae 01, biovar cholerae\n",
+    )
+    .unwrap();
+    let out = bin()
+        .args(["terminology", "load", "--data"])
+        .arg(dir.path())
+        .arg(&codes)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("loaded 2 ICD-10-CM codes"));
+    let saved = std::fs::read_to_string(dir.path().join("terminology/icd10cm.tsv")).unwrap();
+    assert!(saved.contains("Z99.89\tDependence on other enabling machines and devices"));
+    let t = ironchart_web::terminology::Terminology::for_data_dir(dir.path()).unwrap();
+    assert_eq!(t.diagnoses("enabling machines", 3)[0].code, "Z99.89");
+
+    let junk = files.path().join("notes.txt");
+    std::fs::write(&junk, "hello world\n").unwrap();
+    let out = bin()
+        .args(["terminology", "load", "--data"])
+        .arg(dir.path())
+        .arg(&junk)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a release this command knows"));
+}

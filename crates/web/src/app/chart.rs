@@ -716,9 +716,11 @@ pub(crate) async fn chart(
     let (id, banner) = banner_of(&state, actor, &id).await?;
     let pid = id.to_string();
     let today = state.records.now();
+    let units =
+        super::vitals::Units::of(state.records.preference(actor, "units").await?.as_deref());
     let mut sections = Vec::with_capacity(SECTIONS.len());
     for spec in SECTIONS {
-        sections.push(section(&state, actor, &pid, today, spec).await?);
+        sections.push(section(&state, actor, &pid, today, spec, units).await?);
     }
     Ok(page(
         StatusCode::OK,
@@ -848,6 +850,7 @@ async fn section(
     pid: &str,
     today: Instant,
     spec: &Spec,
+    units: super::vitals::Units,
 ) -> Result<Section, PageError> {
     let (title, empty) = (spec.title, spec.empty);
     if !may_search(actor, spec.resource_type) {
@@ -876,7 +879,13 @@ async fn section(
                 continue;
             }
         }
-        items.extend((spec.item)(&v));
+        items.extend((spec.item)(&v).map(|mut item| {
+            // A vital sign in the user's units.
+            if super::vitals::vital_of(&v).is_some() {
+                item.detail = super::vitals::shown_value(&v, units);
+            }
+            item
+        }));
     }
     Ok(Section {
         title,

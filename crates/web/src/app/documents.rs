@@ -240,6 +240,39 @@ pub(crate) async fn upload(
             }
         };
         let name = field.name().unwrap_or("").to_string();
+        if name == "file" {
+            // Read to the end whatever the size (the connection stays usable and the page can
+            // say why), keeping at most one byte more than a document may have.
+            let mut kept: Vec<u8> = Vec::new();
+            let mut total = 0usize;
+            let mut field = field;
+            loop {
+                match field.chunk().await {
+                    Ok(Some(chunk)) => {
+                        total += chunk.len();
+                        let room = (MAX_DOCUMENT_BYTES + 1).saturating_sub(kept.len());
+                        kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                    }
+                    Ok(None) => break,
+                    Err(_) => {
+                        problems.add("file", "The upload could not be read; try again");
+                        break;
+                    }
+                }
+            }
+            if total > MAX_DOCUMENT_BYTES {
+                problems.add(
+                    "file",
+                    format!(
+                        "The file is {}; a document may be at most {} MB",
+                        size_text(total as u64),
+                        MAX_DOCUMENT_BYTES / 1024 / 1024
+                    ),
+                );
+            }
+            file = Some(kept);
+            continue;
+        }
         let Ok(bytes) = field.bytes().await else {
             problems.add(
                 "file",
@@ -259,7 +292,6 @@ pub(crate) async fn upload(
                     .take(200)
                     .collect()
             }
-            "file" => file = Some(bytes.to_vec()),
             _ => {}
         }
     }
@@ -269,15 +301,6 @@ pub(crate) async fn upload(
     if problems.is_empty() {
         if bytes.is_empty() {
             problems.add("file", "Choose a file to upload");
-        } else if bytes.len() > MAX_DOCUMENT_BYTES {
-            problems.add(
-                "file",
-                format!(
-                    "The file is {}; a document may be at most {} MB",
-                    size_text(bytes.len() as u64),
-                    MAX_DOCUMENT_BYTES / 1024 / 1024
-                ),
-            );
         } else if Kind::of(&bytes).is_none() {
             problems.add(
                 "file",

@@ -483,6 +483,8 @@ pub(crate) async fn trend(
     )
     .await?;
     let observations: Vec<Value> = found.iter().map(Resource::value).collect();
+    let units =
+        super::vitals::Units::of(state.records.preference(actor, "units").await?.as_deref());
     let mut values = Vec::new();
     let mut second = Vec::new();
     for o in &observations {
@@ -494,8 +496,9 @@ pub(crate) async fn trend(
         let Some(when) = when else {
             continue;
         };
-        let label = format!("{}: {}", effective(o), observation_value(o));
+        let label = format!("{}: {}", effective(o), super::vitals::shown_value(o, units));
         if let Some(v) = o.pointer("/valueQuantity/value").and_then(Value::as_f64) {
+            let v = super::vitals::vital_of(o).map_or(v, |vital| vital.in_units(v, units));
             values.push((when.low, v, label));
         } else {
             // A blood pressure: systolic as the first series, diastolic as the second.
@@ -531,11 +534,14 @@ pub(crate) async fn trend(
         .map(|o| concept_text(o.get("code")))
         .unwrap_or_else(|| form.code.clone());
     let unit = newest
-        .and_then(|o| {
-            o.pointer("/valueQuantity/unit")
-                .or_else(|| o.pointer("/component/0/valueQuantity/unit"))
+        .and_then(|o| super::vitals::vital_of(o).map(|v| v.unit_label(units)))
+        .or_else(|| {
+            newest.and_then(|o| {
+                o.pointer("/valueQuantity/unit")
+                    .or_else(|| o.pointer("/component/0/valueQuantity/unit"))
+                    .and_then(Value::as_str)
+            })
         })
-        .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
     Ok(page(
@@ -545,7 +551,14 @@ pub(crate) async fn trend(
             banner,
             test,
             unit,
-            rows: observations.iter().rev().map(result_row).collect(),
+            rows: observations
+                .iter()
+                .rev()
+                .map(|o| ResultRow {
+                    value: super::vitals::shown_value(o, units),
+                    ..result_row(o)
+                })
+                .collect(),
             plot: plot_two(&values, &second, range),
         },
     ))

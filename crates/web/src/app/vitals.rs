@@ -226,7 +226,7 @@ impl Vital {
         round(v, self.digits)
     }
 
-    fn in_units(&self, value: f64, units: Units) -> f64 {
+    pub(crate) fn in_units(&self, value: f64, units: Units) -> f64 {
         match (self.kind, units) {
             (Kind::Mass, Units::Us) => round(value / 0.453_592_37, 1),
             (Kind::Length, Units::Us) => round(value / 2.54, 1),
@@ -257,6 +257,25 @@ impl Vital {
         } else {
             None
         }
+    }
+}
+
+/// A vital sign whose value converts to the user's units (weight, height, temperature …).
+pub(crate) fn vital_of(o: &Value) -> Option<&'static Vital> {
+    o.pointer("/code/coding/0/code")
+        .and_then(Value::as_str)
+        .and_then(vital)
+        .filter(|_| o.pointer("/valueQuantity/value").is_some())
+}
+
+/// A value as the user reads it: a vital sign in their units, anything else as recorded.
+pub(crate) fn shown_value(o: &Value, units: Units) -> String {
+    match (
+        vital_of(o),
+        o.pointer("/valueQuantity/value").and_then(Value::as_f64),
+    ) {
+        (Some(v), Some(n)) => v.show(n, units),
+        _ => super::chart::observation_value(o),
     }
 }
 
@@ -400,8 +419,27 @@ fn interpretation(flag: Option<&str>) -> Option<Value> {
     })
 }
 
+/// A UCUM quantity, its value written with the vital's precision (`150`, not `150.0`) and its
+/// unit as people write it (`mmHg`, `°C`), the UCUM code beside.
 fn quantity(value: f64, ucum: &str) -> Value {
-    json!({"value": value, "unit": ucum, "system": "http://unitsofmeasure.org", "code": ucum})
+    let digits = match ucum {
+        "mm[Hg]" | "/min" | "%" => 0,
+        "kg" => 2,
+        _ => 1,
+    };
+    let text = format!("{value:.digits$}");
+    let text = if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        text
+    };
+    let number: Value = serde_json::from_str(&text).unwrap_or_else(|_| json!(value));
+    let unit = match ucum {
+        "mm[Hg]" => "mmHg",
+        "Cel" => "°C",
+        other => other,
+    };
+    json!({"value": number, "unit": unit, "system": "http://unitsofmeasure.org", "code": ucum})
 }
 
 /// The US Core vital-signs Observation for one value (or the blood-pressure panel).
