@@ -927,6 +927,26 @@ async fn failed(
     render(state, me, pid, enc, kept, StatusCode::UNPROCESSABLE_ENTITY).await
 }
 
+/// After a write from a visit form: back to the visit, or the form again with a locked visit's
+/// refusal next to `field` (any other error is the page's).
+async fn saved<T>(
+    state: &AppState,
+    me: &SignedIn,
+    pid: &str,
+    enc: &str,
+    result: Result<T, RecordsError>,
+    field: &str,
+    kept: impl FnOnce(Problems) -> Kept,
+) -> Result<Response, PageError> {
+    match result {
+        Ok(_) => Ok(back(pid, enc)),
+        Err(e) => {
+            let problems = locked_problem(PageError::Records(e), field)?;
+            failed(state, me, pid, enc, kept(problems)).await
+        }
+    }
+}
+
 /// A locked-visit refusal as a problem on the form's first field, or the error itself.
 fn locked_problem(e: PageError, field: &str) -> Result<Problems, PageError> {
     match e {
@@ -1025,25 +1045,15 @@ pub(crate) async fn write_note(
                 .await
         }
     };
-    match result {
-        Ok(_) => Ok(back(&pid, &enc)),
-        Err(e) => {
-            let problems = locked_problem(PageError::Records(e), "subjective")?;
-            failed(
-                &state,
-                &me,
-                &pid,
-                &enc,
-                Kept {
-                    form: "note",
-                    problems,
-                    note: form,
-                    ..Kept::default()
-                },
-            )
-            .await
+    saved(&state, &me, &pid, &enc, result, "subjective", |problems| {
+        Kept {
+            form: "note",
+            problems,
+            note: form,
+            ..Kept::default()
         }
-    }
+    })
+    .await
 }
 
 /// The code a typed entry names: a choice picked from the offered ones (only while the text
@@ -1146,29 +1156,19 @@ pub(crate) async fn add_diagnosis(
         "recordedDate": now_text(&state),
         "recorder": me_ref(&state, &me.actor).await?
     });
-    match state
+    let result = state
         .records
         .create(&me.actor, ResourceType::CONDITION, condition, None)
-        .await
-    {
-        Ok(_) => Ok(back(&pid, &enc)),
-        Err(e) => {
-            let problems = locked_problem(PageError::Records(e), "diagnosis")?;
-            failed(
-                &state,
-                &me,
-                &pid,
-                &enc,
-                Kept {
-                    form: "diagnosis",
-                    problems,
-                    dx: form,
-                    ..Kept::default()
-                },
-            )
-            .await
+        .await;
+    saved(&state, &me, &pid, &enc, result, "diagnosis", |problems| {
+        Kept {
+            form: "diagnosis",
+            problems,
+            dx: form,
+            ..Kept::default()
         }
-    }
+    })
+    .await
 }
 
 /// `POST …/orders`.
@@ -1214,29 +1214,17 @@ pub(crate) async fn add_order(
         "authoredOn": now_text(&state),
         "requester": me_ref(&state, &me.actor).await?
     });
-    match state
+    let result = state
         .records
         .create(&me.actor, ResourceType::SERVICE_REQUEST, request, None)
-        .await
-    {
-        Ok(_) => Ok(back(&pid, &enc)),
-        Err(e) => {
-            let problems = locked_problem(PageError::Records(e), "order")?;
-            failed(
-                &state,
-                &me,
-                &pid,
-                &enc,
-                Kept {
-                    form: "order",
-                    problems,
-                    order: form,
-                    ..Kept::default()
-                },
-            )
-            .await
-        }
-    }
+        .await;
+    saved(&state, &me, &pid, &enc, result, "order", |problems| Kept {
+        form: "order",
+        problems,
+        order: form,
+        ..Kept::default()
+    })
+    .await
 }
 
 /// The patient's allergies in force (a "no known allergies" statement names no drug).
@@ -1461,25 +1449,13 @@ pub(crate) async fn prescribe(
                 .await
         }
     };
-    match result {
-        Ok(_) => Ok(back(&pid, &enc)),
-        Err(e) => {
-            let problems = locked_problem(PageError::Records(e), "drug")?;
-            failed(
-                &state,
-                &me,
-                &pid,
-                &enc,
-                Kept {
-                    form: "rx",
-                    problems,
-                    rx,
-                    ..Kept::default()
-                },
-            )
-            .await
-        }
-    }
+    saved(&state, &me, &pid, &enc, result, "drug", |problems| Kept {
+        form: "rx",
+        problems,
+        rx,
+        ..Kept::default()
+    })
+    .await
 }
 
 /// `POST …/sign`.
