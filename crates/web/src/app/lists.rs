@@ -638,6 +638,14 @@ pub(crate) struct StatusForm {
     status: String,
 }
 
+/// A list URL naming no list: a 404.
+fn unknown_kind(kind: &str) -> PageError {
+    PageError::Records(RecordsError::NotFound(
+        "list".into(),
+        kind.chars().take(40).collect(),
+    ))
+}
+
 /// The types whose entries the lists change, and the statuses each may be given.
 fn changeable(kind: &str) -> Option<(ResourceType, &'static [&'static str])> {
     match kind {
@@ -662,7 +670,7 @@ pub(crate) async fn change_status(
 ) -> Result<Response, PageError> {
     me.check_csrf(&form.csrf)?;
     let (pid_id, _) = banner_of(&state, &me.actor, &pid).await?;
-    let (rt, statuses) = changeable(&kind).ok_or(PageError::Forbidden)?;
+    let (rt, statuses) = changeable(&kind).ok_or_else(|| unknown_kind(&kind))?;
     if !statuses.contains(&form.status.as_str()) {
         return Err(PageError::Records(RecordsError::BadRequest {
             message: "that status cannot be given here".into(),
@@ -756,7 +764,7 @@ pub(crate) async fn history(
     Path((pid, kind, rid)): Path<(String, String, String)>,
 ) -> Result<Response, PageError> {
     let (pid_id, banner) = banner_of(&state, &me.actor, &pid).await?;
-    let (rt, _) = changeable(&kind).ok_or(PageError::Forbidden)?;
+    let (rt, _) = changeable(&kind).ok_or_else(|| unknown_kind(&kind))?;
     let found = entry_of(&state, &me, &pid_id, rt, &rid).await?;
     let versions = state
         .records

@@ -664,6 +664,13 @@ async fn lists_are_kept_with_their_history(db: Db) {
     )
     .await;
     assert_eq!(other.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        dr.get(&format!("/patients/p2/lists/Basic/{cid}/history"))
+            .await
+            .status,
+        StatusCode::NOT_FOUND,
+        "a list that does not exist"
+    );
 
     // The allergy entered in error: no longer listed; the statement is shown again.
     let aid = allergies
