@@ -105,9 +105,11 @@ impl WriteTx {
     pub async fn any_signature(&mut self) -> Result<bool> {
         let found = self
             .conn()
-            .fetch("SELECT 1 FROM encounter_signatures LIMIT 1", vec![], |r| {
-                r.i64(0)
-            })
+            .fetch(
+                "SELECT enc_id FROM encounter_signatures LIMIT 1",
+                vec![],
+                |r| r.text(0),
+            )
             .await?;
         Ok(!found.is_empty())
     }

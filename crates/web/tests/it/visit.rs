@@ -417,6 +417,38 @@ async fn a_visit_from_vitals_to_signed_note(db: Db) {
         .unwrap();
     assert_eq!(api.status(), StatusCode::CONFLICT);
     let op = operator();
+    // An import too: a new vital sign in the signed visit, and a changed copy of its note.
+    let mut changed_note = notes[0].clone();
+    changed_note["docStatus"] = json!("preliminary");
+    let imported = app
+        .records
+        .import(
+            op.actor(),
+            vec![
+                json!({"resourceType": "Observation", "id": "late-pulse", "status": "final",
+                    "code": {"text": "Pulse"}, "subject": {"reference": "Patient/p1"},
+                    "encounter": {"reference": format!("Encounter/{enc}")}}),
+                changed_note,
+                json!({"resourceType": "Observation", "id": "elsewhere", "status": "final",
+                    "code": {"text": "Pulse"}, "subject": {"reference": "Patient/p1"}}),
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(imported[0], Err(RecordsError::Locked(_))),
+        "{:?}",
+        imported[0]
+    );
+    assert!(
+        matches!(imported[1], Err(RecordsError::Locked(_))),
+        "{:?}",
+        imported[1]
+    );
+    assert!(
+        imported[2].is_ok(),
+        "what touches no signed visit is imported"
+    );
     let observation = Id::parse(weight["id"].as_str().unwrap()).unwrap();
     assert!(matches!(
         app.records
