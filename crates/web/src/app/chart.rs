@@ -741,19 +741,27 @@ pub(super) async fn banner_of(
     actor: &Actor,
     id: &str,
 ) -> Result<(Id, Banner), PageError> {
-    let id = Id::parse(id)
-        .ok_or_else(|| PageError::Records(RecordsError::NotFound("Patient".into(), id.into())))?;
-    let patient = state
-        .records
-        .read(actor, ResourceType::PATIENT, &id)
-        .await?;
+    let (patient, banner) = patient_and_banner(state, actor, id).await?;
+    Ok((patient.id, banner))
+}
+
+/// The patient a chart URL names and their banner (for a page that also needs the Patient).
+pub(super) async fn patient_and_banner(
+    state: &AppState,
+    actor: &Actor,
+    id: &str,
+) -> Result<(Resource, Banner), PageError> {
+    let patient = patient_of(state, actor, id).await?;
     let allergies = if may_search(actor, "AllergyIntolerance") {
         allergy_status(
             &find(
                 state,
                 actor,
                 "AllergyIntolerance",
-                &[("patient", id.to_string()), ("_count", "100".into())],
+                &[
+                    ("patient", patient.id.to_string()),
+                    ("_count", "100".into()),
+                ],
             )
             .await?,
         )
@@ -761,7 +769,44 @@ pub(super) async fn banner_of(
         AllergyStatus::NotShown
     };
     let banner = banner(&patient, allergies, state.records.now());
-    Ok((id, banner))
+    Ok((patient, banner))
+}
+
+/// The patient a URL names, read as the user (one audited read; a 404 for an id that names no
+/// one they may see): what a form's handler needs before it writes to the chart.
+pub(super) async fn patient_of(
+    state: &AppState,
+    actor: &Actor,
+    id: &str,
+) -> Result<Resource, PageError> {
+    let id = Id::parse(id)
+        .ok_or_else(|| PageError::Records(RecordsError::NotFound("Patient".into(), id.into())))?;
+    Ok(state
+        .records
+        .read(actor, ResourceType::PATIENT, &id)
+        .await?)
+}
+
+/// A search as the user when their access covers it; `None` when it does not (the page says so).
+pub(super) async fn find_if_allowed(
+    state: &AppState,
+    actor: &Actor,
+    resource_type: &str,
+    pairs: &[(&str, String)],
+) -> Result<Option<Vec<Resource>>, PageError> {
+    if may_search(actor, resource_type) {
+        Ok(Some(find(state, actor, resource_type, pairs).await?))
+    } else {
+        Ok(None)
+    }
+}
+
+/// The string at a JSON pointer, or empty.
+pub(super) fn text_at(v: &Value, pointer: &str) -> String {
+    v.pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string()
 }
 
 /// One section of the chart summary: what it searches and how a found resource reads.

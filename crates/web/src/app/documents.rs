@@ -10,12 +10,11 @@ use axum::extract::{Multipart, Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use base64::Engine;
-use ironchart_fhir::bundle::BundleEntry;
 use ironchart_fhir::{Id, ResourceType};
 use ironchart_records::{Interaction, RecordsError, Resource};
 use serde_json::{Value, json};
 
-use super::chart::{AllergyStatus, Banner, banner_of, display_date, find, may_search};
+use super::chart::{AllergyStatus, Banner, banner_of, display_date, find, may_search, patient_of};
 use super::visit::{Problems, me_ref};
 use super::{Nav, PageError, SignedIn, page};
 use crate::AppState;
@@ -296,7 +295,7 @@ pub(crate) async fn upload(
         }
     }
     me.check_csrf(&csrf)?;
-    let (pid_id, _) = banner_of(&state, &me.actor, &pid).await?;
+    let pid_id = patient_of(&state, &me.actor, &pid).await?.id;
     let bytes = file.unwrap_or_default();
     if problems.is_empty() {
         if bytes.is_empty() {
@@ -350,28 +349,16 @@ pub(crate) async fn upload(
             "title": title
         }}]
     });
-    let entries = vec![
-        Ok(BundleEntry::Create {
-            resource_type: ResourceType::BINARY,
-            value: binary,
-            full_url: Some(binary_url),
-            if_none_exist: None,
-        }),
-        Ok(BundleEntry::Create {
-            resource_type: ResourceType::DOCUMENT_REFERENCE,
-            value: document,
-            full_url: None,
-            if_none_exist: None,
-        }),
-    ];
-    let get = |_: &str| {
-        Box::pin(async {}) as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
-    };
-    match state.records.transaction(&me.actor, entries, &get).await {
-        Ok(_) => Ok(Redirect::to(&format!("/patients/{pid_id}/documents")).into_response()),
-        Err(RecordsError::Entry { source, .. }) => Err(PageError::Records(*source)),
-        Err(e) => Err(e.into()),
-    }
+    super::visit::create_together(
+        &state,
+        &me.actor,
+        vec![
+            (ResourceType::BINARY, binary, Some(binary_url)),
+            (ResourceType::DOCUMENT_REFERENCE, document, None),
+        ],
+    )
+    .await?;
+    Ok(Redirect::to(&format!("/patients/{pid_id}/documents")).into_response())
 }
 
 /// The document and its bytes, read as the user (both reads audited).
@@ -381,7 +368,7 @@ async fn file_of(
     pid: &str,
     doc: &str,
 ) -> Result<(Value, Vec<u8>, Kind), PageError> {
-    let (pid, _) = banner_of(state, &me.actor, pid).await?;
+    let pid = patient_of(state, &me.actor, pid).await?.id;
     let not_found = || {
         PageError::Records(RecordsError::NotFound(
             "DocumentReference".into(),

@@ -11,7 +11,7 @@ use axum::response::Response;
 use ironchart_fhir::Instant;
 use serde_json::Value;
 
-use super::chart::{AllergyStatus, Banner, banner_of, display_date, find, may_search};
+use super::chart::{AllergyStatus, Banner, display_date, find, may_search, patient_and_banner};
 use super::vitals;
 use super::{Nav, PageError, SignedIn, page};
 use crate::AppState;
@@ -410,12 +410,9 @@ pub(crate) async fn growth(
     Path(id): Path<String>,
 ) -> Result<Response, PageError> {
     let actor = &me.actor;
-    let (pid, banner) = banner_of(&state, actor, &id).await?;
-    let patient = state
-        .records
-        .read(actor, ironchart_fhir::ResourceType::PATIENT, &pid)
-        .await?
-        .value();
+    let (patient, banner) = patient_and_banner(&state, actor, &id).await?;
+    let pid = patient.id.clone();
+    let patient = patient.value();
     let sex = match patient.get("gender").and_then(Value::as_str) {
         Some("male") => Some(1),
         Some("female") => Some(2),

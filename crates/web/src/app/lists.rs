@@ -15,7 +15,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::chart::{
-    AllergyStatus, Banner, allergy_of, banner_of, concept_text, display_date, find, may_search,
+    AllergyStatus, Banner, allergy_of, banner_of, concept_text, display_date, find_if_allowed,
+    patient_of, text_at,
 };
 use super::visit::{Problems, me_ref};
 use super::{Nav, PageError, SignedIn, display_time, page};
@@ -106,13 +107,6 @@ fn clinical(me: &SignedIn) -> bool {
     me.actor.roles().iter().any(|r| r.is_clinical())
 }
 
-fn status_of(v: &Value, pointer: &str) -> String {
-    v.pointer(pointer)
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string()
-}
-
 /// `GET /patients/{id}/lists`.
 pub(crate) async fn lists(
     State(state): State<AppState>,
@@ -145,181 +139,172 @@ async fn render(
 ) -> Result<Response, PageError> {
     let actor = &me.actor;
     let (pid, banner) = banner_of(state, actor, pid).await?;
-    let all = |rt: &'static str| {
-        let pid = pid.to_string();
-        async move {
-            if may_search(actor, rt) {
-                Ok::<_, PageError>(Some(
-                    find(
-                        state,
-                        actor,
-                        rt,
-                        &[("patient", pid), ("_count", "200".into())],
-                    )
-                    .await?,
-                ))
-            } else {
-                Ok(None)
-            }
-        }
-    };
+    let by_patient = [("patient", pid.to_string()), ("_count", "200".into())];
     let writable = |rt: &str| clinical(me) && may(me, rt, Interaction::Update);
-    let problems = all("Condition").await?.map(|found| {
-        let mut rows: Vec<Row> = found
-            .iter()
-            .map(|r| {
-                let v = r.value();
-                let status = status_of(&v, "/clinicalStatus/coding/0/code");
-                // A visit's diagnosis belongs to its visit (and is locked with it once signed):
-                // it is listed, and changed on the problem list only as a problem of its own.
-                let visit = v.get("encounter").is_some();
-                let actions = match status.as_str() {
-                    _ if !writable("Condition") || visit => vec![],
-                    "active" | "recurrence" | "relapse" => {
-                        vec![("resolved", "Resolve"), ("inactive", "Make inactive")]
+    let problems = find_if_allowed(state, actor, "Condition", &by_patient)
+        .await?
+        .map(|found| {
+            let mut rows: Vec<Row> = found
+                .iter()
+                .map(|r| {
+                    let v = r.value();
+                    let status = text_at(&v, "/clinicalStatus/coding/0/code");
+                    // A visit's diagnosis belongs to its visit (and is locked with it once signed):
+                    // it is listed, and changed on the problem list only as a problem of its own.
+                    let visit = v.get("encounter").is_some();
+                    let actions = match status.as_str() {
+                        _ if !writable("Condition") || visit => vec![],
+                        "active" | "recurrence" | "relapse" => {
+                            vec![("resolved", "Resolve"), ("inactive", "Make inactive")]
+                        }
+                        _ => vec![("active", "Make active again")],
+                    };
+                    Row {
+                        kind: "Condition",
+                        id: r.id.to_string(),
+                        text: concept_text(v.get("code")),
+                        detail: if visit {
+                            format!(
+                                "{} · diagnosed in a visit",
+                                text_at(&v, "/code/coding/0/code")
+                            )
+                        } else {
+                            text_at(&v, "/code/coding/0/code")
+                        },
+                        status,
+                        when: v
+                            .get("onsetDateTime")
+                            .or_else(|| v.get("recordedDate"))
+                            .and_then(Value::as_str)
+                            .map(display_date)
+                            .unwrap_or_default(),
+                        actions,
                     }
-                    _ => vec![("active", "Make active again")],
-                };
-                Row {
-                    kind: "Condition",
-                    id: r.id.to_string(),
-                    text: concept_text(v.get("code")),
-                    detail: if visit {
-                        format!(
-                            "{} · diagnosed in a visit",
-                            status_of(&v, "/code/coding/0/code")
-                        )
+                })
+                .collect();
+            rows.sort_by_key(|r| r.status != "active");
+            rows
+        });
+    let medications = find_if_allowed(state, actor, "MedicationRequest", &by_patient)
+        .await?
+        .map(|found| {
+            let mut rows: Vec<Row> = found
+                .iter()
+                .map(|r| {
+                    let v = r.value();
+                    let status = text_at(&v, "/status");
+                    let actions = if status == "active" && writable("MedicationRequest") {
+                        vec![("stopped", "Stop"), ("completed", "Completed")]
                     } else {
-                        status_of(&v, "/code/coding/0/code")
-                    },
-                    status,
-                    when: v
-                        .get("onsetDateTime")
-                        .or_else(|| v.get("recordedDate"))
-                        .and_then(Value::as_str)
-                        .map(display_date)
-                        .unwrap_or_default(),
-                    actions,
-                }
-            })
-            .collect();
-        rows.sort_by_key(|r| r.status != "active");
-        rows
-    });
-    let medications = all("MedicationRequest").await?.map(|found| {
-        let mut rows: Vec<Row> = found
-            .iter()
-            .map(|r| {
-                let v = r.value();
-                let status = status_of(&v, "/status");
-                let actions = if status == "active" && writable("MedicationRequest") {
-                    vec![("stopped", "Stop"), ("completed", "Completed")]
-                } else {
-                    vec![]
-                };
-                Row {
-                    kind: "MedicationRequest",
-                    id: r.id.to_string(),
-                    text: concept_text(v.get("medicationCodeableConcept")),
-                    detail: status_of(&v, "/dosageInstruction/0/text"),
-                    status,
-                    when: v
-                        .get("authoredOn")
-                        .and_then(Value::as_str)
-                        .map(display_date)
-                        .unwrap_or_default(),
-                    actions,
-                }
-            })
-            .collect();
-        rows.sort_by_key(|r| r.status != "active");
-        rows
-    });
+                        vec![]
+                    };
+                    Row {
+                        kind: "MedicationRequest",
+                        id: r.id.to_string(),
+                        text: concept_text(v.get("medicationCodeableConcept")),
+                        detail: text_at(&v, "/dosageInstruction/0/text"),
+                        status,
+                        when: v
+                            .get("authoredOn")
+                            .and_then(Value::as_str)
+                            .map(display_date)
+                            .unwrap_or_default(),
+                        actions,
+                    }
+                })
+                .collect();
+            rows.sort_by_key(|r| r.status != "active");
+            rows
+        });
     let mut in_force = 0;
-    let allergies = all("AllergyIntolerance").await?.map(|found| {
-        found
-            .iter()
-            .map(|r| {
-                let v = r.value();
-                let current = allergy_of(&v);
-                if current.as_ref().is_some_and(|a| !a.none_known) {
-                    in_force += 1;
-                }
-                let status = match (
-                    status_of(&v, "/verificationStatus/coding/0/code").as_str(),
-                    status_of(&v, "/clinicalStatus/coding/0/code"),
-                ) {
-                    ("entered-in-error", _) => "entered in error".to_string(),
-                    ("refuted", _) => "refuted".to_string(),
-                    (_, s) if s.is_empty() => "active".to_string(),
-                    (_, s) => s,
-                };
-                let actions = if current.is_some() && writable("AllergyIntolerance") {
-                    vec![
-                        ("inactive", "Make inactive"),
-                        ("entered-in-error", "Entered in error"),
-                    ]
-                } else {
-                    vec![]
-                };
-                let mut detail = current.map(|a| a.reaction).unwrap_or_default();
-                if let Some(c) = v.get("criticality").and_then(Value::as_str) {
-                    detail = format!("{detail} · criticality {c}")
-                        .trim_start_matches(" · ")
-                        .to_string();
-                }
-                Row {
-                    kind: "AllergyIntolerance",
-                    id: r.id.to_string(),
-                    text: concept_text(v.get("code")),
-                    detail,
-                    status,
-                    when: v
-                        .get("recordedDate")
-                        .and_then(Value::as_str)
-                        .map(display_date)
-                        .unwrap_or_default(),
-                    actions,
-                }
-            })
-            .collect::<Vec<_>>()
-    });
-    let immunizations = all("Immunization").await?.map(|found| {
-        found
-            .iter()
-            .map(|r| {
-                let v = r.value();
-                let status = status_of(&v, "/status");
-                let actions = if status == "completed" && writable("Immunization") {
-                    vec![("entered-in-error", "Entered in error")]
-                } else {
-                    vec![]
-                };
-                let lot = status_of(&v, "/lotNumber");
-                let site = concept_text(v.get("site"));
-                Row {
-                    kind: "Immunization",
-                    id: r.id.to_string(),
-                    text: concept_text(v.get("vaccineCode")),
-                    detail: [
-                        (!lot.is_empty()).then(|| format!("lot {lot}")),
-                        v.get("site").map(|_| site),
-                    ]
-                    .into_iter()
-                    .flatten()
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                    status,
-                    when: v
-                        .get("occurrenceDateTime")
-                        .and_then(Value::as_str)
-                        .map(display_date)
-                        .unwrap_or_default(),
-                    actions,
-                }
-            })
-            .collect::<Vec<_>>()
-    });
+    let allergies = find_if_allowed(state, actor, "AllergyIntolerance", &by_patient)
+        .await?
+        .map(|found| {
+            found
+                .iter()
+                .map(|r| {
+                    let v = r.value();
+                    let current = allergy_of(&v);
+                    if current.as_ref().is_some_and(|a| !a.none_known) {
+                        in_force += 1;
+                    }
+                    let status = match (
+                        text_at(&v, "/verificationStatus/coding/0/code").as_str(),
+                        text_at(&v, "/clinicalStatus/coding/0/code"),
+                    ) {
+                        ("entered-in-error", _) => "entered in error".to_string(),
+                        ("refuted", _) => "refuted".to_string(),
+                        (_, s) if s.is_empty() => "active".to_string(),
+                        (_, s) => s,
+                    };
+                    let actions = if current.is_some() && writable("AllergyIntolerance") {
+                        vec![
+                            ("inactive", "Make inactive"),
+                            ("entered-in-error", "Entered in error"),
+                        ]
+                    } else {
+                        vec![]
+                    };
+                    let mut detail = current.map(|a| a.reaction).unwrap_or_default();
+                    if let Some(c) = v.get("criticality").and_then(Value::as_str) {
+                        detail = format!("{detail} · criticality {c}")
+                            .trim_start_matches(" · ")
+                            .to_string();
+                    }
+                    Row {
+                        kind: "AllergyIntolerance",
+                        id: r.id.to_string(),
+                        text: concept_text(v.get("code")),
+                        detail,
+                        status,
+                        when: v
+                            .get("recordedDate")
+                            .and_then(Value::as_str)
+                            .map(display_date)
+                            .unwrap_or_default(),
+                        actions,
+                    }
+                })
+                .collect::<Vec<_>>()
+        });
+    let immunizations = find_if_allowed(state, actor, "Immunization", &by_patient)
+        .await?
+        .map(|found| {
+            found
+                .iter()
+                .map(|r| {
+                    let v = r.value();
+                    let status = text_at(&v, "/status");
+                    let actions = if status == "completed" && writable("Immunization") {
+                        vec![("entered-in-error", "Entered in error")]
+                    } else {
+                        vec![]
+                    };
+                    let lot = text_at(&v, "/lotNumber");
+                    let site = concept_text(v.get("site"));
+                    Row {
+                        kind: "Immunization",
+                        id: r.id.to_string(),
+                        text: concept_text(v.get("vaccineCode")),
+                        detail: [
+                            (!lot.is_empty()).then(|| format!("lot {lot}")),
+                            v.get("site").map(|_| site),
+                        ]
+                        .into_iter()
+                        .flatten()
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                        status,
+                        when: v
+                            .get("occurrenceDateTime")
+                            .and_then(Value::as_str)
+                            .map(display_date)
+                            .unwrap_or_default(),
+                        actions,
+                    }
+                })
+                .collect::<Vec<_>>()
+        });
     let may_allergy = clinical(me) && may(me, "AllergyIntolerance", Interaction::Create);
     Ok(super::page(
         status,
@@ -371,7 +356,7 @@ pub(crate) async fn add_problem(
     Form(form): Form<AddForm>,
 ) -> Result<Response, PageError> {
     me.check_csrf(&form.csrf)?;
-    let (pid_id, _) = banner_of(&state, &me.actor, &pid).await?;
+    let pid_id = patient_of(&state, &me.actor, &pid).await?.id;
     let terms: &Terminology = &state.config.terminology;
     let today = state.records.now().to_string();
     let today = today.get(..10).unwrap_or("");
@@ -462,7 +447,7 @@ pub(crate) async fn add_allergy(
     Form(form): Form<AddForm>,
 ) -> Result<Response, PageError> {
     me.check_csrf(&form.csrf)?;
-    let (pid_id, _) = banner_of(&state, &me.actor, &pid).await?;
+    let pid_id = patient_of(&state, &me.actor, &pid).await?.id;
     let base = json!({
         "resourceType": "AllergyIntolerance",
         "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical", "code": "active"}]},
@@ -544,7 +529,7 @@ pub(crate) async fn add_immunization(
     Form(form): Form<AddForm>,
 ) -> Result<Response, PageError> {
     me.check_csrf(&form.csrf)?;
-    let (pid_id, _) = banner_of(&state, &me.actor, &pid).await?;
+    let pid_id = patient_of(&state, &me.actor, &pid).await?.id;
     let terms: &Terminology = &state.config.terminology;
     let today = state.records.now().to_string();
     let today = today.get(..10).unwrap_or("");
@@ -669,7 +654,7 @@ pub(crate) async fn change_status(
     Form(form): Form<StatusForm>,
 ) -> Result<Response, PageError> {
     me.check_csrf(&form.csrf)?;
-    let (pid_id, _) = banner_of(&state, &me.actor, &pid).await?;
+    let pid_id = patient_of(&state, &me.actor, &pid).await?.id;
     let (rt, statuses) = changeable(&kind).ok_or_else(|| unknown_kind(&kind))?;
     if !statuses.contains(&form.status.as_str()) {
         return Err(PageError::Records(RecordsError::BadRequest {
@@ -790,7 +775,7 @@ pub(crate) async fn history(
                     "/status",
                 ]
                 .iter()
-                .map(|p| status_of(&v, p))
+                .map(|p| text_at(&v, p))
                 .find(|s| !s.is_empty() && s != "confirmed")
                 .unwrap_or_default()
             };
@@ -811,7 +796,7 @@ pub(crate) async fn history(
                             "/performer/0/actor/display",
                         ]
                         .iter()
-                        .map(|p| status_of(&v, p))
+                        .map(|p| text_at(&v, p))
                         .find(|s| !s.is_empty())
                     })
                     .unwrap_or_default(),

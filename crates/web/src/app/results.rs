@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::chart::{
     AllergyStatus, Banner, abnormal_flag, banner_of, concept_text, display_date, effective, find,
-    may_search, observation_value, search_page, trend_code,
+    may_search, observation_value, patient_of, search_page, trend_code,
 };
 use super::{Nav, PageError, SignedIn, page};
 use crate::AppState;
@@ -207,7 +207,7 @@ pub(crate) async fn review(
     axum::Form(form): axum::Form<ReviewForm>,
 ) -> Result<Response, PageError> {
     me.check_csrf(&form.csrf)?;
-    let (pid, _) = banner_of(&state, &me.actor, &pid).await?;
+    let pid = patient_of(&state, &me.actor, &pid).await?.id;
     let not_found = || {
         PageError::Records(ironchart_records::RecordsError::NotFound(
             "DiagnosticReport".into(),
@@ -412,32 +412,25 @@ fn plot_two(
         }
     };
     let y = |v: f64| BOTTOM - (BOTTOM - TOP) * (v - lo) / (hi - lo);
-    let points: Vec<Point> = values
-        .iter()
-        .map(|(t, v, label)| Point {
-            x: format!("{:.1}", x(*t)),
-            y: format!("{:.1}", y(*v)),
-            label: label.clone(),
-        })
-        .collect();
-    let line = points
-        .iter()
-        .map(|p| format!("{},{}", p.x, p.y))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let second_points: Vec<Point> = second
-        .iter()
-        .map(|(t, v, label)| Point {
-            x: format!("{:.1}", x(*t)),
-            y: format!("{:.1}", y(*v)),
-            label: label.clone(),
-        })
-        .collect();
-    let second_line = second_points
-        .iter()
-        .map(|p| format!("{},{}", p.x, p.y))
-        .collect::<Vec<_>>()
-        .join(" ");
+    // A series' points and the polyline through them.
+    let series = |values: &[(i64, f64, String)]| {
+        let points: Vec<Point> = values
+            .iter()
+            .map(|(t, v, label)| Point {
+                x: format!("{:.1}", x(*t)),
+                y: format!("{:.1}", y(*v)),
+                label: label.clone(),
+            })
+            .collect();
+        let line = points
+            .iter()
+            .map(|p| format!("{},{}", p.x, p.y))
+            .collect::<Vec<_>>()
+            .join(" ");
+        (points, line)
+    };
+    let (points, line) = series(values);
+    let (second_points, second_line) = series(second);
     let band = match range {
         (Some(l), Some(h)) => Some((format!("{:.1}", y(h)), format!("{:.1}", y(l) - y(h)))),
         (Some(l), None) => Some((format!("{TOP:.1}"), format!("{:.1}", y(l) - TOP))),

@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 
 use super::chart::{
     Allergy, AllergyStatus, Banner, allergy_of, banner_of, concept_text, display_date, find,
-    may_search,
+    find_if_allowed, may_search, patient_of, text_at,
 };
 use super::vitals::{self, Units};
 use super::{Nav, PageError, SignedIn, display_time, page};
@@ -91,6 +91,17 @@ struct Line {
     note: String,
     /// A printable prescription.
     print: Option<String>,
+}
+
+impl Line {
+    fn new(text: String, detail: String) -> Line {
+        Line {
+            text,
+            detail,
+            note: String::new(),
+            print: None,
+        }
+    }
 }
 
 struct Choice {
@@ -358,7 +369,7 @@ pub(crate) async fn start(
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, PageError> {
     me.check_csrf(&form.csrf)?;
-    let (pid, _) = banner_of(&state, &me.actor, &pid).await?;
+    let pid = patient_of(&state, &me.actor, &pid).await?.id;
     let who = me_ref(&state, &me.actor).await?;
     let encounter = json!({
         "resourceType": "Encounter",
@@ -466,37 +477,25 @@ async fn render(
     let units = units_of(state, actor).await?;
     let ev = encounter.value();
     let locked = signature.is_some();
-    let by_encounter = |rt: &'static str| {
-        let enc_ref = format!("Encounter/{enc_id}");
-        async move {
-            if may_search(actor, rt) {
-                Ok::<_, PageError>(Some(
-                    find(
-                        state,
-                        actor,
-                        rt,
-                        &[("encounter", enc_ref), ("_count", "200".into())],
-                    )
-                    .await?,
-                ))
-            } else {
-                Ok(None)
-            }
-        }
-    };
-    let vitals = by_encounter("Observation").await?.map(|found| {
-        found
-            .iter()
-            .map(|r| r.value())
-            .filter(|o| {
-                o.pointer("/category/0/coding/0/code")
-                    .and_then(Value::as_str)
-                    == Some("vital-signs")
-            })
-            .map(|o| vital_row(&o, units))
-            .collect::<Vec<_>>()
-    });
-    let docs = by_encounter("DocumentReference").await?;
+    let by_encounter = [
+        ("encounter", format!("Encounter/{enc_id}")),
+        ("_count", "200".into()),
+    ];
+    let vitals = find_if_allowed(state, actor, "Observation", &by_encounter)
+        .await?
+        .map(|found| {
+            found
+                .iter()
+                .map(|r| r.value())
+                .filter(|o| {
+                    o.pointer("/category/0/coding/0/code")
+                        .and_then(Value::as_str)
+                        == Some("vital-signs")
+                })
+                .map(|o| vital_row(&o, units))
+                .collect::<Vec<_>>()
+        });
+    let docs = find_if_allowed(state, actor, "DocumentReference", &by_encounter).await?;
     let notes_shown = docs.is_some();
     let mut note = None;
     let mut addenda = Vec::new();
@@ -530,64 +529,49 @@ async fn render(
         }
     }
     addenda.sort_by(|a, b| a.when.cmp(&b.when));
-    let diagnoses = by_encounter("Condition").await?.map(|found| {
-        found
-            .iter()
-            .map(|r| {
-                let v = r.value();
-                Line {
-                    text: concept_text(v.get("code")),
-                    detail: v
-                        .pointer("/code/coding/0/code")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string(),
-                    note: String::new(),
-                    print: None,
-                }
-            })
-            .collect()
-    });
-    let orders = by_encounter("ServiceRequest").await?.map(|found| {
-        found
-            .iter()
-            .map(|r| {
-                let v = r.value();
-                Line {
-                    text: concept_text(v.get("code")),
-                    detail: v
-                        .get("status")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string(),
-                    note: String::new(),
-                    print: None,
-                }
-            })
-            .collect()
-    });
-    let prescriptions = by_encounter("MedicationRequest").await?.map(|found| {
-        found
-            .iter()
-            .map(|r| {
-                let v = r.value();
-                Line {
-                    text: concept_text(v.get("medicationCodeableConcept")),
-                    detail: v
-                        .pointer("/dosageInstruction/0/text")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string(),
-                    note: v
-                        .pointer("/note/0/text")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string(),
-                    print: Some(format!("/patients/{pid}/prescriptions/{}", r.id)),
-                }
-            })
-            .collect()
-    });
+    let diagnoses = find_if_allowed(state, actor, "Condition", &by_encounter)
+        .await?
+        .map(|found| {
+            found
+                .iter()
+                .map(|r| {
+                    let v = r.value();
+                    Line::new(
+                        concept_text(v.get("code")),
+                        text_at(&v, "/code/coding/0/code"),
+                    )
+                })
+                .collect()
+        });
+    let orders = find_if_allowed(state, actor, "ServiceRequest", &by_encounter)
+        .await?
+        .map(|found| {
+            found
+                .iter()
+                .map(|r| {
+                    let v = r.value();
+                    Line::new(concept_text(v.get("code")), text_at(&v, "/status"))
+                })
+                .collect()
+        });
+    let prescriptions = find_if_allowed(state, actor, "MedicationRequest", &by_encounter)
+        .await?
+        .map(|found| {
+            found
+                .iter()
+                .map(|r| {
+                    let v = r.value();
+                    Line {
+                        note: text_at(&v, "/note/0/text"),
+                        print: Some(format!("/patients/{pid}/prescriptions/{}", r.id)),
+                        ..Line::new(
+                            concept_text(v.get("medicationCodeableConcept")),
+                            text_at(&v, "/dosageInstruction/0/text"),
+                        )
+                    }
+                })
+                .collect()
+        });
     let infant = banner.age_months.is_some_and(|m| m < 36);
     let vital_fields = vitals::VITALS
         .iter()
@@ -785,20 +769,20 @@ fn vital_row(o: &Value, units: Units) -> VitalRow {
     }
 }
 
-/// Creates resources together (all or none), as the user.
-async fn create_all(state: &AppState, actor: &Actor, values: Vec<Value>) -> Result<(), PageError> {
-    let entries = values
+/// Creates resources together (all or none), as the user: each its type, its value and the
+/// `urn:uuid:` full URL the others may refer to it by.
+pub(crate) async fn create_together(
+    state: &AppState,
+    actor: &Actor,
+    resources: Vec<(ResourceType, Value, Option<String>)>,
+) -> Result<(), PageError> {
+    let entries = resources
         .into_iter()
-        .map(|v| {
-            let rt = v
-                .get("resourceType")
-                .and_then(Value::as_str)
-                .and_then(ResourceType::parse)
-                .unwrap_or(ResourceType::BINARY);
+        .map(|(resource_type, value, full_url)| {
             Ok(BundleEntry::Create {
-                resource_type: rt,
-                value: v,
-                full_url: None,
+                resource_type,
+                value,
+                full_url,
                 if_none_exist: None,
             })
         })
@@ -814,8 +798,9 @@ async fn create_all(state: &AppState, actor: &Actor, values: Vec<Value>) -> Resu
     }
 }
 
-fn adult(banner: &Banner) -> bool {
-    banner.age_months.is_none_or(|m| m >= 18 * 12)
+/// 18 or older (or not known): adult ranges apply.
+fn adult(age_months: Option<i64>) -> bool {
+    age_months.is_none_or(|m| m >= 18 * 12)
 }
 
 /// `POST …/vitals`.
@@ -826,10 +811,16 @@ pub(crate) async fn record_vitals(
     Form(fields): Form<HashMap<String, String>>,
 ) -> Result<Response, PageError> {
     me.check_csrf(fields.get("csrf").map(String::as_str).unwrap_or(""))?;
-    let (pid_id, banner) = banner_of(&state, &me.actor, &pid).await?;
+    let patient = patient_of(&state, &me.actor, &pid).await?;
+    let pid_id = patient.id.clone();
     let (enc_id, _) = encounter_of(&state, &me.actor, &pid_id, &enc).await?;
     let units = units_of(&state, &me.actor).await?;
-    let adult = adult(&banner);
+    let months = patient
+        .value()
+        .get("birthDate")
+        .and_then(Value::as_str)
+        .and_then(|b| super::chart::age_months(b, state.records.now()));
+    let adult = adult(months);
     let entered = match vitals::read_entries(
         &|f| fields.get(f).cloned().unwrap_or_default(),
         units,
@@ -890,7 +881,11 @@ pub(crate) async fn record_vitals(
         &now_text(&state),
         &me_ref(&state, &me.actor).await?,
     );
-    match create_all(&state, &me.actor, values).await {
+    let values = values
+        .into_iter()
+        .map(|v| (ResourceType::OBSERVATION, v, None))
+        .collect();
+    match create_together(&state, &me.actor, values).await {
         Ok(()) => Ok(back(&pid, &enc)),
         Err(PageError::Records(e @ RecordsError::Locked(_))) => {
             let mut p = Problems::default();
@@ -967,7 +962,7 @@ pub(crate) async fn write_note(
     Form(form): Form<NoteForm>,
 ) -> Result<Response, PageError> {
     me.check_csrf(&form.csrf)?;
-    let (pid_id, _) = banner_of(&state, &me.actor, &pid).await?;
+    let pid_id = patient_of(&state, &me.actor, &pid).await?.id;
     let (enc_id, _) = encounter_of(&state, &me.actor, &pid_id, &enc).await?;
     if [
         &form.subjective,
@@ -1095,7 +1090,7 @@ pub(crate) async fn add_diagnosis(
     Form(form): Form<DiagnosisForm>,
 ) -> Result<Response, PageError> {
     me.check_csrf(&form.csrf)?;
-    let (pid_id, _) = banner_of(&state, &me.actor, &pid).await?;
+    let pid_id = patient_of(&state, &me.actor, &pid).await?.id;
     let (enc_id, _) = encounter_of(&state, &me.actor, &pid_id, &enc).await?;
     let terms: &Terminology = &state.config.terminology;
     let picked = resolve(
@@ -1179,7 +1174,7 @@ pub(crate) async fn add_order(
     Form(form): Form<OrderForm>,
 ) -> Result<Response, PageError> {
     me.check_csrf(&form.csrf)?;
-    let (pid_id, _) = banner_of(&state, &me.actor, &pid).await?;
+    let pid_id = patient_of(&state, &me.actor, &pid).await?.id;
     let (enc_id, _) = encounter_of(&state, &me.actor, &pid_id, &enc).await?;
     let Some(test) = state
         .config
@@ -1271,7 +1266,7 @@ pub(crate) async fn prescribe(
     Form(form): Form<RxForm>,
 ) -> Result<Response, PageError> {
     me.check_csrf(&form.csrf)?;
-    let (pid_id, _) = banner_of(&state, &me.actor, &pid).await?;
+    let pid_id = patient_of(&state, &me.actor, &pid).await?.id;
     let (enc_id, _) = encounter_of(&state, &me.actor, &pid_id, &enc).await?;
     let terms: &Terminology = &state.config.terminology;
     let mut problems = Problems::default();
@@ -1466,7 +1461,7 @@ pub(crate) async fn sign(
     Form(form): Form<SignForm>,
 ) -> Result<Response, PageError> {
     me.check_csrf(&form.csrf)?;
-    let (pid_id, _) = banner_of(&state, &me.actor, &pid).await?;
+    let pid_id = patient_of(&state, &me.actor, &pid).await?.id;
     let (enc_id, _) = encounter_of(&state, &me.actor, &pid_id, &enc).await?;
     let mut problems = Problems::default();
     if form.password.is_empty() {
@@ -1509,7 +1504,7 @@ pub(crate) async fn add_addendum(
     Form(form): Form<TextForm>,
 ) -> Result<Response, PageError> {
     me.check_csrf(&form.csrf)?;
-    let (pid_id, _) = banner_of(&state, &me.actor, &pid).await?;
+    let pid_id = patient_of(&state, &me.actor, &pid).await?.id;
     let (enc_id, _) = encounter_of(&state, &me.actor, &pid_id, &enc).await?;
     let note = find(
         &state,
