@@ -54,6 +54,9 @@ pub struct Store {
     /// How long a read query may run before it is stopped, in ms (see
     /// [`Store::set_query_timeout`]).
     pub(crate) query_timeout: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The largest row id lately read: how large the store is, for the choice of how to read a
+    /// search over the population (see [`MaxRid`]).
+    pub(crate) max_rid: MaxRid,
 }
 
 /// The default of [`Store::set_query_timeout`].
@@ -108,6 +111,7 @@ impl Store {
                 maintenance: write.clone(),
             },
             bulk: Default::default(),
+            max_rid: Default::default(),
             query_timeout: query_timeout.clone(),
         };
         store.migrate().await?;
@@ -124,6 +128,7 @@ impl Store {
                 maintenance,
             },
             bulk: Default::default(),
+            max_rid: Default::default(),
             query_timeout,
         })
     }
@@ -191,6 +196,7 @@ impl Store {
         let store = Store {
             pools: Pools::Postgres { pool, read, count },
             bulk: Default::default(),
+            max_rid: Default::default(),
             query_timeout,
         };
         store.migrate().await?;
@@ -1081,6 +1087,42 @@ impl Sql {
         self
     }
 }
+
+/// The largest row id, read at most once a second: how many resources the store holds, for
+/// the threshold of a population search's choice between walking its order and reading every
+/// match. A statement of its own on every walk was a round trip to PostgreSQL for a figure
+/// that moves by a few rows a second; nothing else reads it (a walk to the end reads every row
+/// id after its cursor), so a second-old value, or one another process has since outgrown,
+/// only shifts a threshold.
+#[derive(Clone, Default)]
+pub(crate) struct MaxRid(std::sync::Arc<std::sync::Mutex<Option<(std::time::Instant, i64)>>>);
+
+impl MaxRid {
+    const FOR: std::time::Duration = std::time::Duration::from_secs(1);
+
+    pub(crate) async fn get(&self, conn: &mut Conn<'_>) -> Result<i64> {
+        if let Ok(cell) = self.0.lock()
+            && let Some((at, rid)) = *cell
+            && at.elapsed() < Self::FOR
+        {
+            return Ok(rid);
+        }
+        let rid = conn
+            .fetch(MAX_RID, vec![], |r| r.opt_i64(0))
+            .await?
+            .into_iter()
+            .next()
+            .flatten()
+            .unwrap_or(0);
+        if let Ok(mut cell) = self.0.lock() {
+            *cell = Some((std::time::Instant::now(), rid));
+        }
+        Ok(rid)
+    }
+}
+
+/// The largest row id (see [`MaxRid`]).
+pub(crate) const MAX_RID: &str = "SELECT MAX(rid) FROM resources";
 
 #[cfg(test)]
 mod tests {

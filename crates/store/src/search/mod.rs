@@ -116,7 +116,7 @@ impl Store {
         } else {
             self.reader().await?
         };
-        search_on(&mut conn.conn(), query, cursor, vis).await
+        search_on(&mut conn.conn(), query, cursor, vis, &self.max_rid).await
     }
 
     /// The distinct patients whose compartments the matches of a search are in (at most
@@ -168,6 +168,7 @@ async fn search_on(
     query: &SearchQuery,
     cursor: Option<&Cursor>,
     vis: &Visibility,
+    max_rid: &crate::db::MaxRid,
 ) -> Result<SearchPage> {
     let mut page = SearchPage::default();
     if query.summary_count {
@@ -190,10 +191,23 @@ async fn search_on(
             Some(walk_scoped(conn, query, def, desc, target, cursor, limit + 1, vis).await?)
         }
         (_, Some((def, desc))) if forward => {
-            walk(conn, query, def, desc, cursor, limit + 1, vis, &key_types).await?
+            let size = max_rid.get(conn).await?;
+            walk(
+                conn,
+                query,
+                def,
+                desc,
+                cursor,
+                limit + 1,
+                vis,
+                &key_types,
+                size,
+            )
+            .await?
         }
         _ if forward && sql::rid_walkable(query) => {
-            walk_rids(conn, query, cursor, limit + 1, vis).await?
+            let size = max_rid.get(conn).await?;
+            walk_rids(conn, query, cursor, limit + 1, vis, size).await?
         }
         _ => None,
     };
@@ -348,16 +362,6 @@ async fn window_reach(conn: &mut Conn<'_>, w: Sql, window: usize) -> Result<(boo
     Ok(((seen as usize) < window, last))
 }
 
-async fn max_rid(conn: &mut Conn<'_>) -> Result<i64> {
-    Ok(conn
-        .fetch(sql::MAX_RID, vec![], |r| r.opt_i64(0))
-        .await?
-        .into_iter()
-        .next()
-        .flatten()
-        .unwrap_or(0))
-}
-
 /// A forward page of a population search in the default order (by row id), walked by row id
 /// in growing windows from the cursor; `None` when the matches are too sparse for it.
 async fn walk_rids(
@@ -366,9 +370,9 @@ async fn walk_rids(
     cursor: Option<&Cursor>,
     limit: usize,
     vis: &Visibility,
+    size: i64,
 ) -> Result<Option<Vec<Row>>> {
-    let last = max_rid(conn).await?;
-    if !worth_walking(conn, query, last).await? {
+    if !worth_walking(conn, query, size).await? {
         return Ok(None);
     }
     let from = cursor.map_or(0, |c| c.rid);
@@ -378,10 +382,11 @@ async fn walk_rids(
     loop {
         let (to_the_end, reach) =
             window_reach(conn, sql::rid_window(query, from, window), window).await?;
+        // To the end: every row id after the cursor, rows written since included.
         let bound = if to_the_end {
-            last
+            i64::MAX
         } else {
-            reach.unwrap_or(last)
+            reach.unwrap_or(i64::MAX)
         };
         let page = sql::rid_walk_page(query, cursor, bound, limit, vis);
         let rows = page_rows(conn, page, &[]).await?;
@@ -445,6 +450,7 @@ async fn walk(
     limit: usize,
     vis: &Visibility,
     key_types: &[KeyType],
+    size: i64,
 ) -> Result<Option<Vec<Row>>> {
     let missing = sql::missing_date_key(desc);
     let from = match cursor.map(|c| c.keys.first()) {
@@ -454,8 +460,7 @@ async fn walk(
     };
     let mut rows = Vec::new();
     if from != Some(missing) {
-        let last = max_rid(conn).await?;
-        if !worth_walking(conn, query, last).await? {
+        if !worth_walking(conn, query, size).await? {
             return Ok(None);
         }
         let mut window = first_window(limit);

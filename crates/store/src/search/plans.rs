@@ -194,7 +194,7 @@ fn statements(q: &SearchQuery, vis: &Visibility, b: Backend) -> Vec<(String, Vec
         if let Some(few) = sql::driver_up_to(q, 500) {
             out.push((few.text, few.args, false));
         }
-        out.push((sql::MAX_RID.to_string(), Vec::new(), false));
+        out.push((crate::db::MAX_RID.to_string(), Vec::new(), false));
         let w = sql::rid_window(q, 10, 4096);
         out.push((w.text, w.args, true));
         let cursor = Cursor {

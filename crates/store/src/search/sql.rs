@@ -1403,9 +1403,6 @@ pub(crate) fn missing_date_key(desc: bool) -> i64 {
     if desc { i64::MIN } else { i64::MAX }
 }
 
-/// `SELECT MAX(rid)`: how far resources' row ids reach.
-pub(crate) const MAX_RID: &str = "SELECT MAX(rid) FROM resources";
-
 /// The row ids a walk in the default order covers: `SELECT COUNT(*), MAX(rid)` of the type's
 /// first `window` resources after `from` — fewer than `window` means the walk reaches the end.
 pub(crate) fn rid_window(query: &SearchQuery, from: i64, window: usize) -> Sql {
