@@ -191,7 +191,6 @@ async fn search_on(
             Some(walk_scoped(conn, query, def, desc, target, cursor, limit + 1, vis).await?)
         }
         (_, Some((def, desc))) if forward => {
-            let size = max_rid.get(conn).await?;
             walk(
                 conn,
                 query,
@@ -201,13 +200,12 @@ async fn search_on(
                 limit + 1,
                 vis,
                 &key_types,
-                size,
+                max_rid,
             )
             .await?
         }
         _ if forward && sql::rid_walkable(query) => {
-            let size = max_rid.get(conn).await?;
-            walk_rids(conn, query, cursor, limit + 1, vis, size).await?
+            walk_rids(conn, query, cursor, limit + 1, vis, max_rid).await?
         }
         _ => None,
     };
@@ -341,8 +339,12 @@ async fn page_rows(conn: &mut Conn<'_>, select: Sql, key_types: &[KeyType]) -> R
 /// 2.8 million resources one in 256 was 11,000 rows) — for then its matches are few (cheap to
 /// read) or sparse (a walk would read far to fill a page; past its largest window it reads
 /// every match instead). A search with no index lookup to lead it is always walked.
-async fn worth_walking(conn: &mut Conn<'_>, query: &SearchQuery, max_rid: i64) -> Result<bool> {
-    let threshold = (max_rid / 256).clamp(WALK_ABOVE, WALK_COUNTED);
+async fn worth_walking(
+    conn: &mut Conn<'_>,
+    query: &SearchQuery,
+    max_rid: &crate::db::MaxRid,
+) -> Result<bool> {
+    let threshold = (max_rid.get(conn).await? / 256).clamp(WALK_ABOVE, WALK_COUNTED);
     let Some(few) = sql::driver_up_to(query, threshold) else {
         return Ok(true);
     };
@@ -370,9 +372,9 @@ async fn walk_rids(
     cursor: Option<&Cursor>,
     limit: usize,
     vis: &Visibility,
-    size: i64,
+    max_rid: &crate::db::MaxRid,
 ) -> Result<Option<Vec<Row>>> {
-    if !worth_walking(conn, query, size).await? {
+    if !worth_walking(conn, query, max_rid).await? {
         return Ok(None);
     }
     let from = cursor.map_or(0, |c| c.rid);
@@ -450,7 +452,7 @@ async fn walk(
     limit: usize,
     vis: &Visibility,
     key_types: &[KeyType],
-    size: i64,
+    max_rid: &crate::db::MaxRid,
 ) -> Result<Option<Vec<Row>>> {
     let missing = sql::missing_date_key(desc);
     let from = match cursor.map(|c| c.keys.first()) {
@@ -460,7 +462,7 @@ async fn walk(
     };
     let mut rows = Vec::new();
     if from != Some(missing) {
-        if !worth_walking(conn, query, size).await? {
+        if !worth_walking(conn, query, max_rid).await? {
             return Ok(None);
         }
         let mut window = first_window(limit);
