@@ -7,7 +7,8 @@
 //!   and paged to its last page (target: 3,000 req/s, p99 < 20 ms), and searches over the
 //!   population (target: p50 < 10 ms; counts in matches/s), each loaded by `wrk` in a separate
 //!   process through `ironchart serve`;
-//! - PostgreSQL against SQLite on every line (target: 70 %), and the curve across cohorts
+//! - PostgreSQL against SQLite on every line (target: 70 %), each line measured on one backend
+//!   and then the other so that a ratio is taken at one moment, and the curve across cohorts
 //!   (target: the largest within 1.5 times the smallest);
 //! - the HTTP ceiling: a trivial axum handler, same `wrk` settings;
 //! - the storage ceiling: raw inserts of the same JSON into SQLite, same durability settings.
@@ -631,6 +632,7 @@ pub fn run(root: &Path, opts: &Options) -> Result<(), String> {
             write_bundles(&files, &bundles)?;
         }
 
+        let mut servers: Vec<Running> = Vec::new();
         for backend in &opts.backends {
             let data = work.join(format!("data-{backend}-{patients}"));
             let schema = format!("bench_{patients}");
@@ -674,115 +676,83 @@ pub fn run(root: &Path, opts: &Options) -> Result<(), String> {
                 imports.push((patients, backend.clone(), ndjson, from_bundles, resources));
             }
 
-            let server = start_server(&bin, &data, &db_env)?;
-            let token = token_for(&bin, &data, &db_env, opts)?;
-            let sample = http_get(&format!("{}/fhir/Patient?_count=200", server.base), &token)?;
-            let samples: Vec<Sample> = sample["entry"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .iter()
-                .map(|e| {
-                    let r = &e["resource"];
-                    Sample {
-                        id: r["id"].as_str().unwrap_or_default().to_string(),
-                        family: r["name"][0]["family"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_string(),
-                        birth: r["birthDate"].as_str().unwrap_or_default().to_string(),
-                        gender: r["gender"].as_str().unwrap_or_default().to_string(),
-                        mrn: r["identifier"][0]["value"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_string(),
-                    }
-                })
-                .collect();
-            if samples.is_empty() {
-                return Err("no patients found to benchmark".into());
+            servers.push(Running::start(&bin, &data, &db_env, opts, backend)?);
+        }
+
+        // Every line is measured on each backend in turn, so that a ratio between backends is
+        // taken at one moment: the machine's speed drifts by more than the differences sought
+        // over the minutes a backend's whole run takes.
+        let mut record = |backend: &str, label: String, target: Target, r: WrkResult, counted| {
+            let line = format!(
+                "[{backend} {patients}] {label}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms{}",
+                r.rps,
+                r.p50_ms,
+                r.p99_ms,
+                if r.errors > 0 {
+                    format!(", {} errors", r.errors)
+                } else {
+                    String::new()
+                }
+            );
+            eprintln!("{line}");
+            measured.push(Measured {
+                patients,
+                backend: backend.to_string(),
+                label,
+                target,
+                r,
+                counted,
+            });
+        };
+        for template in US_CORE {
+            for s in &servers {
+                let r = load(opts, &s.server, &s.token, &work, &s.paths(template))?;
+                record(&s.backend, template.to_string(), Target::Patient, r, None);
             }
-            let prac = http_get(
-                &format!("{}/fhir/Practitioner?_count=50", server.base),
-                &token,
-            )?;
-            let practitioners: Vec<(String, String)> = prac["entry"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .iter()
-                .map(|e| {
-                    let r = &e["resource"];
-                    (
-                        r["name"][0]["family"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_string(),
-                        r["identifier"][0]["value"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_string(),
-                    )
-                })
-                .collect();
-            let prac_of = |i: usize| practitioners[i % practitioners.len().max(1)].clone();
-            let mut record = |label: String, target: Target, r: WrkResult, counted| {
-                let line = format!(
-                    "[{backend} {patients}] {label}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms{}",
-                    r.rps,
-                    r.p50_ms,
-                    r.p99_ms,
-                    if r.errors > 0 {
-                        format!(", {} errors", r.errors)
-                    } else {
-                        String::new()
-                    }
-                );
-                eprintln!("{line}");
-                measured.push(Measured {
-                    patients,
-                    backend: backend.clone(),
-                    label,
-                    target,
-                    r,
-                    counted,
-                });
-            };
-            for template in US_CORE {
-                let paths: Vec<String> = samples
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| fill(template, s, &prac_of(i)))
-                    .collect();
-                let r = load(opts, &server, &token, &work, &paths)?;
-                record(template.to_string(), Target::Patient, r, None);
-            }
-            for template in NEWEST_FIRST {
+        }
+        for template in NEWEST_FIRST {
+            for s in &servers {
                 let mut paths = Vec::new();
-                for (i, s) in samples.iter().take(20).enumerate() {
+                for (i, sample) in s.samples.iter().take(20).enumerate() {
                     paths.extend(all_pages(
-                        &server.base,
-                        &token,
-                        &fill(template, s, &prac_of(i)),
+                        &s.server.base,
+                        &s.token,
+                        &fill(template, sample, &s.practitioner(i)),
                     )?);
                 }
-                let r = load(opts, &server, &token, &work, &paths)?;
-                record(format!("{template} (every page)"), Target::Patient, r, None);
+                let r = load(opts, &s.server, &s.token, &work, &paths)?;
+                record(
+                    &s.backend,
+                    format!("{template} (every page)"),
+                    Target::Patient,
+                    r,
+                    None,
+                );
             }
-            for template in POPULATION {
-                let paths = vec![fill(template, &samples[0], &prac_of(0))];
-                let r = load(opts, &server, &token, &work, &paths)?;
-                record(template.to_string(), Target::Population, r, None);
-            }
-            for template in COUNTS {
-                let path = fill(template, &samples[0], &prac_of(0));
-                let counted =
-                    http_get(&format!("{}{path}", server.base), &token)?["total"].as_i64();
-                let r = load(opts, &server, &token, &work, &[path])?;
-                record(template.to_string(), Target::Count, r, counted);
-            }
-            drop(server);
         }
+        for template in POPULATION {
+            for s in &servers {
+                let paths = vec![fill(template, &s.samples[0], &s.practitioner(0))];
+                let r = load(opts, &s.server, &s.token, &work, &paths)?;
+                record(
+                    &s.backend,
+                    template.to_string(),
+                    Target::Population,
+                    r,
+                    None,
+                );
+            }
+        }
+        for template in COUNTS {
+            for s in &servers {
+                let path = fill(template, &s.samples[0], &s.practitioner(0));
+                let counted =
+                    http_get(&format!("{}{path}", s.server.base), &s.token)?["total"].as_i64();
+                let r = load(opts, &s.server, &s.token, &work, &[path])?;
+                record(&s.backend, template.to_string(), Target::Count, r, counted);
+            }
+        }
+        drop(servers);
     }
 
     eprintln!("measuring the ceilings…");
@@ -794,6 +764,97 @@ pub fn run(root: &Path, opts: &Options) -> Result<(), String> {
     println!("{report}");
     eprintln!("written to {}", out.display());
     Ok(())
+}
+
+/// A backend's server under measurement, with what its lines are filled with.
+struct Running {
+    backend: String,
+    server: Server,
+    token: String,
+    samples: Vec<Sample>,
+    practitioners: Vec<(String, String)>,
+}
+
+impl Running {
+    fn start(
+        bin: &Path,
+        data: &Path,
+        db_env: &[(&str, String)],
+        opts: &Options,
+        backend: &str,
+    ) -> Result<Running, String> {
+        let server = start_server(bin, data, db_env)?;
+        let token = token_for(bin, data, db_env, opts)?;
+        let sample = http_get(&format!("{}/fhir/Patient?_count=200", server.base), &token)?;
+        let samples: Vec<Sample> = sample["entry"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|e| {
+                let r = &e["resource"];
+                Sample {
+                    id: r["id"].as_str().unwrap_or_default().to_string(),
+                    family: r["name"][0]["family"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    birth: r["birthDate"].as_str().unwrap_or_default().to_string(),
+                    gender: r["gender"].as_str().unwrap_or_default().to_string(),
+                    mrn: r["identifier"][0]["value"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                }
+            })
+            .collect();
+        if samples.is_empty() {
+            return Err("no patients found to benchmark".into());
+        }
+        let prac = http_get(
+            &format!("{}/fhir/Practitioner?_count=50", server.base),
+            &token,
+        )?;
+        let practitioners: Vec<(String, String)> = prac["entry"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|e| {
+                let r = &e["resource"];
+                (
+                    r["name"][0]["family"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    r["identifier"][0]["value"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                )
+            })
+            .collect();
+        Ok(Running {
+            backend: backend.to_string(),
+            server,
+            token,
+            samples,
+            practitioners,
+        })
+    }
+
+    fn practitioner(&self, i: usize) -> (String, String) {
+        self.practitioners[i % self.practitioners.len().max(1)].clone()
+    }
+
+    /// The template filled for each sample patient.
+    fn paths(&self, template: &str) -> Vec<String> {
+        self.samples
+            .iter()
+            .enumerate()
+            .map(|(i, s)| fill(template, s, &self.practitioner(i)))
+            .collect()
+    }
 }
 
 /// A token for the measurements: the system's, or a user's of `--as ROLE`.

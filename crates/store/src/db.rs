@@ -54,9 +54,17 @@ pub struct Store {
     /// How long a read query may run before it is stopped, in ms (see
     /// [`Store::set_query_timeout`]).
     pub(crate) query_timeout: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    /// The largest row id lately read: how large the store is, for the choice of how to read a
-    /// search over the population (see [`MaxRid`]).
-    pub(crate) max_rid: MaxRid,
+    /// What steers how a search over the population reads, lately read: how large the store
+    /// is, how many index rows a leading filter has (see [`Steering`]).
+    pub(crate) steering: Steering,
+}
+
+/// How many connections a store reads through, on either database: two per core. The
+/// statements are short and bound by the CPU, and more connections than that only take turns
+/// on the same cores (on PostgreSQL, 16 served fewer requests, with a longer tail, than 4 on
+/// two cores; see docs/perf-log.md).
+fn read_connections() -> usize {
+    std::thread::available_parallelism().map_or(4, |n| n.get().max(2) * 2)
 }
 
 /// The default of [`Store::set_query_timeout`].
@@ -96,11 +104,10 @@ impl Store {
             .after_release(|conn, _| Box::pin(outside_transaction(conn)))
             .connect_with(options.clone())
             .await?;
-        let readers = std::thread::available_parallelism().map_or(4, |n| n.get().max(2) * 2);
         let query_timeout = timeout_cell();
         let read = ReadPool::open(
             options.clone().read_only(true),
-            readers,
+            read_connections(),
             query_timeout.clone(),
         )
         .await?;
@@ -111,7 +118,7 @@ impl Store {
                 maintenance: write.clone(),
             },
             bulk: Default::default(),
-            max_rid: Default::default(),
+            steering: Default::default(),
             query_timeout: query_timeout.clone(),
         };
         store.migrate().await?;
@@ -128,7 +135,7 @@ impl Store {
                 maintenance,
             },
             bulk: Default::default(),
-            max_rid: Default::default(),
+            steering: Default::default(),
             query_timeout,
         })
     }
@@ -185,7 +192,7 @@ impl Store {
             read_only
                 .clone()
                 .options([("plan_cache_mode", "force_generic_plan")]),
-            16,
+            read_connections(),
             query_timeout.clone(),
         )
         .await?;
@@ -196,7 +203,7 @@ impl Store {
         let store = Store {
             pools: Pools::Postgres { pool, read, count },
             bulk: Default::default(),
-            max_rid: Default::default(),
+            steering: Default::default(),
             query_timeout,
         };
         store.migrate().await?;
@@ -1088,22 +1095,36 @@ impl Sql {
     }
 }
 
-/// The largest row id, read at most once a second: how many resources the store holds, for
-/// the threshold of a population search's choice between walking its order and reading every
-/// match. A statement of its own on every walk was a round trip to PostgreSQL for a figure
-/// that moves by a few rows a second; nothing else reads it (a walk to the end reads every row
-/// id after its cursor), so a second-old value, or one another process has since outgrown,
-/// only shifts a threshold.
+/// Figures that steer how a population search reads (walking its order, or reading every
+/// match), never what it answers, kept for a short while instead of asked for on every page.
+///
+/// - The largest row id, read at most once a second: how many resources the store holds, for
+///   the threshold of that choice. A statement of its own on every walk was a round trip to
+///   PostgreSQL for a figure that moves by a few rows a second; nothing else reads it (a walk
+///   to the end reads every row id after its cursor), so a second-old value, or one another
+///   process has since outgrown, only shifts a threshold.
+/// - How many index rows a search's leading filter has, up to the threshold (kept for ten
+///   seconds per statement and arguments): counting up to 2,000 rows was a statement on every
+///   page of the same search, a third of a first page's time on PostgreSQL. A stale figure
+///   only chooses the other way of reading the same matches.
 #[derive(Clone, Default)]
-pub(crate) struct MaxRid(std::sync::Arc<std::sync::Mutex<Option<(std::time::Instant, i64)>>>);
+pub(crate) struct Steering {
+    max_rid: std::sync::Arc<std::sync::Mutex<Option<(std::time::Instant, i64)>>>,
+    counts: std::sync::Arc<
+        std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, i64)>>,
+    >,
+}
 
-impl MaxRid {
-    const FOR: std::time::Duration = std::time::Duration::from_secs(1);
+impl Steering {
+    const MAX_RID_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+    const COUNT_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+    /// The most counts kept (each a statement's text and arguments: a few hundred bytes).
+    const MOST_COUNTS: usize = 4096;
 
-    pub(crate) async fn get(&self, conn: &mut Conn<'_>) -> Result<i64> {
-        if let Ok(cell) = self.0.lock()
+    pub(crate) async fn max_rid(&self, conn: &mut Conn<'_>) -> Result<i64> {
+        if let Ok(cell) = self.max_rid.lock()
             && let Some((at, rid)) = *cell
-            && at.elapsed() < Self::FOR
+            && at.elapsed() < Self::MAX_RID_FOR
         {
             return Ok(rid);
         }
@@ -1114,14 +1135,42 @@ impl MaxRid {
             .next()
             .flatten()
             .unwrap_or(0);
-        if let Ok(mut cell) = self.0.lock() {
+        if let Ok(mut cell) = self.max_rid.lock() {
             *cell = Some((std::time::Instant::now(), rid));
         }
         Ok(rid)
     }
+
+    /// The count `sql` (a statement of one row and one column) answers, from the last ten
+    /// seconds if it was asked then.
+    pub(crate) async fn count(&self, conn: &mut Conn<'_>, sql: Sql) -> Result<i64> {
+        let key = format!("{}\u{0}{:?}", sql.text, sql.args);
+        if let Ok(map) = self.counts.lock()
+            && let Some((at, n)) = map.get(&key)
+            && at.elapsed() < Self::COUNT_FOR
+        {
+            return Ok(*n);
+        }
+        let n = conn
+            .fetch(&sql.text, sql.args, |r| r.i64(0))
+            .await?
+            .first()
+            .copied()
+            .unwrap_or(0);
+        if let Ok(mut map) = self.counts.lock() {
+            if map.len() >= Self::MOST_COUNTS {
+                map.retain(|_, (at, _)| at.elapsed() < Self::COUNT_FOR);
+                if map.len() >= Self::MOST_COUNTS {
+                    map.clear();
+                }
+            }
+            map.insert(key, (std::time::Instant::now(), n));
+        }
+        Ok(n)
+    }
 }
 
-/// The largest row id (see [`MaxRid`]).
+/// The largest row id (see [`Steering`]).
 pub(crate) const MAX_RID: &str = "SELECT MAX(rid) FROM resources";
 
 #[cfg(test)]

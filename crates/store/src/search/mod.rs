@@ -116,7 +116,7 @@ impl Store {
         } else {
             self.reader().await?
         };
-        search_on(&mut conn.conn(), query, cursor, vis, &self.max_rid).await
+        search_on(&mut conn.conn(), query, cursor, vis, &self.steering).await
     }
 
     /// The distinct patients whose compartments the matches of a search are in (at most
@@ -168,7 +168,7 @@ async fn search_on(
     query: &SearchQuery,
     cursor: Option<&Cursor>,
     vis: &Visibility,
-    max_rid: &crate::db::MaxRid,
+    steering: &crate::db::Steering,
 ) -> Result<SearchPage> {
     let mut page = SearchPage::default();
     if query.summary_count {
@@ -200,12 +200,12 @@ async fn search_on(
                 limit + 1,
                 vis,
                 &key_types,
-                max_rid,
+                steering,
             )
             .await?
         }
         _ if forward && sql::rid_walkable(query) => {
-            walk_rids(conn, query, cursor, limit + 1, vis, max_rid).await?
+            walk_rids(conn, query, cursor, limit + 1, vis, steering).await?
         }
         _ => None,
     };
@@ -335,21 +335,21 @@ async fn page_rows(conn: &mut Conn<'_>, select: Sql, key_types: &[KeyType]) -> R
 
 /// Whether a search over the population is better walked (in its order, stopping at the page)
 /// than read whole: not when its leading filter has few index rows — at least 500 and one in
-/// 256 of all resources, but never more than 2,000 (counting them is paid on every page: at
-/// 2.8 million resources one in 256 was 11,000 rows) — for then its matches are few (cheap to
+/// 256 of all resources, but never more than 2,000 (counting them is paid again every ten
+/// seconds, see [`crate::db::Steering`]: at 2.8 million resources one in 256 was 11,000
+/// rows) — for then its matches are few (cheap to
 /// read) or sparse (a walk would read far to fill a page; past its largest window it reads
 /// every match instead). A search with no index lookup to lead it is always walked.
 async fn worth_walking(
     conn: &mut Conn<'_>,
     query: &SearchQuery,
-    max_rid: &crate::db::MaxRid,
+    steering: &crate::db::Steering,
 ) -> Result<bool> {
-    let threshold = (max_rid.get(conn).await? / 256).clamp(WALK_ABOVE, WALK_COUNTED);
+    let threshold = (steering.max_rid(conn).await? / 256).clamp(WALK_ABOVE, WALK_COUNTED);
     let Some(few) = sql::driver_up_to(query, threshold) else {
         return Ok(true);
     };
-    let n = conn.fetch(&few.text, few.args, |r| r.i64(0)).await?;
-    Ok(n.first().is_some_and(|n| *n >= threshold))
+    Ok(steering.count(conn, few).await? >= threshold)
 }
 
 /// Runs a walk's window query (`SELECT COUNT(*), <last key>`): whether the walk reaches the
@@ -372,9 +372,9 @@ async fn walk_rids(
     cursor: Option<&Cursor>,
     limit: usize,
     vis: &Visibility,
-    max_rid: &crate::db::MaxRid,
+    steering: &crate::db::Steering,
 ) -> Result<Option<Vec<Row>>> {
-    if !worth_walking(conn, query, max_rid).await? {
+    if !worth_walking(conn, query, steering).await? {
         return Ok(None);
     }
     let from = cursor.map_or(0, |c| c.rid);
@@ -382,17 +382,15 @@ async fn walk_rids(
     // Observation in ten has a given code): it starts wider than a walk of a sort key.
     let mut window = first_window(limit).max(RID_WALK_WINDOW);
     loop {
-        let (to_the_end, reach) =
-            window_reach(conn, sql::rid_window(query, from, window), window).await?;
-        // To the end: every row id after the cursor, rows written since included.
-        let bound = if to_the_end {
-            i64::MAX
-        } else {
-            reach.unwrap_or(i64::MAX)
-        };
-        let page = sql::rid_walk_page(query, cursor, bound, limit, vis);
+        // The window and the page in one statement; whether the window reached the end
+        // matters only when the page falls short of its limit.
+        let page = sql::rid_walk_page(query, cursor, window, limit, vis);
         let rows = page_rows(conn, page, &[]).await?;
-        if rows.len() >= limit || to_the_end {
+        if rows.len() >= limit
+            || window_reach(conn, sql::rid_window(query, from, window), window)
+                .await?
+                .0
+        {
             return Ok(Some(rows));
         }
         match next_window(window, limit, rows.len()) {
@@ -452,7 +450,7 @@ async fn walk(
     limit: usize,
     vis: &Visibility,
     key_types: &[KeyType],
-    max_rid: &crate::db::MaxRid,
+    steering: &crate::db::Steering,
 ) -> Result<Option<Vec<Row>>> {
     let missing = sql::missing_date_key(desc);
     let from = match cursor.map(|c| c.keys.first()) {
@@ -462,20 +460,21 @@ async fn walk(
     };
     let mut rows = Vec::new();
     if from != Some(missing) {
-        if !worth_walking(conn, query, max_rid).await? {
+        if !worth_walking(conn, query, steering).await? {
             return Ok(None);
         }
         let mut window = first_window(limit);
         loop {
-            let w = sql::walk_window(query, def, desc, from, window);
-            let (to_the_end, last) = window_reach(conn, w, window).await?;
-            let bound = if to_the_end { None } else { last };
+            // The window and the page in one statement; whether the window reached the end
+            // matters only when the page falls short of its limit.
+            let bound = sql::WalkBound { from, rows: window };
             let page = sql::walk_page(query, def, desc, cursor, bound, limit, vis);
             rows = page_rows(conn, page, key_types).await?;
             if rows.len() >= limit {
                 return Ok(Some(rows));
             }
-            if to_the_end {
+            let w = sql::walk_window(query, def, desc, from, window);
+            if window_reach(conn, w, window).await?.0 {
                 break;
             }
             match next_window(window, limit, rows.len()) {
@@ -499,18 +498,56 @@ async fn dateless(
     vis: &Visibility,
     key_types: &[KeyType],
 ) -> Result<Vec<Row>> {
+    let page = dateless_sql(query, def, cursor, limit, vis, conn.backend());
+    page_rows(conn, page, key_types).await
+}
+
+/// The statement of [`dateless`].
+fn dateless_sql(
+    query: &SearchQuery,
+    def: &'static ironchart_fhir::SearchParamDef,
+    cursor: Option<&Cursor>,
+    limit: usize,
+    vis: &Visibility,
+    backend: crate::db::Backend,
+) -> Sql {
     let desc = query.sort.first().is_some_and(|k| k.descending);
     let among =
         cursor.is_some_and(|c| c.keys.first() == Some(&KeyValue::Int(sql::missing_date_key(desc))));
     let rest = sql::without_value(query, def);
-    let page = sql::page(
+    sql::page(
         &rest,
         if among { cursor } else { None },
         limit,
         vis,
-        conn.backend(),
-    );
-    page_rows(conn, page, key_types).await
+        backend,
+    )
+}
+
+/// Whether the rows of a walk by one date key come in its order: by the date (newest first
+/// when `desc`), then by row id, and the rows without a date (`missing`) last, by row id.
+fn in_walk_order(rows: &[Row], desc: bool, missing: &KeyValue) -> bool {
+    rows.windows(2).all(|w| {
+        let (a, b) = (&w[0], &w[1]);
+        let (ka, kb) = (a.0.first(), b.0.first());
+        let (ra, rb) = (a.1.rid, b.1.rid);
+        match (ka == Some(missing), kb == Some(missing)) {
+            (true, true) => rb > ra,
+            (true, false) => false,
+            (false, true) => true,
+            (false, false) => match (ka, kb) {
+                (Some(KeyValue::Int(x)), Some(KeyValue::Int(y))) if x == y => rb > ra,
+                (Some(KeyValue::Int(x)), Some(KeyValue::Int(y))) => {
+                    if desc {
+                        y < x
+                    } else {
+                        y > x
+                    }
+                }
+                _ => false,
+            },
+        }
+    })
 }
 
 /// A forward page of a search about one resource (see [`sql::scoped_walk`]) sorted by a date
@@ -531,6 +568,23 @@ async fn walk_scoped(
     let missing = KeyValue::Int(sql::missing_date_key(desc));
     let mut rows = Vec::new();
     if cursor.is_none_or(|c| c.keys.first() != Some(&missing)) {
+        // The dates and, after them, the matches without one, in one statement: the second
+        // part runs only when the first falls short of the page (a chart's last page, or a
+        // patient with fewer matches than a page). Two statements were two round trips, and a
+        // statement's own cost is most of such a page's on PostgreSQL.
+        let page = sql::scoped_walk_page(query, def, desc, target, cursor, limit, vis);
+        let rest = dateless_sql(query, def, None, limit, vis, conn.backend());
+        let both = page_rows(conn, sql::then(page, rest, limit), &key_types).await?;
+        // The databases read `UNION ALL` in order under a limit, but SQL does not promise it:
+        // a page that does not come in the walk's order, or that holds no date at all (the
+        // second part might have been read first and filled it), is read again in two steps.
+        if both
+            .first()
+            .is_some_and(|(k, _)| k.first() != Some(&missing))
+            && in_walk_order(&both, desc, &missing)
+        {
+            return Ok(both);
+        }
         let page = sql::scoped_walk_page(query, def, desc, target, cursor, limit, vis);
         rows = page_rows(conn, page, &key_types).await?;
         if rows.len() >= limit {
@@ -683,5 +737,48 @@ mod tests {
         assert_eq!(next_window(100, 11, 3), Some(600));
         assert_eq!(next_window(30_000, 11, 0), Some(MAX_WALK_WINDOW));
         assert_eq!(next_window(MAX_WALK_WINDOW, 11, 0), None);
+    }
+
+    fn row(key: i64, rid: i64) -> Row {
+        let v = StoredVersion {
+            rid,
+            res_type: "Observation".into(),
+            res_id: rid.to_string(),
+            version: 1,
+            last_updated: 0,
+            deleted: false,
+            method: "PUT".into(),
+            body: None,
+            patient: None,
+            record_patient: None,
+            sensitivity: Sensitivity::of_level(0),
+        };
+        (vec![KeyValue::Int(key)], v)
+    }
+
+    /// A walk's page in one statement is kept only in the walk's order: dates in the key's
+    /// direction, ties by row id, the rows without a date last by row id.
+    #[test]
+    fn a_page_in_one_statement_is_checked_for_the_walks_order() {
+        let none = KeyValue::Int(sql::missing_date_key(true));
+        let m = sql::missing_date_key(true);
+        let ok = [row(30, 5), row(20, 2), row(20, 7), row(m, 1), row(m, 9)];
+        assert!(in_walk_order(&ok, true, &none));
+        // A date after a row without one: the second part came first.
+        let late = [row(30, 5), row(m, 1), row(20, 2)];
+        assert!(!in_walk_order(&late, true, &none));
+        // Dates out of order, a tie out of row-id order, dateless rows out of order.
+        assert!(!in_walk_order(&[row(20, 2), row(30, 5)], true, &none));
+        assert!(!in_walk_order(&[row(20, 7), row(20, 2)], true, &none));
+        assert!(!in_walk_order(&[row(m, 9), row(m, 1)], true, &none));
+        // Oldest first: the same with the dates rising.
+        let none_asc = KeyValue::Int(sql::missing_date_key(false));
+        let a = sql::missing_date_key(false);
+        assert!(in_walk_order(
+            &[row(20, 2), row(30, 1), row(a, 4)],
+            false,
+            &none_asc
+        ));
+        assert!(!in_walk_order(&[row(30, 1), row(20, 2)], false, &none_asc));
     }
 }

@@ -169,7 +169,11 @@ fn statements(q: &SearchQuery, vis: &Visibility, b: Backend) -> Vec<(String, Vec
                 .collect(),
             rid: 10,
         };
-        for (c, bound) in [(None, Some(1_500_000_000_000)), (Some(&cursor), None)] {
+        let window = |from| sql::WalkBound { from, rows: 84 };
+        for (c, bound) in [
+            (None, window(None)),
+            (Some(&cursor), window(Some(1_600_000_000_000))),
+        ] {
             let p = sql::walk_page(q, def, desc, c, bound, 21, vis);
             out.push((p.text, p.args, true));
         }
@@ -185,7 +189,11 @@ fn statements(q: &SearchQuery, vis: &Visibility, b: Backend) -> Vec<(String, Vec
         };
         for c in [None, Some(&cursor)] {
             let p = sql::scoped_walk_page(q, def, desc, target, c, 21, vis);
-            out.push((p.text, p.args, false));
+            out.push((p.text.clone(), p.args.clone(), false));
+            // As it is sent: the dates, then the matches without one, in one statement.
+            let rest = sql::page(&sql::without_value(q, def), None, 21, vis, b);
+            let both = sql::then(p, rest, 21);
+            out.push((both.text, both.args, false));
         }
         let rest = sql::page(&sql::without_value(q, def), None, 21, vis, b);
         out.push((rest.text, rest.args, false));
@@ -203,7 +211,7 @@ fn statements(q: &SearchQuery, vis: &Visibility, b: Backend) -> Vec<(String, Vec
             rid: 10,
         };
         for c in [None, Some(&cursor)] {
-            let p = sql::rid_walk_page(q, c, 4106, 21, vis);
+            let p = sql::rid_walk_page(q, c, 256, 21, vis);
             out.push((p.text, p.args, false));
         }
     }
@@ -311,9 +319,9 @@ fn scans(backend: &str, plan: &[String], walk: bool) -> Vec<String> {
             // (res_type=? AND param=?)` reads every row of a parameter.
             "sqlite" => {
                 let l = line.trim_start_matches(|c: char| !c.is_ascii_alphabetic());
-                // `SCAN m`, `w`, `c`: the rows of a subquery with a LIMIT (a page, a walk's
-                // window, a bounded count), not of a table.
-                let bounded = matches!(l, "SCAN m" | "SCAN w" | "SCAN c");
+                // `SCAN m`, `w`, `c`, `a`, `b`: the rows of a subquery with a LIMIT (a page, a
+                // walk's window, a bounded count, the parts of `sql::then`), not of a table.
+                let bounded = matches!(l, "SCAN m" | "SCAN w" | "SCAN c" | "SCAN a" | "SCAN b");
                 (l.starts_with("SCAN ") && !l.starts_with("SCAN CONSTANT") && !bounded)
                     || (l.starts_with("SEARCH ")
                         && l.split_once('(').is_some_and(|(_, cond)| param_wide(cond)))

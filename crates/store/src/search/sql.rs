@@ -1138,25 +1138,29 @@ pub(crate) fn walk_window(
     from: Option<i64>,
     window: usize,
 ) -> Sql {
-    let (col, agg, cmp, order) = if desc {
-        (
-            "high",
-            "MIN(w.k)",
-            " AND high <= ",
-            " ORDER BY high DESC LIMIT ",
-        )
-    } else {
-        (
-            "low",
-            "MAX(w.k)",
-            " AND low >= ",
-            " ORDER BY low ASC LIMIT ",
-        )
-    };
     let mut sql = Sql::new("SELECT COUNT(*), ");
-    sql.push(agg)
-        .push(" FROM (SELECT ")
-        .push(col)
+    sql.push(if desc { "MIN(w.k)" } else { "MAX(w.k)" })
+        .push(" FROM (");
+    sql.append(window_rows(query, def, desc, from, window));
+    sql.push(") w");
+    sql
+}
+
+/// The keys of a walk's first `window` index rows from the cursor's key, in its order.
+fn window_rows(
+    query: &SearchQuery,
+    def: &SearchParamDef,
+    desc: bool,
+    from: Option<i64>,
+    window: usize,
+) -> Sql {
+    let (col, cmp, order) = if desc {
+        ("high", " AND high <= ", " ORDER BY high DESC LIMIT ")
+    } else {
+        ("low", " AND low >= ", " ORDER BY low ASC LIMIT ")
+    };
+    let mut sql = Sql::new("SELECT ");
+    sql.push(col)
         .push(" AS k FROM idx_date WHERE res_type = ")
         .bind_text(&query.resource_type)
         .push(" AND param = ")
@@ -1164,8 +1168,19 @@ pub(crate) fn walk_window(
     if let Some(from) = from {
         sql.push(cmp).bind_i64(from);
     }
-    sql.push(order).bind_i64(window as i64).push(") w");
+    sql.push(order).bind_i64(window as i64);
     sql
+}
+
+/// Where a walked page stops (see [`walk_page`]): before the key where [`walk_window`] of
+/// `rows` index rows from the key `from` ends (exclusive: rows tied with the window's last key
+/// may lie beyond it), or nowhere if the window reaches the end. The window is read within the
+/// page's own statement, as a subquery the database runs once, instead of a statement of its
+/// own before it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WalkBound {
+    pub(crate) from: Option<i64>,
+    pub(crate) rows: usize,
 }
 
 /// One page (forward) of a search walked by its first sort key's index: the matches whose key
@@ -1178,7 +1193,7 @@ pub(crate) fn walk_page(
     def: &SearchParamDef,
     desc: bool,
     cursor: Option<&Cursor>,
-    bound: Option<i64>,
+    bound: WalkBound,
     limit: usize,
     vis: &Visibility,
 ) -> Sql {
@@ -1208,15 +1223,25 @@ pub(crate) fn walk_page(
             })
             .bind_i64(*from);
     }
-    if let Some(b) = bound {
-        inner
-            .push(if desc {
-                " AND s.high > "
-            } else {
-                " AND s.low < "
-            })
-            .bind_i64(b);
-    }
+    let before = if desc {
+        " AND s.high > "
+    } else {
+        " AND s.low < "
+    };
+    // The window's last key, or (reaching the end) a key beyond every date.
+    inner
+        .push(before)
+        .push("(SELECT CASE WHEN COUNT(*) < ")
+        .bind_i64(bound.rows as i64)
+        .push(" THEN ")
+        .bind_i64(if desc { i64::MIN } else { i64::MAX })
+        .push(if desc {
+            " ELSE MIN(w.k) END FROM ("
+        } else {
+            " ELSE MAX(w.k) END FROM ("
+        });
+    inner.append(window_rows(query, def, desc, bound.from, bound.rows));
+    inner.push(") w)");
     inner.push(if desc {
         " AND s.high = (SELECT MAX(x.high) FROM idx_date x WHERE x.rid = s.rid AND x.param = "
     } else {
@@ -1388,6 +1413,18 @@ fn walk_key_expr(sql: &mut Sql, col: &'static str, key: &SortKey, i: usize) {
     }
 }
 
+/// `first`'s rows, then `second`'s, at most `limit` in all, in one statement. Both databases
+/// read the parts of a `UNION ALL` in turn and stop at the limit, so `second` runs only when
+/// `first` falls short; SQL does not promise that order, so the caller checks it.
+pub(crate) fn then(first: Sql, second: Sql, limit: usize) -> Sql {
+    let mut sql = Sql::new("SELECT * FROM (");
+    sql.append(first);
+    sql.push(") a UNION ALL SELECT * FROM (");
+    sql.append(second);
+    sql.push(") b LIMIT ").bind_i64(limit as i64);
+    sql
+}
+
 /// The query's matches that have no value for `def` (they sort after every value).
 pub(crate) fn without_value(query: &SearchQuery, def: &'static SearchParamDef) -> SearchQuery {
     let mut q = query.clone();
@@ -1406,8 +1443,15 @@ pub(crate) fn missing_date_key(desc: bool) -> i64 {
 /// The row ids a walk in the default order covers: `SELECT COUNT(*), MAX(rid)` of the type's
 /// first `window` resources after `from` — fewer than `window` means the walk reaches the end.
 pub(crate) fn rid_window(query: &SearchQuery, from: i64, window: usize) -> Sql {
-    let mut sql =
-        Sql::new("SELECT COUNT(*), MAX(w.rid) FROM (SELECT rid FROM resources WHERE res_type = ");
+    let mut sql = Sql::new("SELECT COUNT(*), MAX(w.rid) FROM (");
+    sql.append(rid_window_rows(query, from, window));
+    sql.push(") w");
+    sql
+}
+
+/// The row ids of the type's first `window` resources after `from`.
+fn rid_window_rows(query: &SearchQuery, from: i64, window: usize) -> Sql {
+    let mut sql = Sql::new("SELECT rid FROM resources WHERE res_type = ");
     sql.bind_text(&query.resource_type)
         .push(" AND rid > ")
         .bind_i64(from)
@@ -1419,30 +1463,36 @@ pub(crate) fn rid_window(query: &SearchQuery, from: i64, window: usize) -> Sql {
         .push(", ")
         .bind_i64(from)
         .push(") ORDER BY res_type, rid LIMIT ")
-        .bind_i64(window as i64)
-        .push(") w");
+        .bind_i64(window as i64);
     sql
 }
 
 /// One forward page in the default order (by row id) of the matches whose row id lies after
-/// the cursor's and at most `bound`: a walk of the type's resources by row id (its index on
-/// the type), every filter probed per row, that stops at the page.
+/// the cursor's and within [`rid_window`] of `window` resources from it (or anywhere after it
+/// if that window reaches the end — rows written since included): a walk of the type's
+/// resources by row id (its index on the type), every filter probed per row, that stops at the
+/// page. The window is read within the page's statement, as a subquery run once.
 pub(crate) fn rid_walk_page(
     query: &SearchQuery,
     cursor: Option<&Cursor>,
-    bound: i64,
+    window: usize,
     limit: usize,
     vis: &Visibility,
 ) -> Sql {
+    let from = cursor.map_or(0, |c| c.rid);
     // The page's row ids first, then their versions: with the versions joined in the walk,
     // PostgreSQL may merge-join them from the table's start.
     let mut sql = Sql::new(
         "SELECT r.rid, r.res_type, r.res_id, v.version, v.last_updated, v.deleted, v.method, v.body, v.patient, r.sensitivity FROM (SELECT r.rid AS rid FROM resources r WHERE r.rid > ",
     );
-    sql.bind_i64(cursor.map_or(0, |c| c.rid))
-        .push(" AND r.rid <= ")
-        .bind_i64(bound)
-        .push(" AND r.res_type = ")
+    sql.bind_i64(from)
+        .push(" AND r.rid <= (SELECT CASE WHEN COUNT(*) < ")
+        .bind_i64(window as i64)
+        .push(" THEN ")
+        .bind_i64(i64::MAX)
+        .push(" ELSE MAX(w.rid) END FROM (");
+    sql.append(rid_window_rows(query, from, window));
+    sql.push(") w) AND r.res_type = ")
         .bind_text(&query.resource_type)
         .push(" AND ");
     sql.append(matches_probed(query, "r", vis));
