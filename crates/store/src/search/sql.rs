@@ -1023,16 +1023,22 @@ pub(crate) fn page(
 ) -> Sql {
     let keys: Vec<&SortKey> = query.sort.iter().take(MAX_SORT_KEYS).collect();
     if keys.is_empty() {
-        // The default order (by row id) needs no computed keys: one flat query, which both
-        // planners handle best.
-        let mut sql = Sql::new(
-            "SELECT r.rid, r.res_type, r.res_id, v.version, v.last_updated, v.deleted, v.method, v.body, v.patient, r.sensitivity FROM resources r JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version WHERE ",
-        );
+        // The default order (by row id) needs no computed keys. SQLite: one flat query (it
+        // checks each filter as soon as the resource's row is read, before its version).
+        // PostgreSQL: the page's row ids first, from the resources' covering index, then their
+        // versions — flat, it read the version (the body) of every candidate before probing
+        // the other filters: a patient's 95 Observations for the 3 of a code.
+        let forward = cursor.is_none_or(|c| c.forward);
+        let mut sql = match backend {
+            Backend::Postgres => Sql::new("SELECT r.rid FROM resources r WHERE "),
+            Backend::Sqlite => Sql::new(
+                "SELECT r.rid, r.res_type, r.res_id, v.version, v.last_updated, v.deleted, v.method, v.body, v.patient, r.sensitivity FROM resources r JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version WHERE ",
+            ),
+        };
         sql.append(match backend {
             Backend::Postgres => matches_in_rid_order(query, "r", vis),
             Backend::Sqlite => matches(query, "r", vis),
         });
-        let forward = cursor.is_none_or(|c| c.forward);
         if let Some(c) = cursor {
             sql.push(if forward {
                 " AND r.rid > "
@@ -1047,7 +1053,16 @@ pub(crate) fn page(
             " ORDER BY r.rid DESC LIMIT "
         })
         .bind_i64(limit as i64);
-        return sql;
+        if backend == Backend::Sqlite {
+            return sql;
+        }
+        let mut outer = Sql::new(
+            "SELECT r.rid, r.res_type, r.res_id, v.version, v.last_updated, v.deleted, v.method, v.body, v.patient, r.sensitivity FROM (",
+        );
+        outer.append(sql);
+        outer.push(") m JOIN resources r ON r.rid = m.rid JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version ORDER BY m.rid ");
+        outer.push(if forward { "ASC" } else { "DESC" });
+        return outer;
     }
     let mut inner = Sql::new("SELECT r.rid AS rid");
     for (i, key) in keys.iter().enumerate() {
