@@ -930,7 +930,7 @@ fn render(
                 bundles.map_or("—".into(), |b| format!("{b:.0}/s")),
                 ratio.map_or("—".into(), |r| format!(
                     "{:.0} % {}",
-                    r * 100.0,
+                    (r * 100.0).floor(),
                     verdict(r >= 0.9)
                 ))
             ));
@@ -998,7 +998,8 @@ fn render(
                 match (cells[0], cells[1]) {
                     (Some(a), Some(b)) if a.r.rps > 0.0 => {
                         let r = b.r.rps / a.r.rps;
-                        format!("{:.0} % {}", r * 100.0, verdict(r >= 0.7))
+                        // Whole percents rounded down, so that 69.7 % reads as short.
+                        format!("{:.0} % {}", (r * 100.0).floor(), verdict(r >= 0.7))
                     }
                     _ => "—".into(),
                 }
