@@ -335,11 +335,11 @@ async fn page_rows(conn: &mut Conn<'_>, select: Sql, key_types: &[KeyType]) -> R
 
 /// Whether a search over the population is better walked (in its order, stopping at the page)
 /// than read whole: not when its leading filter has few index rows — at least 500 and one in
-/// 256 of all resources, but never more than 2,000 (counting them is paid again every ten
-/// seconds, see [`crate::db::Steering`]: at 2.8 million resources one in 256 was 11,000
-/// rows) — for then its matches are few (cheap to
-/// read) or sparse (a walk would read far to fill a page; past its largest window it reads
-/// every match instead). A search with no index lookup to lead it is always walked.
+/// 256 of all resources, but never more than 2,000 (the count is kept ten seconds, see
+/// [`crate::db::Steering`], and at 2.8 million resources one in 256 was 11,000 rows) — for
+/// then its matches are few (cheap to read) or sparse (a walk would read far to fill a page;
+/// past its largest window it reads every match instead). A search with no index lookup to
+/// lead it is always walked.
 async fn worth_walking(
     conn: &mut Conn<'_>,
     query: &SearchQuery,
@@ -575,14 +575,14 @@ async fn walk_scoped(
         let page = sql::scoped_walk_page(query, def, desc, target, cursor, limit, vis);
         let rest = dateless_sql(query, def, None, limit, vis, conn.backend());
         let both = page_rows(conn, sql::then(page, rest, limit), &key_types).await?;
-        // The databases read `UNION ALL` in order under a limit, but SQL does not promise it:
-        // a page that does not come in the walk's order, or that holds no date at all (the
-        // second part might have been read first and filled it), is read again in two steps.
-        if both
+        // The databases read `UNION ALL` in order under a limit, but SQL does not promise it.
+        // A page out of the walk's order is read again in two steps, and so is a full page
+        // without a date (the second part might have been read first and filled it); a page
+        // short of its limit read both parts whole, in whichever order.
+        let dated = both
             .first()
-            .is_some_and(|(k, _)| k.first() != Some(&missing))
-            && in_walk_order(&both, desc, &missing)
-        {
+            .is_some_and(|(k, _)| k.first() != Some(&missing));
+        if (dated || both.len() < limit) && in_walk_order(&both, desc, &missing) {
             return Ok(both);
         }
         let page = sql::scoped_walk_page(query, def, desc, target, cursor, limit, vis);
