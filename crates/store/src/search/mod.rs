@@ -573,7 +573,7 @@ async fn walk_scoped(
         // patient with fewer matches than a page). Two statements were two round trips, and a
         // statement's own cost is most of such a page's on PostgreSQL.
         let page = sql::scoped_walk_page(query, def, desc, target, cursor, limit, vis);
-        let rest = dateless_sql(query, def, None, limit, vis, conn.backend());
+        let rest = scoped_dateless_sql(query, def, desc, None, limit, vis, conn.backend());
         let both = page_rows(conn, sql::then(page, rest, limit), &key_types).await?;
         // The databases read `UNION ALL` in order under a limit, but SQL does not promise it.
         // A page out of the walk's order is read again in two steps, and so is a full page
@@ -591,19 +591,34 @@ async fn walk_scoped(
             return Ok(rows);
         }
     }
-    rows.extend(
-        dateless(
-            conn,
-            query,
-            def,
-            cursor,
-            limit - rows.len(),
-            vis,
-            &key_types,
-        )
-        .await?,
+    let rest = scoped_dateless_sql(
+        query,
+        def,
+        desc,
+        cursor,
+        limit - rows.len(),
+        vis,
+        conn.backend(),
     );
+    rows.extend(page_rows(conn, rest, &key_types).await?);
     Ok(rows)
+}
+
+/// The matches of a chart walk without its date: [`sql::scoped_dateless_page`], or the general
+/// form ([`dateless`]'s) should the walk's reference not be found (it always is: the walk was
+/// chosen for it).
+#[allow(clippy::too_many_arguments)]
+fn scoped_dateless_sql(
+    query: &SearchQuery,
+    def: &'static ironchart_fhir::SearchParamDef,
+    desc: bool,
+    cursor: Option<&Cursor>,
+    limit: usize,
+    vis: &Visibility,
+    backend: crate::db::Backend,
+) -> Sql {
+    sql::scoped_dateless_page(query, def, desc, cursor, limit, vis, backend)
+        .unwrap_or_else(|| dateless_sql(query, def, cursor, limit, vis, backend))
 }
 
 fn version_from(r: &dyn RowGet, offset: usize) -> Result<StoredVersion> {

@@ -191,12 +191,20 @@ fn statements(q: &SearchQuery, vis: &Visibility, b: Backend) -> Vec<(String, Vec
             let p = sql::scoped_walk_page(q, def, desc, target, c, 21, vis);
             out.push((p.text.clone(), p.args.clone(), false));
             // As it is sent: the dates, then the matches without one, in one statement.
-            let rest = sql::page(&sql::without_value(q, def), None, 21, vis, b);
+            let rest = sql::scoped_dateless_page(q, def, desc, None, 21, vis, b).unwrap();
             let both = sql::then(p, rest, 21);
             out.push((both.text, both.args, false));
         }
-        let rest = sql::page(&sql::without_value(q, def), None, 21, vis, b);
-        out.push((rest.text, rest.args, false));
+        // The matches without a date alone, from a cursor among them.
+        let among = Cursor {
+            forward: true,
+            keys: vec![KeyValue::Int(sql::missing_date_key(desc))],
+            rid: 10,
+        };
+        for c in [None, Some(&among)] {
+            let rest = sql::scoped_dateless_page(q, def, desc, c, 21, vis, b).unwrap();
+            out.push((rest.text, rest.args, false));
+        }
     }
     if sql::rid_walkable(q) {
         if let Some(few) = sql::driver_up_to(q, 500) {

@@ -1333,6 +1333,11 @@ pub(crate) fn scoped_walk(query: &SearchQuery) -> Option<(&'static SearchParamDe
     if query.filters.iter().any(|f| f.param == ParamRef::Id) {
         return None;
     }
+    scoping_reference(query).map(|(_, id)| (def, first.descending, id))
+}
+
+/// The reference filter of a [`scoped_walk`]: its parameter and the id it names.
+fn scoping_reference(query: &SearchQuery) -> Option<(&'static SearchParamDef, &str)> {
     query
         .filters
         .iter()
@@ -1342,14 +1347,70 @@ pub(crate) fn scoped_walk(query: &SearchQuery) -> Option<(&'static SearchParamDe
                     && scopes_by_reference(&query.resource_type, r.name) =>
             {
                 match values.as_slice() {
-                    [FilterValue::Reference { id, .. }] => {
-                        Some((def, first.descending, id.as_str()))
-                    }
+                    [FilterValue::Reference { id, .. }] => Some((*r, id.as_str())),
                     _ => None,
                 }
             }
             _ => None,
         })
+}
+
+/// The matches of a [`scoped_walk`] without a value for its date `def` (they come after every
+/// date), in row-id order from the cursor when it is among them, `limit` of them, with the
+/// walk's key ([`missing_date_key`]). Led by the resource's references less the rows of its
+/// dates (`idx_ref_date`, read whole and hashed: a patient's few hundred rows), so that only
+/// the resources without a date are probed — a patient's every Observation was probed for a
+/// date on every last page of a chart. Each filter, the date's absence included, is still
+/// checked on each candidate.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn scoped_dateless_page(
+    query: &SearchQuery,
+    def: &SearchParamDef,
+    desc: bool,
+    cursor: Option<&Cursor>,
+    limit: usize,
+    vis: &Visibility,
+    backend: Backend,
+) -> Option<Sql> {
+    let (reference, target) = scoping_reference(query)?;
+    let mut inner = Sql::new("SELECT r.rid AS rid FROM resources r WHERE r.rid");
+    inner.push(match backend {
+        Backend::Postgres => " = ANY(ARRAY(SELECT x.rid FROM idx_reference x WHERE x.res_type = ",
+        Backend::Sqlite => " IN (SELECT x.rid FROM idx_reference x WHERE x.res_type = ",
+    });
+    inner.bind_text(&query.resource_type);
+    push_param(&mut inner, IndexAlias::X, reference);
+    inner
+        .push(" AND x.target_id = ")
+        .bind_text(target)
+        .push(" AND x.rid NOT IN (SELECT s.rid FROM idx_ref_date s WHERE s.target_id = ")
+        .bind_text(target)
+        .push(" AND s.res_type = ")
+        .bind_text(&query.resource_type)
+        .push(" AND s.param = ")
+        .bind_text(def.name)
+        .push(match backend {
+            Backend::Postgres => ") ORDER BY x.rid)) AND ",
+            Backend::Sqlite => ")) AND ",
+        })
+        .push("NOT EXISTS (SELECT 1 FROM idx_date WHERE rid = r.rid AND param = ")
+        .bind_text(def.name)
+        .push(") AND ");
+    inner.append(matches_probed(query, "r", vis));
+    if let Some(c) = cursor
+        && c.keys.first() == Some(&KeyValue::Int(missing_date_key(desc)))
+    {
+        inner.push(" AND r.rid > ").bind_i64(c.rid);
+    }
+    inner
+        .push(" ORDER BY r.rid ASC LIMIT ")
+        .bind_i64(limit as i64);
+    let mut sql = Sql::new("SELECT ");
+    sql.bind_i64(missing_date_key(desc));
+    sql.push(" AS k0, r.rid, r.res_type, r.res_id, v.version, v.last_updated, v.deleted, v.method, v.body, v.patient, r.sensitivity FROM (");
+    sql.append(inner);
+    sql.push(") m JOIN resources r ON r.rid = m.rid JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version ORDER BY m.rid ASC");
+    Some(sql)
 }
 
 /// One forward page of a [`scoped_walk`]: the rows of `target`'s dates of the type in the key's
