@@ -766,6 +766,15 @@ pub fn run(root: &Path, opts: &Options) -> Result<(), String> {
     Ok(())
 }
 
+/// The resources of a searchset Bundle's entries.
+fn resources(bundle: &Value) -> impl Iterator<Item = &Value> {
+    bundle["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| &e["resource"])
+}
+
 /// A backend's server under measurement, with what its lines are filled with.
 struct Running {
     backend: String,
@@ -786,26 +795,19 @@ impl Running {
         let server = start_server(bin, data, db_env)?;
         let token = token_for(bin, data, db_env, opts)?;
         let sample = http_get(&format!("{}/fhir/Patient?_count=200", server.base), &token)?;
-        let samples: Vec<Sample> = sample["entry"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .map(|e| {
-                let r = &e["resource"];
-                Sample {
-                    id: r["id"].as_str().unwrap_or_default().to_string(),
-                    family: r["name"][0]["family"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string(),
-                    birth: r["birthDate"].as_str().unwrap_or_default().to_string(),
-                    gender: r["gender"].as_str().unwrap_or_default().to_string(),
-                    mrn: r["identifier"][0]["value"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string(),
-                }
+        let samples: Vec<Sample> = resources(&sample)
+            .map(|r| Sample {
+                id: r["id"].as_str().unwrap_or_default().to_string(),
+                family: r["name"][0]["family"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                birth: r["birthDate"].as_str().unwrap_or_default().to_string(),
+                gender: r["gender"].as_str().unwrap_or_default().to_string(),
+                mrn: r["identifier"][0]["value"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
             })
             .collect();
         if samples.is_empty() {
@@ -815,13 +817,8 @@ impl Running {
             &format!("{}/fhir/Practitioner?_count=50", server.base),
             &token,
         )?;
-        let practitioners: Vec<(String, String)> = prac["entry"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .map(|e| {
-                let r = &e["resource"];
+        let practitioners: Vec<(String, String)> = resources(&prac)
+            .map(|r| {
                 (
                     r["name"][0]["family"]
                         .as_str()

@@ -187,8 +187,8 @@ async fn search_on(
     let limit = query.count;
     let forward = cursor.is_none_or(|c| c.forward);
     let walked = match (sql::scoped_walk(query), sql::walk_key(query)) {
-        (Some((def, desc, target)), _) if forward => {
-            Some(walk_scoped(conn, query, def, desc, target, cursor, limit + 1, vis).await?)
+        (Some(scoped), _) if forward => {
+            Some(walk_scoped(conn, query, &scoped, cursor, limit + 1, vis).await?)
         }
         (_, Some((def, desc))) if forward => {
             walk(
@@ -553,28 +553,25 @@ fn in_walk_order(rows: &[Row], desc: bool, missing: &KeyValue) -> bool {
 /// A forward page of a search about one resource (see [`sql::scoped_walk`]) sorted by a date
 /// alone: its dates walked in the key's order from the cursor, stopping at the page, then the
 /// matches without the date.
-#[allow(clippy::too_many_arguments)]
 async fn walk_scoped(
     conn: &mut Conn<'_>,
     query: &SearchQuery,
-    def: &'static ironchart_fhir::SearchParamDef,
-    desc: bool,
-    target: &str,
+    walk: &sql::ScopedWalk<'_>,
     cursor: Option<&Cursor>,
     limit: usize,
     vis: &Visibility,
 ) -> Result<Vec<Row>> {
     let key_types = [KeyType::Int];
-    let missing = KeyValue::Int(sql::missing_date_key(desc));
+    let missing = KeyValue::Int(sql::missing_date_key(walk.desc));
     let mut rows = Vec::new();
     if cursor.is_none_or(|c| c.keys.first() != Some(&missing)) {
         // The dates and, after them, the matches without one, in one statement: the second
         // part runs only when the first falls short of the page (a chart's last page, or a
         // patient with fewer matches than a page). Two statements were two round trips, and a
         // statement's own cost is most of such a page's on PostgreSQL.
-        let page = sql::scoped_walk_page(query, def, desc, target, cursor, limit, vis);
-        let rest = scoped_dateless_sql(query, def, desc, None, limit, vis, conn.backend());
-        let both = page_rows(conn, sql::then(page, rest, limit), &key_types).await?;
+        let page = sql::scoped_walk_page(query, walk, cursor, limit, vis);
+        let rest = sql::scoped_dateless_page(query, walk, None, limit, vis, conn.backend());
+        let both = page_rows(conn, sql::then(page.clone(), rest, limit), &key_types).await?;
         // The databases read `UNION ALL` in order under a limit, but SQL does not promise it.
         // A page out of the walk's order is read again in two steps, and so is a full page
         // without a date (the second part might have been read first and filled it); a page
@@ -582,43 +579,18 @@ async fn walk_scoped(
         let dated = both
             .first()
             .is_some_and(|(k, _)| k.first() != Some(&missing));
-        if (dated || both.len() < limit) && in_walk_order(&both, desc, &missing) {
+        if (dated || both.len() < limit) && in_walk_order(&both, walk.desc, &missing) {
             return Ok(both);
         }
-        let page = sql::scoped_walk_page(query, def, desc, target, cursor, limit, vis);
         rows = page_rows(conn, page, &key_types).await?;
         if rows.len() >= limit {
             return Ok(rows);
         }
     }
-    let rest = scoped_dateless_sql(
-        query,
-        def,
-        desc,
-        cursor,
-        limit - rows.len(),
-        vis,
-        conn.backend(),
-    );
+    let rest =
+        sql::scoped_dateless_page(query, walk, cursor, limit - rows.len(), vis, conn.backend());
     rows.extend(page_rows(conn, rest, &key_types).await?);
     Ok(rows)
-}
-
-/// The matches of a chart walk without its date: [`sql::scoped_dateless_page`], or the general
-/// form ([`dateless`]'s) should the walk's reference not be found (it always is: the walk was
-/// chosen for it).
-#[allow(clippy::too_many_arguments)]
-fn scoped_dateless_sql(
-    query: &SearchQuery,
-    def: &'static ironchart_fhir::SearchParamDef,
-    desc: bool,
-    cursor: Option<&Cursor>,
-    limit: usize,
-    vis: &Visibility,
-    backend: crate::db::Backend,
-) -> Sql {
-    sql::scoped_dateless_page(query, def, desc, cursor, limit, vis, backend)
-        .unwrap_or_else(|| dateless_sql(query, def, cursor, limit, vis, backend))
 }
 
 fn version_from(r: &dyn RowGet, offset: usize) -> Result<StoredVersion> {

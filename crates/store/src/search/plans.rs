@@ -181,28 +181,28 @@ fn statements(q: &SearchQuery, vis: &Visibility, b: Backend) -> Vec<(String, Vec
         out.push((rest.text, rest.args, false));
     }
     // A search about one patient sorted by a date: that patient's dates walked in order.
-    if let Some((def, desc, target)) = sql::scoped_walk(q) {
+    if let Some(walk) = sql::scoped_walk(q) {
         let cursor = Cursor {
             forward: true,
             keys: vec![KeyValue::Int(1_600_000_000_000)],
             rid: 10,
         };
         for c in [None, Some(&cursor)] {
-            let p = sql::scoped_walk_page(q, def, desc, target, c, 21, vis);
+            let p = sql::scoped_walk_page(q, &walk, c, 21, vis);
             out.push((p.text.clone(), p.args.clone(), false));
             // As it is sent: the dates, then the matches without one, in one statement.
-            let rest = sql::scoped_dateless_page(q, def, desc, None, 21, vis, b).unwrap();
+            let rest = sql::scoped_dateless_page(q, &walk, None, 21, vis, b);
             let both = sql::then(p, rest, 21);
             out.push((both.text, both.args, false));
         }
         // The matches without a date alone, from a cursor among them.
         let among = Cursor {
             forward: true,
-            keys: vec![KeyValue::Int(sql::missing_date_key(desc))],
+            keys: vec![KeyValue::Int(sql::missing_date_key(walk.desc))],
             rid: 10,
         };
         for c in [None, Some(&among)] {
-            let rest = sql::scoped_dateless_page(q, def, desc, c, 21, vis, b).unwrap();
+            let rest = sql::scoped_dateless_page(q, &walk, c, 21, vis, b);
             out.push((rest.text, rest.args, false));
         }
     }

@@ -1315,12 +1315,22 @@ pub(crate) fn walk_page(
     sql
 }
 
+/// A [`scoped_walk`]: the date parameter it walks, whether newest first, and the reference
+/// filter that scopes it — its parameter and the id it names (bare or typed: the rows are kept
+/// by id, the filter itself is checked on every row).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ScopedWalk<'q> {
+    pub(crate) date: &'static SearchParamDef,
+    pub(crate) desc: bool,
+    pub(crate) reference: &'static SearchParamDef,
+    pub(crate) target: &'q str,
+}
+
 /// A search about one resource (a patient, most often) sorted by one date alone can be answered
 /// by walking that resource's dates in order (`idx_ref_date`, kept under each id a resource
 /// refers to through a parameter that scopes a chart) and stopping at the page, instead of
-/// computing the key of every match: the date parameter, whether it is descending, and the id
-/// (bare or typed: the rows are kept by id, the filter itself is checked on every row).
-pub(crate) fn scoped_walk(query: &SearchQuery) -> Option<(&'static SearchParamDef, bool, &str)> {
+/// computing the key of every match (see [`ScopedWalk`]).
+pub(crate) fn scoped_walk(query: &SearchQuery) -> Option<ScopedWalk<'_>> {
     let [first] = query.sort.as_slice() else {
         return None;
     };
@@ -1333,11 +1343,6 @@ pub(crate) fn scoped_walk(query: &SearchQuery) -> Option<(&'static SearchParamDe
     if query.filters.iter().any(|f| f.param == ParamRef::Id) {
         return None;
     }
-    scoping_reference(query).map(|(_, id)| (def, first.descending, id))
-}
-
-/// The reference filter of a [`scoped_walk`]: its parameter and the id it names.
-fn scoping_reference(query: &SearchQuery) -> Option<(&'static SearchParamDef, &str)> {
     query
         .filters
         .iter()
@@ -1347,7 +1352,12 @@ fn scoping_reference(query: &SearchQuery) -> Option<(&'static SearchParamDef, &s
                     && scopes_by_reference(&query.resource_type, r.name) =>
             {
                 match values.as_slice() {
-                    [FilterValue::Reference { id, .. }] => Some((*r, id.as_str())),
+                    [FilterValue::Reference { id, .. }] => Some(ScopedWalk {
+                        date: def,
+                        desc: first.descending,
+                        reference: r,
+                        target: id.as_str(),
+                    }),
                     _ => None,
                 }
             }
@@ -1362,24 +1372,22 @@ fn scoping_reference(query: &SearchQuery) -> Option<(&'static SearchParamDef, &s
 /// the resources without a date are probed — a patient's every Observation was probed for a
 /// date on every last page of a chart. Each filter, the date's absence included, is still
 /// checked on each candidate.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn scoped_dateless_page(
     query: &SearchQuery,
-    def: &SearchParamDef,
-    desc: bool,
+    walk: &ScopedWalk,
     cursor: Option<&Cursor>,
     limit: usize,
     vis: &Visibility,
     backend: Backend,
-) -> Option<Sql> {
-    let (reference, target) = scoping_reference(query)?;
+) -> Sql {
+    let (def, desc, target) = (walk.date, walk.desc, walk.target);
     let mut inner = Sql::new("SELECT r.rid AS rid FROM resources r WHERE r.rid");
     inner.push(match backend {
         Backend::Postgres => " = ANY(ARRAY(SELECT x.rid FROM idx_reference x WHERE x.res_type = ",
         Backend::Sqlite => " IN (SELECT x.rid FROM idx_reference x WHERE x.res_type = ",
     });
     inner.bind_text(&query.resource_type);
-    push_param(&mut inner, IndexAlias::X, reference);
+    push_param(&mut inner, IndexAlias::X, walk.reference);
     inner
         .push(" AND x.target_id = ")
         .bind_text(target)
@@ -1410,7 +1418,7 @@ pub(crate) fn scoped_dateless_page(
     sql.push(" AS k0, r.rid, r.res_type, r.res_id, v.version, v.last_updated, v.deleted, v.method, v.body, v.patient, r.sensitivity FROM (");
     sql.append(inner);
     sql.push(") m JOIN resources r ON r.rid = m.rid JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version ORDER BY m.rid ASC");
-    Some(sql)
+    sql
 }
 
 /// One forward page of a [`scoped_walk`]: the rows of `target`'s dates of the type in the key's
@@ -1419,13 +1427,12 @@ pub(crate) fn scoped_dateless_page(
 /// earliest start and latest end).
 pub(crate) fn scoped_walk_page(
     query: &SearchQuery,
-    def: &SearchParamDef,
-    desc: bool,
-    target: &str,
+    walk: &ScopedWalk,
     cursor: Option<&Cursor>,
     limit: usize,
     vis: &Visibility,
 ) -> Sql {
+    let (def, desc, target) = (walk.date, walk.desc, walk.target);
     let col = if desc { "s.high" } else { "s.low" };
     let mut inner = Sql::new("SELECT ");
     inner
