@@ -789,6 +789,10 @@ async fn restricted_records_are_suppressed(s: Server) {
         "Observation?subject=Patient/pa",
         "Observation?subject=Patient/pa&_total=accurate",
         "Observation?patient=pa&_count=1",
+        // A lead and a probe, one match a page: the hidden rows are passed over inside the
+        // page's statement, not after it.
+        "Observation?patient=pa&status=final&_count=1",
+        "Observation?status=final&subject=pa&_count=2",
     ] {
         let mut ids = doctor.search_ids(query).await;
         ids.sort();

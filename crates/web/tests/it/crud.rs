@@ -181,8 +181,18 @@ async fn update_as_create_and_id_checks(s: Server) {
 on_both!(update_as_create_and_id_checks);
 
 async fn delete_then_gone(s: Server) {
-    let created = s.create(&patient()).await;
+    let mut p = patient();
+    p["identifier"][0]["value"] = json!("MRN-deleted");
+    let created = s.create(&p).await;
     let id = created["id"].as_str().unwrap();
+    // Searches led by an index (alone, and with a filter probed per candidate) find it …
+    let by_index = [
+        "Patient?identifier=urn:test:mrn|MRN-deleted",
+        "Patient?identifier=urn:test:mrn|MRN-deleted&gender=female",
+    ];
+    for q in by_index {
+        assert_eq!(s.search_ids(q).await, [id], "{q}");
+    }
     let d = s.delete(&format!("Patient/{id}")).await;
     assert_eq!(d.status, StatusCode::NO_CONTENT);
     let r = s.get(&format!("Patient/{id}")).await;
@@ -190,6 +200,10 @@ async fn delete_then_gone(s: Server) {
     assert_eq!(r.body["resourceType"], "OperationOutcome");
     // Deleted resources are not found by search.
     assert!(s.search_ids(&format!("Patient?_id={id}")).await.is_empty());
+    // … and no longer once it is deleted.
+    for q in by_index {
+        assert!(s.search_ids(q).await.is_empty(), "{q}");
+    }
     // Deleting again, or something unknown, is fine.
     assert_eq!(
         s.delete(&format!("Patient/{id}")).await.status,
