@@ -569,7 +569,7 @@ async fn walk_scoped(
         // part runs only when the first falls short of the page (a chart's last page, or a
         // patient with fewer matches than a page). Two statements were two round trips, and a
         // statement's own cost is most of such a page's on PostgreSQL.
-        let page = sql::scoped_walk_page(query, walk, cursor, limit, vis);
+        let page = sql::scoped_walk_page(query, walk, cursor, limit, vis, conn.backend());
         let rest = sql::scoped_dateless_page(query, walk, None, limit, vis, conn.backend());
         let both = page_rows(conn, sql::then(page.clone(), rest, limit), &key_types).await?;
         // The databases read `UNION ALL` in order under a limit, but SQL does not promise it.

@@ -188,7 +188,7 @@ fn statements(q: &SearchQuery, vis: &Visibility, b: Backend) -> Vec<(String, Vec
             rid: 10,
         };
         for c in [None, Some(&cursor)] {
-            let p = sql::scoped_walk_page(q, &walk, c, 21, vis);
+            let p = sql::scoped_walk_page(q, &walk, c, 21, vis, b);
             out.push((p.text.clone(), p.args.clone(), false));
             // As it is sent: the dates, then the matches without one, in one statement.
             let rest = sql::scoped_dateless_page(q, &walk, None, 21, vis, b);

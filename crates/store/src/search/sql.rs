@@ -180,7 +180,12 @@ trait AliasColumns {
 
 impl AliasColumns for Alias {
     fn rid(self) -> &'static str {
-        if self == "t" { "t.rid" } else { "r.rid" }
+        match self {
+            "t" => "t.rid",
+            // A walk's index rows, probed without their resource (see `probed_only`).
+            "s" => "s.rid",
+            _ => "r.rid",
+        }
     }
     fn res_id(self) -> &'static str {
         if self == "t" { "t.res_id" } else { "r.res_id" }
@@ -1138,6 +1143,97 @@ fn push_rid_bound(sql: &mut Sql, col: &'static str, cursor: Option<&Cursor>) {
     }
 }
 
+/// PostgreSQL, for candidates that come from index rows (`alias`, whose `rid` they carry): every
+/// filter as a probe of the candidate's own index rows (` AND …`), and the caller's visibility
+/// as conditions on a `resources` row `w` (empty when it hides nothing). `None` when a filter
+/// reads the resource's own columns (`_id`, `_lastUpdated`). No `deleted` check: index rows
+/// exist only for live current versions (a write removes a resource's rows in its own
+/// transaction and a delete writes none, see `resources.rs`).
+fn probed_only(query: &SearchQuery, alias: Alias, vis: &Visibility) -> Option<(Sql, Sql)> {
+    let own_columns = |f: &Filter| {
+        matches!(
+            (&f.param, &f.test),
+            (
+                ParamRef::Id | ParamRef::LastUpdated,
+                FilterTest::AnyOf(_) | FilterTest::NoneOf(_)
+            )
+        )
+    };
+    if query.filters.iter().any(own_columns) {
+        return None;
+    }
+    let mut filters: Vec<&Filter> = query.filters.iter().collect();
+    filters.sort_by_key(|f| selectivity(f));
+    let mut probes = Sql::new("");
+    for filter in filters {
+        probes.push(" AND ");
+        filter_sql(
+            &mut probes,
+            &query.resource_type,
+            filter,
+            alias,
+            Lead::No,
+            true,
+            vis,
+        );
+    }
+    Some((probes, hidden_rows(query, vis)))
+}
+
+/// The caller's visibility as ` AND …` conditions on a `resources` row `w` (empty when it
+/// hides nothing).
+fn hidden_rows(query: &SearchQuery, vis: &Visibility) -> Sql {
+    let mut hidden = Sql::new("");
+    visible_of_type(
+        &mut hidden,
+        vis,
+        &query.resource_type,
+        "w.patient",
+        "w.sensitivity",
+    );
+    hidden
+}
+
+/// `rows` (a statement of `[key,] rid` ordered by them, `key` in `order` and the row id
+/// ascending — or, without a key, the row id in `order` — and without its limit) limited to
+/// `limit`, the visibility conditions `hidden` (see [`hidden_rows`]) checked on each row that
+/// reaches the limit: after the filters, on the few rows that passed them (`OFFSET 0` keeps
+/// PostgreSQL from checking them first).
+fn checked_last(
+    mut rows: Sql,
+    hidden: Sql,
+    key: Option<&'static str>,
+    order: &'static str,
+    limit: usize,
+) -> Sql {
+    if hidden.text.is_empty() {
+        rows.push(" LIMIT ").bind_i64(limit as i64);
+        return rows;
+    }
+    rows.push(" OFFSET 0");
+    let mut sql = Sql::new("SELECT ");
+    if let Some(key) = key {
+        sql.push("c.").push(key).push(" AS ").push(key).push(", ");
+    }
+    sql.push("c.rid AS rid FROM (");
+    sql.append(rows);
+    sql.push(
+        ") c WHERE EXISTS (SELECT 1 FROM resources w WHERE w.rid = c.rid AND w.deleted = FALSE",
+    );
+    sql.append(hidden);
+    sql.push(") ORDER BY ");
+    match key {
+        Some(key) => {
+            sql.push("c.").push(key).push(order).push(", c.rid ASC");
+        }
+        None => {
+            sql.push("c.rid").push(order);
+        }
+    }
+    sql.push(" LIMIT ").bind_i64(limit as i64);
+    sql
+}
+
 /// PostgreSQL, a page in row-id order whose leading filter is an index lookup: the row ids of
 /// `limit` matches, read from the leading filter's index rows (in row-id order, each candidate
 /// probed there for the other filters) without reading a `resources` row per candidate. Index
@@ -1203,30 +1299,13 @@ fn index_led_rids(
         );
     }
     rids.push(" ORDER BY r.rid").push(order);
-    let mut hidden = Sql::new("");
-    visible_of_type(
-        &mut hidden,
-        vis,
-        &query.resource_type,
-        "w.patient",
-        "w.sensitivity",
-    );
-    if hidden.text.is_empty() {
-        rids.push(" LIMIT ").bind_i64(limit as i64);
-        return Some(rids);
-    }
-    rids.push(" OFFSET 0");
-    let mut sql = Sql::new("SELECT c.rid FROM (");
-    sql.append(rids);
-    sql.push(
-        ") c WHERE EXISTS (SELECT 1 FROM resources w WHERE w.rid = c.rid AND w.deleted = FALSE",
-    );
-    sql.append(hidden);
-    sql.push(") ORDER BY c.rid")
-        .push(order)
-        .push(" LIMIT ")
-        .bind_i64(limit as i64);
-    Some(sql)
+    Some(checked_last(
+        rids,
+        hidden_rows(query, vis),
+        None,
+        order,
+        limit,
+    ))
 }
 
 /// A search over the population whose first sort key is a date can be answered by walking that
@@ -1535,15 +1614,24 @@ pub(crate) fn scoped_walk_page(
     cursor: Option<&Cursor>,
     limit: usize,
     vis: &Visibility,
+    backend: Backend,
 ) -> Sql {
     let (def, desc, target) = (walk.date, walk.desc, walk.target);
     let col = if desc { "s.high" } else { "s.low" };
+    // PostgreSQL: each date row is probed for the filters on its own row id, and the resource's
+    // row is read only for the visibility check, last (see `probed_only`): a chart's rows are
+    // live resources' (index rows are removed with their version).
+    let led = match backend {
+        Backend::Postgres => probed_only(query, "s", vis),
+        Backend::Sqlite => None,
+    };
     let mut inner = Sql::new("SELECT ");
+    inner.push(col).push(if led.is_some() {
+        " AS k0, s.rid AS rid FROM idx_ref_date s WHERE s.target_id = "
+    } else {
+        " AS k0, s.rid AS rid FROM idx_ref_date s CROSS JOIN resources r WHERE s.target_id = "
+    });
     inner
-        .push(col)
-        .push(
-            " AS k0, s.rid AS rid FROM idx_ref_date s CROSS JOIN resources r WHERE s.target_id = ",
-        )
         .bind_text(target)
         .push(" AND s.res_type = ")
         .bind_text(&query.resource_type)
@@ -1572,14 +1660,29 @@ pub(crate) fn scoped_walk_page(
             .bind_i64(c.rid)
             .push(")");
     }
-    inner.push(" AND r.rid = s.rid AND ");
-    inner.append(matches_probed(query, "r", vis));
-    inner
-        .push(" ORDER BY ")
-        .push(col)
-        .push(if desc { " DESC" } else { " ASC" })
-        .push(", s.rid ASC LIMIT ")
-        .bind_i64(limit as i64);
+    let order = if desc { " DESC" } else { " ASC" };
+    let inner = match led {
+        Some((probes, hidden)) => {
+            inner.append(probes);
+            inner
+                .push(" ORDER BY ")
+                .push(col)
+                .push(order)
+                .push(", s.rid ASC");
+            checked_last(inner, hidden, Some("k0"), order, limit)
+        }
+        None => {
+            inner.push(" AND r.rid = s.rid AND ");
+            inner.append(matches_probed(query, "r", vis));
+            inner
+                .push(" ORDER BY ")
+                .push(col)
+                .push(order)
+                .push(", s.rid ASC LIMIT ")
+                .bind_i64(limit as i64);
+            inner
+        }
+    };
 
     let mut sql = Sql::new(
         "SELECT m.k0, r.rid, r.res_type, r.res_id, v.version, v.last_updated, v.deleted, v.method, v.body, v.patient, r.sensitivity FROM (",

@@ -852,6 +852,46 @@ async fn restricted_records_are_suppressed(s: Server) {
 }
 on_both!(restricted_records_are_suppressed);
 
+/// A chart newest first (and oldest first) passes over the records the caller may not see, in
+/// every part of the walk: the dated records, page by page, and those without a date.
+async fn restricted_records_are_left_out_of_a_chart_by_date(s: Server) {
+    put(
+        &s,
+        &json!({"resourceType": "Patient", "id": "pw", "name": [{"family": "Walk"}]}),
+    )
+    .await;
+    let dated = |id: &str, day: u32| {
+        let mut o = observation(id, "pw", "weight");
+        o["effectiveDateTime"] = json!(format!("2024-03-{day:02}"));
+        o
+    };
+    put(&s, &dated("w1", 1)).await;
+    put(&s, &labelled(dated("w2", 2), "R")).await;
+    put(&s, &dated("w3", 3)).await;
+    put(&s, &labelled(dated("w4", 4), "V")).await;
+    put(&s, &dated("w5", 5)).await;
+    put(&s, &observation("w6", "pw", "note")).await;
+    put(&s, &labelled(observation("w7", "pw", "note"), "R")).await;
+    let (_, physician_token) = s.user_with_token(Role::Physician, None).await;
+    let doctor = s.with_token(&physician_token);
+    for (query, seen, all) in [
+        (
+            "Observation?patient=pw&_sort=-date&_count=1",
+            ["w5", "w3", "w1", "w6"].as_slice(),
+            ["w5", "w4", "w3", "w2", "w1", "w6", "w7"].as_slice(),
+        ),
+        (
+            "Observation?patient=pw&code:text=weight&_sort=date&_count=2",
+            &["w1", "w3", "w5"],
+            &["w1", "w2", "w3", "w4", "w5"],
+        ),
+    ] {
+        assert_eq!(doctor.search_ids(query).await, seen, "physician: {query}");
+        assert_eq!(s.search_ids(query).await, all, "system: {query}");
+    }
+}
+on_both!(restricted_records_are_left_out_of_a_chart_by_date);
+
 /// The labelled versions of a restricted record stay restricted once it is deleted. (Today a
 /// deletion stores sensitivity 0, and vread and history judge every version by the newest one's
 /// sensitivity, so they serve the labelled versions to every clinician.)
