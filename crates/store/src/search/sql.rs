@@ -472,14 +472,8 @@ fn filter_sql(
         (ParamRef::Indexed(def), FilterTest::AnyOf(values) | FilterTest::NoneOf(values)) => {
             let negate = matches!(filter.test, FilterTest::NoneOf(_));
             open_index_subquery(sql, res_type, def, alias, negate, lead, scalar);
-            sql.push(" AND (");
-            for (i, v) in values.iter().enumerate() {
-                if i > 0 {
-                    sql.push(" OR ");
-                }
-                value_condition(sql, v);
-            }
-            sql.push(")");
+            sql.push(" AND ");
+            any_of(sql, values);
             close_probe(sql, lead, scalar, negate);
         }
         (
@@ -601,14 +595,9 @@ fn contained_chain(
     if let Some(t) = target {
         sql.push(" AND target_type = ").bind_text(t);
     }
-    sql.push(" AND (");
-    for (i, v) in values.iter().enumerate() {
-        if i > 0 {
-            sql.push(" OR ");
-        }
-        value_condition(sql, v);
-    }
-    sql.push("))");
+    sql.push(" AND ");
+    any_of(sql, values);
+    sql.push(")");
 }
 
 /// The exclusive upper bound of all strings starting with `prefix`.
@@ -626,6 +615,18 @@ fn like_escape(s: &str) -> String {
         out.push(c);
     }
     out
+}
+
+/// `(<value> OR <value> …)`: an index row holding any of `values`.
+fn any_of(sql: &mut Sql, values: &[FilterValue]) {
+    sql.push("(");
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            sql.push(" OR ");
+        }
+        value_condition(sql, v);
+    }
+    sql.push(")");
 }
 
 fn value_condition(sql: &mut Sql, value: &FilterValue) {
@@ -906,14 +907,9 @@ pub(crate) fn driver_up_to(query: &SearchQuery, limit: i64) -> Option<Sql> {
         .push(" WHERE res_type = ")
         .bind_text(&query.resource_type);
     push_param(&mut sql, IndexAlias::Bare, def);
-    sql.push(" AND (");
-    for (i, v) in values.iter().enumerate() {
-        if i > 0 {
-            sql.push(" OR ");
-        }
-        value_condition(&mut sql, v);
-    }
-    sql.push(") LIMIT ").bind_i64(limit).push(") c");
+    sql.push(" AND ");
+    any_of(&mut sql, values);
+    sql.push(" LIMIT ").bind_i64(limit).push(") c");
     Some(sql)
 }
 
@@ -1150,16 +1146,7 @@ fn push_rid_bound(sql: &mut Sql, col: &'static str, cursor: Option<&Cursor>) {
 /// exist only for live current versions (a write removes a resource's rows in its own
 /// transaction and a delete writes none, see `resources.rs`).
 fn probed_only(query: &SearchQuery, alias: Alias, vis: &Visibility) -> Option<(Sql, Sql)> {
-    let own_columns = |f: &Filter| {
-        matches!(
-            (&f.param, &f.test),
-            (
-                ParamRef::Id | ParamRef::LastUpdated,
-                FilterTest::AnyOf(_) | FilterTest::NoneOf(_)
-            )
-        )
-    };
-    if query.filters.iter().any(own_columns) {
+    if query.filters.iter().any(reads_own_columns) {
         return None;
     }
     let mut filters: Vec<&Filter> = query.filters.iter().collect();
@@ -1178,6 +1165,17 @@ fn probed_only(query: &SearchQuery, alias: Alias, vis: &Visibility) -> Option<(S
         );
     }
     Some((probes, hidden_rows(query, vis)))
+}
+
+/// Whether a filter reads the resource's own row (`_id`, `_lastUpdated`), not index rows.
+fn reads_own_columns(f: &Filter) -> bool {
+    matches!(
+        (&f.param, &f.test),
+        (
+            ParamRef::Id | ParamRef::LastUpdated,
+            FilterTest::AnyOf(_) | FilterTest::NoneOf(_)
+        )
+    )
 }
 
 /// The caller's visibility as ` AND …` conditions on a `resources` row `w` (empty when it
@@ -1256,16 +1254,7 @@ fn index_led_rids(
     let (ParamRef::Indexed(def), FilterTest::AnyOf(values)) = (&lead.param, &lead.test) else {
         return None;
     };
-    let own_columns = |f: &&Filter| {
-        matches!(
-            (&f.param, &f.test),
-            (
-                ParamRef::Id | ParamRef::LastUpdated,
-                FilterTest::AnyOf(_) | FilterTest::NoneOf(_)
-            )
-        )
-    };
-    if values.is_empty() || rest.iter().any(own_columns) {
+    if values.is_empty() || rest.iter().any(|f| reads_own_columns(f)) {
         return None;
     }
     let forward = cursor.is_none_or(|c| c.forward);
@@ -1277,14 +1266,8 @@ fn index_led_rids(
         .push(" r WHERE r.res_type = ")
         .bind_text(&query.resource_type);
     push_param(&mut rids, IndexAlias::Bare, def);
-    rids.push(" AND (");
-    for (i, v) in values.iter().enumerate() {
-        if i > 0 {
-            rids.push(" OR ");
-        }
-        value_condition(&mut rids, v);
-    }
-    rids.push(")");
+    rids.push(" AND ");
+    any_of(&mut rids, values);
     push_rid_bound(&mut rids, "r.rid", cursor);
     for filter in rest {
         rids.push(" AND ");
