@@ -980,7 +980,7 @@ fn render(
             let met = |m: &Measured| match m.target {
                 Target::Patient => m.r.rps >= 3000.0 && m.r.p99_ms < 20.0 && m.r.errors == 0,
                 Target::Population => m.r.p50_ms < 10.0 && m.r.errors == 0,
-                Target::Count => count_rate(m) >= 1_000_000.0,
+                Target::Count => count_rate(m) >= 1_000_000.0 && m.r.errors == 0,
             };
             let cell = |m: Option<&Measured>| match m {
                 None => "—".to_string(),
