@@ -220,12 +220,9 @@ impl Records {
             .is_some_and(|t| t > 0 && t as usize > page.matches.len())
         {
             match page.counted_patients {
-                // Found as the matches were counted.
-                Some(counted) => patients.extend(
-                    counted
-                        .into_iter()
-                        .take(crate::audit::MAX_AUDITED_PATIENTS + 1),
-                ),
+                // Found as the matches were counted: all of them, so that the entry can say
+                // how many it does not list.
+                Some(counted) => patients.extend(counted),
                 None => patients.extend(
                     self.store
                         .match_patients(query, &vis, crate::audit::MAX_AUDITED_PATIENTS + 1)

@@ -272,7 +272,8 @@ impl AuditEntry {
             .collect();
         if patients.len() > MAX_AUDITED_PATIENTS {
             notes.push(format!(
-                "{} more patients not listed",
+                // "At least": a list read up to a limit knows only that there are more.
+                "at least {} more patients not listed",
                 patients.len() - MAX_AUDITED_PATIENTS
             ));
             patients.truncate(MAX_AUDITED_PATIENTS);
@@ -545,5 +546,24 @@ mod tests {
         );
         assert!(AuditAction::of_fhir_code("X").is_none());
         assert!("no-such-action".parse::<AuditAction>().is_err());
+    }
+
+    /// An entry lists at most `MAX_AUDITED_PATIENTS` patients and says how many more there are
+    /// (at least: a list read up to a limit knows no more than that).
+    #[test]
+    fn an_entry_says_how_many_patients_it_does_not_list() {
+        let many: Vec<String> = (0..MAX_AUDITED_PATIENTS + 37)
+            .map(|i| format!("p{i:05}"))
+            .collect();
+        let row = AuditEntry::new(AuditAction::Search, Outcome::Success)
+            .patients(many)
+            .detail("Observation?code=x")
+            .row(&Actor::anonymous(), 0);
+        let listed = row.patients.unwrap_or_default();
+        assert_eq!(listed.split(' ').count(), MAX_AUDITED_PATIENTS);
+        assert_eq!(
+            row.detail.as_deref(),
+            Some("Observation?code=x; at least 37 more patients not listed")
+        );
     }
 }
