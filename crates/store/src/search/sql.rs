@@ -1643,36 +1643,32 @@ pub(crate) fn scoped_walk_page(
             .bind_i64(c.rid)
             .push(")");
     }
-    let order = if desc { " DESC" } else { " ASC" };
-    let inner = match led {
+    // The visibility is already in `matches_probed` when the resource's row is joined.
+    let hidden = match led {
         Some((probes, hidden)) => {
             inner.append(probes);
-            inner
-                .push(" ORDER BY ")
-                .push(col)
-                .push(order)
-                .push(", s.rid ASC");
-            checked_last(inner, hidden, Some("k0"), order, limit)
+            hidden
         }
         None => {
             inner.push(" AND r.rid = s.rid AND ");
             inner.append(matches_probed(query, "r", vis));
-            inner
-                .push(" ORDER BY ")
-                .push(col)
-                .push(order)
-                .push(", s.rid ASC LIMIT ")
-                .bind_i64(limit as i64);
-            inner
+            Sql::new("")
         }
     };
+    let order = if desc { " DESC" } else { " ASC" };
+    inner
+        .push(" ORDER BY ")
+        .push(col)
+        .push(order)
+        .push(", s.rid ASC");
+    let inner = checked_last(inner, hidden, Some("k0"), order, limit);
 
     let mut sql = Sql::new(
         "SELECT m.k0, r.rid, r.res_type, r.res_id, v.version, v.last_updated, v.deleted, v.method, v.body, v.patient, r.sensitivity FROM (",
     );
     sql.append(inner);
     sql.push(") m JOIN resources r ON r.rid = m.rid JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version ORDER BY m.k0")
-        .push(if desc { " DESC" } else { " ASC" })
+        .push(order)
         .push(", m.rid ASC");
     sql
 }
