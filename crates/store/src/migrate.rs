@@ -56,10 +56,20 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0009_index_rows_carry_rid.sql"),
         postgres: include_str!("../migrations/postgres/0009_index_rows_carry_rid.sql"),
     },
+    Migration {
+        version: 10,
+        sqlite: include_str!("../migrations/sqlite/0010_index_rows_carry_patient.sql"),
+        postgres: include_str!("../migrations/postgres/0010_index_rows_carry_patient.sql"),
+    },
 ];
 
 /// The schema version this build creates and understands.
-pub const SCHEMA_VERSION: i64 = 9;
+pub const SCHEMA_VERSION: i64 = 10;
+
+/// The first version that rebuilds the index tables: an upgrade across it leaves PostgreSQL's
+/// new tables without statistics and their pages not yet marked all-visible (every index-only
+/// read would visit the table) until they are vacuumed.
+const REBUILDS_INDEX_TABLES: i64 = 10;
 
 const CREATE_VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS ironchart_schema (version BIGINT NOT NULL, applied_at BIGINT NOT NULL)";
 
@@ -112,6 +122,15 @@ impl Store {
                 )
                 .await?;
             tx.commit().await?;
+        }
+        if !is_sqlite && current > 0 && current < REBUILDS_INDEX_TABLES {
+            tracing::info!("vacuuming and analyzing the rebuilt index tables");
+            let mut conn = self.writer().await?;
+            conn.execute(
+                "VACUUM (ANALYZE) idx_string, idx_token, idx_date, idx_number, idx_quantity, idx_reference, idx_uri",
+                vec![],
+            )
+            .await?;
         }
         Ok(())
     }
@@ -357,5 +376,150 @@ mod tests {
         );
         drop(conn);
         store.close().await;
+    }
+
+    /// Rows of a schema-9 database (index rows without their patient), for the upgrade tests.
+    const SCHEMA_9_ROWS: &str = "INSERT INTO resources (rid, res_type, res_id, version, last_updated, deleted, patient, sensitivity) VALUES \
+               (1, 'Patient', 'p1', 1, 1, FALSE, 'p1', 0), (2, 'Observation', 'o1', 1, 1, FALSE, 'p1', 0), \
+               (3, 'Observation', 'o2', 1, 1, FALSE, 'p2', 0), (4, 'Practitioner', 'd1', 1, 1, FALSE, NULL, 0); \
+             INSERT INTO idx_string (rid, res_type, param, value, exact) VALUES \
+               (1, 'Patient', 'name', 'lee', 'Lee'), (4, 'Practitioner', 'name', 'kim', 'Kim'); \
+             INSERT INTO idx_token (rid, res_type, param, system, code, text) VALUES \
+               (2, 'Observation', 'code', 'http://loinc.org', '8867-4', 'heart rate'), \
+               (3, 'Observation', 'code', 'http://loinc.org', '8867-4', NULL); \
+             INSERT INTO idx_date (rid, res_type, param, low, high) VALUES (2, 'Observation', 'date', 100, 199); \
+             INSERT INTO idx_number (rid, res_type, param, value) VALUES (2, 'Observation', 'n', 1.5); \
+             INSERT INTO idx_quantity (rid, res_type, param, value, system, code, unit) VALUES \
+               (3, 'Observation', 'value-quantity', 72.5, 'http://unitsofmeasure.org', '/min', 'bpm'); \
+             INSERT INTO idx_reference (rid, res_type, param, target_type, target_id, url, ident_system, ident_value) VALUES \
+               (2, 'Observation', 'subject', 'Patient', 'p1', 'Patient/p1', NULL, NULL), \
+               (3, 'Observation', 'subject', 'Patient', 'p2', 'Patient/p2', 's', 'v'); \
+             INSERT INTO idx_uri (rid, res_type, param, value) VALUES (4, 'Practitioner', 'u', 'urn:x');";
+
+    /// After the upgrade: each index row has its resource's patient (none for a resource in no
+    /// compartment) and every value it had; a count names the patients.
+    async fn index_rows_have_their_patient(store: Store) {
+        use crate::Visibility;
+        use ironchart_fhir::search::SearchQuery;
+        let mut conn = store.reader().await.unwrap();
+        let mut rows = Vec::new();
+        for (table, values) in [
+            ("idx_string", "value || '/' || exact"),
+            (
+                "idx_token",
+                "system || '|' || code || '/' || COALESCE(text, '-')",
+            ),
+            ("idx_date", "low || '-' || high"),
+            ("idx_number", "value"),
+            (
+                "idx_quantity",
+                "value || ' ' || system || '|' || code || ' ' || unit",
+            ),
+            ("idx_reference", "url || '/' || COALESCE(ident_value, '-')"),
+            ("idx_uri", "value"),
+        ] {
+            let sql = format!(
+                "SELECT '{table}', rid, res_type, param, CAST({values} AS TEXT), COALESCE(patient, '-') FROM {table} ORDER BY rid"
+            );
+            rows.extend(
+                conn.fetch(&sql, vec![], |r| {
+                    Ok(format!(
+                        "{} {} {} {} {} {}",
+                        r.text(0)?,
+                        r.i64(1)?,
+                        r.text(2)?,
+                        r.text(3)?,
+                        r.text(4)?,
+                        r.text(5)?
+                    ))
+                })
+                .await
+                .unwrap(),
+            );
+        }
+        assert_eq!(
+            rows,
+            [
+                "idx_string 1 Patient name lee/Lee p1",
+                "idx_string 4 Practitioner name kim/Kim -",
+                "idx_token 2 Observation code http://loinc.org|8867-4/heart rate p1",
+                "idx_token 3 Observation code http://loinc.org|8867-4/- p2",
+                "idx_date 2 Observation date 100-199 p1",
+                "idx_number 2 Observation n 1.5 p1",
+                "idx_quantity 3 Observation value-quantity 72.5 http://unitsofmeasure.org|/min bpm p2",
+                "idx_reference 2 Observation subject Patient/p1/- p1",
+                "idx_reference 3 Observation subject Patient/p2/v p2",
+                "idx_uri 4 Practitioner u urn:x -",
+            ]
+        );
+        drop(conn);
+        let q = SearchQuery::parse(
+            "Observation",
+            &[("code".into(), "http://loinc.org|8867-4".into())],
+        )
+        .unwrap();
+        let mut q = q;
+        q.summary_count = true;
+        let page = store.search(&q, None, &Visibility::all()).await.unwrap();
+        assert_eq!(page.total, Some(2));
+        let mut patients = page.counted_patients.unwrap();
+        patients.sort();
+        assert_eq!(patients, ["p1", "p2"]);
+        store.close().await;
+    }
+
+    /// A schema-9 SQLite database's index rows are given their resource's patient.
+    #[tokio::test]
+    async fn a_schema_9_database_gives_its_index_rows_their_patient() {
+        use sqlx::Connection;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sqlite3");
+        let mut c = database_at_schema(&path, 9).await;
+        sqlx::raw_sql(SCHEMA_9_ROWS).execute(&mut c).await.unwrap();
+        c.close().await.unwrap();
+        index_rows_have_their_patient(Store::open_sqlite(&path).await.unwrap()).await;
+    }
+
+    /// The same on PostgreSQL (whose value indexes include the patient), in a schema of its own.
+    #[tokio::test]
+    async fn a_schema_9_postgres_database_gives_its_index_rows_their_patient() {
+        use sqlx::{ConnectOptions, Connection};
+        use std::str::FromStr;
+        let Some(url) = crate::test_database_url() else {
+            return;
+        };
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let schema = format!("schema9_{}_{nanos}", std::process::id());
+        let options = sqlx::postgres::PgConnectOptions::from_str(&url).unwrap();
+        let mut admin = options.connect().await.unwrap();
+        sqlx::raw_sql(&format!("CREATE SCHEMA {schema}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        admin.close().await.unwrap();
+        let mut c = options
+            .options([("search_path", schema.as_str())])
+            .connect()
+            .await
+            .unwrap();
+        sqlx::raw_sql(CREATE_VERSION_TABLE)
+            .execute(&mut c)
+            .await
+            .unwrap();
+        for m in &MIGRATIONS[..9] {
+            sqlx::raw_sql(m.postgres).execute(&mut c).await.unwrap();
+            sqlx::query("INSERT INTO ironchart_schema (version, applied_at) VALUES ($1, 0)")
+                .bind(m.version)
+                .execute(&mut c)
+                .await
+                .unwrap();
+        }
+        sqlx::raw_sql(SCHEMA_9_ROWS).execute(&mut c).await.unwrap();
+        c.close().await.unwrap();
+        let store = Store::open_postgres(&url, Some(&schema)).await.unwrap();
+        index_rows_have_their_patient(store).await;
     }
 }

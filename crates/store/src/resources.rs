@@ -510,7 +510,7 @@ impl WriteTx {
                     ],
                 );
                 if !v.deleted {
-                    for full in index.add_resource(rid, v.res_type, v.index) {
+                    for full in index.add_resource(rid, v.res_type, v.patient.as_deref(), v.index) {
                         self.conn().execute(&full.text, full.args).await?;
                     }
                 }
@@ -569,6 +569,15 @@ impl WriteTx {
     }
 }
 
+/// What every index row of a resource starts with: its row id, its type (a contained
+/// resource's own) and its patient.
+#[derive(Clone, Copy)]
+struct RowHead<'a> {
+    rid: i64,
+    res_type: &'a str,
+    patient: Option<&'a str>,
+}
+
 /// Index rows waiting to be inserted, one multi-row statement per table.
 #[derive(Default)]
 struct IndexBuffer {
@@ -580,10 +589,22 @@ impl IndexBuffer {
     /// Adds a resource's index rows (`_id` and `_lastUpdated` are columns of `resources`: no
     /// rows), and its dates under each resource it refers to through a parameter that scopes a
     /// chart (see [`scopes_by_reference`]); returns full statements to run.
-    fn add_resource(&mut self, rid: i64, res_type: &str, entries: &[IndexEntry]) -> Vec<Sql> {
+    /// `patient`: the resource's (`resources.patient`), which each value row carries.
+    fn add_resource(
+        &mut self,
+        rid: i64,
+        res_type: &str,
+        patient: Option<&str>,
+        entries: &[IndexEntry],
+    ) -> Vec<Sql> {
+        let row = RowHead {
+            rid,
+            res_type,
+            patient,
+        };
         let mut full = Vec::new();
         for entry in entries.iter().filter(|e| stored_entry(res_type, e)) {
-            full.extend(self.add(rid, res_type, entry));
+            full.extend(self.add(&row, entry));
         }
         let mut targets: Vec<String> = entries
             .iter()
@@ -622,7 +643,7 @@ impl IndexBuffer {
         }
         for target in &targets {
             for (param, low, high) in &dates {
-                self.row(&mut full, REF_DATE_SLOT, rid, res_type, param, |sql| {
+                self.row(&mut full, REF_DATE_SLOT, &row, param, |sql| {
                     sql.push(", ")
                         .bind(Arg::Text(clip(target)))
                         .push(", ")
@@ -636,17 +657,23 @@ impl IndexBuffer {
     }
 
     /// Adds a row; returns a full statement to run when its table's batch is full.
-    fn add(&mut self, rid: i64, res_type: &str, entry: &IndexEntry) -> Vec<Sql> {
+    fn add(&mut self, head: &RowHead<'_>, entry: &IndexEntry) -> Vec<Sql> {
         // A contained resource's value is a row of the container under its own type, named
         // `#<contained id>:<parameter>`: no search by a parameter's name finds it, only a chain
         // through the container's `#id` reference (see `ironchart_store::search`).
         let contained_param;
-        let (res_type, param) = match &entry.contained {
+        let (head, param) = match &entry.contained {
             Some(c) => {
                 contained_param = contained_param_name(&c.id, entry.param);
-                (c.resource_type, contained_param.as_str())
+                (
+                    RowHead {
+                        res_type: c.resource_type,
+                        ..*head
+                    },
+                    contained_param.as_str(),
+                )
             }
-            None => (res_type, entry.param),
+            None => (*head, entry.param),
         };
         let mut full = Vec::new();
         if let IndexValue::String(s) = &entry.value {
@@ -654,14 +681,14 @@ impl IndexBuffer {
             // (with its text as written, for `:exact` and sorting) and one per later word,
             // whose `exact` is empty.
             let normalized = clip(&ironchart_fhir::extract::normalize_string(s));
-            self.row(&mut full, 0, rid, res_type, param, |sql| {
+            self.row(&mut full, 0, &head, param, |sql| {
                 sql.push(", ")
                     .bind(Arg::Text(normalized.clone()))
                     .push(", ")
                     .bind(Arg::Text(clip(s)));
             });
             for start in ironchart_fhir::extract::word_starts(&normalized, MAX_WORD_STARTS) {
-                self.row(&mut full, 0, rid, res_type, param, |sql| {
+                self.row(&mut full, 0, &head, param, |sql| {
                     sql.push(", ")
                         .bind(Arg::Text(start.to_string()))
                         .push(", ")
@@ -671,7 +698,7 @@ impl IndexBuffer {
             return full;
         }
         let slot = table_slot(&entry.value);
-        self.row(&mut full, slot, rid, res_type, param, |sql| {
+        self.row(&mut full, slot, &head, param, |sql| {
             push_index_values(sql, &entry.value)
         });
         full
@@ -682,8 +709,7 @@ impl IndexBuffer {
         &mut self,
         full: &mut Vec<Sql>,
         slot: usize,
-        rid: i64,
-        res_type: &str,
+        head: &RowHead<'_>,
         param: &str,
         values: impl FnOnce(&mut Sql),
     ) {
@@ -693,11 +719,15 @@ impl IndexBuffer {
         }
         self.counts[slot] += 1;
         sql.push("(")
-            .bind_i64(rid)
+            .bind_i64(head.rid)
             .push(", ")
-            .bind_text(res_type)
+            .bind_text(head.res_type)
             .push(", ")
             .bind_text(param);
+        if slot != REF_DATE_SLOT {
+            sql.push(", ")
+                .bind(Arg::OptText(head.patient.map(str::to_string)));
+        }
         values(sql);
         sql.push(")");
         if self.counts[slot] >= INDEX_ROWS_PER_INSERT {
@@ -728,7 +758,7 @@ pub(crate) fn contained_param_name(id: &str, param: &str) -> String {
     format!("#{id}:{param}")
 }
 
-/// Index rows per multi-row insert (at most 8 values each: well under both databases'
+/// Index rows per multi-row insert (at most 9 values each: well under both databases'
 /// limits on bound parameters).
 const INDEX_ROWS_PER_INSERT: usize = 500;
 
@@ -749,14 +779,17 @@ const DELETE_INDEX: [&str; 8] = [
 /// The batch of `idx_ref_date` rows in [`IndexBuffer`].
 const REF_DATE_SLOT: usize = 7;
 
+/// Each row starts with its resource's `rid`, type and parameter; a value row then has the
+/// resource's patient (see [`IndexBuffer::row`]), the dates under a reference do not (their
+/// `target_id` is the patient when it scopes a chart).
 const INSERT_INDEX: [&str; 8] = [
-    "INSERT INTO idx_string (rid, res_type, param, value, exact) VALUES ",
-    "INSERT INTO idx_token (rid, res_type, param, system, code, text) VALUES ",
-    "INSERT INTO idx_date (rid, res_type, param, low, high) VALUES ",
-    "INSERT INTO idx_number (rid, res_type, param, value) VALUES ",
-    "INSERT INTO idx_quantity (rid, res_type, param, value, system, code, unit) VALUES ",
-    "INSERT INTO idx_reference (rid, res_type, param, target_type, target_id, url, ident_system, ident_value) VALUES ",
-    "INSERT INTO idx_uri (rid, res_type, param, value) VALUES ",
+    "INSERT INTO idx_string (rid, res_type, param, patient, value, exact) VALUES ",
+    "INSERT INTO idx_token (rid, res_type, param, patient, system, code, text) VALUES ",
+    "INSERT INTO idx_date (rid, res_type, param, patient, low, high) VALUES ",
+    "INSERT INTO idx_number (rid, res_type, param, patient, value) VALUES ",
+    "INSERT INTO idx_quantity (rid, res_type, param, patient, value, system, code, unit) VALUES ",
+    "INSERT INTO idx_reference (rid, res_type, param, patient, target_type, target_id, url, ident_system, ident_value) VALUES ",
+    "INSERT INTO idx_uri (rid, res_type, param, patient, value) VALUES ",
     "INSERT INTO idx_ref_date (rid, res_type, param, target_id, low, high) VALUES ",
 ];
 
@@ -968,12 +1001,12 @@ impl WriteTx {
                     ],
                 )
                 .await?;
-            done.push((item.rid, item.res_type, item.index));
+            done.push((item.rid, item.res_type, &item.patient, item.index));
         }
-        let rids: Vec<i64> = done.iter().map(|(rid, _, _)| *rid).collect();
+        let rids: Vec<i64> = done.iter().map(|(rid, _, _, _)| *rid).collect();
         self.delete_index_rows(&rids).await?;
-        for (rid, res_type, entries) in &done {
-            for full in index.add_resource(*rid, res_type, entries) {
+        for (rid, res_type, patient, entries) in &done {
+            for full in index.add_resource(*rid, res_type, patient.as_deref(), entries) {
                 self.conn().execute(&full.text, full.args).await?;
             }
         }

@@ -299,7 +299,7 @@ async fn count_with_patients(
     query: &SearchQuery,
     vis: &Visibility,
 ) -> Result<(i64, Vec<String>)> {
-    let sql = sql::count_by_patient(query, vis);
+    let sql = sql::count_by_patient(query, vis, conn.backend());
     let (total, patients) = conn
         .fetch(&sql.text, sql.args, |r| Ok((r.i64(0)?, r.opt_text(1)?)))
         .await?

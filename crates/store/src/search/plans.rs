@@ -247,7 +247,7 @@ fn plain_statements(q: &SearchQuery, vis: &Visibility, b: Backend) -> Vec<(Strin
     out.push((next.text, next.args));
     let count = sql::count(q, vis);
     out.push((count.text, count.args));
-    let by_patient = sql::count_by_patient(q, vis);
+    let by_patient = sql::count_by_patient(q, vis, b);
     out.push((by_patient.text, by_patient.args));
     let patients = sql::match_patients(q, vis, 1001);
     out.push((patients.text, patients.args));

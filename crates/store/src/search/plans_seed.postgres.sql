@@ -102,4 +102,10 @@ INSERT INTO idx_string (rid, res_type, param, value, exact)
 SELECT rid, res_type, 'name', 'clinic' || k, 'Clinic ' || k
 FROM seed WHERE res_type IN ('Organization', 'Location');
 
+-- Each index row carries its resource's patient, as the writers put it there.
+UPDATE idx_reference i SET patient = r.patient FROM resources r WHERE r.rid = i.rid;
+UPDATE idx_token i SET patient = r.patient FROM resources r WHERE r.rid = i.rid;
+UPDATE idx_date i SET patient = r.patient FROM resources r WHERE r.rid = i.rid;
+UPDATE idx_string i SET patient = r.patient FROM resources r WHERE r.rid = i.rid;
+
 ANALYZE resources, resource_versions, idx_string, idx_token, idx_date, idx_reference, idx_uri, idx_ref_date, idx_quantity, idx_number;

@@ -917,12 +917,40 @@ pub(crate) fn driver_up_to(query: &SearchQuery, limit: i64) -> Option<Sql> {
 /// as one row: the count, and the patients joined by [`PATIENT_SEPARATOR`] (`NULL` when none).
 /// One row, not one per patient: rows cross from the database's thread one by one, and a
 /// count over thousands of patients spent most of its time handing them over.
-pub(crate) fn count_by_patient(query: &SearchQuery, vis: &Visibility) -> Sql {
+///
+/// On PostgreSQL, a query led by an index lookup counts its leading filter's index rows, each
+/// probed for the other filters, and reads each match's patient from the row itself (the
+/// value indexes include it): not a `resources` row per match, a B-tree descent each (two
+/// thirds of a count's time at 2.8 million resources). The caller's visibility, when it hides
+/// anything, is checked on the matches' `resources` rows.
+pub(crate) fn count_by_patient(query: &SearchQuery, vis: &Visibility, backend: Backend) -> Sql {
     let mut sql = Sql::new("SELECT CAST(COALESCE(SUM(c.n), 0) AS BIGINT), string_agg(c.patient, ");
-    sql.bind_text(PATIENT_SEPARATOR)
-        .push(") FROM (SELECT r.patient AS patient, COUNT(*) AS n FROM resources r WHERE ");
-    sql.append(matches(query, "r", vis));
-    sql.push(" GROUP BY r.patient) c");
+    sql.bind_text(PATIENT_SEPARATOR).push(") FROM (");
+    let led = match backend {
+        Backend::Postgres => index_led(query, "SELECT DISTINCT r.rid, r.patient FROM ", None, vis),
+        Backend::Sqlite => None,
+    };
+    match led {
+        Some(rows) => {
+            sql.push("SELECT m.patient AS patient, COUNT(*) AS n FROM (");
+            sql.append(rows);
+            sql.push(") m");
+            let hidden = hidden_rows(query, vis);
+            if !hidden.text.is_empty() {
+                sql.push(
+                    " WHERE EXISTS (SELECT 1 FROM resources w WHERE w.rid = m.rid AND w.deleted = FALSE",
+                );
+                sql.append(hidden);
+                sql.push(")");
+            }
+            sql.push(" GROUP BY m.patient) c");
+        }
+        None => {
+            sql.push("SELECT r.patient AS patient, COUNT(*) AS n FROM resources r WHERE ");
+            sql.append(matches(query, "r", vis));
+            sql.push(" GROUP BY r.patient) c");
+        }
+    }
     sql
 }
 
@@ -1248,6 +1276,30 @@ fn index_led_rids(
     limit: usize,
     vis: &Visibility,
 ) -> Option<Sql> {
+    let forward = cursor.is_none_or(|c| c.forward);
+    let order = if forward { " ASC" } else { " DESC" };
+    let mut rids = index_led(query, "SELECT DISTINCT r.rid FROM ", cursor, vis)?;
+    rids.push(" ORDER BY r.rid").push(order);
+    Some(checked_last(
+        rids,
+        hidden_rows(query, vis),
+        None,
+        order,
+        limit,
+    ))
+}
+
+/// PostgreSQL: `select` (naming the columns of the index table `r`, which ends with `FROM `)
+/// followed by the query's leading filter's index table as `r`, its rows of the lead's values
+/// after `cursor`'s row id, each probed for the other filters on its `rid` (see
+/// [`index_led_rids`]). `None` when the query has no index lookup to lead it, or a filter
+/// reads the resource's own columns.
+fn index_led(
+    query: &SearchQuery,
+    select: &'static str,
+    cursor: Option<&Cursor>,
+    vis: &Visibility,
+) -> Option<Sql> {
     let mut filters: Vec<&Filter> = query.filters.iter().collect();
     filters.sort_by_key(|f| selectivity(f));
     let (lead, rest) = filters.split_first()?;
@@ -1257,22 +1309,20 @@ fn index_led_rids(
     if values.is_empty() || rest.iter().any(|f| reads_own_columns(f)) {
         return None;
     }
-    let forward = cursor.is_none_or(|c| c.forward);
-    let order = if forward { " ASC" } else { " DESC" };
     // The index table is `r` here: the other filters' probes name the candidate `r.rid`, and
     // the lead's own conditions (unqualified) can only mean its columns.
-    let mut rids = Sql::new("SELECT DISTINCT r.rid FROM ");
-    rids.push(index_table(def.kind))
+    let mut rows = Sql::new(select);
+    rows.push(index_table(def.kind))
         .push(" r WHERE r.res_type = ")
         .bind_text(&query.resource_type);
-    push_param(&mut rids, IndexAlias::Bare, def);
-    rids.push(" AND ");
-    any_of(&mut rids, values);
-    push_rid_bound(&mut rids, "r.rid", cursor);
+    push_param(&mut rows, IndexAlias::Bare, def);
+    rows.push(" AND ");
+    any_of(&mut rows, values);
+    push_rid_bound(&mut rows, "r.rid", cursor);
     for filter in rest {
-        rids.push(" AND ");
+        rows.push(" AND ");
         filter_sql(
-            &mut rids,
+            &mut rows,
             &query.resource_type,
             filter,
             "r",
@@ -1281,14 +1331,7 @@ fn index_led_rids(
             vis,
         );
     }
-    rids.push(" ORDER BY r.rid").push(order);
-    Some(checked_last(
-        rids,
-        hidden_rows(query, vis),
-        None,
-        order,
-        limit,
-    ))
+    Some(rows)
 }
 
 /// A search over the population whose first sort key is a date can be answered by walking that

@@ -1351,6 +1351,48 @@ async fn counts_and_refusals_name_their_patients(s: Server) {
 }
 on_both!(counts_and_refusals_name_their_patients);
 
+/// A count names the patients whose records it counted as they are now (on PostgreSQL it reads
+/// them from the matches' index rows): a record moved to another patient is counted as that
+/// patient's, by everyone and in each patient's own compartment, and a deleted one as nobody's.
+async fn a_count_names_whose_records_they_are_now(s: Server) {
+    let (_, alice_token) = two_patients(&s).await;
+    let alice = s.with_token(&alice_token);
+    let (physician, physician_token) = s.user_with_token(Role::Physician, None).await;
+    let doctor = s.with_token(&physician_token);
+    let mut log = AuditTail::new(&s, &format!("user:{physician}")).await;
+    let weight = |patient: &str| {
+        json!({"resourceType": "Observation", "id": "moving", "status": "final",
+               "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}]},
+               "subject": reference(&format!("Patient/{patient}"))})
+    };
+    let count = "Observation?code=http://loinc.org|29463-7&status=final&_summary=count";
+    for (patient, alice_sees) in [("pa", 1), ("pb", 0)] {
+        put(&s, &weight(patient)).await;
+        let r = doctor.get(count).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        assert_eq!(r.body["total"], 1, "{patient}");
+        let logged = log.take_rows(&s).await;
+        assert_eq!(logged.len(), 1, "{logged:?}");
+        assert_eq!(
+            logged[0].patients.join(" "),
+            patient,
+            "{}",
+            brief(&logged[0])
+        );
+        let r = alice.get(count).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        assert_eq!(r.body["total"], alice_sees, "alice, {patient}");
+    }
+    let r = s.delete("Observation/moving").await;
+    assert!(r.status.is_success(), "{}", r.text);
+    let r = doctor.get(count).await;
+    assert_eq!(r.body["total"], 0, "{}", r.text);
+    let logged = log.take_rows(&s).await;
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    assert!(logged[0].patients.is_empty(), "{}", brief(&logged[0]));
+}
+on_both!(a_count_names_whose_records_they_are_now);
+
 /// What a request names is checked before it is audited: a type or id outside the FHIR grammar
 /// is not copied into the log, so requests cannot make its entries large.
 async fn the_log_keeps_no_oversized_input(s: Server) {
