@@ -198,8 +198,11 @@ impl Store {
         .await?;
         // A count reads every match: its plan must suit the value (a common code is counted by
         // hashing, a rare one by seeks; a generic plan counted 49,000 matches by seeks in twice
-        // the time), and planning is a small part of it.
-        let count = ReadPool::open(read_only, 16, query_timeout.clone()).await?;
+        // the time), and planning is a small part of it. As many as the reads (two per core, as
+        // SQLite's readers): a count keeps a core busy while it runs, and sixteen of the 810,905
+        // laboratory results of 16,000 patients at once on two cores each took more than the
+        // query time limit, so that none was answered; those beyond wait their turn instead.
+        let count = ReadPool::open(read_only, read_connections(), query_timeout.clone()).await?;
         let store = Store {
             pools: Pools::Postgres { pool, read, count },
             bulk: Default::default(),
