@@ -1195,6 +1195,21 @@ fn probed_only(query: &SearchQuery, alias: Alias, vis: &Visibility) -> Option<(S
     Some((probes, hidden_rows(query, vis)))
 }
 
+/// Whether a filter is a code from a small fixed set (see [`low_cardinality`]): most
+/// candidates pass it.
+fn matches_often(f: &Filter) -> bool {
+    match (&f.param, &f.test) {
+        (ParamRef::Indexed(_), FilterTest::AnyOf(values)) => {
+            low_cardinality(&f.param)
+                && !values.is_empty()
+                && values
+                    .iter()
+                    .all(|v| matches!(v, FilterValue::Token { code: Some(_), .. }))
+        }
+        _ => false,
+    }
+}
+
 /// Whether a filter reads the resource's own row (`_id`, `_lastUpdated`), not index rows.
 fn reads_own_columns(f: &Filter) -> bool {
     matches!(
@@ -1278,6 +1293,9 @@ fn index_led_rids(
 ) -> Option<Sql> {
     let forward = cursor.is_none_or(|c| c.forward);
     let order = if forward { " ASC" } else { " DESC" };
+    if let Some(rids) = value_by_value_rids(query, cursor, limit, vis, order) {
+        return Some(rids);
+    }
     let mut rids = index_led(query, "SELECT DISTINCT r.rid FROM ", cursor, vis)?;
     rids.push(" ORDER BY r.rid").push(order);
     Some(checked_last(
@@ -1287,6 +1305,83 @@ fn index_led_rids(
         order,
         limit,
     ))
+}
+
+/// PostgreSQL, a page in row-id order led by a string (a name's start) whose other filters
+/// match a large share of the candidates (a gender, a status): the lead's rows are in row-id
+/// order within each value, not across the values that start with the text, so read as one
+/// range every candidate would be probed before the first `limit` were known. Instead, the
+/// distinct values are read from the index alone, and each value's rows are walked in row-id
+/// order (probed, the caller's visibility checked on each) until `limit` of them match; the
+/// page is the first `limit` of those. A family name shared by 179 of 16,000 patients with a
+/// gender to probe: about 40 probes instead of 179, 0.15–0.23 ms of PostgreSQL's time instead
+/// of 0.43–0.76 ms. Not when a probe matches few (a birth date): each value would be walked to
+/// its end anyway, and the walk costs more than the range (5,972 req/s against 6,506–7,530 for
+/// a family name and a birth date at 16,000 patients). `None` for any other query.
+fn value_by_value_rids(
+    query: &SearchQuery,
+    cursor: Option<&Cursor>,
+    limit: usize,
+    vis: &Visibility,
+    order: &'static str,
+) -> Option<Sql> {
+    let mut filters: Vec<&Filter> = query.filters.iter().collect();
+    filters.sort_by_key(|f| selectivity(f));
+    let (lead, rest) = filters.split_first()?;
+    let (ParamRef::Indexed(def), FilterTest::AnyOf(values)) = (&lead.param, &lead.test) else {
+        return None;
+    };
+    if def.kind != SearchParamKind::String
+        || values.is_empty()
+        || rest.is_empty()
+        || !rest.iter().all(|f| matches_often(f))
+    {
+        return None;
+    }
+    let lead_rows = |sql: &mut Sql| {
+        sql.push(" WHERE r.res_type = ")
+            .bind_text(&query.resource_type);
+        push_param(sql, IndexAlias::Bare, def);
+        sql.push(" AND ");
+        any_of(sql, values);
+    };
+    let mut rids =
+        Sql::new("SELECT DISTINCT c.rid FROM (SELECT DISTINCT r.value FROM idx_string r");
+    lead_rows(&mut rids);
+    rids.push(") v, LATERAL (SELECT r.rid FROM idx_string r");
+    lead_rows(&mut rids);
+    rids.push(" AND r.value = v.value");
+    push_rid_bound(&mut rids, "r.rid", cursor);
+    for filter in rest {
+        rids.push(" AND ");
+        filter_sql(
+            &mut rids,
+            &query.resource_type,
+            filter,
+            "r",
+            Lead::No,
+            false,
+            vis,
+        );
+    }
+    // Within a value, a row counts towards the limit only if the caller may see it.
+    let hidden = hidden_rows(query, vis);
+    if !hidden.text.is_empty() {
+        rids.push(
+            " AND EXISTS (SELECT 1 FROM resources w WHERE w.rid = r.rid AND w.deleted = FALSE",
+        );
+        rids.append(hidden);
+        rids.push(")");
+    }
+    rids.push(" ORDER BY r.rid")
+        .push(order)
+        .push(" LIMIT ")
+        .bind_i64(limit as i64);
+    rids.push(") c ORDER BY c.rid")
+        .push(order)
+        .push(" LIMIT ")
+        .bind_i64(limit as i64);
+    Some(rids)
 }
 
 /// PostgreSQL: `select` (naming the columns of the index table `r`, which ends with `FROM `)

@@ -477,6 +477,115 @@ async fn names_as_people_type_them(s: Server) {
 }
 on_both!(names_as_people_type_them);
 
+/// A search led by a name's start with another filter (on PostgreSQL walked value by value:
+/// each family name that starts with the text in row-id order) pages through every match once,
+/// in the order of a search without paging, forwards and backwards, whatever the page size; a
+/// patient found by two of its names is one match; `:exact` and a confined caller see only
+/// theirs.
+async fn names_with_another_filter_page_through_every_match(s: Server) {
+    let people = [
+        ("Berg", "Ann", "female"),
+        ("Bergman", "Eva", "female"),
+        ("Berg", "Olof", "male"),
+        ("Bergstrom", "Lena", "female"),
+        ("Bergman", "Karin", "female"),
+        ("Nordberg", "Sara", "female"),
+        ("Berg", "Bergit", "female"),
+        ("Bergen", "Nils", "male"),
+        ("Bergstrom", "Maja", "female"),
+        ("Berg", "Ingrid", "female"),
+        ("Bergman", "Per", "male"),
+        ("Lind", "Berta", "female"),
+    ];
+    for (i, (family, given, gender)) in people.iter().enumerate() {
+        put(
+            &s,
+            json!({"resourceType": "Patient", "id": format!("pb{i:02}"), "gender": gender,
+                   "name": [{"family": family, "given": [given]}]}),
+        )
+        .await;
+    }
+    let expect = |f: &dyn Fn(&(&str, &str, &str)) -> bool| -> Vec<String> {
+        people
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| f(p))
+            .map(|(i, _)| format!("pb{i:02}"))
+            .collect()
+    };
+    let women_berg =
+        expect(&|(f, g, sex)| *sex == "female" && (f.starts_with("Berg") || g.starts_with("Berg")));
+    assert_eq!(women_berg.len(), 7);
+    let exact = expect(&|(f, _, sex)| *sex == "female" && *f == "Berg");
+    let queries = [
+        ("Patient?name=berg&gender=female", women_berg.clone()),
+        ("Patient?gender=female&name=BERG", women_berg.clone()),
+        (
+            "Patient?family=berg&given=b",
+            expect(&|(f, g, _)| f.starts_with("Berg") && g.starts_with('B')),
+        ),
+        ("Patient?family:exact=Berg&gender=female", exact),
+    ];
+    for (query, expected) in &queries {
+        for count in [1, 2, 3, 50] {
+            let ids = s.search_ids(&format!("{query}&_count={count}")).await;
+            assert_eq!(ids, *expected, "{query}, _count={count}");
+        }
+    }
+    // Backwards from the last page, by the previous links.
+    let mut url = s.url("Patient?name=berg&gender=female&_count=2");
+    let mut last = None;
+    for _ in 0..20 {
+        let r = s.system().get(&url).await;
+        let next = r.body["link"]
+            .as_array()
+            .and_then(|l| l.iter().find(|l| l["relation"] == "next"))
+            .and_then(|l| l["url"].as_str())
+            .map(str::to_string);
+        match next {
+            Some(next) => url = next,
+            None => {
+                last = Some(r);
+                break;
+            }
+        }
+    }
+    let mut page = last.expect("a last page");
+    let mut backwards: Vec<String> = Vec::new();
+    for _ in 0..20 {
+        let ids: Vec<String> = page.body["entry"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|e| e["resource"]["id"].as_str().unwrap_or_default().to_string())
+            .collect();
+        backwards.splice(0..0, ids);
+        let previous = page.body["link"]
+            .as_array()
+            .and_then(|l| l.iter().find(|l| l["relation"] == "previous"))
+            .and_then(|l| l["url"].as_str())
+            .map(str::to_string);
+        match previous {
+            Some(previous) => page = s.system().get(&previous).await,
+            None => break,
+        }
+    }
+    assert_eq!(backwards, women_berg, "backwards");
+    // A patient confined to her own record finds herself alone, on every page size.
+    let (_, token) = s
+        .user_with_token(ironchart_records::Role::Patient, Some("pb04"))
+        .await;
+    let karin = s.with_token(&token);
+    for count in [1, 2, 50] {
+        let ids = karin
+            .search_ids(&format!("Patient?name=berg&gender=female&_count={count}"))
+            .await;
+        assert_eq!(ids, ["pb04"], "_count={count}");
+    }
+}
+on_both!(names_with_another_filter_page_through_every_match);
+
 /// References as R4 defines them: an absolute URL on our own base is the local resource, in a
 /// search value and in stored data; a reference to another server is no local resource for
 /// search, includes and chains; a contained reference has a value.
