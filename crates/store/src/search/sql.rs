@@ -935,13 +935,8 @@ pub(crate) fn count_by_patient(query: &SearchQuery, vis: &Visibility, backend: B
             sql.push("SELECT m.patient AS patient, COUNT(*) AS n FROM (");
             sql.append(rows);
             sql.push(") m");
-            let hidden = hidden_rows(query, vis);
-            if !hidden.text.is_empty() {
-                sql.push(
-                    " WHERE EXISTS (SELECT 1 FROM resources w WHERE w.rid = m.rid AND w.deleted = FALSE",
-                );
-                sql.append(hidden);
-                sql.push(")");
+            if let Some(visible) = visible_row(query, vis, "m.rid") {
+                sql.push(" WHERE ").append(visible);
             }
             sql.push(" GROUP BY m.patient) c");
         }
@@ -1325,14 +1320,8 @@ fn value_by_value_rids(
     vis: &Visibility,
     order: &'static str,
 ) -> Option<Sql> {
-    let mut filters: Vec<&Filter> = query.filters.iter().collect();
-    filters.sort_by_key(|f| selectivity(f));
-    let (lead, rest) = filters.split_first()?;
-    let (ParamRef::Indexed(def), FilterTest::AnyOf(values)) = (&lead.param, &lead.test) else {
-        return None;
-    };
+    let (def, values, rest) = value_lead(query)?;
     if def.kind != SearchParamKind::String
-        || values.is_empty()
         || rest.is_empty()
         || !rest.iter().all(|f| matches_often(f))
     {
@@ -1352,26 +1341,10 @@ fn value_by_value_rids(
     lead_rows(&mut rids);
     rids.push(" AND r.value = v.value");
     push_rid_bound(&mut rids, "r.rid", cursor);
-    for filter in rest {
-        rids.push(" AND ");
-        filter_sql(
-            &mut rids,
-            &query.resource_type,
-            filter,
-            "r",
-            Lead::No,
-            false,
-            vis,
-        );
-    }
+    push_probes(&mut rids, query, &rest, vis);
     // Within a value, a row counts towards the limit only if the caller may see it.
-    let hidden = hidden_rows(query, vis);
-    if !hidden.text.is_empty() {
-        rids.push(
-            " AND EXISTS (SELECT 1 FROM resources w WHERE w.rid = r.rid AND w.deleted = FALSE",
-        );
-        rids.append(hidden);
-        rids.push(")");
+    if let Some(visible) = visible_row(query, vis, "r.rid") {
+        rids.push(" AND ").append(visible);
     }
     rids.push(" ORDER BY r.rid")
         .push(order)
@@ -1395,15 +1368,7 @@ fn index_led(
     cursor: Option<&Cursor>,
     vis: &Visibility,
 ) -> Option<Sql> {
-    let mut filters: Vec<&Filter> = query.filters.iter().collect();
-    filters.sort_by_key(|f| selectivity(f));
-    let (lead, rest) = filters.split_first()?;
-    let (ParamRef::Indexed(def), FilterTest::AnyOf(values)) = (&lead.param, &lead.test) else {
-        return None;
-    };
-    if values.is_empty() || rest.iter().any(|f| reads_own_columns(f)) {
-        return None;
-    }
+    let (def, values, rest) = value_lead(query)?;
     // The index table is `r` here: the other filters' probes name the candidate `r.rid`, and
     // the lead's own conditions (unqualified) can only mean its columns.
     let mut rows = Sql::new(select);
@@ -1414,19 +1379,48 @@ fn index_led(
     rows.push(" AND ");
     any_of(&mut rows, values);
     push_rid_bound(&mut rows, "r.rid", cursor);
-    for filter in rest {
-        rows.push(" AND ");
-        filter_sql(
-            &mut rows,
-            &query.resource_type,
-            filter,
-            "r",
-            Lead::No,
-            false,
-            vis,
-        );
-    }
+    push_probes(&mut rows, query, &rest, vis);
     Some(rows)
+}
+
+/// The query's leading filter when it is an index lookup of values (its parameter and
+/// values), and the other filters, most selective first. `None` when no such lookup leads, or
+/// a filter reads the resource's own columns (`_id`, `_lastUpdated`).
+fn value_lead(
+    query: &SearchQuery,
+) -> Option<(&'static SearchParamDef, &[FilterValue], Vec<&Filter>)> {
+    let mut filters: Vec<&Filter> = query.filters.iter().collect();
+    filters.sort_by_key(|f| selectivity(f));
+    let lead = filters.first()?;
+    let (ParamRef::Indexed(def), FilterTest::AnyOf(values)) = (&lead.param, &lead.test) else {
+        return None;
+    };
+    if values.is_empty() || filters.iter().any(|f| reads_own_columns(f)) {
+        return None;
+    }
+    Some((def, values, filters.split_off(1)))
+}
+
+/// The filters `rest` as probes (` AND …`) of the candidate index row `r`'s own rows.
+fn push_probes(sql: &mut Sql, query: &SearchQuery, rest: &[&Filter], vis: &Visibility) {
+    for filter in rest {
+        sql.push(" AND ");
+        filter_sql(sql, &query.resource_type, filter, "r", Lead::No, false, vis);
+    }
+}
+
+/// `EXISTS` a live `resources` row `w` of the resource `rid` (a column) that the caller may
+/// see; `None` when the caller's visibility hides nothing.
+fn visible_row(query: &SearchQuery, vis: &Visibility, rid: &'static str) -> Option<Sql> {
+    let hidden = hidden_rows(query, vis);
+    if hidden.text.is_empty() {
+        return None;
+    }
+    let mut sql = Sql::new("EXISTS (SELECT 1 FROM resources w WHERE w.rid = ");
+    sql.push(rid).push(" AND w.deleted = FALSE");
+    sql.append(hidden);
+    sql.push(")");
+    Some(sql)
 }
 
 /// A search over the population whose first sort key is a date can be answered by walking that
