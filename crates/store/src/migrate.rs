@@ -453,12 +453,11 @@ mod tests {
             ]
         );
         drop(conn);
-        let q = SearchQuery::parse(
+        let mut q = SearchQuery::parse(
             "Observation",
             &[("code".into(), "http://loinc.org|8867-4".into())],
         )
         .unwrap();
-        let mut q = q;
         q.summary_count = true;
         let page = store.search(&q, None, &Visibility::all()).await.unwrap();
         assert_eq!(page.total, Some(2));

@@ -1164,11 +1164,11 @@ fn push_rid_bound(sql: &mut Sql, col: &'static str, cursor: Option<&Cursor>) {
 
 /// PostgreSQL, for candidates that come from index rows (`alias`, whose `rid` they carry): every
 /// filter as a probe of the candidate's own index rows (` AND …`), and the caller's visibility
-/// as conditions on a `resources` row `w` (empty when it hides nothing). `None` when a filter
+/// check of a candidate `c` (see [`visible_row`]; `None` when it hides nothing). `None` when a filter
 /// reads the resource's own columns (`_id`, `_lastUpdated`). No `deleted` check: index rows
 /// exist only for live current versions (a write removes a resource's rows in its own
 /// transaction and a delete writes none, see `resources.rs`).
-fn probed_only(query: &SearchQuery, alias: Alias, vis: &Visibility) -> Option<(Sql, Sql)> {
+fn probed_only(query: &SearchQuery, alias: Alias, vis: &Visibility) -> Option<(Sql, Option<Sql>)> {
     if query.filters.iter().any(reads_own_columns) {
         return None;
     }
@@ -1187,7 +1187,7 @@ fn probed_only(query: &SearchQuery, alias: Alias, vis: &Visibility) -> Option<(S
             vis,
         );
     }
-    Some((probes, hidden_rows(query, vis)))
+    Some((probes, visible_row(query, vis, "c.rid")))
 }
 
 /// Whether a filter is a code from a small fixed set (see [`low_cardinality`]): most
@@ -1232,20 +1232,20 @@ fn hidden_rows(query: &SearchQuery, vis: &Visibility) -> Sql {
 
 /// `rows` (a statement of `[key,] rid` ordered by them, `key` in `order` and the row id
 /// ascending — or, without a key, the row id in `order` — and without its limit) limited to
-/// `limit`, the visibility conditions `hidden` (see [`hidden_rows`]) checked on each row that
-/// reaches the limit: after the filters, on the few rows that passed them (`OFFSET 0` keeps
-/// PostgreSQL from checking them first).
+/// `limit`, the caller's visibility check `visible` of a row `c` (see [`visible_row`]) made on
+/// each row that reaches the limit: after the filters, on the few rows that passed them
+/// (`OFFSET 0` keeps PostgreSQL from checking them first).
 fn checked_last(
     mut rows: Sql,
-    hidden: Sql,
+    visible: Option<Sql>,
     key: Option<&'static str>,
     order: &'static str,
     limit: usize,
 ) -> Sql {
-    if hidden.text.is_empty() {
+    let Some(visible) = visible else {
         rows.push(" LIMIT ").bind_i64(limit as i64);
         return rows;
-    }
+    };
     rows.push(" OFFSET 0");
     let mut sql = Sql::new("SELECT ");
     if let Some(key) = key {
@@ -1253,11 +1253,8 @@ fn checked_last(
     }
     sql.push("c.rid AS rid FROM (");
     sql.append(rows);
-    sql.push(
-        ") c WHERE EXISTS (SELECT 1 FROM resources w WHERE w.rid = c.rid AND w.deleted = FALSE",
-    );
-    sql.append(hidden);
-    sql.push(") ORDER BY ");
+    sql.push(") c WHERE ").append(visible);
+    sql.push(" ORDER BY ");
     match key {
         Some(key) => {
             sql.push("c.").push(key).push(order).push(", c.rid ASC");
@@ -1295,7 +1292,7 @@ fn index_led_rids(
     rids.push(" ORDER BY r.rid").push(order);
     Some(checked_last(
         rids,
-        hidden_rows(query, vis),
+        visible_row(query, vis, "c.rid"),
         None,
         order,
         limit,
@@ -1327,18 +1324,11 @@ fn value_by_value_rids(
     {
         return None;
     }
-    let lead_rows = |sql: &mut Sql| {
-        sql.push(" WHERE r.res_type = ")
-            .bind_text(&query.resource_type);
-        push_param(sql, IndexAlias::Bare, def);
-        sql.push(" AND ");
-        any_of(sql, values);
-    };
     let mut rids =
         Sql::new("SELECT DISTINCT c.rid FROM (SELECT DISTINCT r.value FROM idx_string r");
-    lead_rows(&mut rids);
+    push_lead_rows(&mut rids, query, def, values);
     rids.push(") v, LATERAL (SELECT r.rid FROM idx_string r");
-    lead_rows(&mut rids);
+    push_lead_rows(&mut rids, query, def, values);
     rids.push(" AND r.value = v.value");
     push_rid_bound(&mut rids, "r.rid", cursor);
     push_probes(&mut rids, query, &rest, vis);
@@ -1372,12 +1362,8 @@ fn index_led(
     // The index table is `r` here: the other filters' probes name the candidate `r.rid`, and
     // the lead's own conditions (unqualified) can only mean its columns.
     let mut rows = Sql::new(select);
-    rows.push(index_table(def.kind))
-        .push(" r WHERE r.res_type = ")
-        .bind_text(&query.resource_type);
-    push_param(&mut rows, IndexAlias::Bare, def);
-    rows.push(" AND ");
-    any_of(&mut rows, values);
+    rows.push(index_table(def.kind)).push(" r");
+    push_lead_rows(&mut rows, query, def, values);
     push_rid_bound(&mut rows, "r.rid", cursor);
     push_probes(&mut rows, query, &rest, vis);
     Some(rows)
@@ -1399,6 +1385,20 @@ fn value_lead(
         return None;
     }
     Some((def, values, filters.split_off(1)))
+}
+
+/// ` WHERE …`: the rows of the lead's index table `r` that hold its values.
+fn push_lead_rows(
+    sql: &mut Sql,
+    query: &SearchQuery,
+    def: &SearchParamDef,
+    values: &[FilterValue],
+) {
+    sql.push(" WHERE r.res_type = ")
+        .bind_text(&query.resource_type);
+    push_param(sql, IndexAlias::Bare, def);
+    sql.push(" AND ");
+    any_of(sql, values);
 }
 
 /// The filters `rest` as probes (` AND …`) of the candidate index row `r`'s own rows.
@@ -1776,15 +1776,15 @@ pub(crate) fn scoped_walk_page(
             .push(")");
     }
     // The visibility is already in `matches_probed` when the resource's row is joined.
-    let hidden = match led {
-        Some((probes, hidden)) => {
+    let visible = match led {
+        Some((probes, visible)) => {
             inner.append(probes);
-            hidden
+            visible
         }
         None => {
             inner.push(" AND r.rid = s.rid AND ");
             inner.append(matches_probed(query, "r", vis));
-            Sql::new("")
+            None
         }
     };
     let order = if desc { " DESC" } else { " ASC" };
@@ -1793,7 +1793,7 @@ pub(crate) fn scoped_walk_page(
         .push(col)
         .push(order)
         .push(", s.rid ASC");
-    let inner = checked_last(inner, hidden, Some("k0"), order, limit);
+    let inner = checked_last(inner, visible, Some("k0"), order, limit);
 
     let mut sql = Sql::new(
         "SELECT m.k0, r.rid, r.res_type, r.res_id, v.version, v.last_updated, v.deleted, v.method, v.body, v.patient, r.sensitivity FROM (",
