@@ -34,6 +34,9 @@ pub struct Options {
     pub bundles: bool,
     /// How long `wrk` waits for one answer (s) before counting it as a timeout.
     pub timeout: u64,
+    /// Rounds per line and backend, the backends taking turns; a line's figure is its median
+    /// round's.
+    pub rounds: usize,
 }
 
 impl Options {
@@ -50,6 +53,7 @@ impl Options {
             role: None,
             bundles: true,
             timeout: 2,
+            rounds: 3,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -79,6 +83,13 @@ impl Options {
                 "--reuse" => o.reuse = true,
                 "--as" => o.role = Some(value()?),
                 "--no-bundles" => o.bundles = false,
+                "--rounds" => {
+                    o.rounds = value()?
+                        .parse()
+                        .ok()
+                        .filter(|&n: &usize| n > 0)
+                        .ok_or("--rounds: a number of at least 1")?
+                }
                 other => return Err(format!("unknown argument {other}")),
             }
         }
@@ -599,6 +610,39 @@ fn load(
     wrk(opts, &server.base, Some(&script))
 }
 
+/// One line measured on every backend: `rounds` rounds in which the backends take turns
+/// (each warmed up before its first), each backend's figure the round with its median rate.
+/// A single round of a few seconds moved a line's ratio between the backends by ten points
+/// and more from one run to the next on this shared machine.
+fn load_in_turns(
+    opts: &Options,
+    rounds: usize,
+    servers: &[Running],
+    work: &Path,
+    paths: &[Vec<String>],
+) -> Result<Vec<WrkResult>, String> {
+    let mut runs: Vec<Vec<WrkResult>> = servers.iter().map(|_| Vec::new()).collect();
+    for round in 0..rounds {
+        for (i, s) in servers.iter().enumerate() {
+            let r = if round == 0 {
+                load(opts, &s.server, &s.token, work, &paths[i])?
+            } else {
+                let script = work.join("paths.lua");
+                write_script(&script, &s.token, &paths[i])?;
+                wrk(opts, &s.server.base, Some(&script))?
+            };
+            runs[i].push(r);
+        }
+    }
+    Ok(runs
+        .into_iter()
+        .map(|mut rs| {
+            rs.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+            rs.swap_remove(rs.len() / 2)
+        })
+        .collect())
+}
+
 pub fn run(root: &Path, opts: &Options) -> Result<(), String> {
     if Command::new("wrk").arg("--version").output().is_err() {
         return Err("wrk is needed: apt-get install wrk".into());
@@ -710,22 +754,27 @@ pub fn run(root: &Path, opts: &Options) -> Result<(), String> {
             });
         };
         for template in US_CORE {
-            for s in &servers {
-                let r = load(opts, &s.server, &s.token, &work, &s.paths(template))?;
+            let paths: Vec<Vec<String>> = servers.iter().map(|s| s.paths(template)).collect();
+            let rs = load_in_turns(opts, opts.rounds, &servers, &work, &paths)?;
+            for (s, r) in servers.iter().zip(rs) {
                 record(&s.backend, template.to_string(), Target::Patient, r, None);
             }
         }
         for template in NEWEST_FIRST {
+            let mut paths = Vec::new();
             for s in &servers {
-                let mut paths = Vec::new();
+                let mut own = Vec::new();
                 for (i, sample) in s.samples.iter().take(20).enumerate() {
-                    paths.extend(all_pages(
+                    own.extend(all_pages(
                         &s.server.base,
                         &s.token,
                         &fill(template, sample, &s.practitioner(i)),
                     )?);
                 }
-                let r = load(opts, &s.server, &s.token, &work, &paths)?;
+                paths.push(own);
+            }
+            let rs = load_in_turns(opts, opts.rounds, &servers, &work, &paths)?;
+            for (s, r) in servers.iter().zip(rs) {
                 record(
                     &s.backend,
                     format!("{template} (every page)"),
@@ -736,9 +785,12 @@ pub fn run(root: &Path, opts: &Options) -> Result<(), String> {
             }
         }
         for template in POPULATION {
-            for s in &servers {
-                let paths = vec![fill(template, &s.samples[0], &s.practitioner(0))];
-                let r = load(opts, &s.server, &s.token, &work, &paths)?;
+            let paths: Vec<Vec<String>> = servers
+                .iter()
+                .map(|s| vec![fill(template, &s.samples[0], &s.practitioner(0))])
+                .collect();
+            let rs = load_in_turns(opts, opts.rounds, &servers, &work, &paths)?;
+            for (s, r) in servers.iter().zip(rs) {
                 record(
                     &s.backend,
                     template.to_string(),
@@ -924,12 +976,13 @@ fn render(
 ) -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let mut out = format!(
-        "### Run of {} ({} cores; wrk -t{} -c{} -d{}s after a 1 s warm-up)\n\n",
+        "### Run of {} ({} cores; wrk -t{} -c{} -d{}s after a 1 s warm-up, {} round(s) per line with the backends taking turns, the median round's figures; counts one round of at least 10 s)\n\n",
         chrono_like_now(),
         cores,
         opts.threads,
         opts.connections,
-        opts.duration
+        opts.duration,
+        opts.rounds
     );
     if !imports.is_empty() {
         out.push_str("| import | backend | NDJSON | per-patient Bundles | Bundles / NDJSON (target ≥ 90 %) |\n| --- | --- | --- | --- | --- |\n");
@@ -1081,6 +1134,7 @@ fn clone_opts(o: &Options) -> Options {
         role: o.role.clone(),
         bundles: o.bundles,
         timeout: o.timeout,
+        rounds: o.rounds,
     }
 }
 

@@ -25,11 +25,13 @@ commands:
                                 workspace root)
   bench [--patients N[,N…]] [--backend sqlite|postgres|both] [--duration SECS]
         [--connections N] [--threads N] [--database-url URL] [--reuse] [--as ROLE]
-        [--no-bundles]
+        [--no-bundles] [--rounds N]
                                 load generated cohorts (NDJSON and per-patient Bundles) and
                                 measure imports, every US Core search with bare ids, newest
                                 first to the last page, and population searches with wrk,
-                                against their targets, next to the HTTP and storage ceilings
+                                against their targets, next to the HTTP and storage ceilings;
+                                each line N rounds (3), the backends taking turns, the median
+                                round's figures
   bench-pages [--patients N] [--search-patients N] [--requests N]
                                 time the clinician's pages as a signed-in physician (SQLite):
                                 the demo's 500-visit chart, results, trend, a visit, growth,

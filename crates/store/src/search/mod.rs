@@ -10,7 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ironchart_fhir::search::{Include, SearchQuery};
 use serde_json::{Value, json};
 
-use crate::db::{Conn, RowGet, Sql, Store};
+use crate::db::{Backend, Conn, RowGet, Sql, Store};
 use crate::resources::{StoredVersion, WriteTx, version_row};
 use crate::visibility::{Sensitivity, Visibility};
 use crate::{Result, StoreError};
@@ -204,7 +204,12 @@ async fn search_on(
             )
             .await?
         }
-        _ if forward && sql::rid_walkable(query) => {
+        // PostgreSQL reads a lead in row-id order as it comes (see `sql::lead_in_rid_order`);
+        // SQLite would first gather the lead's every row to read them in order.
+        _ if forward
+            && sql::rid_walkable(query)
+            && !(conn.backend() == Backend::Postgres && sql::lead_in_rid_order(query)) =>
+        {
             walk_rids(conn, query, cursor, limit + 1, vis, steering).await?
         }
         _ => None,
@@ -468,7 +473,15 @@ async fn walk(
             // The window and the page in one statement; whether the window reached the end
             // matters only when the page falls short of its limit.
             let bound = sql::WalkBound { from, rows: window };
-            let page = sql::walk_page(query, def, desc, cursor, bound, limit, vis);
+            let page = sql::walk_page(
+                query,
+                (def, desc),
+                cursor,
+                bound,
+                limit,
+                vis,
+                conn.backend(),
+            );
             rows = page_rows(conn, page, key_types).await?;
             if rows.len() >= limit {
                 return Ok(Some(rows));

@@ -174,7 +174,7 @@ fn statements(q: &SearchQuery, vis: &Visibility, b: Backend) -> Vec<(String, Vec
             (None, window(None)),
             (Some(&cursor), window(Some(1_600_000_000_000))),
         ] {
-            let p = sql::walk_page(q, def, desc, c, bound, 21, vis);
+            let p = sql::walk_page(q, (def, desc), c, bound, 21, vis, b);
             out.push((p.text, p.args, true));
         }
         let rest = sql::page(&sql::without_value(q, def), None, 21, vis, b);

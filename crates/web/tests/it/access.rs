@@ -892,6 +892,76 @@ async fn restricted_records_are_left_out_of_a_chart_by_date(s: Server) {
 }
 on_both!(restricted_records_are_left_out_of_a_chart_by_date);
 
+/// Searches over the population — newest first (walked by the date's index), by a code with
+/// its system (read from the code's index in row-id order), by a status (walked by row id) —
+/// pass over the records the caller may not see, page by page, once there are enough records
+/// for the walks to be taken (more than 500 rows of the leading filter).
+async fn restricted_records_are_left_out_of_population_searches(s: Server) {
+    put(
+        &s,
+        &json!({"resourceType": "Patient", "id": "pp", "name": [{"family": "Many"}]}),
+    )
+    .await;
+    let mut entries = Vec::new();
+    let mut seen = Vec::new();
+    let mut all = Vec::new();
+    for i in 0..640u32 {
+        let id = format!("pw{i:04}");
+        let mut o = observation(&id, "pp", "weight");
+        o["code"] = json!({"coding": [{"system": "http://loinc.org", "code": "29463-7"}]});
+        // Every ninth without a date; dates with ties.
+        if i % 9 != 4 {
+            o["effectiveDateTime"] = json!(format!("2024-{:02}-{:02}", i % 12 + 1, i % 7 + 1));
+        }
+        // Every fifth restricted, every seventh very restricted.
+        let label = match (i % 5, i % 7) {
+            (2, _) => Some("R"),
+            (_, 3) => Some("V"),
+            _ => None,
+        };
+        if let Some(code) = label {
+            o = labelled(o, code);
+        } else {
+            seen.push(id.clone());
+        }
+        all.push(id.clone());
+        entries.push(json!({"resource": o, "request": {"method": "PUT", "url": format!("Observation/{id}")}}));
+    }
+    let r = s
+        .post(
+            "",
+            &json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let (_, physician_token) = s.user_with_token(Role::Physician, None).await;
+    let doctor = s.with_token(&physician_token);
+    seen.sort();
+    all.sort();
+    for query in [
+        "Observation?_sort=-date&_count=7",
+        "Observation?_sort=date&_count=50",
+        "Observation?status=final&_sort=-date&_count=9",
+        "Observation?code=http://loinc.org|29463-7&_count=11",
+        "Observation?code=http://loinc.org|29463-7&status=final&_count=3",
+        "Observation?status=final&_count=13",
+    ] {
+        for (caller, want, who) in [(doctor, &seen, "physician"), (s.system(), &all, "system")] {
+            let got = caller.search_ids(query).await;
+            let mut sorted = got.clone();
+            sorted.sort();
+            sorted.dedup();
+            assert_eq!(
+                sorted.len(),
+                got.len(),
+                "{who}: {query}: a match came twice"
+            );
+            assert_eq!(&sorted, want, "{who}: {query}");
+        }
+    }
+}
+on_both!(restricted_records_are_left_out_of_population_searches);
+
 /// The labelled versions of a restricted record stay restricted once it is deleted. (Today a
 /// deletion stores sensitivity 0, and vread and history judge every version by the newest one's
 /// sensitivity, so they serve the labelled versions to every clinician.)
