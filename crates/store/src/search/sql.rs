@@ -1053,18 +1053,23 @@ pub(crate) fn page(
         // versions — flat, it read the version (the body) of every candidate before probing
         // the other filters: a patient's 95 Observations for the 3 of a code.
         let forward = cursor.is_none_or(|c| c.forward);
+        // A search led by `_id` finds a few resources by their ids: flat on both databases, so
+        // that PostgreSQL reads each `resources` row once (row ids first, then versions, it
+        // read each twice: 0.14 ms against 0.05 ms for a read by id).
+        let flat = backend == Backend::Sqlite || led_by_ids(query);
         let led = match backend {
-            Backend::Postgres => index_led_rids(query, cursor, limit, vis),
-            Backend::Sqlite => None,
+            Backend::Postgres if !flat => index_led_rids(query, cursor, limit, vis),
+            _ => None,
         };
         let sql = match led {
             Some(sql) => sql,
             None => {
-                let mut sql = match backend {
-                    Backend::Postgres => Sql::new("SELECT r.rid FROM resources r WHERE "),
-                    Backend::Sqlite => Sql::new(
+                let mut sql = if flat {
+                    Sql::new(
                         "SELECT r.rid, r.res_type, r.res_id, v.version, v.last_updated, v.deleted, v.method, v.body, v.patient, r.sensitivity FROM resources r JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version WHERE ",
-                    ),
+                    )
+                } else {
+                    Sql::new("SELECT r.rid FROM resources r WHERE ")
                 };
                 sql.append(match backend {
                     Backend::Postgres => matches_in_rid_order(query, "r", vis),
@@ -1080,7 +1085,7 @@ pub(crate) fn page(
                 sql
             }
         };
-        if backend == Backend::Sqlite {
+        if flat {
             return sql;
         }
         let mut outer = Sql::new(
@@ -1188,6 +1193,14 @@ fn probed_only(query: &SearchQuery, alias: Alias, vis: &Visibility) -> Option<(S
         );
     }
     Some((probes, visible_row(query, vis, "c.rid")))
+}
+
+/// Whether the query's most selective filter is `_id`: a few resources named by their ids.
+fn led_by_ids(query: &SearchQuery) -> bool {
+    query
+        .filters
+        .iter()
+        .any(|f| matches!((&f.param, &f.test), (ParamRef::Id, FilterTest::AnyOf(_))))
 }
 
 /// Whether a filter is a code from a small fixed set (see [`low_cardinality`]): most

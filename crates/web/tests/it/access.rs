@@ -793,6 +793,9 @@ async fn restricted_records_are_suppressed(s: Server) {
         // page's statement, not after it.
         "Observation?patient=pa&status=final&_count=1",
         "Observation?status=final&subject=pa&_count=2",
+        // Led by the ids, one a page.
+        "Observation?_id=oa-focus,oa1,oa2,or1,ov1&_count=1",
+        "Observation?_id=oa-focus,oa1,oa2,or1,ov1,op1&subject=pa&_count=2",
     ] {
         let mut ids = doctor.search_ids(query).await;
         ids.sort();
