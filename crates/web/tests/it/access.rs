@@ -949,6 +949,18 @@ async fn restricted_records_are_left_out_of_population_searches(s: Server) {
         "Observation?code=http://loinc.org|29463-7&status=final&_count=3",
         "Observation?status=final&_count=13",
     ] {
+        // In the same order as the system's answer, less what the physician may not see.
+        let everything = s.search_ids(query).await;
+        let visible: Vec<String> = everything
+            .iter()
+            .filter(|id| seen.binary_search(id).is_ok())
+            .cloned()
+            .collect();
+        assert_eq!(
+            doctor.search_ids(query).await,
+            visible,
+            "physician: {query}"
+        );
         for (caller, want, who) in [(doctor, &seen, "physician"), (s.system(), &all, "system")] {
             let got = caller.search_ids(query).await;
             let mut sorted = got.clone();
