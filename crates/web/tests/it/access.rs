@@ -928,15 +928,9 @@ async fn restricted_records_are_left_out_of_population_searches(s: Server) {
             seen.push(id.clone());
         }
         all.push(id.clone());
-        entries.push(json!({"resource": o, "request": {"method": "PUT", "url": format!("Observation/{id}")}}));
+        entries.push(o);
     }
-    let r = s
-        .post(
-            "",
-            &json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    s.put_all(entries).await;
     let (_, physician_token) = s.user_with_token(Role::Physician, None).await;
     let doctor = s.with_token(&physician_token);
     seen.sort();

@@ -747,15 +747,9 @@ async fn population_sorted_by_date(s: Server) {
             }
         };
         expected.push((id.clone(), lab, range));
-        entries.push(json!({"resource": obs, "request": {"method": "PUT", "url": format!("Observation/{id}")}}));
+        entries.push(obs);
     }
-    let r = s
-        .post(
-            "",
-            &json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    s.put_all(entries).await;
     for (query, lab_only, desc) in [
         (
             "Observation?category=laboratory&_sort=-date&_count=7",
@@ -873,15 +867,9 @@ async fn chart_sorted_by_date(s: Server) {
             }
         };
         dates.insert(id.clone(), range);
-        entries.push(json!({"resource": obs, "request": {"method": "PUT", "url": format!("Observation/{id}")}}));
+        entries.push(obs);
     }
-    let r = s
-        .post(
-            "",
-            &json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    s.put_all(entries).await;
     chart_pages(&s, &dates).await;
     // A date moved to the newest, a resource deleted: the walk follows.
     let mut moved = s.get("Observation/oc0100").await.body;

@@ -205,6 +205,29 @@ impl Server {
         self.system().delete(path).await
     }
 
+    /// Writes `resources` (each with its type and id) in one transaction Bundle of `PUT`s, as
+    /// the system; the Bundle must succeed.
+    pub async fn put_all(&self, resources: Vec<Value>) {
+        let entries: Vec<Value> = resources
+            .into_iter()
+            .map(|r| {
+                let url = format!(
+                    "{}/{}",
+                    r["resourceType"].as_str().expect("type"),
+                    r["id"].as_str().expect("id")
+                );
+                serde_json::json!({"resource": r, "request": {"method": "PUT", "url": url}})
+            })
+            .collect();
+        let r = self
+            .post(
+                "",
+                &serde_json::json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    }
+
     /// Creates a resource and returns it as stored.
     pub async fn create(&self, resource: &Value) -> Value {
         let rt = resource["resourceType"].as_str().expect("resourceType");
