@@ -61,10 +61,19 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0010_index_rows_carry_patient.sql"),
         postgres: include_str!("../migrations/postgres/0010_index_rows_carry_patient.sql"),
     },
+    Migration {
+        version: 11,
+        sqlite: include_str!(
+            "../migrations/sqlite/0011_dates_say_when_their_resource_has_more.sql"
+        ),
+        postgres: include_str!(
+            "../migrations/postgres/0011_dates_say_when_their_resource_has_more.sql"
+        ),
+    },
 ];
 
 /// The schema version this build creates and understands.
-pub const SCHEMA_VERSION: i64 = 10;
+pub const SCHEMA_VERSION: i64 = 11;
 
 /// The first version that rebuilds the index tables: an upgrade across it leaves PostgreSQL's
 /// new tables without statistics and their pages not yet marked all-visible (every index-only
@@ -387,7 +396,8 @@ mod tests {
              INSERT INTO idx_token (rid, res_type, param, system, code, text) VALUES \
                (2, 'Observation', 'code', 'http://loinc.org', '8867-4', 'heart rate'), \
                (3, 'Observation', 'code', 'http://loinc.org', '8867-4', NULL); \
-             INSERT INTO idx_date (rid, res_type, param, low, high) VALUES (2, 'Observation', 'date', 100, 199); \
+             INSERT INTO idx_date (rid, res_type, param, low, high) VALUES (2, 'Observation', 'date', 100, 199), \
+               (3, 'Observation', 'date', 70, 80), (3, 'Observation', 'date', 50, 60); \
              INSERT INTO idx_number (rid, res_type, param, value) VALUES (2, 'Observation', 'n', 1.5); \
              INSERT INTO idx_quantity (rid, res_type, param, value, system, code, unit) VALUES \
                (3, 'Observation', 'value-quantity', 72.5, 'http://unitsofmeasure.org', '/min', 'bpm'); \
@@ -397,7 +407,8 @@ mod tests {
              INSERT INTO idx_uri (rid, res_type, param, value) VALUES (4, 'Practitioner', 'u', 'urn:x');";
 
     /// After the upgrade: each index row has its resource's patient (none for a resource in no
-    /// compartment) and every value it had; a count names the patients.
+    /// compartment) and every value it had, a date whose resource has several for its parameter
+    /// says so (schema 11); a count names the patients.
     async fn index_rows_have_their_patient(store: Store) {
         use crate::Visibility;
         use ironchart_fhir::search::SearchQuery;
@@ -409,7 +420,10 @@ mod tests {
                 "idx_token",
                 "system || '|' || code || '/' || COALESCE(text, '-')",
             ),
-            ("idx_date", "low || '-' || high"),
+            (
+                "idx_date",
+                "low || '-' || high || CASE WHEN multi THEN ' several' ELSE '' END",
+            ),
             ("idx_number", "value"),
             (
                 "idx_quantity",
@@ -419,7 +433,7 @@ mod tests {
             ("idx_uri", "value"),
         ] {
             let sql = format!(
-                "SELECT '{table}', rid, res_type, param, CAST({values} AS TEXT), COALESCE(patient, '-') FROM {table} ORDER BY rid"
+                "SELECT '{table}', rid, res_type, param, CAST({values} AS TEXT), COALESCE(patient, '-') FROM {table} ORDER BY rid, 5"
             );
             rows.extend(
                 conn.fetch(&sql, vec![], |r| {
@@ -445,6 +459,8 @@ mod tests {
                 "idx_token 2 Observation code http://loinc.org|8867-4/heart rate p1",
                 "idx_token 3 Observation code http://loinc.org|8867-4/- p2",
                 "idx_date 2 Observation date 100-199 p1",
+                "idx_date 3 Observation date 50-60 several p2",
+                "idx_date 3 Observation date 70-80 several p2",
                 "idx_number 2 Observation n 1.5 p1",
                 "idx_quantity 3 Observation value-quantity 72.5 http://unitsofmeasure.org|/min bpm p2",
                 "idx_reference 2 Observation subject Patient/p1/- p1",

@@ -602,9 +602,26 @@ impl IndexBuffer {
             res_type,
             patient,
         };
+        // The date parameters with more than one value (in the resource, or in one of its
+        // contained resources): their rows say so (`idx_date.multi`), and a walk of the date's
+        // index probes only those for whether a row holds the resource's key.
+        let mut dated: Vec<(Option<&str>, &str)> = Vec::new();
+        let mut multi: Vec<(Option<&str>, &str)> = Vec::new();
+        for e in entries.iter().filter(|e| stored_entry(res_type, e)) {
+            if let IndexValue::Date(_) = e.value {
+                let key = (e.contained.as_ref().map(|c| c.id.as_str()), e.param);
+                if !dated.contains(&key) {
+                    dated.push(key);
+                } else if !multi.contains(&key) {
+                    multi.push(key);
+                }
+            }
+        }
         let mut full = Vec::new();
         for entry in entries.iter().filter(|e| stored_entry(res_type, e)) {
-            full.extend(self.add(&row, entry));
+            let several = matches!(entry.value, IndexValue::Date(_))
+                && multi.contains(&(entry.contained.as_ref().map(|c| c.id.as_str()), entry.param));
+            full.extend(self.add(&row, entry, several));
         }
         let mut targets: Vec<String> = entries
             .iter()
@@ -656,8 +673,9 @@ impl IndexBuffer {
         full
     }
 
-    /// Adds a row; returns a full statement to run when its table's batch is full.
-    fn add(&mut self, head: &RowHead<'_>, entry: &IndexEntry) -> Vec<Sql> {
+    /// Adds a row; returns a full statement to run when its table's batch is full. `several`:
+    /// a date whose resource has other dates for the same parameter.
+    fn add(&mut self, head: &RowHead<'_>, entry: &IndexEntry, several: bool) -> Vec<Sql> {
         // A contained resource's value is a row of the container under its own type, named
         // `#<contained id>:<parameter>`: no search by a parameter's name finds it, only a chain
         // through the container's `#id` reference (see `ironchart_store::search`).
@@ -699,7 +717,10 @@ impl IndexBuffer {
         }
         let slot = table_slot(&entry.value);
         self.row(&mut full, slot, &head, param, |sql| {
-            push_index_values(sql, &entry.value)
+            push_index_values(sql, &entry.value);
+            if let IndexValue::Date(_) = entry.value {
+                sql.push(", ").bind(Arg::Bool(several));
+            }
         });
         full
     }
@@ -785,7 +806,7 @@ const REF_DATE_SLOT: usize = 7;
 const INSERT_INDEX: [&str; 8] = [
     "INSERT INTO idx_string (rid, res_type, param, patient, value, exact) VALUES ",
     "INSERT INTO idx_token (rid, res_type, param, patient, system, code, text) VALUES ",
-    "INSERT INTO idx_date (rid, res_type, param, patient, low, high) VALUES ",
+    "INSERT INTO idx_date (rid, res_type, param, patient, low, high, multi) VALUES ",
     "INSERT INTO idx_number (rid, res_type, param, patient, value) VALUES ",
     "INSERT INTO idx_quantity (rid, res_type, param, patient, value, system, code, unit) VALUES ",
     "INSERT INTO idx_reference (rid, res_type, param, patient, target_type, target_id, url, ident_system, ident_value) VALUES ",

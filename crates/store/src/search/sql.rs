@@ -1581,12 +1581,14 @@ pub(crate) fn walk_page(
         });
     inner.append(window_rows(query, def, desc, bound.from, bound.rows));
     inner.push(") w)");
+    // A resource's row is the one that holds its key; only a resource with several rows for
+    // the parameter (its rows say so) is probed for which.
     inner.push(if desc {
-        " AND s.high = (SELECT MAX(x.high) FROM idx_date x WHERE x.rid = s.rid AND x.param = "
+        " AND (NOT s.multi OR s.high = (SELECT MAX(x.high) FROM idx_date x WHERE x.rid = s.rid AND x.param = "
     } else {
-        " AND s.low = (SELECT MIN(x.low) FROM idx_date x WHERE x.rid = s.rid AND x.param = "
+        " AND (NOT s.multi OR s.low = (SELECT MIN(x.low) FROM idx_date x WHERE x.rid = s.rid AND x.param = "
     });
-    inner.bind_text(def.name).push(")");
+    inner.bind_text(def.name).push("))");
     let visible = match led {
         Some((probes, visible)) => {
             inner.append(probes);

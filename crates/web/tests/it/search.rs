@@ -709,12 +709,57 @@ on_both!(references_as_r4_defines_them);
 /// An expected match: its id, whether it has the date, and its sort key.
 type Expected = (String, bool, Option<(String, String)>);
 
+/// How an Observation of [`population_sorted_by_date`] is dated.
+#[derive(Clone, Copy)]
+enum Dated {
+    Not,
+    Day,
+    Period,
+    /// A Timing of three events: one of its dates is the earliest start, another the latest end.
+    Events,
+}
+
+/// Observation `i` of [`population_sorted_by_date`], dated as `how`, and its expected entry.
+fn dated_observation(i: u32, how: Dated) -> (Value, Expected) {
+    let id = format!("od{i:04}");
+    let lab = !i.is_multiple_of(3);
+    let day = (i * 37) % 700;
+    let (y, rest) = (2020 + day / 336, day % 336);
+    let start = format!("{y}-{:02}-{:02}", rest / 28 + 1, rest % 28 + 1);
+    let mut obs = json!({"resourceType": "Observation", "id": id, "status": "final",
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                  "code": if lab { "laboratory" } else { "vital-signs" }}]}],
+        "code": {"text": "x"}, "subject": {"reference": "Patient/pd"}});
+    let range = match how {
+        Dated::Not => None,
+        // A period: its start sorts ascending, its end descending.
+        Dated::Period => {
+            let end = format!("{}-12-31", y + 1);
+            obs["effectivePeriod"] = json!({"start": start, "end": end});
+            Some((start, end))
+        }
+        Dated::Day => {
+            obs["effectiveDateTime"] = json!(start);
+            Some((start.clone(), start))
+        }
+        Dated::Events => {
+            let (earliest, latest) = (format!("{}-01-02", y - 1), format!("{}-06-15", y + 1));
+            obs["effectiveTiming"] = json!({"event": [start, latest, earliest]});
+            Some((earliest, latest))
+        }
+    };
+    (obs, (id, lab, range))
+}
+
 /// Newest first over the population: a search sorted by a date reads its pages by walking the
 /// date's index (once it has more than a few hundred matches). Every page, in both directions of
-/// the sort, gives each match once, in key order, the matches without a date last.
+/// the sort, gives each match once, in key order, the matches without a date last — among them
+/// resources with several dates (a Timing's events), sorted by their latest end newest first
+/// and their earliest start oldest first, also after one gains several dates and another loses
+/// them.
 async fn population_sorted_by_date(s: Server) {
     // 1,400 Observations: laboratory and vital signs, dates with ties, some periods, some
-    // without a date; a Patient so that they have a subject.
+    // with several dates, some without a date; a Patient so that they have a subject.
     put(
         &s,
         json!({"resourceType": "Patient", "id": "pd", "name": [{"family": "Dates"}]}),
@@ -723,33 +768,23 @@ async fn population_sorted_by_date(s: Server) {
     let mut entries = Vec::new();
     let mut expected: Vec<Expected> = Vec::new();
     for i in 0..1400u32 {
-        let id = format!("od{i:04}");
-        let lab = i % 3 != 0;
-        let day = (i * 37) % 700;
-        let (y, rest) = (2020 + day / 336, day % 336);
-        let start = format!("{y}-{:02}-{:02}", rest / 28 + 1, rest % 28 + 1);
-        let mut obs = json!({"resourceType": "Observation", "id": id, "status": "final",
-            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                                      "code": if lab { "laboratory" } else { "vital-signs" }}]}],
-            "code": {"text": "x"}, "subject": {"reference": "Patient/pd"}});
-        let range = match i % 50 {
-            // No date.
-            7 => None,
-            // A period: its start sorts ascending, its end descending.
-            11 | 31 => {
-                let end = format!("{}-12-31", y + 1);
-                obs["effectivePeriod"] = json!({"start": start, "end": end});
-                Some((start, end))
-            }
-            _ => {
-                obs["effectiveDateTime"] = json!(start);
-                Some((start.clone(), start))
-            }
+        let how = match i % 50 {
+            7 => Dated::Not,
+            11 | 31 => Dated::Period,
+            23 | 43 => Dated::Events,
+            _ => Dated::Day,
         };
-        expected.push((id.clone(), lab, range));
+        let (obs, e) = dated_observation(i, how);
+        expected.push(e);
         entries.push(obs);
     }
     s.put_all(entries).await;
+    // One loses its several dates, another gains them.
+    for (i, how) in [(23u32, Dated::Day), (24, Dated::Events)] {
+        let (obs, e) = dated_observation(i, how);
+        put(&s, obs).await;
+        expected[i as usize] = e;
+    }
     for (query, lab_only, desc) in [
         (
             "Observation?category=laboratory&_sort=-date&_count=7",

@@ -1,0 +1,11 @@
+-- A date's index row says whether its resource has other rows for the same parameter (a Timing's
+-- events, a repeating element). A walk of a date's index newest first keeps a resource's row only
+-- where it holds the resource's latest end (oldest first: earliest start), so that each resource
+-- comes once; with the flag in the index it probes only the rare resources that have several,
+-- instead of one B-tree descent for every candidate.
+ALTER TABLE idx_date ADD COLUMN multi INTEGER NOT NULL DEFAULT 0;
+UPDATE idx_date SET multi = 1 WHERE (rid, param) IN (SELECT rid, param FROM idx_date GROUP BY rid, param HAVING COUNT(*) > 1);
+DROP INDEX IF EXISTS idx_date_low;
+CREATE INDEX idx_date_low ON idx_date (res_type, param, low, rid, multi);
+DROP INDEX IF EXISTS idx_date_high;
+CREATE INDEX idx_date_high ON idx_date (res_type, param, high, rid, multi);
