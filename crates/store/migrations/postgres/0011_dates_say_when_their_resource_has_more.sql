@@ -10,3 +10,7 @@ DROP INDEX IF EXISTS idx_date_low;
 CREATE INDEX idx_date_low ON idx_date (res_type, param, low, rid) INCLUDE (patient, multi);
 DROP INDEX IF EXISTS idx_date_high;
 CREATE INDEX idx_date_high ON idx_date (res_type, param, high, rid) INCLUDE (patient, multi);
+-- A population page in row-id order led by a date range reads the date's rows in row-id order
+-- (`idx_date_rid`), keeping the type's own from the index alone: it includes the type.
+DROP INDEX IF EXISTS idx_date_rid;
+CREATE INDEX idx_date_rid ON idx_date (rid, param, low, high) INCLUDE (res_type);

@@ -389,7 +389,7 @@ async fn walk_rids(
     loop {
         // The window and the page in one statement; whether the window reached the end
         // matters only when the page falls short of its limit.
-        let page = sql::rid_walk_page(query, cursor, window, limit, vis);
+        let page = sql::rid_walk_page(query, cursor, window, limit, vis, conn.backend());
         let rows = page_rows(conn, page, &[]).await?;
         if rows.len() >= limit
             || window_reach(conn, sql::rid_window(query, from, window), window)

@@ -219,7 +219,7 @@ fn statements(q: &SearchQuery, vis: &Visibility, b: Backend) -> Vec<(String, Vec
             rid: 10,
         };
         for c in [None, Some(&cursor)] {
-            let p = sql::rid_walk_page(q, c, 256, 21, vis);
+            let p = sql::rid_walk_page(q, c, 256, 21, vis, b);
             out.push((p.text, p.args, false));
         }
     }

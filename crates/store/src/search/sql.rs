@@ -1174,10 +1174,26 @@ fn push_rid_bound(sql: &mut Sql, col: &'static str, cursor: Option<&Cursor>) {
 /// exist only for live current versions (a write removes a resource's rows in its own
 /// transaction and a delete writes none, see `resources.rs`).
 fn probed_only(query: &SearchQuery, alias: Alias, vis: &Visibility) -> Option<(Sql, Option<Sql>)> {
+    probed_but(query, alias, vis, None)
+}
+
+/// [`probed_only`], without a probe for the filter at `skip` (the one whose index rows lead).
+fn probed_but(
+    query: &SearchQuery,
+    alias: Alias,
+    vis: &Visibility,
+    skip: Option<usize>,
+) -> Option<(Sql, Option<Sql>)> {
     if query.filters.iter().any(reads_own_columns) {
         return None;
     }
-    let mut filters: Vec<&Filter> = query.filters.iter().collect();
+    let mut filters: Vec<&Filter> = query
+        .filters
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| Some(*i) != skip)
+        .map(|(_, f)| f)
+        .collect();
     filters.sort_by_key(|f| selectivity(f));
     let mut probes = Sql::new("");
     for filter in filters {
@@ -1930,7 +1946,13 @@ pub(crate) fn rid_walk_page(
     window: usize,
     limit: usize,
     vis: &Visibility,
+    backend: Backend,
 ) -> Sql {
+    if backend == Backend::Postgres
+        && let Some(page) = date_led_walk_page(query, cursor, window, limit, vis)
+    {
+        return page;
+    }
     let from = cursor.map_or(0, |c| c.rid);
     // The page's row ids first, then their versions: with the versions joined in the walk,
     // PostgreSQL may merge-join them from the table's start.
@@ -1952,6 +1974,90 @@ pub(crate) fn rid_walk_page(
         .bind_i64(limit as i64)
         .push(") m JOIN resources r ON r.rid = m.rid JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version ORDER BY m.rid ASC");
     sql
+}
+
+/// The date filter that can lead a walk by row id from its own index rows: a date range (or
+/// several) of a parameter with rows of its own.
+fn date_lead(query: &SearchQuery) -> Option<(usize, &'static SearchParamDef, &[FilterValue])> {
+    query
+        .filters
+        .iter()
+        .enumerate()
+        .find_map(|(i, f)| match (&f.param, &f.test) {
+            (ParamRef::Indexed(def), FilterTest::AnyOf(values))
+                if def.kind == SearchParamKind::Date
+                    && matches!(storage(def), Storage::Own)
+                    && !values.is_empty()
+                    && values.iter().all(|v| matches!(v, FilterValue::Date { .. })) =>
+            {
+                Some((i, *def, values.as_slice()))
+            }
+            _ => None,
+        })
+}
+
+/// PostgreSQL, [`rid_walk_page`] of a search with a date range: the window's row ids read
+/// from the date's own index rows in row-id order (`idx_date_rid`, which includes the type),
+/// between the window's first and last resource of the type, each row that is in the range
+/// probed there for the other filters, stopping at the page. A walk of the type's resources
+/// probed each one for the date instead: `Observation?date=ge2025-01-01&_count=10` probed 71
+/// candidates (224 of its 312 buffer visits), where the date's rows took 13. Index rows are
+/// live resources' own (no `deleted` flag to read); the caller's visibility is checked last.
+/// `None` without such a filter, or when a filter reads the resource's own columns.
+fn date_led_walk_page(
+    query: &SearchQuery,
+    cursor: Option<&Cursor>,
+    window: usize,
+    limit: usize,
+    vis: &Visibility,
+) -> Option<Sql> {
+    let (at, def, values) = date_lead(query)?;
+    let (probes, visible) = probed_but(query, "s", vis, Some(at))?;
+    let from = cursor.map_or(0, |c| c.rid);
+    let mut inner = Sql::new("SELECT DISTINCT s.rid AS rid FROM idx_date s WHERE s.rid > ");
+    inner
+        .bind_i64(from)
+        // From the window's first resource of the type: rows of other types before it (an
+        // import writes one type after another) are not read.
+        .push(" AND s.rid >= (SELECT rid FROM resources WHERE res_type = ")
+        .bind_text(&query.resource_type)
+        .push(" AND rid > ")
+        .bind_i64(from)
+        .push(" ORDER BY res_type, rid LIMIT 1) AND s.rid <= (SELECT CASE WHEN COUNT(*) < ")
+        .bind_i64(window as i64)
+        .push(" THEN ")
+        .bind_i64(i64::MAX)
+        .push(" ELSE MAX(w.rid) END FROM (");
+    inner.append(rid_window_rows(query, from, window));
+    // The type is tested in a form no index can seek: with `s.res_type = …` PostgreSQL's
+    // generic plan may read the date's value index (type, parameter, date) for every row in
+    // the range and sort them, probing each for the other filters first (358 buffer visits
+    // for ten Encounters of a status, instead of 47).
+    inner
+        .push(") w) AND COALESCE(s.res_type, '') = ")
+        .bind_text(&query.resource_type);
+    push_param(&mut inner, IndexAlias::S, def);
+    inner.push(" AND (");
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            inner.push(" OR ");
+        }
+        if let FilterValue::Date { prefix, range } = v {
+            date_condition(
+                &mut inner, "s.low", "s.high", *prefix, range.low, range.high,
+            );
+        }
+    }
+    inner.push(")");
+    inner.append(probes);
+    inner.push(" ORDER BY s.rid ASC");
+    let inner = checked_last(inner, visible, None, " ASC", limit);
+    let mut sql = Sql::new(
+        "SELECT r.rid, r.res_type, r.res_id, v.version, v.last_updated, v.deleted, v.method, v.body, v.patient, r.sensitivity FROM (",
+    );
+    sql.append(inner);
+    sql.push(") m JOIN resources r ON r.rid = m.rid JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version ORDER BY m.rid ASC");
+    Some(sql)
 }
 
 /// Whether a search in the default order may be walked by row id: one over the population

@@ -896,7 +896,8 @@ async fn restricted_records_are_left_out_of_a_chart_by_date(s: Server) {
 on_both!(restricted_records_are_left_out_of_a_chart_by_date);
 
 /// Searches over the population — newest first (walked by the date's index), by a code with
-/// its system (read from the code's index in row-id order), by a status (walked by row id) —
+/// its system (read from the code's index in row-id order), by a status (walked by row id), by
+/// a date range in row-id order (walked by the date's rows on PostgreSQL) —
 /// pass over the records the caller may not see, page by page, once there are enough records
 /// for the walks to be taken (more than 500 rows of the leading filter).
 async fn restricted_records_are_left_out_of_population_searches(s: Server) {
@@ -908,6 +909,8 @@ async fn restricted_records_are_left_out_of_population_searches(s: Server) {
     let mut entries = Vec::new();
     let mut seen = Vec::new();
     let mut all = Vec::new();
+    // Without a date, or dated before July: left out by the date range below.
+    let mut before_july = Vec::new();
     for i in 0..640u32 {
         let id = format!("pw{i:04}");
         let mut o = observation(&id, "pp", "weight");
@@ -915,6 +918,9 @@ async fn restricted_records_are_left_out_of_population_searches(s: Server) {
         // Every ninth without a date; dates with ties.
         if i % 9 != 4 {
             o["effectiveDateTime"] = json!(format!("2024-{:02}-{:02}", i % 12 + 1, i % 7 + 1));
+        }
+        if i % 9 == 4 || i % 12 + 1 < 7 {
+            before_july.push(id.clone());
         }
         // Every fifth restricted, every seventh very restricted.
         let label = match (i % 5, i % 7) {
@@ -942,6 +948,9 @@ async fn restricted_records_are_left_out_of_population_searches(s: Server) {
         "Observation?code=http://loinc.org|29463-7&_count=11",
         "Observation?code=http://loinc.org|29463-7&status=final&_count=3",
         "Observation?status=final&_count=13",
+        // Led by a date range, in row-id order (PostgreSQL reads the date's rows in that order).
+        "Observation?date=ge2024-07-01&_count=8",
+        "Observation?date=ge2024-07-01&status=final&_count=5",
     ] {
         // In the same order as the system's answer, less what the physician may not see.
         let everything = s.search_ids(query).await;
@@ -956,6 +965,13 @@ async fn restricted_records_are_left_out_of_population_searches(s: Server) {
             "physician: {query}"
         );
         for (caller, want, who) in [(doctor, &seen, "physician"), (s.system(), &all, "system")] {
+            // The date range leaves out those without a date or dated before it.
+            let want: Vec<String> = want
+                .iter()
+                .filter(|id| !query.contains("date=ge") || !before_july.contains(id))
+                .cloned()
+                .collect();
+            let want = &want;
             let got = caller.search_ids(query).await;
             let mut sorted = got.clone();
             sorted.sort();

@@ -846,6 +846,47 @@ async fn population_sorted_by_date(s: Server) {
         want.sort();
         assert_eq!(unique, want, "{query}");
     }
+    // Led by a date range, in the default order (on PostgreSQL read from the date's rows in
+    // row-id order): each match once, in row-id order — the resources with several dates
+    // matched by any of them.
+    for (query, lab_only, ge, lt) in [
+        (
+            "Observation?date=ge2021-01-01&_count=10",
+            false,
+            Some("2021-01-01"),
+            None,
+        ),
+        (
+            "Observation?category=laboratory&date=lt2020-06-01&_count=7",
+            true,
+            None,
+            Some("2020-06-01"),
+        ),
+        (
+            "Observation?date=ge2020-03-01&date=lt2021-03-01&status=final&_count=50",
+            false,
+            Some("2020-03-01"),
+            Some("2021-03-01"),
+        ),
+    ] {
+        let got = s.search_ids(query).await;
+        let want: Vec<&str> = expected
+            .iter()
+            .filter(|e| !lab_only || e.1)
+            .filter(|e| match &e.2 {
+                // A value matches `ge` when its end is on or after the day, `lt` when its start
+                // is before it; a resource when one of its values does (its latest end, its
+                // earliest start), both of a pair of ranges when a value lies in both or when
+                // its values straddle them (each one tested on its own).
+                Some((low, high)) => {
+                    ge.is_none_or(|d| high.as_str() >= d) && lt.is_none_or(|d| low.as_str() < d)
+                }
+                None => false,
+            })
+            .map(|e| e.0.as_str())
+            .collect();
+        assert_eq!(got, want, "{query}");
+    }
 }
 on_both!(population_sorted_by_date);
 
