@@ -1088,13 +1088,7 @@ pub(crate) fn page(
         if flat {
             return sql;
         }
-        let mut outer = Sql::new(
-            "SELECT r.rid, r.res_type, r.res_id, v.version, v.last_updated, v.deleted, v.method, v.body, v.patient, r.sensitivity FROM (",
-        );
-        outer.append(sql);
-        outer.push(") m JOIN resources r ON r.rid = m.rid JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version ORDER BY m.rid ");
-        outer.push(if forward { "ASC" } else { "DESC" });
-        return outer;
+        return rows_of(sql, if forward { "ASC" } else { "DESC" });
     }
     let mut inner = Sql::new("SELECT r.rid AS rid");
     for (i, key) in keys.iter().enumerate() {
@@ -1956,23 +1950,40 @@ pub(crate) fn rid_walk_page(
     let from = cursor.map_or(0, |c| c.rid);
     // The page's row ids first, then their versions: with the versions joined in the walk,
     // PostgreSQL may merge-join them from the table's start.
-    let mut sql = Sql::new(
-        "SELECT r.rid, r.res_type, r.res_id, v.version, v.last_updated, v.deleted, v.method, v.body, v.patient, r.sensitivity FROM (SELECT r.rid AS rid FROM resources r WHERE r.rid > ",
-    );
-    sql.bind_i64(from)
-        .push(" AND r.rid <= (SELECT CASE WHEN COUNT(*) < ")
-        .bind_i64(window as i64)
+    let mut ids = Sql::new("SELECT r.rid AS rid FROM resources r WHERE r.rid > ");
+    ids.bind_i64(from).push(" AND r.rid <= ");
+    ids.append(rid_window_end(query, from, window));
+    ids.push(" AND r.res_type = ")
+        .bind_text(&query.resource_type)
+        .push(" AND ");
+    ids.append(matches_probed(query, "r", vis));
+    ids.push(" ORDER BY r.rid ASC LIMIT ")
+        .bind_i64(limit as i64);
+    rows_of(ids, "ASC")
+}
+
+/// The last row id of [`rid_window_rows`] — or, when that window reaches the end, a row id
+/// beyond every row — as a subquery the database runs once.
+fn rid_window_end(query: &SearchQuery, from: i64, window: usize) -> Sql {
+    let mut sql = Sql::new("(SELECT CASE WHEN COUNT(*) < ");
+    sql.bind_i64(window as i64)
         .push(" THEN ")
         .bind_i64(i64::MAX)
         .push(" ELSE MAX(w.rid) END FROM (");
     sql.append(rid_window_rows(query, from, window));
-    sql.push(") w) AND r.res_type = ")
-        .bind_text(&query.resource_type)
-        .push(" AND ");
-    sql.append(matches_probed(query, "r", vis));
-    sql.push(" ORDER BY r.rid ASC LIMIT ")
-        .bind_i64(limit as i64)
-        .push(") m JOIN resources r ON r.rid = m.rid JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version ORDER BY m.rid ASC");
+    sql.push(") w)");
+    sql
+}
+
+/// The page's rows (with their current versions) of `ids`, a statement of row ids, in row-id
+/// order (`order`: `ASC` or `DESC`).
+fn rows_of(ids: Sql, order: &'static str) -> Sql {
+    let mut sql = Sql::new(
+        "SELECT r.rid, r.res_type, r.res_id, v.version, v.last_updated, v.deleted, v.method, v.body, v.patient, r.sensitivity FROM (",
+    );
+    sql.append(ids);
+    sql.push(") m JOIN resources r ON r.rid = m.rid JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version ORDER BY m.rid ")
+        .push(order);
     sql
 }
 
@@ -2023,18 +2034,14 @@ fn date_led_walk_page(
         .bind_text(&query.resource_type)
         .push(" AND rid > ")
         .bind_i64(from)
-        .push(" ORDER BY res_type, rid LIMIT 1) AND s.rid <= (SELECT CASE WHEN COUNT(*) < ")
-        .bind_i64(window as i64)
-        .push(" THEN ")
-        .bind_i64(i64::MAX)
-        .push(" ELSE MAX(w.rid) END FROM (");
-    inner.append(rid_window_rows(query, from, window));
+        .push(" ORDER BY res_type, rid LIMIT 1) AND s.rid <= ");
+    inner.append(rid_window_end(query, from, window));
     // The type is tested in a form no index can seek: with `s.res_type = …` PostgreSQL's
     // generic plan may read the date's value index (type, parameter, date) for every row in
     // the range and sort them, probing each for the other filters first (358 buffer visits
     // for ten Encounters of a status, instead of 47).
     inner
-        .push(") w) AND COALESCE(s.res_type, '') = ")
+        .push(" AND COALESCE(s.res_type, '') = ")
         .bind_text(&query.resource_type);
     push_param(&mut inner, IndexAlias::S, def);
     inner.push(" AND (");
@@ -2051,13 +2058,10 @@ fn date_led_walk_page(
     inner.push(")");
     inner.append(probes);
     inner.push(" ORDER BY s.rid ASC");
-    let inner = checked_last(inner, visible, None, " ASC", limit);
-    let mut sql = Sql::new(
-        "SELECT r.rid, r.res_type, r.res_id, v.version, v.last_updated, v.deleted, v.method, v.body, v.patient, r.sensitivity FROM (",
-    );
-    sql.append(inner);
-    sql.push(") m JOIN resources r ON r.rid = m.rid JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version ORDER BY m.rid ASC");
-    Some(sql)
+    Some(rows_of(
+        checked_last(inner, visible, None, " ASC", limit),
+        "ASC",
+    ))
 }
 
 /// Whether a search in the default order may be walked by row id: one over the population
