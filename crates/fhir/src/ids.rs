@@ -20,6 +20,7 @@ impl ResourceType {
     pub const DIAGNOSTIC_REPORT: ResourceType = ResourceType("DiagnosticReport");
     pub const SERVICE_REQUEST: ResourceType = ResourceType("ServiceRequest");
     pub const MEDICATION_REQUEST: ResourceType = ResourceType("MedicationRequest");
+    pub const MEDICATION: ResourceType = ResourceType("Medication");
     pub const ALLERGY_INTOLERANCE: ResourceType = ResourceType("AllergyIntolerance");
     pub const IMMUNIZATION: ResourceType = ResourceType("Immunization");
     pub const BINARY: ResourceType = ResourceType("Binary");
@@ -232,6 +233,7 @@ mod tests {
             ResourceType::DIAGNOSTIC_REPORT,
             ResourceType::SERVICE_REQUEST,
             ResourceType::MEDICATION_REQUEST,
+            ResourceType::MEDICATION,
             ResourceType::ALLERGY_INTOLERANCE,
             ResourceType::IMMUNIZATION,
             ResourceType::BINARY,

@@ -230,7 +230,7 @@ fn sex(patient: &Value) -> String {
 /// The text of a CodeableConcept: its text, else its first coding's display, else code.
 pub(super) fn concept_text(c: Option<&Value>) -> String {
     let Some(c) = c else {
-        return "Not recorded".to_string();
+        return NOT_RECORDED.to_string();
     };
     if let Some(t) = c.get("text").and_then(Value::as_str) {
         return t.to_string();
@@ -244,8 +244,63 @@ pub(super) fn concept_text(c: Option<&Value>) -> String {
                     .and_then(Value::as_str)
             })
         })
-        .unwrap_or("Not recorded")
+        .unwrap_or(NOT_RECORDED)
         .to_string()
+}
+
+/// What [`concept_text`] says of a concept with nothing to show.
+const NOT_RECORDED: &str = "Not recorded";
+
+/// The drug of a MedicationRequest as a CodeableConcept: its `medicationCodeableConcept`, or the
+/// code of the Medication its `medicationReference` names — contained (`#id`), or among `known`
+/// (Medications read with it: a search's `_include=MedicationRequest:medication`, or a read).
+/// `None` when neither says (a reference to a Medication not read, or one without a code).
+pub(super) fn medication_concept<'a>(v: &'a Value, known: &'a [Value]) -> Option<&'a Value> {
+    if let Some(c) = v.get("medicationCodeableConcept") {
+        return Some(c);
+    }
+    let reference = v.pointer("/medicationReference/reference")?.as_str()?;
+    let is = |m: &&Value, id: &str| {
+        m.get("resourceType").and_then(Value::as_str) == Some("Medication")
+            && m.get("id").and_then(Value::as_str) == Some(id)
+    };
+    let medication = match reference.strip_prefix('#') {
+        Some(local) => v
+            .get("contained")?
+            .as_array()?
+            .iter()
+            .find(|m| is(m, local))?,
+        None => {
+            let id = medication_id(reference)?;
+            known.iter().find(|m| is(m, id))?
+        }
+    };
+    medication.get("code")
+}
+
+/// The id of the local Medication a reference names (`Medication/{id}`, a version of it
+/// included); `None` for any other reference.
+pub(super) fn medication_id(reference: &str) -> Option<&str> {
+    let rest = reference.strip_prefix("Medication/")?;
+    Some(rest.split_once("/_history/").map_or(rest, |(id, _)| id)).filter(|id| !id.is_empty())
+}
+
+/// The name of a MedicationRequest's drug, for a clinician to read: the text of its
+/// [`medication_concept`], else its reference's display, else "Medication not named" — never
+/// an empty line on a medication list or a prescription.
+pub(super) fn medication_text(v: &Value, known: &[Value]) -> String {
+    let named = medication_concept(v, known)
+        .map(|c| concept_text(Some(c)))
+        .filter(|t| t != NOT_RECORDED);
+    named
+        .or_else(|| {
+            v.pointer("/medicationReference/display")
+                .and_then(Value::as_str)
+                .map(str::trim)
+                .filter(|d| !d.is_empty())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "Medication not named".into())
 }
 
 /// Whether the actor's access covers searching `resource_type`.
@@ -816,7 +871,8 @@ struct Spec {
     /// Search parameters besides `patient`; `{today}` stands for today's date.
     params: &'static [(&'static str, &'static str)],
     empty: &'static str,
-    item: fn(&Value) -> Option<Item>,
+    /// How a found resource reads, given the resources the search included.
+    item: fn(&Value, &[Value]) -> Option<Item>,
     /// Only the newest of each code (the searches are newest first).
     latest_per_code: bool,
 }
@@ -833,7 +889,11 @@ const SECTIONS: &[Spec] = &[
     Spec {
         title: "Active medications",
         resource_type: "MedicationRequest",
-        params: &[("status", "active"), ("_count", "50")],
+        params: &[
+            ("status", "active"),
+            ("_count", "50"),
+            ("_include", "MedicationRequest:medication"),
+        ],
         empty: "No active medications recorded.",
         item: medication_item,
         latest_per_code: false,
@@ -913,7 +973,9 @@ async fn section(
             .iter()
             .map(|(k, v)| (*k, v.replace("{today}", day))),
     );
-    let found = find(state, actor, spec.resource_type, &pairs).await?;
+    let found = search_page(state, actor, spec.resource_type, &pairs).await?;
+    let included: Vec<Value> = found.included.iter().map(Resource::value).collect();
+    let found = found.matches;
     let mut seen = std::collections::HashSet::new();
     let mut items = Vec::new();
     for r in &found {
@@ -924,7 +986,7 @@ async fn section(
                 continue;
             }
         }
-        items.extend((spec.item)(&v).map(|mut item| {
+        items.extend((spec.item)(&v, &included).map(|mut item| {
             // A vital sign in the user's units.
             if super::vitals::vital_of(&v).is_some() {
                 item.detail = super::vitals::shown_value(&v, units);
@@ -939,7 +1001,7 @@ async fn section(
     })
 }
 
-fn problem_item(c: &Value) -> Option<Item> {
+fn problem_item(c: &Value, _included: &[Value]) -> Option<Item> {
     Some(Item {
         text: concept_text(c.get("code")),
         detail: String::new(),
@@ -950,18 +1012,9 @@ fn problem_item(c: &Value) -> Option<Item> {
     })
 }
 
-fn medication_item(m: &Value) -> Option<Item> {
-    let drug = m
-        .get("medicationCodeableConcept")
-        .map(|c| concept_text(Some(c)))
-        .or_else(|| {
-            m.pointer("/medicationReference/display")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| "Medication not named".into());
+fn medication_item(m: &Value, included: &[Value]) -> Option<Item> {
     Some(Item {
-        text: drug,
+        text: medication_text(m, included),
         detail: m
             .pointer("/dosageInstruction/0/text")
             .and_then(Value::as_str)
@@ -986,7 +1039,7 @@ pub(super) fn trend_code(o: &Value) -> Option<String> {
     Some(form_urlencoded::byte_serialize(text.as_bytes()).collect())
 }
 
-fn result_item(o: &Value) -> Option<Item> {
+fn result_item(o: &Value, _included: &[Value]) -> Option<Item> {
     Some(Item {
         text: concept_text(o.get("code")),
         detail: observation_value(o),
@@ -997,12 +1050,12 @@ fn result_item(o: &Value) -> Option<Item> {
     })
 }
 
-fn abnormal_item(o: &Value) -> Option<Item> {
+fn abnormal_item(o: &Value, included: &[Value]) -> Option<Item> {
     abnormal_flag(o)?;
-    result_item(o)
+    result_item(o, included)
 }
 
-fn encounter_item(e: &Value) -> Option<Item> {
+fn encounter_item(e: &Value, _included: &[Value]) -> Option<Item> {
     Some(Item {
         text: e
             .pointer("/type/0")
@@ -1020,7 +1073,7 @@ fn encounter_item(e: &Value) -> Option<Item> {
     })
 }
 
-fn appointment_item(a: &Value) -> Option<Item> {
+fn appointment_item(a: &Value, _included: &[Value]) -> Option<Item> {
     Some(Item {
         text: a
             .get("description")
@@ -1039,7 +1092,7 @@ fn appointment_item(a: &Value) -> Option<Item> {
     })
 }
 
-fn immunization_item(i: &Value) -> Option<Item> {
+fn immunization_item(i: &Value, _included: &[Value]) -> Option<Item> {
     Some(Item {
         text: concept_text(i.get("vaccineCode")),
         detail: i

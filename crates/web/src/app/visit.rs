@@ -23,7 +23,8 @@ use serde_json::{Value, json};
 
 use super::chart::{
     Allergy, AllergyStatus, Banner, allergy_of, banner_of, concept_text, display_date, find,
-    find_if_allowed, may_search, patient_of, text_at,
+    find_if_allowed, may_search, medication_concept, medication_id, medication_text, patient_of,
+    search_page, text_at,
 };
 use super::vitals::{self, Units};
 use super::{Nav, PageError, SignedIn, display_time, page};
@@ -554,24 +555,32 @@ async fn render(
                 })
                 .collect()
         });
-    let prescriptions = find_if_allowed(state, actor, "MedicationRequest", &by_encounter)
-        .await?
-        .map(|found| {
-            found
-                .iter()
-                .map(|r| {
-                    let v = r.value();
-                    Line {
-                        note: text_at(&v, "/note/0/text"),
-                        print: Some(format!("/patients/{pid}/prescriptions/{}", r.id)),
-                        ..Line::new(
-                            concept_text(v.get("medicationCodeableConcept")),
-                            text_at(&v, "/dosageInstruction/0/text"),
-                        )
-                    }
-                })
-                .collect()
-        });
+    // The Medications the prescriptions name come with them, for the drug's name.
+    let mut with_drugs = by_encounter.to_vec();
+    with_drugs.push(("_include", "MedicationRequest:medication".into()));
+    let prescriptions = if may_search(actor, "MedicationRequest") {
+        Some(search_page(state, actor, "MedicationRequest", &with_drugs).await?)
+    } else {
+        None
+    };
+    let prescriptions = prescriptions.map(|found| {
+        let drugs: Vec<Value> = found.included.iter().map(Resource::value).collect();
+        found
+            .matches
+            .iter()
+            .map(|r| {
+                let v = r.value();
+                Line {
+                    note: text_at(&v, "/note/0/text"),
+                    print: Some(format!("/patients/{pid}/prescriptions/{}", r.id)),
+                    ..Line::new(
+                        medication_text(&v, &drugs),
+                        text_at(&v, "/dosageInstruction/0/text"),
+                    )
+                }
+            })
+            .collect()
+    });
     let infant = banner.age_months.is_some_and(|m| m < 36);
     let vital_fields = vitals::VITALS
         .iter()
@@ -1689,13 +1698,39 @@ pub(crate) async fn prescription(
             .map(vitals::number)
             .unwrap_or_default()
     };
+    // A drug named by reference: the Medication is read as the user (one they may not see,
+    // or that is gone, leaves the reference's display).
+    let mut drugs = Vec::new();
+    if let Some(mid) = v
+        .pointer("/medicationReference/reference")
+        .and_then(Value::as_str)
+        .and_then(medication_id)
+        .and_then(Id::parse)
+    {
+        match state
+            .records
+            .read(&me.actor, ResourceType::MEDICATION, &mid)
+            .await
+        {
+            Ok(m) => drugs.push(m.value()),
+            Err(
+                RecordsError::NotFound(..) | RecordsError::Gone(..) | RecordsError::Forbidden(_),
+            ) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let code = medication_concept(&v, &drugs)
+        .and_then(|c| c.pointer("/coding/0/code"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     Ok(page(
         StatusCode::OK,
         &PrescriptionPage {
             nav: Some(me.nav()),
             banner,
-            drug: concept_text(v.get("medicationCodeableConcept")),
-            code: text("/medicationCodeableConcept/coding/0/code"),
+            drug: medication_text(&v, &drugs),
+            code,
             instructions: text("/dosageInstruction/0/text"),
             quantity: number("/dispenseRequest/quantity/value"),
             supply: number("/dispenseRequest/expectedSupplyDuration/value"),

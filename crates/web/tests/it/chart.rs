@@ -256,3 +256,120 @@ mod each_role_sees_the_chart_it_may {
         super::each_role_sees_the_chart_it_may(super::Db::Postgres).await;
     }
 }
+
+/// A prescription's drug is named wherever it is shown, however the MedicationRequest names it:
+/// a code of its own, a Medication stored beside it (included with the search, or read for the
+/// printed prescription), a contained Medication, or only a reference's display. US Core and
+/// other systems' exports name drugs by reference as often as by code.
+async fn drugs_named_by_reference_are_named_on_every_page(db: Db) {
+    let Some(app) = start(db, default_policy()).await else {
+        return;
+    };
+    clinic(&app).await;
+    app.user("dr", Role::Physician, None).await;
+    put(&app, "Encounter", "e1", json!({"resourceType": "Encounter", "id": "e1",
+        "status": "finished", "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+        "subject": {"reference": "Patient/p1"},
+        "period": {"start": "2026-11-30T09:00:00Z", "end": "2026-11-30T09:30:00Z"}})).await;
+    put(&app, "Medication", "med-lis", json!({"resourceType": "Medication", "id": "med-lis",
+        "code": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "314076",
+            "display": "lisinopril 10 MG Oral Tablet"}]}})).await;
+    let order = |id: &str, medication: Value| {
+        let mut mr = json!({"resourceType": "MedicationRequest", "id": id, "status": "active",
+            "intent": "order", "subject": {"reference": "Patient/p1"},
+            "encounter": {"reference": "Encounter/e1"}, "authoredOn": "2026-11-30",
+            "dosageInstruction": [{"text": "once a day"}]});
+        for (k, v) in medication.as_object().into_iter().flatten() {
+            mr[k] = v.clone();
+        }
+        mr
+    };
+    put(
+        &app,
+        "MedicationRequest",
+        "by-ref",
+        order(
+            "by-ref",
+            json!({"medicationReference": {"reference": "Medication/med-lis"}}),
+        ),
+    )
+    .await;
+    put(
+        &app,
+        "MedicationRequest",
+        "contained",
+        order(
+            "contained",
+            json!({
+        "contained": [{"resourceType": "Medication", "id": "m1",
+            "code": {"text": "metformin 500 MG Oral Tablet"}}],
+        "medicationReference": {"reference": "#m1"}}),
+        ),
+    )
+    .await;
+    put(&app, "MedicationRequest", "display", order("display",
+        json!({"medicationReference": {"reference": "Medication/not-here", "display": "atorvastatin 20 MG"}}))).await;
+    put(
+        &app,
+        "MedicationRequest",
+        "unnamed",
+        order(
+            "unnamed",
+            json!({"medicationReference": {"reference": "Medication/not-here-either"}}),
+        ),
+    )
+    .await;
+
+    let mut dr = app.browser();
+    dr.sign_in("dr", PASSWORD).await;
+    let names = [
+        "lisinopril 10 MG Oral Tablet",
+        "metformin 500 MG Oral Tablet",
+        "atorvastatin 20 MG",
+        "Medication not named",
+    ];
+    for page in [
+        "/patients/p1",
+        "/patients/p1/lists",
+        "/patients/p1/visits/e1",
+    ] {
+        let shown = dr.get(page).await;
+        assert_eq!(shown.status, StatusCode::OK, "{page}");
+        for name in names {
+            assert!(
+                shown.body.contains(name),
+                "{page} names {name}: {}",
+                shown.body
+            );
+        }
+    }
+    for (id, name, code) in [
+        ("by-ref", names[0], Some("314076")),
+        ("contained", names[1], None),
+        ("display", names[2], None),
+        ("unnamed", names[3], None),
+    ] {
+        let print = dr.get(&format!("/patients/p1/prescriptions/{id}")).await;
+        assert_eq!(print.status, StatusCode::OK, "{id}");
+        assert!(print.body.contains(name), "{id}: {}", print.body);
+        if let Some(code) = code {
+            assert!(print.body.contains(code), "{id} shows the drug's code");
+        }
+    }
+    let history = dr
+        .get("/patients/p1/lists/MedicationRequest/contained/history")
+        .await;
+    assert_eq!(history.status, StatusCode::OK);
+    assert!(history.body.contains(names[1]), "{}", history.body);
+}
+
+mod drugs_named_by_reference_are_named_on_every_page {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::drugs_named_by_reference_are_named_on_every_page(super::Db::Sqlite).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::drugs_named_by_reference_are_named_on_every_page(super::Db::Postgres).await;
+    }
+}
