@@ -1409,15 +1409,23 @@ impl Chart<'_> {
             "status": status,
             "intent": "order",
             "category": category(MED_REQUEST_CATEGORY, "community", "Community"),
-            "medicationCodeableConcept": {
-                "coding": [coding(RXNORM, drug.rxnorm, drug.display)],
-                "text": drug.display
-            },
             "subject": self.patient,
             "encounter": enc,
             "authoredOn": visit.start.date_time(),
             "requester": self.clinician_ref(visit.clinician)
         });
+        // A drug of the clinic's formulary is named by its Medication; any other by its code.
+        if super::clinic::in_formulary(drug) {
+            request["medicationReference"] = json!({
+                "reference": format!("Medication/{}", super::clinic::medication_id(drug)),
+                "display": drug.display
+            });
+        } else {
+            request["medicationCodeableConcept"] = json!({
+                "coding": [coding(RXNORM, drug.rxnorm, drug.display)],
+                "text": drug.display
+            });
+        }
         match reason {
             Reason::Condition(cond) => {
                 request["reasonReference"] = json!([reference("Condition", cond)])

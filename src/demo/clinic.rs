@@ -8,8 +8,8 @@ use super::datatypes::{coding, concept, reference};
 use super::names::{NAME_GROUPS, NameGroup, pick_group};
 use super::rng::Rng;
 use super::terminology::{
-    Code, LOCATION_PHYSICAL_TYPE, NPI, ORGANIZATION_TYPE, PRACTITIONER_ROLE, ROLE_CODE, V2_0360,
-    snomed,
+    Code, Drug, FORMULARY, LOCATION_PHYSICAL_TYPE, NPI, ORGANIZATION_TYPE, PRACTITIONER_ROLE,
+    ROLE_CODE, RXNORM, V2_0360, snomed,
 };
 
 /// The id of the clinic's Organization.
@@ -198,9 +198,11 @@ impl Clinic {
             .map_or(0, |(i, _)| i)
     }
 
-    /// The clinic's resources: Organization, Locations, Practitioners, PractitionerRoles.
+    /// The clinic's resources: Organization, Locations, Practitioners, PractitionerRoles, and
+    /// the Medications of its formulary.
     pub fn resources(&self) -> Vec<Value> {
-        let mut out = Vec::with_capacity(1 + SITES.len() + 2 * self.clinicians.len());
+        let mut out =
+            Vec::with_capacity(1 + SITES.len() + 2 * self.clinicians.len() + FORMULARY.len());
         out.push(json!({
             "resourceType": "Organization",
             "id": ORGANIZATION_ID,
@@ -303,8 +305,26 @@ impl Clinic {
                 }]
             }));
         }
+        for drug in FORMULARY {
+            out.push(json!({
+                "resourceType": "Medication",
+                "id": medication_id(drug),
+                "code": {"coding": [coding(RXNORM, drug.rxnorm, drug.display)], "text": drug.display},
+                "status": "active"
+            }));
+        }
         out
     }
+}
+
+/// The id of the clinic's Medication for `drug` (one of its [`FORMULARY`]).
+pub fn medication_id(drug: &Drug) -> String {
+    format!("rx-{}", drug.rxnorm)
+}
+
+/// Whether the clinic keeps `drug` as a Medication of its own.
+pub fn in_formulary(drug: &Drug) -> bool {
+    FORMULARY.iter().any(|d| d.rxnorm == drug.rxnorm)
 }
 
 impl Clinician {

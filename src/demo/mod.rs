@@ -185,6 +185,53 @@ mod tests {
         }
     }
 
+    /// Prescriptions name their drug both ways US Core allows: long-term drugs by the clinic's
+    /// Medication (so `_include=MedicationRequest:medication` has something to include), short
+    /// courses by code; a reference's display is its Medication's name.
+    #[test]
+    fn prescriptions_name_their_drug_by_medication_or_by_code() {
+        let resources = generate(60, 3);
+        let medications: HashMap<String, &Value> = resources
+            .iter()
+            .filter(|r| r["resourceType"] == "Medication")
+            .map(|r| (format!("Medication/{}", str_at(r, "/id")), r))
+            .collect();
+        assert_eq!(medications.len(), terminology::FORMULARY.len());
+        let (mut by_reference, mut by_code) = (0, 0);
+        for r in resources
+            .iter()
+            .filter(|r| r["resourceType"] == "MedicationRequest")
+        {
+            let reference = str_at(r, "/medicationReference/reference");
+            let concept = r.get("medicationCodeableConcept");
+            assert!(
+                reference.is_empty() != concept.is_none(),
+                "{} names its drug once: {r}",
+                key(r)
+            );
+            if let Some(concept) = concept {
+                by_code += 1;
+                assert_eq!(
+                    concept.pointer("/coding/0/system").and_then(Value::as_str),
+                    Some(terminology::RXNORM)
+                );
+                continue;
+            }
+            by_reference += 1;
+            let medication = medications
+                .get(reference)
+                .unwrap_or_else(|| panic!("{reference} is a Medication of the clinic"));
+            assert_eq!(
+                str_at(r, "/medicationReference/display"),
+                str_at(medication, "/code/text")
+            );
+        }
+        assert!(
+            by_reference > 100 && by_code > 20,
+            "{by_reference} by reference, {by_code} by code"
+        );
+    }
+
     #[test]
     fn size_and_mix_of_resources() {
         let patients = 200;
@@ -208,6 +255,7 @@ mod tests {
             "Observation",
             "Condition",
             "MedicationRequest",
+            "Medication",
             "AllergyIntolerance",
             "Immunization",
             "DiagnosticReport",

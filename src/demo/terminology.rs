@@ -552,6 +552,41 @@ drug!(NAPROXEN_SODIUM_220, "849574", "naproxen sodium 220 MG Oral Tablet",
     1 / 12 "h", true, 24 "tablet", 12, 0, None);
 
 // ---------------------------------------------------------------------------------------------
+/// The long-term drugs the clinic keeps as Medication resources of its own (its formulary):
+/// a prescription of one names it by reference (`medicationReference`), as many systems'
+/// exports do, while a short course names its drug by code. Every long-term drug a chart can
+/// prescribe is here (the generator's tests check that each reference resolves).
+pub const FORMULARY: &[Drug] = &[
+    LISINOPRIL_10,
+    AMLODIPINE_5,
+    HCTZ_25,
+    LOSARTAN_25,
+    METFORMIN_ER_500,
+    SIMVASTATIN_20,
+    ATORVASTATIN_80,
+    ALBUTEROL_INHALER,
+    FLUTICASONE_INHALER,
+    FLUTICASONE_SALMETEROL,
+    LEVOTHYROXINE_75,
+    FLUOXETINE_20,
+    SERTRALINE_100,
+    NAPROXEN_500,
+    ACETAMINOPHEN_500,
+    ASPIRIN_81,
+    NITROGLYCERIN_SPRAY,
+    ALENDRONATE_10,
+    CETIRIZINE_10,
+    LORATADINE_10,
+    LORATADINE_5_CHEWABLE,
+    HYDROCORTISONE_CREAM,
+    METHYLPHENIDATE_20,
+    IBUPROFEN_200,
+    EPINEPHRINE_AUTOINJECTOR,
+    ACETAMINOPHEN_325,
+    ACETAMINOPHEN_160_CHEWABLE,
+    NAPROXEN_SODIUM_220,
+];
+
 // Allergies
 
 /// Category of an allergy (`AllergyIntolerance.category`).
