@@ -533,7 +533,33 @@ fn write_bundles(files: &[PathBuf], out: &Path) -> Result<(), String> {
     for (p, rs) in by_patient {
         std::fs::write(out.join(format!("{p}.json")), bundle(rs)).map_err(|e| e.to_string())?;
     }
-    std::fs::write(out.join("done"), b"").map_err(|e| e.to_string())
+    Ok(())
+}
+
+/// A fingerprint of what `bin` generates: a hash of a two-patient cohort's files (the clinic's
+/// resources and two charts). A cohort on disk, or data imported from one, whose marker holds
+/// another fingerprint was written by another generator and is made again.
+fn generator_fingerprint(bin: &Path, work: &Path) -> Result<String, String> {
+    use std::hash::{Hash, Hasher};
+    let sample = work.join("generator-sample");
+    let _ = std::fs::remove_dir_all(&sample);
+    sh(Command::new(bin)
+        .args(["generate", "--patients", "2", "--out"])
+        .arg(&sample))?;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&sample)
+        .map_err(|e| e.to_string())?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    files.sort();
+    let mut hasher = std::hash::DefaultHasher::new();
+    for f in &files {
+        f.file_name().hash(&mut hasher);
+        std::fs::read(f)
+            .map_err(|e| e.to_string())?
+            .hash(&mut hasher);
+    }
+    let _ = std::fs::remove_dir_all(&sample);
+    Ok(format!("{:016x}", hasher.finish()))
 }
 
 /// Imports `paths` into a fresh store; resources/s.
@@ -654,19 +680,23 @@ pub fn run(root: &Path, opts: &Options) -> Result<(), String> {
     let bin = root.join("target/release/ironchart");
     let work = root.join("target/bench");
     std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+    // What the generator writes now: a cohort or an import made by an older one is made again.
+    let fingerprint = generator_fingerprint(&bin, &work)?;
+    let made_by_now =
+        |marker: &Path| std::fs::read_to_string(marker).is_ok_and(|f| f.trim() == fingerprint);
     let mut measured: Vec<Measured> = Vec::new();
     let mut imports: Vec<(usize, String, f64, Option<f64>, usize)> = Vec::new();
     let mut files = Vec::new();
 
     for &patients in &opts.patients {
         let cohort = work.join(format!("cohort-{patients}"));
-        if !cohort.join("done").exists() {
+        if !made_by_now(&cohort.join("done")) {
             eprintln!("generating {patients} patients…");
             let _ = std::fs::remove_dir_all(&cohort);
             sh(Command::new(&bin)
                 .args(["generate", "--patients", &patients.to_string(), "--out"])
                 .arg(&cohort))?;
-            std::fs::write(cohort.join("done"), b"").map_err(|e| e.to_string())?;
+            std::fs::write(cohort.join("done"), &fingerprint).map_err(|e| e.to_string())?;
         }
         files = std::fs::read_dir(&cohort)
             .map_err(|e| e.to_string())?
@@ -676,9 +706,10 @@ pub fn run(root: &Path, opts: &Options) -> Result<(), String> {
         files.sort();
         let resources = count_lines(&files);
         let bundles = work.join(format!("bundles-{patients}"));
-        if opts.bundles && !bundles.join("done").exists() {
+        if opts.bundles && !made_by_now(&bundles.join("done")) {
             eprintln!("writing {patients} per-patient Bundles…");
             write_bundles(&files, &bundles)?;
+            std::fs::write(bundles.join("done"), &fingerprint).map_err(|e| e.to_string())?;
         }
 
         let mut servers: Vec<Running> = Vec::new();
@@ -697,10 +728,10 @@ pub fn run(root: &Path, opts: &Options) -> Result<(), String> {
             };
             let db_env = env_for(&schema);
             let imported = data.join("imported");
-            if !(opts.reuse && imported.exists()) {
+            if !(opts.reuse && made_by_now(&imported)) {
                 eprintln!("[{backend} {patients}] importing {resources} resources (NDJSON)…");
                 let ndjson = import(&bin, &data, &db_env, &files, resources, opts, &schema)?;
-                std::fs::write(&imported, b"").map_err(|e| e.to_string())?;
+                std::fs::write(&imported, &fingerprint).map_err(|e| e.to_string())?;
                 let mut from_bundles = None;
                 if opts.bundles {
                     eprintln!("[{backend} {patients}] importing them as per-patient Bundles…");
