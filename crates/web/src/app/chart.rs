@@ -849,8 +849,21 @@ pub(super) async fn find_if_allowed(
     resource_type: &str,
     pairs: &[(&str, String)],
 ) -> Result<Option<Vec<Resource>>, PageError> {
+    Ok(search_if_allowed(state, actor, resource_type, pairs)
+        .await?
+        .map(|found| found.matches))
+}
+
+/// [`search_page`] when the actor may search `resource_type` (its matches and what it
+/// included); `None` when they may not.
+pub(super) async fn search_if_allowed(
+    state: &AppState,
+    actor: &Actor,
+    resource_type: &str,
+    pairs: &[(&str, String)],
+) -> Result<Option<ironchart_records::ResourcePage>, PageError> {
     if may_search(actor, resource_type) {
-        Ok(Some(find(state, actor, resource_type, pairs).await?))
+        Ok(Some(search_page(state, actor, resource_type, pairs).await?))
     } else {
         Ok(None)
     }

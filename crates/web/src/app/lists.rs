@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::chart::{
     AllergyStatus, Banner, allergy_of, banner_of, concept_text, display_date, find_if_allowed,
-    may_search, medication_text, patient_of, search_page, text_at,
+    medication_text, patient_of, search_if_allowed, text_at,
 };
 use super::visit::{Problems, me_ref};
 use super::{Nav, PageError, SignedIn, display_time, page};
@@ -188,42 +188,39 @@ async fn render(
     // The Medications the prescriptions name come with them, for the drug's name.
     let mut with_drugs = by_patient.to_vec();
     with_drugs.push(("_include", "MedicationRequest:medication".into()));
-    let medications = if may_search(actor, "MedicationRequest") {
-        Some(search_page(state, actor, "MedicationRequest", &with_drugs).await?)
-    } else {
-        None
-    };
-    let medications = medications.map(|found| {
-        let drugs: Vec<Value> = found.included.iter().map(Resource::value).collect();
-        let mut rows: Vec<Row> = found
-            .matches
-            .iter()
-            .map(|r| {
-                let v = r.value();
-                let status = text_at(&v, "/status");
-                let actions = if status == "active" && writable("MedicationRequest") {
-                    vec![("stopped", "Stop"), ("completed", "Completed")]
-                } else {
-                    vec![]
-                };
-                Row {
-                    kind: "MedicationRequest",
-                    id: r.id.to_string(),
-                    text: medication_text(&v, &drugs),
-                    detail: text_at(&v, "/dosageInstruction/0/text"),
-                    status,
-                    when: v
-                        .get("authoredOn")
-                        .and_then(Value::as_str)
-                        .map(display_date)
-                        .unwrap_or_default(),
-                    actions,
-                }
-            })
-            .collect();
-        rows.sort_by_key(|r| r.status != "active");
-        rows
-    });
+    let medications = search_if_allowed(state, actor, "MedicationRequest", &with_drugs)
+        .await?
+        .map(|found| {
+            let drugs: Vec<Value> = found.included.iter().map(Resource::value).collect();
+            let mut rows: Vec<Row> = found
+                .matches
+                .iter()
+                .map(|r| {
+                    let v = r.value();
+                    let status = text_at(&v, "/status");
+                    let actions = if status == "active" && writable("MedicationRequest") {
+                        vec![("stopped", "Stop"), ("completed", "Completed")]
+                    } else {
+                        vec![]
+                    };
+                    Row {
+                        kind: "MedicationRequest",
+                        id: r.id.to_string(),
+                        text: medication_text(&v, &drugs),
+                        detail: text_at(&v, "/dosageInstruction/0/text"),
+                        status,
+                        when: v
+                            .get("authoredOn")
+                            .and_then(Value::as_str)
+                            .map(display_date)
+                            .unwrap_or_default(),
+                        actions,
+                    }
+                })
+                .collect();
+            rows.sort_by_key(|r| r.status != "active");
+            rows
+        });
     let mut in_force = 0;
     let allergies = find_if_allowed(state, actor, "AllergyIntolerance", &by_patient)
         .await?

@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use super::chart::{
     Allergy, AllergyStatus, Banner, allergy_of, banner_of, concept_text, display_date, find,
     find_if_allowed, may_search, medication_concept, medication_id, medication_text, patient_of,
-    search_page, text_at,
+    search_if_allowed, text_at,
 };
 use super::vitals::{self, Units};
 use super::{Nav, PageError, SignedIn, display_time, page};
@@ -558,29 +558,26 @@ async fn render(
     // The Medications the prescriptions name come with them, for the drug's name.
     let mut with_drugs = by_encounter.to_vec();
     with_drugs.push(("_include", "MedicationRequest:medication".into()));
-    let prescriptions = if may_search(actor, "MedicationRequest") {
-        Some(search_page(state, actor, "MedicationRequest", &with_drugs).await?)
-    } else {
-        None
-    };
-    let prescriptions = prescriptions.map(|found| {
-        let drugs: Vec<Value> = found.included.iter().map(Resource::value).collect();
-        found
-            .matches
-            .iter()
-            .map(|r| {
-                let v = r.value();
-                Line {
-                    note: text_at(&v, "/note/0/text"),
-                    print: Some(format!("/patients/{pid}/prescriptions/{}", r.id)),
-                    ..Line::new(
-                        medication_text(&v, &drugs),
-                        text_at(&v, "/dosageInstruction/0/text"),
-                    )
-                }
-            })
-            .collect()
-    });
+    let prescriptions = search_if_allowed(state, actor, "MedicationRequest", &with_drugs)
+        .await?
+        .map(|found| {
+            let drugs: Vec<Value> = found.included.iter().map(Resource::value).collect();
+            found
+                .matches
+                .iter()
+                .map(|r| {
+                    let v = r.value();
+                    Line {
+                        note: text_at(&v, "/note/0/text"),
+                        print: Some(format!("/patients/{pid}/prescriptions/{}", r.id)),
+                        ..Line::new(
+                            medication_text(&v, &drugs),
+                            text_at(&v, "/dosageInstruction/0/text"),
+                        )
+                    }
+                })
+                .collect()
+        });
     let infant = banner.age_months.is_some_and(|m| m < 36);
     let vital_fields = vitals::VITALS
         .iter()
