@@ -229,11 +229,14 @@ fn sex(patient: &Value) -> String {
 
 /// The text of a CodeableConcept: its text, else its first coding's display, else code.
 pub(super) fn concept_text(c: Option<&Value>) -> String {
-    let Some(c) = c else {
-        return NOT_RECORDED.to_string();
-    };
+    c.and_then(concept_name)
+        .unwrap_or_else(|| "Not recorded".to_string())
+}
+
+/// What a CodeableConcept says it is (see [`concept_text`]); `None` when it says nothing.
+fn concept_name(c: &Value) -> Option<String> {
     if let Some(t) = c.get("text").and_then(Value::as_str) {
-        return t.to_string();
+        return Some(t.to_string());
     }
     c.get("coding")
         .and_then(Value::as_array)
@@ -244,12 +247,8 @@ pub(super) fn concept_text(c: Option<&Value>) -> String {
                     .and_then(Value::as_str)
             })
         })
-        .unwrap_or(NOT_RECORDED)
-        .to_string()
+        .map(str::to_string)
 }
-
-/// What [`concept_text`] says of a concept with nothing to show.
-const NOT_RECORDED: &str = "Not recorded";
 
 /// The drug of a MedicationRequest as a CodeableConcept: its `medicationCodeableConcept`, or the
 /// code of the Medication its `medicationReference` names — contained (`#id`), or among `known`
@@ -289,10 +288,8 @@ pub(super) fn medication_id(reference: &str) -> Option<&str> {
 /// [`medication_concept`], else its reference's display, else "Medication not named" — never
 /// an empty line on a medication list or a prescription.
 pub(super) fn medication_text(v: &Value, known: &[Value]) -> String {
-    let named = medication_concept(v, known)
-        .map(|c| concept_text(Some(c)))
-        .filter(|t| t != NOT_RECORDED);
-    named
+    medication_concept(v, known)
+        .and_then(concept_name)
         .or_else(|| {
             v.pointer("/medicationReference/display")
                 .and_then(Value::as_str)

@@ -806,8 +806,7 @@ pub(crate) async fn history(
                     })
                     .unwrap_or_default(),
                 status,
-                text: if v.get("resourceType").and_then(Value::as_str) == Some("MedicationRequest")
-                {
+                text: if !r.deleted && rt == ResourceType::MEDICATION_REQUEST {
                     medication_text(&v, &[])
                 } else {
                     [v.get("code"), v.get("vaccineCode")]
